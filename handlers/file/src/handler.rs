@@ -1,0 +1,266 @@
+//! [`FileHandler`]: one device backed by a file or block device.
+//!
+//! The handler owns the backing file twice over: an io_uring
+//! [`tokio_uring::fs::File`] for the data path, and a duplicate `std` handle
+//! (same open file description) for the rare synchronous metadata calls —
+//! size queries and growing the file. Both close when the handler is dropped.
+//!
+//! Write caching follows the device: with the write cache enabled, writes
+//! stay in the page cache until SYNCHRONIZE CACHE ([`BlockHandler::flush`],
+//! `fdatasync`); with it disabled, every write is followed by `fdatasync`
+//! before it is acknowledged (what the kernel's `fileio` backstore gets from
+//! `O_DSYNC`).
+
+use std::cell::Cell;
+use std::fs::OpenOptions;
+use std::io::{self, Seek, SeekFrom};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use tcmu_core::DataBuf;
+use tcmu_runtime::{BlockError, BlockHandler, DeviceConfig, ReconfigRequest};
+use tcmu_scsi::UnmapParams;
+
+use crate::config::{Backing, FileConfig};
+use crate::io::{read_at, write_at, write_pattern};
+
+/// Largest buffer built for WRITE SAME.
+const WRITE_SAME_CHUNK: usize = 1 << 20;
+
+/// A [`BlockHandler`] over a regular file or a block device.
+#[derive(Debug)]
+pub struct FileHandler {
+    /// The cfgstring the device was opened with.
+    cfgstring: String,
+    path: PathBuf,
+    /// The data path.
+    file: tokio_uring::fs::File,
+    /// A duplicate of `file`'s descriptor for size queries and `ftruncate`.
+    meta: std::fs::File,
+    block_device: bool,
+    /// `fdatasync` after every write (write cache disabled).
+    write_through: Cell<bool>,
+    /// Hole punching works here (cleared by the first `EOPNOTSUPP`).
+    punch_hole: Cell<bool>,
+    /// `FALLOC_FL_ZERO_RANGE` works here (cleared by the first `EOPNOTSUPP`).
+    zero_range: Cell<bool>,
+}
+
+fn is_unsupported(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::EOPNOTSUPP)
+}
+
+/// The size of a file or block device, from its descriptor.
+fn backing_size(file: &std::fs::File, block_device: bool) -> io::Result<u64> {
+    if block_device {
+        // A block device's `st_size` is 0; seeking to its end is not.
+        // Positional I/O never uses the file offset, so moving it is harmless.
+        let mut f = file;
+        f.seek(SeekFrom::End(0))
+    } else {
+        Ok(file.metadata()?.len())
+    }
+}
+
+impl FileHandler {
+    /// Opens (creating with mode 0600 if missing) the backing file for
+    /// `config`, growing a regular file to the device size. Must run inside
+    /// a tokio-uring runtime.
+    pub async fn open(config: &DeviceConfig) -> Result<Self, String> {
+        let checked = FileConfig::check(&config.cfgstring).map_err(|e| e.to_string())?;
+        let path = checked.path;
+        let std_file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(checked.backing == Backing::Missing)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(|e| format!("file handler: cannot open {}: {e}", path.display()))?;
+        let ft = std_file
+            .metadata()
+            .map_err(|e| format!("file handler: cannot stat {}: {e}", path.display()))?
+            .file_type();
+        let block_device = std::os::unix::fs::FileTypeExt::is_block_device(&ft);
+        if !block_device && !ft.is_file() {
+            return Err(format!(
+                "file handler: {} is not a regular file or a block device",
+                path.display()
+            ));
+        }
+        let current = backing_size(&std_file, block_device)
+            .map_err(|e| format!("file handler: cannot size {}: {e}", path.display()))?;
+        if current < config.size {
+            if block_device {
+                tracing::warn!(
+                    path = %path.display(),
+                    device_size = config.size,
+                    backing_size = current,
+                    "file handler: block device is smaller than the device; I/O past its end fails"
+                );
+            } else {
+                std_file.set_len(config.size).map_err(|e| {
+                    format!(
+                        "file handler: cannot grow {} to {} bytes: {e}",
+                        path.display(),
+                        config.size
+                    )
+                })?;
+            }
+        }
+        let meta = std_file
+            .try_clone()
+            .map_err(|e| format!("file handler: cannot duplicate {}: {e}", path.display()))?;
+        let file = tokio_uring::fs::File::from_std(std_file);
+        let handler = Self {
+            cfgstring: config.cfgstring.clone(),
+            path,
+            file,
+            meta,
+            block_device,
+            write_through: Cell::new(!config.write_cache),
+            punch_hole: Cell::new(true),
+            zero_range: Cell::new(true),
+        };
+        handler.probe_punch_hole(config.block_size).await;
+        tracing::debug!(
+            path = %handler.path.display(),
+            size = config.size,
+            block_device,
+            punch_hole = handler.punch_hole.get(),
+            "file handler: opened"
+        );
+        Ok(handler)
+    }
+
+    /// The backing file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether unmap (hole punching) is available.
+    pub fn supports_unmap(&self) -> bool {
+        self.punch_hole.get()
+    }
+
+    /// Asks the filesystem whether it punches holes, on a range past the end
+    /// of the file (so no data can change). Block devices are assumed to
+    /// support it until they answer `EOPNOTSUPP`.
+    async fn probe_punch_hole(&self, block_size: u32) {
+        if self.block_device {
+            return;
+        }
+        let Ok(end) = backing_size(&self.meta, false) else {
+            return;
+        };
+        let flags = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+        let len = u64::from(block_size.max(512));
+        if let Err(e) = self.file.fallocate(end, len, flags).await {
+            if is_unsupported(&e) {
+                self.punch_hole.set(false);
+            }
+        }
+    }
+
+    async fn sync_if_write_through(&self) -> Result<(), BlockError> {
+        if self.write_through.get() {
+            self.file.sync_data().await?;
+        }
+        Ok(())
+    }
+
+    fn grow(&self, size: u64) -> Result<(), String> {
+        let current = backing_size(&self.meta, self.block_device)
+            .map_err(|e| format!("file handler: cannot size {}: {e}", self.path.display()))?;
+        if current >= size {
+            return Ok(());
+        }
+        if self.block_device {
+            return Err(format!(
+                "file handler: block device {} ({current} bytes) is smaller than {size} bytes",
+                self.path.display()
+            ));
+        }
+        self.meta.set_len(size).map_err(|e| {
+            format!(
+                "file handler: cannot grow {} to {size} bytes: {e}",
+                self.path.display()
+            )
+        })
+    }
+}
+
+#[async_trait(?Send)]
+impl BlockHandler for FileHandler {
+    async fn read(&self, offset: u64, bufs: Vec<DataBuf>) -> Result<(), BlockError> {
+        Ok(read_at(&self.file, offset, bufs).await?)
+    }
+
+    async fn write(&self, offset: u64, bufs: Vec<DataBuf>) -> Result<(), BlockError> {
+        write_at(&self.file, offset, bufs).await?;
+        self.sync_if_write_through().await
+    }
+
+    async fn flush(&self) -> Result<(), BlockError> {
+        Ok(self.file.sync_data().await?)
+    }
+
+    async fn unmap(&self, offset: u64, len: u64) -> Result<(), BlockError> {
+        if !self.punch_hole.get() {
+            return Err(BlockError::Unsupported);
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        let flags = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+        match self.file.fallocate(offset, len, flags).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_unsupported(&e) => {
+                tracing::info!(path = %self.path.display(), "file handler: hole punching unsupported");
+                self.punch_hole.set(false);
+                Err(BlockError::Unsupported)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn write_same(&self, offset: u64, len: u64, pattern: &[u8]) -> Result<(), BlockError> {
+        if len == 0 {
+            return Ok(());
+        }
+        if self.zero_range.get() && !pattern.is_empty() && pattern.iter().all(|&b| b == 0) {
+            let flags = libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE;
+            match self.file.fallocate(offset, len, flags).await {
+                Ok(()) => return self.sync_if_write_through().await,
+                Err(e) if is_unsupported(&e) => self.zero_range.set(false),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        write_pattern(&self.file, offset, len, pattern, WRITE_SAME_CHUNK).await?;
+        self.sync_if_write_through().await
+    }
+
+    fn unmap_params(&self) -> Option<UnmapParams> {
+        // Punched holes read back as zeroes (for block devices the kernel
+        // only punches when it can guarantee that).
+        self.punch_hole.get().then(|| UnmapParams {
+            reads_zeroes: true,
+            ..UnmapParams::default()
+        })
+    }
+
+    async fn reconfig(&self, change: &ReconfigRequest) -> Result<(), String> {
+        match change {
+            ReconfigRequest::Size(size) => self.grow(*size),
+            ReconfigRequest::WriteCache(on) => {
+                self.write_through.set(!on);
+                Ok(())
+            }
+            ReconfigRequest::Config(cfg) if *cfg == self.cfgstring => Ok(()),
+            ReconfigRequest::Config(_) => {
+                Err("changing the file of a running device is not supported".to_owned())
+            }
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! [`RamFactory`]: the `ram` subtype.
+
+use async_trait::async_trait;
+use tcmu_runtime::{DeviceConfig, Handler, HandlerFactory};
+
+use crate::config::RamConfig;
+use crate::handler::RamHandler;
+
+/// The `ram` handler type: `dev_config=ram/<size>` (or `ram/` for the
+/// device size). Construct with `RamFactory` (a unit struct) or
+/// `RamFactory::default()`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RamFactory;
+
+#[async_trait(?Send)]
+impl HandlerFactory for RamFactory {
+    fn subtype(&self) -> &str {
+        "ram"
+    }
+
+    fn cfg_desc(&self) -> &str {
+        "RAM disk size (bytes, or with a K/M/G/T suffix such as 64M); empty for the device size"
+    }
+
+    fn check_config(&self, cfgstring: &str) -> Result<(), String> {
+        RamConfig::parse(cfgstring)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    async fn open(&self, config: &DeviceConfig) -> Result<Handler, String> {
+        let parsed = RamConfig::parse(&config.cfgstring).map_err(|e| e.to_string())?;
+        let size = match parsed.size {
+            Some(size) if size < config.size => {
+                return Err(format!(
+                    "ram handler: '{}' ({size} bytes) is smaller than device {} ({} bytes)",
+                    config.cfgstring.trim(),
+                    config.name,
+                    config.size
+                ))
+            }
+            Some(size) => size,
+            None => config.size,
+        };
+        tracing::debug!(device = %config.name, size, "ram handler: opening");
+        Ok(Box::new(RamHandler::new(size)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dev(cfg: &str, size: u64) -> DeviceConfig {
+        DeviceConfig {
+            name: "ram0".into(),
+            cfgstring: cfg.into(),
+            size,
+            block_size: 512,
+            write_cache: false,
+        }
+    }
+
+    #[test]
+    fn checks_config() {
+        let f = RamFactory;
+        assert_eq!(f.subtype(), "ram");
+        assert!(f.check_config("").is_ok());
+        assert!(f.check_config("64M").is_ok());
+        let msg = f.check_config("64Q").unwrap_err();
+        assert!(msg.contains("invalid size '64Q'"), "{msg}");
+    }
+
+    #[test]
+    fn opens_with_device_or_configured_size() {
+        tokio_uring::start(async {
+            let f = RamFactory;
+            assert!(f.open(&dev("", 1 << 20)).await.is_ok());
+            assert!(f.open(&dev("2M", 1 << 20)).await.is_ok());
+            let msg = f.open(&dev("4K", 1 << 20)).await.err().unwrap();
+            assert!(msg.contains("smaller than device ram0"), "{msg}");
+            assert!(f.open(&dev("nope", 1 << 20)).await.is_err());
+        });
+    }
+}

@@ -1,0 +1,20 @@
+//! # tcmu-handler-ram — a RAM disk for tcmu-rs
+//!
+//! Subtype `ram`: `dev_config=ram/64M` backs the device with 64 MiB of
+//! anonymous memory (`ram/` alone: as much as the device size). The bytes
+//! live and die with the handler; nothing is persisted. Unmap zeroes (and
+//! advertises LBPRZ), WRITE SAME fills in place, a `dev_size` reconfig
+//! grows or shrinks the memory.
+//!
+//! Register [`RamFactory`] with a `tcmu_runtime::Registry`:
+//! `registry.register(Arc::new(RamFactory))`.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod config;
+pub mod factory;
+pub mod handler;
+
+pub use config::{ConfigError, RamConfig};
+pub use factory::RamFactory;
+pub use handler::RamHandler;

@@ -1,0 +1,341 @@
+//! The control loop: attach to existing devices, then serve the kernel's
+//! netlink device events until SIGTERM/SIGINT.
+//!
+//! Every event the kernel sends gets a `*_DONE` reply, success or not: once
+//! this daemon has told the kernel it replies (SET_FEATURES), the kernel
+//! waits for that reply with no timeout, so a dropped event would hang
+//! `enable` or `rmdir` forever.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tcmu_core::configfs::{self, DeviceDir, RingResetLevel};
+use tcmu_core::netlink::{ControlSocket, DeviceEvent, EventKind, EventSocket, Reconfig};
+use tcmu_core::uio::{self, UioDevice};
+use tcmu_runtime::tcmu_scsi::DeviceParams;
+use tcmu_runtime::{
+    split_dev_config, DeviceConfig, DeviceHandle, DeviceSpec, HandlerFactory, ReconfigRequest,
+    Registry, RingSource, Workers,
+};
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::{debug, error, info, warn};
+
+/// A device being served.
+struct Served {
+    handle: DeviceHandle,
+    /// `<hba>/<device>`, for logs.
+    label: String,
+}
+
+/// The daemon's state on the control thread.
+pub struct Daemon {
+    registry: Registry,
+    workers: Workers,
+    control: ControlSocket,
+    /// Served devices by UIO minor.
+    devices: HashMap<u32, Served>,
+}
+
+/// Errors a device can be refused with, as the errno the kernel gets.
+const REFUSED: i32 = -libc::EINVAL;
+
+fn label(uio: &UioDevice) -> String {
+    format!("user_{}/{}", uio.name.hba, uio.name.device)
+}
+
+/// Loads `target_core_user` if it is not loaded yet.
+fn load_module() {
+    if std::path::Path::new("/sys/module/target_core_user").exists() {
+        return;
+    }
+    match std::process::Command::new("modprobe")
+        .arg("target_core_user")
+        .status()
+    {
+        Ok(s) if s.success() => info!("loaded target_core_user"),
+        Ok(s) => warn!("modprobe target_core_user failed ({s})"),
+        Err(e) => warn!("cannot run modprobe: {e}"),
+    }
+}
+
+/// Builds what the runtime needs to serve `uio`, checking its
+/// configuration first.
+fn device_spec(
+    registry: &Registry,
+    uio: &UioDevice,
+) -> Result<(DeviceSpec, Arc<dyn HandlerFactory>), String> {
+    let name = &uio.name;
+    if name.dev_config.is_empty() {
+        return Err("no dev_config set (expected <subtype>/<config>)".to_owned());
+    }
+    let factory = registry
+        .get(&name.subtype)
+        .ok_or_else(|| format!("no handler for subtype '{}'", name.subtype))?;
+    factory.check_config(&name.handler_config)?;
+    let dir = uio.configfs();
+    let cfs = |e: configfs::ConfigfsError| format!("cannot read configfs: {e}");
+    let size = dir.dev_size().map_err(cfs)?;
+    let block_size = dir.block_size().map_err(cfs)?;
+    if block_size == 0 {
+        return Err("block size is 0".to_owned());
+    }
+    let max_sectors = dir.max_sectors().map_err(cfs)?;
+    let write_cache = dir.write_cache().map_err(cfs)?;
+    let mut params = DeviceParams::new(block_size, size / u64::from(block_size));
+    params.max_transfer_blocks = max_sectors;
+    params.optimal_transfer_blocks = max_sectors;
+    params.unit_serial = dir.unit_serial().ok().flatten();
+    let spec = DeviceSpec {
+        config: DeviceConfig {
+            name: name.device.clone(),
+            cfgstring: name.handler_config.clone(),
+            size,
+            block_size,
+            write_cache,
+        },
+        params,
+        ring: RingSource::Uio {
+            path: uio.dev_path(),
+            map_size: uio.map_size as usize,
+        },
+        configfs: Some(dir),
+    };
+    Ok((spec, factory))
+}
+
+impl Daemon {
+    /// Connects to the kernel: joins the event group before anything else
+    /// (so no event between scan and join is lost), then tells the kernel
+    /// this daemon replies to events.
+    pub fn connect(registry: Registry, workers: Workers) -> anyhow::Result<(Self, EventSocket)> {
+        load_module();
+        let events = EventSocket::open()?;
+        events.set_nonblocking(true)?;
+        let mut control = ControlSocket::open()?;
+        control.set_features(true)?;
+        Ok((
+            Self {
+                registry,
+                workers,
+                control,
+                devices: HashMap::new(),
+            },
+            events,
+        ))
+    }
+
+    fn reply(&mut self, kind: EventKind, device_id: u32, status: i32, what: &str) {
+        match self.control.reply(kind, device_id, status) {
+            Ok(()) => debug!("replied {status} to {kind:?} of {what}"),
+            // ENODEV: the kernel was not waiting (replies not enabled for
+            // this device, or already answered).
+            Err(e) if e.kernel_errno() == Some(libc::ENODEV) => {
+                debug!("kernel was not waiting for a {kind:?} reply for {what}")
+            }
+            Err(e) => error!("cannot reply to {kind:?} of {what}: {e}"),
+        }
+    }
+
+    /// Opens and starts serving a device; the error is the message to log.
+    async fn open(&mut self, uio: &UioDevice) -> Result<(), String> {
+        let (spec, factory) = device_spec(&self.registry, uio)?;
+        let handle = self.workers.open(spec, factory).await?;
+        self.devices.insert(
+            uio.index,
+            Served {
+                handle,
+                label: label(uio),
+            },
+        );
+        Ok(())
+    }
+
+    /// Attaches to every TCMU device that exists already.
+    pub async fn recover_all(&mut self) {
+        let found = match uio::list_tcmu_devices() {
+            Ok(f) => f,
+            Err(e) => {
+                error!("cannot list UIO devices: {e}");
+                return;
+            }
+        };
+        for uio in found {
+            if self.devices.contains_key(&uio.index) {
+                continue;
+            }
+            self.recover(&uio).await;
+        }
+    }
+
+    /// Attaches to one existing device. A configured device has its ring
+    /// reset (commands in flight under a previous daemon get BUSY and are
+    /// retried by the initiator) while blocked; a device whose `enable` is
+    /// still waiting for an ADDED reply gets that reply.
+    async fn recover(&mut self, uio: &UioDevice) {
+        let dir: DeviceDir = uio.configfs();
+        let what = label(uio);
+        let configured = dir.enabled().unwrap_or(true);
+        if configured {
+            if let Err(e) = dir.block_dev(true) {
+                warn!("{what}: cannot block the device: {e}");
+            }
+            if let Err(e) = dir.reset_ring(RingResetLevel::Busy) {
+                warn!("{what}: cannot reset the ring: {e}");
+            }
+        }
+        let result = self.open(uio).await;
+        match &result {
+            Ok(()) => info!("{what}: recovered ({})", uio.name.dev_config),
+            Err(msg) => error!("{what}: cannot serve device: {msg}"),
+        }
+        if configured {
+            if let Err(e) = dir.block_dev(false) {
+                warn!("{what}: cannot unblock the device: {e}");
+            }
+        } else {
+            match dir.dev_index() {
+                Ok(id) => {
+                    let status = if result.is_ok() { 0 } else { REFUSED };
+                    self.reply(EventKind::Added, id, status, &what);
+                }
+                Err(e) => warn!("{what}: cannot read its device index: {e}"),
+            }
+        }
+    }
+
+    /// Handles one kernel event and replies to it.
+    pub async fn handle_event(&mut self, ev: DeviceEvent) {
+        let what = ev.device.clone();
+        debug!("event {:?} for {what} (minor {})", ev.kind, ev.minor);
+        let status = match ev.kind {
+            EventKind::Added => self.added(&ev).await,
+            EventKind::Removed => {
+                if let Some(s) = self.devices.remove(&ev.minor) {
+                    s.handle.close().await;
+                    info!("{}: removed", s.label);
+                }
+                0
+            }
+            EventKind::Reconfig => self.reconfig(&ev).await,
+        };
+        self.reply(ev.kind, ev.device_id, status, &what);
+    }
+
+    async fn added(&mut self, ev: &DeviceEvent) -> i32 {
+        if self.devices.contains_key(&ev.minor) {
+            return 0;
+        }
+        let uio = match uio::find_by_minor(ev.minor) {
+            Ok(u) => u,
+            Err(e) => {
+                error!("{}: cannot find its UIO device: {e}", ev.device);
+                return -libc::ENODEV;
+            }
+        };
+        let what = label(&uio);
+        match self.open(&uio).await {
+            Ok(()) => {
+                info!("{what}: added ({})", uio.name.dev_config);
+                0
+            }
+            Err(msg) => {
+                error!("{what}: refused: {msg}");
+                REFUSED
+            }
+        }
+    }
+
+    async fn reconfig(&mut self, ev: &DeviceEvent) -> i32 {
+        let Some(served) = self.devices.get(&ev.minor) else {
+            warn!("{}: reconfiguration of a device not served here", ev.device);
+            return -libc::ENODEV;
+        };
+        let req = match &ev.reconfig {
+            Some(Reconfig::DevSize(n)) => ReconfigRequest::Size(*n),
+            Some(Reconfig::WriteCache(on)) => ReconfigRequest::WriteCache(*on),
+            Some(Reconfig::DevConfig(cfg)) => match split_dev_config(cfg.trim_end()) {
+                Ok((_, c)) => ReconfigRequest::Config(c.to_owned()),
+                Err(msg) => {
+                    error!("{}: {msg}", served.label);
+                    return REFUSED;
+                }
+            },
+            None => return 0,
+        };
+        match served.handle.reconfig(req).await {
+            Ok(()) => 0,
+            Err(msg) => {
+                error!("{}: reconfiguration refused: {msg}", served.label);
+                REFUSED
+            }
+        }
+    }
+
+    /// Closes every device (waiting for commands in flight), tells the
+    /// kernel not to wait for replies any more, and stops the workers.
+    pub async fn shutdown(mut self) {
+        let devices: Vec<Served> = self.devices.drain().map(|(_, s)| s).collect();
+        futures_join_all(devices.iter().map(|s| s.handle.close())).await;
+        if let Err(e) = self.control.set_features(false) {
+            warn!("cannot tell the kernel to stop waiting for replies: {e}");
+        }
+        self.workers.shutdown();
+    }
+}
+
+/// Awaits every future (they are few; no need for a combinator crate).
+async fn futures_join_all<F: std::future::Future<Output = ()>>(futs: impl Iterator<Item = F>) {
+    let set: Vec<_> = futs.collect();
+    for f in set {
+        f.await;
+    }
+}
+
+/// Runs the daemon until a termination signal.
+pub async fn run(registry: Registry, workers: Workers) -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let (mut daemon, events) = Daemon::connect(registry, workers)?;
+    let mut events = tcmu_core::reactor::register_readable(events)?;
+    daemon.recover_all().await;
+    info!(
+        "tcmu-runner ready: serving {} device(s), handlers: {:?}",
+        daemon.devices.len(),
+        daemon.registry
+    );
+    loop {
+        tokio::select! {
+            _ = term.recv() => { info!("SIGTERM: shutting down"); break; }
+            _ = int.recv() => { info!("SIGINT: shutting down"); break; }
+            ready = events.readable_mut() => {
+                let mut guard = ready?;
+                loop {
+                    match guard.get_inner_mut().recv() {
+                        Ok(evs) => {
+                            for ev in evs {
+                                daemon.handle_event(ev).await;
+                            }
+                        }
+                        Err(e) if e.is_would_block() => {
+                            guard.clear_ready();
+                            break;
+                        }
+                        Err(e) if e.is_overrun() => {
+                            warn!("netlink events were lost; rescanning devices");
+                            daemon.recover_all().await;
+                        }
+                        Err(e) => {
+                            if let Some(id) = e.pending_device_id() {
+                                daemon.reply(EventKind::Added, id, REFUSED, "malformed event");
+                            }
+                            error!("bad netlink message: {e}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+    daemon.shutdown().await;
+    info!("tcmu-runner stopped");
+    Ok(())
+}

@@ -1,0 +1,14 @@
+//! The handlers compiled into this binary (cargo features).
+
+use tcmu_runtime::Registry;
+
+/// A registry with every compiled-in handler.
+pub fn registry() -> Registry {
+    #[allow(unused_mut)]
+    let mut r = Registry::new();
+    #[cfg(feature = "file")]
+    r.register(std::sync::Arc::new(tcmu_handler_file::FileFactory));
+    #[cfg(feature = "ram")]
+    r.register(std::sync::Arc::new(tcmu_handler_ram::RamFactory));
+    r
+}

@@ -1,0 +1,237 @@
+//! Buffers in the ring's data area, lent to a command while it runs.
+//!
+//! Each iovec of a command entry becomes a [`DataBuf`]: an owned handle
+//! (keeping the [`Mapping`] alive) to a byte range of the data area. The
+//! kernel gives that range to this command alone until the command is
+//! completed, so a handler may fill it (data-in) or read it (data-out)
+//! without copying: with the `tokio-uring` feature a `DataBuf` is an
+//! `IoBuf`/`IoBufMut` that io_uring reads into or writes from directly.
+//!
+//! Ownership rule: the runtime must not complete a command while any of its
+//! buffers is still inside an I/O operation, because completion hands the
+//! pages back to the kernel for the next command.
+
+use std::sync::Arc;
+
+use crate::mmap::{Mapping, OutOfBounds};
+
+/// A range of the data area belonging to one command's iovec.
+#[derive(Debug)]
+pub struct DataBuf {
+    map: Arc<Mapping>,
+    offset: usize,
+    len: usize,
+    /// Bytes counted as initialised, as tokio-uring's buffer traits see them:
+    /// `len` for data-out (write) buffers, starting at 0 for data-in (read)
+    /// buffers and advanced by completed reads.
+    init: usize,
+}
+
+impl DataBuf {
+    /// A buffer over `[offset, offset + len)` of `map`, checked.
+    pub fn new(map: Arc<Mapping>, offset: usize, len: usize) -> Result<Self, OutOfBounds> {
+        map.check(offset, len)?;
+        Ok(Self {
+            map,
+            offset,
+            len,
+            init: len,
+        })
+    }
+
+    /// Offset of this buffer from the start of the mapping.
+    pub fn offset(&self) -> usize {
+        self.offset
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the buffer is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Shortens the buffer to at most `len` bytes.
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+        self.init = self.init.min(self.len);
+    }
+
+    /// Marks the whole buffer as not yet filled, so an io_uring read fills
+    /// it from the start (for data-in).
+    pub fn into_read_target(mut self) -> Self {
+        self.init = 0;
+        self
+    }
+
+    /// Marks the whole buffer as holding data (for data-out, or after a
+    /// copy into it).
+    pub fn into_filled(mut self) -> Self {
+        self.init = self.len;
+        self
+    }
+
+    /// How many bytes a read has filled so far (see [`into_read_target`](Self::into_read_target)).
+    pub fn filled(&self) -> usize {
+        self.init
+    }
+
+    /// Copies up to `self.len()` bytes from `src` into the buffer at `at`;
+    /// returns how many were copied.
+    pub fn copy_from(&self, at: usize, src: &[u8]) -> usize {
+        let n = src.len().min(self.len.saturating_sub(at));
+        if n == 0 {
+            return 0;
+        }
+        match self.map.write(self.offset + at, &src[..n]) {
+            Ok(()) => n,
+            Err(_) => 0,
+        }
+    }
+
+    /// Copies bytes starting at `at` into `dst`; returns how many were copied.
+    pub fn copy_to(&self, at: usize, dst: &mut [u8]) -> usize {
+        let n = dst.len().min(self.len.saturating_sub(at));
+        if n == 0 {
+            return 0;
+        }
+        match self.map.read(self.offset + at, &mut dst[..n]) {
+            Ok(()) => n,
+            Err(_) => 0,
+        }
+    }
+
+    /// Zeroes `[at, len)`.
+    pub fn zero_from(&self, at: usize) {
+        if at < self.len {
+            let _ = self.map.fill(self.offset + at, self.len - at, 0);
+        }
+    }
+
+    /// Copies the whole buffer into a new vector.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = vec![0u8; self.len];
+        self.copy_to(0, &mut v);
+        v
+    }
+
+    #[cfg(feature = "tokio-uring")]
+    fn base_ptr(&self) -> *mut u8 {
+        // `new` checked the range, so this cannot fail; a zero-length buffer
+        // at the end of the mapping yields the one-past-the-end pointer.
+        self.map
+            .ptr_at(self.offset, self.len)
+            .unwrap_or(std::ptr::NonNull::dangling().as_ptr())
+    }
+}
+
+/// Total length of a list of buffers.
+pub fn total_len(bufs: &[DataBuf]) -> usize {
+    bufs.iter().map(DataBuf::len).sum()
+}
+
+/// Keeps only the first `len` bytes of `bufs`: later buffers are dropped,
+/// the last kept one shortened.
+pub fn truncate_list(bufs: &mut Vec<DataBuf>, len: usize) {
+    let mut left = len;
+    bufs.retain_mut(|b| {
+        if left == 0 {
+            return false;
+        }
+        b.truncate(left);
+        left -= b.len();
+        true
+    });
+}
+
+/// Copies `src` across `bufs` in order, zero-filling whatever is left of
+/// them, and returns how many bytes of `src` were placed. Zero-filling keeps
+/// a previous command's bytes from leaking to this initiator.
+pub fn scatter(bufs: &[DataBuf], src: &[u8]) -> usize {
+    let mut done = 0;
+    for b in bufs {
+        let n = b.copy_from(0, &src[done.min(src.len())..]);
+        b.zero_from(n);
+        done += n;
+    }
+    done
+}
+
+/// Copies up to `max` bytes out of `bufs`, in order.
+pub fn gather(bufs: &[DataBuf], max: usize) -> Vec<u8> {
+    let total = total_len(bufs).min(max);
+    let mut out = vec![0u8; total];
+    let mut done = 0;
+    for b in bufs {
+        if done >= total {
+            break;
+        }
+        done += b.copy_to(0, &mut out[done..]);
+    }
+    out
+}
+
+#[cfg(feature = "tokio-uring")]
+mod uring {
+    use super::DataBuf;
+
+    // SAFETY: the pointer stays valid and fixed while the `DataBuf` lives
+    // (it holds an `Arc<Mapping>`, and the mapping never moves); `init` never
+    // exceeds `len`, which is the total.
+    unsafe impl tokio_uring::buf::IoBuf for DataBuf {
+        fn stable_ptr(&self) -> *const u8 {
+            self.base_ptr()
+        }
+
+        fn bytes_init(&self) -> usize {
+            self.init
+        }
+
+        fn bytes_total(&self) -> usize {
+            self.len
+        }
+    }
+
+    // SAFETY: as above; the memory is writable, and the kernel lent this
+    // range to our command exclusively until the command completes.
+    unsafe impl tokio_uring::buf::IoBufMut for DataBuf {
+        fn stable_mut_ptr(&mut self) -> *mut u8 {
+            self.base_ptr()
+        }
+
+        unsafe fn set_init(&mut self, pos: usize) {
+            if pos > self.init {
+                self.init = pos.min(self.len);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scatter_and_gather() {
+        let m = Arc::new(Mapping::anonymous(4096).unwrap());
+        m.fill(0, 4096, 0xee).unwrap();
+        let bufs = vec![
+            DataBuf::new(m.clone(), 100, 4).unwrap(),
+            DataBuf::new(m.clone(), 200, 4).unwrap(),
+        ];
+        assert_eq!(scatter(&bufs, &[1, 2, 3, 4, 5, 6]), 6);
+        assert_eq!(gather(&bufs, 100), vec![1, 2, 3, 4, 5, 6, 0, 0]);
+        assert_eq!(gather(&bufs, 3), vec![1, 2, 3]);
+        let mut list = bufs;
+        truncate_list(&mut list, 6);
+        assert_eq!(list.len(), 2);
+        assert_eq!(total_len(&list), 6);
+        truncate_list(&mut list, 3);
+        assert_eq!(list.len(), 1);
+        assert_eq!(total_len(&list), 3);
+        assert!(DataBuf::new(m, 4090, 7).is_err());
+    }
+}

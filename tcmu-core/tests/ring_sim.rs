@@ -1,0 +1,202 @@
+//! The command ring against the simulated kernel: wrap-around with PAD
+//! entries, out-of-order and batched completion, TMR and unknown entries.
+
+use tcmu_core::layout::{tmr, OP_CMD};
+use tcmu_core::sim::{SimConfig, SimData, SimKernel};
+use tcmu_core::{CommandRing, Completion, Entry};
+
+fn setup(cfg: SimConfig) -> (SimKernel, CommandRing, tcmu_core::Doorbell) {
+    let (k, dev) = SimKernel::new(cfg).unwrap();
+    let ring = CommandRing::new(dev.map).unwrap();
+    (k, ring, dev.doorbell)
+}
+
+fn read_cmd(ring: &mut CommandRing) -> tcmu_core::CmdEntry {
+    match ring.next_entry().unwrap() {
+        Some(Entry::Cmd(c)) => c,
+        other => panic!("expected a command, got {other:?}"),
+    }
+}
+
+#[test]
+fn command_round_trip_with_data() {
+    let (mut k, mut ring, bell) = setup(SimConfig::default());
+    let out: Vec<u8> = (0..10000u32).map(|i| i as u8).collect();
+    let id_w = k.post(&[0x2a, 0, 0, 0, 0, 0, 0, 0, 20, 0], SimData::Out(out.clone())).unwrap();
+    let id_r = k.post(&[0x28, 0, 0, 0, 0, 0, 0, 0, 8, 0], SimData::In(4096)).unwrap();
+    k.notify().unwrap();
+    assert!(bell.ack().unwrap());
+    assert!(!bell.ack().unwrap(), "one wake-up, consumed");
+
+    let w = read_cmd(&mut ring);
+    assert_eq!(w.cmd_id, id_w);
+    assert_eq!(w.cdb.len(), 10);
+    assert_eq!(w.cdb[0], 0x2a);
+    assert_eq!(tcmu_core::buf::gather(&w.data, usize::MAX), out);
+    let r = read_cmd(&mut ring);
+    assert_eq!(r.cmd_id, id_r);
+    assert!(ring.next_entry().unwrap().is_none());
+
+    tcmu_core::buf::scatter(&r.data, &[7u8; 100]);
+    ring.complete(r.cmd_id, &Completion::good().with_read_len(100)).unwrap();
+    ring.complete(w.cmd_id, &Completion::good()).unwrap();
+    // Nothing is visible before publish.
+    assert!(k.reap().unwrap().is_empty());
+    ring.publish().unwrap();
+    bell.kick().unwrap();
+    assert!(k.take_kick());
+    let done = k.reap().unwrap();
+    assert_eq!(done.len(), 2);
+    // Out of order: the read finished first, in the first slot.
+    assert_eq!(done[0].cmd_id, id_r);
+    assert_eq!(done[0].read_len, Some(100));
+    assert_eq!(done[0].data_in, vec![7u8; 100]);
+    assert_eq!(done[1].cmd_id, id_w);
+    assert_eq!(done[1].status, 0);
+    assert_eq!(k.inflight(), 0);
+}
+
+#[test]
+fn wraps_with_pad_entries() {
+    let cfg = SimConfig {
+        ring_bytes: 128 + 1024,
+        ..SimConfig::default()
+    };
+    let (mut k, mut ring, _bell) = setup(cfg);
+    let mut pads_seen = 0;
+    let mut last_head = 0;
+    for round in 0..200u32 {
+        // Vary sizes so the wrap lands at different places.
+        let iov = SimData::In(512 * (1 + (round as usize % 3)));
+        let cdb: Vec<u8> = if round % 2 == 0 {
+            vec![0x88; 16]
+        } else {
+            vec![0x28; 10]
+        };
+        let id = k.post(&cdb, iov).unwrap();
+        if k.head() < last_head {
+            pads_seen += 1;
+        }
+        last_head = k.head();
+        let c = read_cmd(&mut ring);
+        assert_eq!(c.cmd_id, id);
+        assert_eq!(c.cdb, cdb);
+        ring.complete(c.cmd_id, &Completion::good()).unwrap();
+        ring.publish().unwrap();
+        let done = k.reap().unwrap();
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].cmd_id, id);
+    }
+    assert!(pads_seen > 10, "the ring wrapped {pads_seen} times");
+}
+
+#[test]
+fn out_of_order_batches_across_the_wrap() {
+    let cfg = SimConfig {
+        ring_bytes: 128 + 2048,
+        ..SimConfig::default()
+    };
+    let (mut k, mut ring, _bell) = setup(cfg);
+    for round in 0..50 {
+        let ids: Vec<u16> = (0..6)
+            .map(|_| k.post(&[0x00; 6], SimData::In(16)).unwrap())
+            .collect();
+        let cmds: Vec<_> = (0..6).map(|_| read_cmd(&mut ring)).collect();
+        assert_eq!(cmds.iter().map(|c| c.cmd_id).collect::<Vec<_>>(), ids);
+        // Complete in reverse, one batch.
+        for c in cmds.iter().rev() {
+            tcmu_core::buf::scatter(&c.data, &c.cmd_id.to_le_bytes());
+            ring.complete(c.cmd_id, &Completion::status(round % 3)).unwrap();
+        }
+        ring.publish().unwrap();
+        let done = k.reap().unwrap();
+        let mut got: Vec<u16> = done.iter().map(|d| d.cmd_id).collect();
+        assert_eq!(got, ids.iter().rev().copied().collect::<Vec<_>>());
+        for d in &done {
+            assert_eq!(d.status, round % 3);
+            assert_eq!(&d.data_in[..2], &d.cmd_id.to_le_bytes());
+            assert_eq!(&d.data_in[2..], &[0u8; 14], "rest of the buffer zeroed");
+        }
+        got.sort_unstable();
+        assert_eq!(k.inflight(), 0);
+        assert!(ring.is_idle());
+    }
+}
+
+#[test]
+fn completing_more_than_read_is_an_error() {
+    let (mut k, mut ring, _bell) = setup(SimConfig::default());
+    k.post(&[0; 6], SimData::None).unwrap();
+    let c = read_cmd(&mut ring);
+    ring.complete(c.cmd_id, &Completion::good()).unwrap();
+    assert!(ring.complete(c.cmd_id, &Completion::good()).is_err());
+}
+
+#[test]
+fn tmr_entries_are_read_and_skipped_on_completion() {
+    let (mut k, mut ring, _bell) = setup(SimConfig::default());
+    let a = k.post(&[0; 6], SimData::None).unwrap();
+    k.post_tmr(tmr::ABORT_TASK, &[a]).unwrap();
+    let b = k.post(&[0; 6], SimData::None).unwrap();
+    let ca = read_cmd(&mut ring);
+    match ring.next_entry().unwrap() {
+        Some(Entry::Tmr(t)) => {
+            assert_eq!(t.tmr_type, tmr::ABORT_TASK);
+            assert_eq!(t.cmd_ids, vec![a]);
+        }
+        other => panic!("expected TMR, got {other:?}"),
+    }
+    let cb = read_cmd(&mut ring);
+    ring.complete(cb.cmd_id, &Completion::good()).unwrap();
+    ring.complete(ca.cmd_id, &Completion::status(0x40)).unwrap();
+    ring.publish().unwrap();
+    let done = k.reap().unwrap();
+    assert_eq!(done.iter().map(|d| d.cmd_id).collect::<Vec<_>>(), vec![b, a]);
+    assert_eq!(done[1].status, 0x40);
+}
+
+#[test]
+fn unknown_opcodes_are_flagged() {
+    let (mut k, mut ring, _bell) = setup(SimConfig::default());
+    let id = k.post_op(5, &[0; 6], SimData::None).unwrap();
+    match ring.next_entry().unwrap() {
+        Some(Entry::Unknown { cmd_id, op }) => {
+            assert_eq!((cmd_id, op), (id, 5));
+            ring.complete(cmd_id, &Completion::unknown_op()).unwrap();
+        }
+        other => panic!("expected unknown, got {other:?}"),
+    }
+    ring.publish().unwrap();
+    let done = k.reap().unwrap();
+    assert!(done[0].unknown_op);
+    let _ = OP_CMD;
+}
+
+#[test]
+fn check_condition_sense_reaches_the_kernel() {
+    let (mut k, mut ring, _bell) = setup(SimConfig::default());
+    k.post(&[0x12, 0, 0, 0, 36, 0], SimData::In(36)).unwrap();
+    let c = read_cmd(&mut ring);
+    let sense = [0x70, 0, 5, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x24, 0, 0, 0xc0, 0, 2];
+    ring.complete(c.cmd_id, &Completion::check_condition(&sense)).unwrap();
+    ring.publish().unwrap();
+    let done = k.reap().unwrap();
+    assert_eq!(done[0].status, 2);
+    assert_eq!(&done[0].sense[..18], &sense);
+    assert!(done[0].sense[18..].iter().all(|&b| b == 0));
+}
+
+#[test]
+fn full_ring_refuses_posts() {
+    let cfg = SimConfig {
+        ring_bytes: 128 + 512,
+        ..SimConfig::default()
+    };
+    let (mut k, _ring, _bell) = setup(cfg);
+    let mut n = 0;
+    while k.post(&[0; 6], SimData::None).is_ok() {
+        n += 1;
+        assert!(n < 100);
+    }
+    assert!(n >= 3);
+}

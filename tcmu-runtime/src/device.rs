@@ -1,0 +1,215 @@
+//! One device's task: wait for the doorbell, drain the ring, run commands
+//! concurrently, write completions back in batches.
+//!
+//! The task owns the [`CommandRing`] (no locks): command futures send their
+//! completion over a channel, and the task writes every completion that is
+//! ready, publishes `cmd_tail` once and rings the doorbell once per batch.
+//! Closing stops reading the ring, waits for the commands in flight, then
+//! closes the handler.
+
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use tcmu_core::{CommandRing, Completion, Doorbell, Entry, Mapping};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, error, info, warn};
+
+use crate::dispatch::{self, DeviceCtx};
+use crate::handler::ReconfigRequest;
+
+/// Where a device's ring memory comes from.
+#[derive(Debug)]
+pub enum RingSource {
+    /// A kernel device: `/dev/uioN` and the size of its map 0.
+    Uio {
+        /// Path of the UIO device node.
+        path: PathBuf,
+        /// Size of map 0 in bytes.
+        map_size: usize,
+    },
+    /// Memory mapped elsewhere (the simulator, or an embedding program).
+    Mapped {
+        /// The ring memory.
+        map: Arc<Mapping>,
+        /// Its doorbell.
+        doorbell: Doorbell,
+    },
+}
+
+impl RingSource {
+    /// Opens the doorbell and maps the ring memory.
+    pub(crate) fn open(self) -> Result<(CommandRing, Doorbell), String> {
+        let (map, doorbell) = match self {
+            RingSource::Uio { path, map_size } => {
+                let doorbell = Doorbell::open_uio(&path)
+                    .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+                let map = Mapping::map_shared(doorbell.fd(), map_size)
+                    .map_err(|e| format!("cannot map {}: {e}", path.display()))?;
+                (Arc::new(map), doorbell)
+            }
+            RingSource::Mapped { map, doorbell } => (map, doorbell),
+        };
+        let ring = CommandRing::new(map).map_err(|e| format!("bad command ring: {e}"))?;
+        Ok((ring, doorbell))
+    }
+}
+
+/// Requests to a running device task.
+#[derive(Debug)]
+pub(crate) enum Control {
+    /// Finish in-flight commands, close the handler, then answer.
+    Close(oneshot::Sender<()>),
+    /// Apply a configuration change and answer with the result.
+    Reconfig(ReconfigRequest, oneshot::Sender<Result<(), String>>),
+}
+
+/// Runs a device until it is closed.
+pub(crate) async fn serve(
+    ctx: Rc<DeviceCtx>,
+    mut ring: CommandRing,
+    doorbell: Doorbell,
+    mut control: mpsc::UnboundedReceiver<Control>,
+) {
+    let bell = match tcmu_core::reactor::register_readable(doorbell) {
+        Ok(b) => b,
+        Err(e) => {
+            error!(device = %ctx.name, "cannot watch the device's doorbell: {e}");
+            ctx.handler.close().await;
+            return;
+        }
+    };
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(u16, Completion)>();
+    let mut inflight = 0usize;
+    let mut closing: Vec<oneshot::Sender<()>> = Vec::new();
+    let mut broken = false;
+    let mut wake = true; // drain once at start: entries may already wait
+
+    loop {
+        if wake && !broken && closing.is_empty() {
+            wake = false;
+            drain(&ctx, &mut ring, &done_tx, &mut inflight, &mut broken);
+        }
+        if !closing.is_empty() && inflight == 0 {
+            break;
+        }
+        tokio::select! {
+            biased;
+            Some((id, c)) = done_rx.recv() => {
+                let mut n = 1;
+                finish(&ctx, &mut ring, id, &c);
+                while let Ok((id, c)) = done_rx.try_recv() {
+                    finish(&ctx, &mut ring, id, &c);
+                    n += 1;
+                }
+                inflight -= n;
+                if let Err(e) = ring.publish() {
+                    error!(device = %ctx.name, "cannot publish completions: {e}");
+                }
+                if let Err(e) = bell.get_ref().kick() {
+                    error!(device = %ctx.name, "cannot ring the doorbell: {e}");
+                }
+            }
+            ready = bell.readable(), if closing.is_empty() && !broken => {
+                match ready {
+                    Ok(mut guard) => {
+                        loop {
+                            match guard.get_inner().ack() {
+                                Ok(true) => continue,
+                                Ok(false) => { guard.clear_ready(); break; }
+                                Err(e) => {
+                                    warn!(device = %ctx.name, "doorbell read failed: {e}");
+                                    guard.clear_ready();
+                                    break;
+                                }
+                            }
+                        }
+                        wake = true;
+                    }
+                    Err(e) => {
+                        error!(device = %ctx.name, "doorbell poll failed: {e}");
+                        broken = true;
+                    }
+                }
+            }
+            msg = control.recv() => match msg {
+                Some(Control::Close(reply)) => closing.push(reply),
+                None => {
+                    // Every handle is gone: nobody can close us later.
+                    let (tx, _rx) = oneshot::channel();
+                    closing.push(tx);
+                }
+                Some(Control::Reconfig(req, reply)) => {
+                    let ctx = ctx.clone();
+                    tokio::task::spawn_local(async move {
+                        let _ = reply.send(reconfig(&ctx, req).await);
+                    });
+                }
+            },
+        }
+    }
+    ctx.handler.close().await;
+    info!(device = %ctx.name, "device closed");
+    for reply in closing {
+        let _ = reply.send(());
+    }
+}
+
+fn drain(
+    ctx: &Rc<DeviceCtx>,
+    ring: &mut CommandRing,
+    done: &mpsc::UnboundedSender<(u16, Completion)>,
+    inflight: &mut usize,
+    broken: &mut bool,
+) {
+    loop {
+        match ring.next_entry() {
+            Ok(Some(Entry::Cmd(cmd))) => {
+                *inflight += 1;
+                let ctx = ctx.clone();
+                let done = done.clone();
+                tokio::task::spawn_local(async move {
+                    let id = cmd.cmd_id;
+                    let c = dispatch::run(&ctx, cmd).await;
+                    let _ = done.send((id, c));
+                });
+            }
+            Ok(Some(Entry::Tmr(t))) => {
+                debug!(device = %ctx.name, "TMR {} for {:?}", t.tmr_type, t.cmd_ids);
+            }
+            Ok(Some(Entry::Unknown { cmd_id, op })) => {
+                warn!(device = %ctx.name, "ring entry with unknown opcode {op}");
+                *inflight += 1;
+                let _ = done.send((cmd_id, Completion::unknown_op()));
+            }
+            Ok(None) => return,
+            Err(e) => {
+                error!(device = %ctx.name, "command ring is corrupt, device stopped: {e}");
+                *broken = true;
+                return;
+            }
+        }
+    }
+}
+
+fn finish(ctx: &DeviceCtx, ring: &mut CommandRing, id: u16, c: &Completion) {
+    if let Err(e) = ring.complete(id, c) {
+        error!(device = %ctx.name, "cannot complete command {id}: {e}");
+    }
+}
+
+async fn reconfig(ctx: &DeviceCtx, req: ReconfigRequest) -> Result<(), String> {
+    ctx.handler.reconfig(&req).await?;
+    match &req {
+        ReconfigRequest::Size(bytes) => {
+            let mut p = ctx.params.borrow_mut();
+            p.num_blocks = bytes / u64::from(p.block_size.max(1));
+            let mut s = ctx.state.borrow_mut();
+            s.unit_attention = Some(tcmu_scsi::Sense::unit_attention_capacity_changed());
+        }
+        ReconfigRequest::WriteCache(on) => ctx.state.borrow_mut().write_cache = *on,
+        ReconfigRequest::Config(_) => {}
+    }
+    info!(device = %ctx.name, "reconfigured: {req:?}");
+    Ok(())
+}

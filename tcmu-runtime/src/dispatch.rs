@@ -1,0 +1,258 @@
+//! Running one command: decode, answer from the generic layer or call the
+//! handler, and turn the result into a ring [`Completion`].
+//!
+//! Nothing here panics on initiator input, and every handler failure
+//! becomes a SCSI answer: I/O errors are MEDIUM ERROR, an unreachable
+//! backend NOT READY, a panicking handler fails only its own command.
+
+use std::cell::RefCell;
+use std::panic::AssertUnwindSafe;
+
+use futures::FutureExt;
+use tcmu_core::buf::{self, DataBuf};
+use tcmu_core::{CmdEntry, Completion};
+use tcmu_scsi::{Command, DeviceParams, DeviceState, Outcome, Response, Sense, Status};
+use tracing::{debug, error, warn};
+
+use crate::handler::{BlockError, BlockHandler, CmdReply, ScsiCmd};
+
+/// Largest data-out the generic layer copies for parsing (UNMAP lists,
+/// MODE SELECT pages, WRITE SAME blocks).
+const MAX_DATA_OUT_COPY: usize = 1 << 20;
+
+/// Everything a command needs from its device.
+pub(crate) struct DeviceCtx {
+    /// Device name, for logs.
+    pub name: String,
+    /// The backend.
+    pub handler: Box<dyn BlockHandler>,
+    /// Static parameters (changed only by reconfiguration).
+    pub params: RefCell<DeviceParams>,
+    /// Mutable SCSI state (write cache, unit attentions).
+    pub state: RefCell<DeviceState>,
+    /// Where the unit serial number is read from, if anywhere.
+    pub configfs: Option<tcmu_core::configfs::DeviceDir>,
+}
+
+impl DeviceCtx {
+    /// Re-reads the unit serial number (it may be set or changed after the
+    /// device was opened, as targetcli does), as tcmu-runner does for every
+    /// identification request.
+    fn refresh_serial(&self) {
+        if let Some(dir) = &self.configfs {
+            if let Ok(serial) = dir.unit_serial() {
+                self.params.borrow_mut().unit_serial = serial;
+            }
+        }
+    }
+}
+
+/// Which way a failed operation moved data, for the MEDIUM ERROR flavour.
+#[derive(Clone, Copy)]
+enum Dir {
+    Read,
+    Write,
+}
+
+fn sense_for(err: &BlockError, dir: Dir) -> Sense {
+    match err {
+        BlockError::Io(_) => match dir {
+            Dir::Read => Sense::medium_error_read(),
+            Dir::Write => Sense::medium_error_write(),
+        },
+        BlockError::NotReady(_) => Sense::not_ready(),
+        BlockError::Unsupported => Sense::invalid_command_opcode(),
+        BlockError::Sense(s) => s.clone(),
+    }
+}
+
+fn check(sense: &Sense) -> Completion {
+    Completion::check_condition(&sense.to_fixed())
+}
+
+/// Completion for an emulated answer: data-in is copied into the buffers
+/// (the rest zeroed, so no earlier command's bytes leak) and a short answer
+/// reports its length.
+fn respond(resp: Response, data: &[DataBuf]) -> Completion {
+    let total = buf::total_len(data);
+    let placed = if total > 0 {
+        buf::scatter(data, &resp.data_in)
+    } else {
+        0
+    };
+    match resp.status {
+        Status::CheckCondition => {
+            let sense = resp.sense.unwrap_or_else(Sense::internal_target_failure);
+            check(&sense)
+        }
+        status => {
+            let c = Completion::status(status.code());
+            if !resp.data_in.is_empty() && placed < total {
+                c.with_read_len(placed as u32)
+            } else {
+                c
+            }
+        }
+    }
+}
+
+fn reply_completion(reply: CmdReply, data: &[DataBuf]) -> Completion {
+    match (reply.status, reply.sense) {
+        (Status::CheckCondition, sense) => {
+            check(&sense.unwrap_or_else(Sense::internal_target_failure))
+        }
+        (status, _) => {
+            let c = Completion::status(status.code());
+            match reply.data_in_len {
+                Some(n) => {
+                    // Zero what the handler did not fill.
+                    let mut at = n as usize;
+                    for b in data {
+                        if at < b.len() {
+                            b.zero_from(at);
+                        }
+                        at = at.saturating_sub(b.len());
+                    }
+                    c.with_read_len(n)
+                }
+                None => c,
+            }
+        }
+    }
+}
+
+/// Runs `fut`, turning a panic into an error so one bad command cannot take
+/// its device down.
+async fn guarded<T>(
+    ctx: &DeviceCtx,
+    what: &str,
+    fut: impl std::future::Future<Output = Result<T, BlockError>>,
+) -> Result<T, BlockError> {
+    match AssertUnwindSafe(fut).catch_unwind().await {
+        Ok(r) => r,
+        Err(_) => {
+            error!(device = %ctx.name, "handler panicked during {what}");
+            Err(BlockError::Sense(Sense::internal_target_failure()))
+        }
+    }
+}
+
+fn io_result(ctx: &DeviceCtx, what: &str, dir: Dir, r: Result<(), BlockError>) -> Completion {
+    match r {
+        Ok(()) => Completion::good(),
+        Err(e) => {
+            if !matches!(e, BlockError::Sense(_) | BlockError::Unsupported) {
+                warn!(device = %ctx.name, "{what} failed: {e}");
+            }
+            check(&sense_for(&e, dir))
+        }
+    }
+}
+
+/// Executes one command and returns its completion.
+pub(crate) async fn run(ctx: &DeviceCtx, cmd: CmdEntry) -> Completion {
+    let CmdEntry {
+        cmd_id,
+        cdb,
+        mut data,
+        ..
+    } = cmd;
+
+    let hooked = AssertUnwindSafe(ctx.handler.handle_cmd(&ScsiCmd {
+        cdb: &cdb,
+        data: &data,
+    }))
+    .catch_unwind()
+    .await;
+    match hooked {
+        Ok(Some(reply)) => return reply_completion(reply, &data),
+        Ok(None) => {}
+        Err(_) => {
+            error!(device = %ctx.name, cmd_id, "handler panicked in handle_cmd");
+            return check(&Sense::internal_target_failure());
+        }
+    }
+
+    let command = match tcmu_scsi::decode(&cdb) {
+        Ok(c) => c,
+        Err(sense) => {
+            debug!(device = %ctx.name, cmd_id, opcode = cdb.first().copied().unwrap_or(0), "bad CDB");
+            return check(&sense);
+        }
+    };
+    if let Command::Unsupported(op) = command {
+        debug!(device = %ctx.name, cmd_id, "unsupported opcode {op:#04x}");
+    }
+    if let Command::Inquiry { evpd: true, .. } = command {
+        ctx.refresh_serial();
+    }
+    let data_out = if command.wants_data_out() {
+        buf::gather(&data, MAX_DATA_OUT_COPY)
+    } else {
+        Vec::new()
+    };
+    let (outcome, bs, write_cache) = {
+        let params = ctx.params.borrow();
+        let mut state = ctx.state.borrow_mut();
+        let outcome = tcmu_scsi::execute(&command, &params, &mut state, &data_out);
+        (outcome, u64::from(params.block_size), state.write_cache)
+    };
+    let h = &ctx.handler;
+    match outcome {
+        Outcome::Done(resp) => respond(resp, &data),
+        Outcome::Read { lba, blocks, .. } => {
+            let len = u64::from(blocks) * bs;
+            buf::truncate_list(&mut data, len as usize);
+            let bufs = data.into_iter().map(DataBuf::into_read_target).collect();
+            let r = guarded(ctx, "read", h.read(lba * bs, bufs)).await;
+            io_result(ctx, "read", Dir::Read, r)
+        }
+        Outcome::Write { lba, blocks, fua } => {
+            let len = u64::from(blocks) * bs;
+            buf::truncate_list(&mut data, len as usize);
+            let bufs = data.into_iter().map(DataBuf::into_filled).collect();
+            let mut r = guarded(ctx, "write", h.write(lba * bs, bufs)).await;
+            if r.is_ok() && (fua || !write_cache) {
+                r = guarded(ctx, "flush", h.flush()).await;
+            }
+            io_result(ctx, "write", Dir::Write, r)
+        }
+        Outcome::Flush => {
+            let r = guarded(ctx, "flush", h.flush()).await;
+            io_result(ctx, "flush", Dir::Write, r)
+        }
+        Outcome::Unmap(ranges) => {
+            let mut r = Ok(());
+            for range in ranges {
+                r = guarded(
+                    ctx,
+                    "unmap",
+                    h.unmap(range.lba * bs, u64::from(range.blocks) * bs),
+                )
+                .await;
+                if r.is_err() {
+                    break;
+                }
+            }
+            io_result(ctx, "unmap", Dir::Write, r)
+        }
+        Outcome::WriteSame {
+            lba,
+            blocks,
+            unmap,
+            block,
+        } => {
+            let (off, len) = (lba * bs, u64::from(blocks) * bs);
+            let zeroes_on_unmap = h.unmap_params().is_some_and(|p| p.reads_zeroes);
+            let mut r = if unmap && zeroes_on_unmap && block.iter().all(|&b| b == 0) {
+                guarded(ctx, "unmap", h.unmap(off, len)).await
+            } else {
+                guarded(ctx, "write same", h.write_same(off, len, &block)).await
+            };
+            if r.is_ok() && !write_cache {
+                r = guarded(ctx, "flush", h.flush()).await;
+            }
+            io_result(ctx, "write same", Dir::Write, r)
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! # tcmu-runtime — the async engine of tcmu-rs
+//!
+//! Serves TCMU devices: a pool of worker threads ([`Workers`]), each a
+//! tokio-uring runtime, runs one task per device that waits on the UIO
+//! doorbell, drains the command ring, runs commands concurrently through the
+//! generic SCSI layer (`tcmu-scsi`) and the device's [`BlockHandler`], and
+//! writes completions back in batches.
+//!
+//! Handlers plug in through [`HandlerFactory`] and a [`Registry`].
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod device;
+mod dispatch;
+pub mod factory;
+pub mod handler;
+mod worker;
+
+pub use device::RingSource;
+pub use factory::{split_dev_config, DeviceConfig, Handler, HandlerFactory, Registry};
+pub use handler::{BlockError, BlockHandler, CmdReply, ReconfigRequest, ScsiCmd};
+pub use worker::{DeviceHandle, DeviceSpec, Workers};
+
+/// Re-exported so handlers and embedders name the same types.
+pub use tcmu_core;
+/// Re-exported so handlers and embedders name the same types.
+pub use tcmu_scsi;

@@ -1,0 +1,189 @@
+//! Worker threads: thread-per-core, each running its own tokio-uring
+//! runtime. A device is pinned to one worker; its ring task and all of its
+//! commands are local tasks there. The control side talks to workers and
+//! devices only through channels ([`Workers`], [`DeviceHandle`]).
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use tcmu_scsi::{DeviceParams, DeviceState};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{error, info};
+
+use crate::device::{self, Control, RingSource};
+use crate::dispatch::DeviceCtx;
+use crate::factory::{DeviceConfig, HandlerFactory};
+use crate::handler::ReconfigRequest;
+
+/// Everything needed to start serving a device.
+#[derive(Debug)]
+pub struct DeviceSpec {
+    /// The handler's configuration.
+    pub config: DeviceConfig,
+    /// SCSI parameters of the device (the handler's unmap support is filled
+    /// in at open).
+    pub params: DeviceParams,
+    /// Where the ring is.
+    pub ring: RingSource,
+    /// The device's configfs directory, to read the unit serial number
+    /// when an initiator asks for it (targetcli sets it after `enable`).
+    pub configfs: Option<tcmu_core::configfs::DeviceDir>,
+}
+
+struct OpenRequest {
+    spec: DeviceSpec,
+    factory: Arc<dyn HandlerFactory>,
+    reply: oneshot::Sender<Result<DeviceHandle, String>>,
+}
+
+/// A running device, as the control side sees it.
+#[derive(Debug, Clone)]
+pub struct DeviceHandle {
+    name: String,
+    control: mpsc::UnboundedSender<Control>,
+}
+
+impl DeviceHandle {
+    /// The device's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Stops reading new commands, waits for those in flight, closes the
+    /// handler. Returns when the device is closed.
+    pub async fn close(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.control.send(Control::Close(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Applies a configuration change.
+    pub async fn reconfig(&self, req: ReconfigRequest) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        self.control
+            .send(Control::Reconfig(req, tx))
+            .map_err(|_| "device is not running".to_owned())?;
+        rx.await
+            .unwrap_or_else(|_| Err("device stopped during reconfiguration".to_owned()))
+    }
+}
+
+/// The pool of worker threads.
+#[derive(Debug)]
+pub struct Workers {
+    senders: Vec<mpsc::UnboundedSender<OpenRequest>>,
+    threads: Vec<JoinHandle<()>>,
+    next: AtomicUsize,
+}
+
+impl std::fmt::Debug for OpenRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenRequest")
+            .field("device", &self.spec.config.name)
+            .finish()
+    }
+}
+
+impl Workers {
+    /// Starts `count` worker threads (at least one).
+    pub fn start(count: usize) -> std::io::Result<Self> {
+        let mut senders = Vec::new();
+        let mut threads = Vec::new();
+        for i in 0..count.max(1) {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let t = std::thread::Builder::new()
+                .name(format!("tcmu-worker-{i}"))
+                .spawn(move || tokio_uring::start(worker_loop(rx)))?;
+            senders.push(tx);
+            threads.push(t);
+        }
+        Ok(Self {
+            senders,
+            threads,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    /// Opens the handler and starts serving the device on one of the
+    /// workers; returns once the device is being served (or failed).
+    pub async fn open(
+        &self,
+        spec: DeviceSpec,
+        factory: Arc<dyn HandlerFactory>,
+    ) -> Result<DeviceHandle, String> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.senders.len();
+        let (tx, rx) = oneshot::channel();
+        self.senders[i]
+            .send(OpenRequest {
+                spec,
+                factory,
+                reply: tx,
+            })
+            .map_err(|_| "worker thread is gone".to_owned())?;
+        rx.await
+            .unwrap_or_else(|_| Err("worker thread stopped while opening".to_owned()))
+    }
+
+    /// Stops the workers (after every device was closed) and joins them.
+    pub fn shutdown(self) {
+        drop(self.senders);
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+async fn worker_loop(mut rx: mpsc::UnboundedReceiver<OpenRequest>) {
+    while let Some(req) = rx.recv().await {
+        tokio::task::spawn_local(open_device(req));
+    }
+}
+
+async fn open_device(req: OpenRequest) {
+    let OpenRequest {
+        spec,
+        factory,
+        reply,
+    } = req;
+    let name = spec.config.name.clone();
+    let handler = match factory.open(&spec.config).await {
+        Ok(h) => h,
+        Err(e) => {
+            let _ = reply.send(Err(e));
+            return;
+        }
+    };
+    let (ring, doorbell) = match spec.ring.open() {
+        Ok(r) => r,
+        Err(e) => {
+            handler.close().await;
+            let _ = reply.send(Err(e));
+            return;
+        }
+    };
+    let mut params = spec.params;
+    params.unmap = handler.unmap_params();
+    let ctx = Rc::new(DeviceCtx {
+        name: name.clone(),
+        handler,
+        params: RefCell::new(params),
+        state: RefCell::new(DeviceState::new(spec.config.write_cache)),
+        configfs: spec.configfs,
+    });
+    let (tx, rx) = mpsc::unbounded_channel();
+    let handle = DeviceHandle {
+        name: name.clone(),
+        control: tx,
+    };
+    info!(device = %name, "serving");
+    if reply.send(Ok(handle)).is_err() {
+        error!(device = %name, "opener went away; closing");
+        ctx.handler.close().await;
+        return;
+    }
+    device::serve(ctx, ring, doorbell, rx).await;
+}

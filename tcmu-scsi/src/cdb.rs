@@ -1,0 +1,885 @@
+//! Typed CDB decoding. [`decode`] turns any bytes into a [`Command`]: an
+//! opcode it does not know becomes [`Command::Unsupported`]; a known opcode
+//! with a malformed CDB (too short, a bad service action, a field we refuse)
+//! becomes the [`Sense`] to answer with. Nothing here looks at the device.
+
+use crate::bytes::{be16, be24, be32, be64, u8_at};
+use crate::opcode as op;
+use crate::sense::Sense;
+
+/// A decoded SCSI command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// TEST UNIT READY.
+    TestUnitReady,
+    /// REQUEST SENSE.
+    RequestSense {
+        /// DESC: descriptor-format sense wanted.
+        desc: bool,
+        /// ALLOCATION LENGTH.
+        alloc_len: u8,
+    },
+    /// INQUIRY.
+    Inquiry {
+        /// EVPD: a VPD page is requested.
+        evpd: bool,
+        /// PAGE CODE.
+        page_code: u8,
+        /// ALLOCATION LENGTH.
+        alloc_len: u16,
+    },
+    /// READ CAPACITY (10).
+    ReadCapacity10,
+    /// READ CAPACITY (16) (SERVICE ACTION IN (16), service action 0x10).
+    ReadCapacity16 {
+        /// ALLOCATION LENGTH.
+        alloc_len: u32,
+    },
+    /// MODE SENSE (6) or (10).
+    ModeSense {
+        /// DBD: no block descriptors.
+        dbd: bool,
+        /// LLBAA: long LBA block descriptors allowed (10 only).
+        llbaa: bool,
+        /// PC: 0 current, 1 changeable, 2 default, 3 saved.
+        pc: u8,
+        /// PAGE CODE (0x3F = all pages).
+        page: u8,
+        /// SUBPAGE CODE.
+        subpage: u8,
+        /// ALLOCATION LENGTH.
+        alloc_len: u16,
+        /// MODE SENSE (10) rather than (6).
+        ten: bool,
+    },
+    /// MODE SELECT (6) or (10).
+    ModeSelect {
+        /// PF: page format.
+        pf: bool,
+        /// SP: save pages.
+        sp: bool,
+        /// PARAMETER LIST LENGTH.
+        param_len: u16,
+        /// MODE SELECT (10) rather than (6).
+        ten: bool,
+    },
+    /// START STOP UNIT.
+    StartStopUnit {
+        /// IMMED.
+        immed: bool,
+        /// START.
+        start: bool,
+        /// LOEJ: load/eject.
+        loej: bool,
+        /// POWER CONDITION.
+        power_condition: u8,
+    },
+    /// READ (6/10/12/16).
+    Read {
+        /// Starting LBA.
+        lba: u64,
+        /// Number of blocks (READ (6) with length 0 means 256).
+        blocks: u32,
+        /// FUA.
+        fua: bool,
+        /// DPO.
+        dpo: bool,
+        /// Size of the CDB it came from (6, 10, 12 or 16).
+        cdb_len: u8,
+    },
+    /// WRITE (6/10/12/16) and WRITE AND VERIFY (10/16), the latter as FUA.
+    Write {
+        /// Starting LBA.
+        lba: u64,
+        /// Number of blocks (WRITE (6) with length 0 means 256).
+        blocks: u32,
+        /// FUA.
+        fua: bool,
+        /// DPO.
+        dpo: bool,
+        /// Size of the CDB it came from (6, 10, 12 or 16).
+        cdb_len: u8,
+    },
+    /// SYNCHRONIZE CACHE (10/16).
+    SynchronizeCache {
+        /// Starting LBA.
+        lba: u64,
+        /// Number of blocks; 0 = to the end of the device.
+        blocks: u32,
+        /// IMMED.
+        immed: bool,
+    },
+    /// UNMAP.
+    Unmap {
+        /// ANCHOR.
+        anchor: bool,
+        /// PARAMETER LIST LENGTH.
+        param_len: u16,
+    },
+    /// WRITE SAME (10/16).
+    WriteSame {
+        /// Starting LBA.
+        lba: u64,
+        /// Number of blocks.
+        blocks: u32,
+        /// UNMAP: the blocks may be deallocated.
+        unmap: bool,
+        /// ANCHOR.
+        anchor: bool,
+        /// NDOB: no data-out buffer, write zeroes (16 only).
+        ndob: bool,
+        /// Size of the CDB it came from (10 or 16).
+        cdb_len: u8,
+    },
+    /// VERIFY (10/16).
+    Verify {
+        /// Starting LBA.
+        lba: u64,
+        /// Number of blocks.
+        blocks: u32,
+        /// BYTCHK (0 = medium verification only).
+        bytchk: u8,
+        /// Size of the CDB it came from (10 or 16).
+        cdb_len: u8,
+    },
+    /// PRE-FETCH (10/16).
+    PreFetch {
+        /// Starting LBA.
+        lba: u64,
+        /// Number of blocks (0 = to the end of the device).
+        blocks: u32,
+        /// IMMED.
+        immed: bool,
+    },
+    /// SEEK (6/10) and REZERO UNIT: obsolete, answered GOOD like the kernel.
+    Seek,
+    /// REPORT SUPPORTED OPERATION CODES (MAINTENANCE IN, service action 0x0C).
+    ReportSupportedOpcodes {
+        /// RCTD: include command timeouts descriptors.
+        rctd: bool,
+        /// REPORTING OPTIONS.
+        options: u8,
+        /// REQUESTED OPERATION CODE.
+        opcode: u8,
+        /// REQUESTED SERVICE ACTION.
+        service_action: u16,
+        /// ALLOCATION LENGTH.
+        alloc_len: u32,
+    },
+    /// Any other opcode; answered INVALID COMMAND OPERATION CODE.
+    Unsupported(u8),
+}
+
+impl Command {
+    /// Whether the emulation needs the data-out buffer (MODE SELECT, UNMAP,
+    /// WRITE SAME without NDOB). WRITE data is read by the handler straight
+    /// from the ring, so this is false for [`Command::Write`].
+    pub fn wants_data_out(&self) -> bool {
+        matches!(
+            self,
+            Command::ModeSelect { .. }
+                | Command::Unmap { .. }
+                | Command::WriteSame { ndob: false, .. }
+        )
+    }
+
+    /// A short upper-case name, for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::TestUnitReady => "TEST UNIT READY",
+            Command::RequestSense { .. } => "REQUEST SENSE",
+            Command::Inquiry { .. } => "INQUIRY",
+            Command::ReadCapacity10 => "READ CAPACITY(10)",
+            Command::ReadCapacity16 { .. } => "READ CAPACITY(16)",
+            Command::ModeSense { .. } => "MODE SENSE",
+            Command::ModeSelect { .. } => "MODE SELECT",
+            Command::StartStopUnit { .. } => "START STOP UNIT",
+            Command::Read { .. } => "READ",
+            Command::Write { .. } => "WRITE",
+            Command::SynchronizeCache { .. } => "SYNCHRONIZE CACHE",
+            Command::Unmap { .. } => "UNMAP",
+            Command::WriteSame { .. } => "WRITE SAME",
+            Command::Verify { .. } => "VERIFY",
+            Command::PreFetch { .. } => "PRE-FETCH",
+            Command::Seek => "SEEK",
+            Command::ReportSupportedOpcodes { .. } => "REPORT SUPPORTED OPERATION CODES",
+            Command::Unsupported(_) => "UNSUPPORTED",
+        }
+    }
+}
+
+/// Byte offset of the TRANSFER LENGTH (or NUMBER OF LOGICAL BLOCKS) field in
+/// a READ/WRITE/VERIFY/WRITE SAME CDB of `cdb_len` bytes.
+pub fn transfer_length_offset(cdb_len: u8) -> u16 {
+    match cdb_len {
+        6 => 4,
+        12 => 6,
+        16 => 10,
+        _ => 7,
+    }
+}
+
+/// A protection field (RDPROTECT/WRPROTECT/VRPROTECT, byte 1 bits 7..5)
+/// must be zero: we report no protection information.
+fn check_protect(cdb: &[u8]) -> Result<(), Sense> {
+    if u8_at(cdb, 1) & 0xe0 != 0 {
+        Err(Sense::invalid_field_in_cdb(1, Some(7)))
+    } else {
+        Ok(())
+    }
+}
+
+/// LBA and block count of a 10-, 12- or 16-byte CDB in the usual places.
+fn lba_len(cdb: &[u8], cdb_len: usize) -> (u64, u32) {
+    match cdb_len {
+        16 => (be64(cdb, 2), be32(cdb, 10)),
+        12 => (u64::from(be32(cdb, 2)), be32(cdb, 6)),
+        _ => (u64::from(be32(cdb, 2)), u32::from(be16(cdb, 7))),
+    }
+}
+
+/// Decode a CDB. Unknown opcodes decode to [`Command::Unsupported`]; an
+/// empty CDB or a known opcode whose CDB is too short or malformed is an
+/// error carrying the sense to return.
+pub fn decode(cdb: &[u8]) -> Result<Command, Sense> {
+    let Some(&opcode) = cdb.first() else {
+        return Err(Sense::invalid_command_opcode());
+    };
+    let known = decode_known(opcode, cdb);
+    if let Some(need) = op::cdb_len(opcode) {
+        if cdb.len() < need && known.is_some() {
+            return Err(Sense::invalid_field_in_cdb(0, None));
+        }
+    }
+    known.unwrap_or(Ok(Command::Unsupported(opcode)))
+}
+
+/// `None` for an opcode we do not implement.
+fn decode_known(opcode: u8, cdb: &[u8]) -> Option<Result<Command, Sense>> {
+    let b1 = u8_at(cdb, 1);
+    let bit = |b: u8, mask: u8| b & mask != 0;
+    let cmd = match opcode {
+        op::TEST_UNIT_READY => Ok(Command::TestUnitReady),
+        op::REZERO_UNIT | op::SEEK_6 | op::SEEK_10 => Ok(Command::Seek),
+        op::REQUEST_SENSE => Ok(Command::RequestSense {
+            desc: bit(b1, 0x01),
+            alloc_len: u8_at(cdb, 4),
+        }),
+        op::INQUIRY => {
+            if bit(b1, 0x02) {
+                // CMDDT is obsolete; SPC-4 requires it to be rejected.
+                Err(Sense::invalid_field_in_cdb(1, Some(1)))
+            } else {
+                Ok(Command::Inquiry {
+                    evpd: bit(b1, 0x01),
+                    page_code: u8_at(cdb, 2),
+                    alloc_len: be16(cdb, 3),
+                })
+            }
+        }
+        op::READ_CAPACITY_10 => {
+            // SBC-2: LBA must be zero unless PMI is set (the kernel checks too).
+            if u8_at(cdb, 8) & 0x01 == 0 && be32(cdb, 2) != 0 {
+                Err(Sense::invalid_field_in_cdb(2, None))
+            } else {
+                Ok(Command::ReadCapacity10)
+            }
+        }
+        op::SERVICE_ACTION_IN_16 => match b1 & 0x1f {
+            op::SAI_READ_CAPACITY_16 => Ok(Command::ReadCapacity16 {
+                alloc_len: be32(cdb, 10),
+            }),
+            _ => Err(Sense::invalid_field_in_cdb(1, Some(4))),
+        },
+        op::MAINTENANCE_IN => match b1 & 0x1f {
+            op::MI_REPORT_SUPPORTED_OPCODES => Ok(Command::ReportSupportedOpcodes {
+                rctd: bit(u8_at(cdb, 2), 0x80),
+                options: u8_at(cdb, 2) & 0x07,
+                opcode: u8_at(cdb, 3),
+                service_action: be16(cdb, 4),
+                alloc_len: be32(cdb, 6),
+            }),
+            _ => Err(Sense::invalid_field_in_cdb(1, Some(4))),
+        },
+        op::MODE_SENSE_6 | op::MODE_SENSE_10 => {
+            let ten = opcode == op::MODE_SENSE_10;
+            let b2 = u8_at(cdb, 2);
+            Ok(Command::ModeSense {
+                dbd: bit(b1, 0x08),
+                llbaa: ten && bit(b1, 0x10),
+                pc: b2 >> 6,
+                page: b2 & 0x3f,
+                subpage: u8_at(cdb, 3),
+                alloc_len: if ten {
+                    be16(cdb, 7)
+                } else {
+                    u16::from(u8_at(cdb, 4))
+                },
+                ten,
+            })
+        }
+        op::MODE_SELECT_6 | op::MODE_SELECT_10 => {
+            let ten = opcode == op::MODE_SELECT_10;
+            Ok(Command::ModeSelect {
+                pf: bit(b1, 0x10),
+                sp: bit(b1, 0x01),
+                param_len: if ten {
+                    be16(cdb, 7)
+                } else {
+                    u16::from(u8_at(cdb, 4))
+                },
+                ten,
+            })
+        }
+        op::START_STOP_UNIT => {
+            let b4 = u8_at(cdb, 4);
+            Ok(Command::StartStopUnit {
+                immed: bit(b1, 0x01),
+                start: bit(b4, 0x01),
+                loej: bit(b4, 0x02),
+                power_condition: b4 >> 4,
+            })
+        }
+        op::READ_6 | op::WRITE_6 => {
+            let lba = u64::from(be24(cdb, 1) & 0x1f_ffff);
+            let blocks = match u8_at(cdb, 4) {
+                0 => 256,
+                n => u32::from(n),
+            };
+            Ok(if opcode == op::READ_6 {
+                Command::Read {
+                    lba,
+                    blocks,
+                    fua: false,
+                    dpo: false,
+                    cdb_len: 6,
+                }
+            } else {
+                Command::Write {
+                    lba,
+                    blocks,
+                    fua: false,
+                    dpo: false,
+                    cdb_len: 6,
+                }
+            })
+        }
+        op::READ_10 | op::READ_12 | op::READ_16 => {
+            let len = op::cdb_len(opcode).unwrap_or(10);
+            check_protect(cdb).map(|()| {
+                let (lba, blocks) = lba_len(cdb, len);
+                Command::Read {
+                    lba,
+                    blocks,
+                    fua: bit(b1, 0x08),
+                    dpo: bit(b1, 0x10),
+                    cdb_len: len as u8,
+                }
+            })
+        }
+        op::WRITE_10 | op::WRITE_12 | op::WRITE_16 | op::WRITE_VERIFY_10 | op::WRITE_VERIFY_16 => {
+            let len = op::cdb_len(opcode).unwrap_or(10);
+            let verify = matches!(opcode, op::WRITE_VERIFY_10 | op::WRITE_VERIFY_16);
+            check_protect(cdb).map(|()| {
+                let (lba, blocks) = lba_len(cdb, len);
+                Command::Write {
+                    lba,
+                    blocks,
+                    fua: verify || bit(b1, 0x08),
+                    dpo: bit(b1, 0x10),
+                    cdb_len: len as u8,
+                }
+            })
+        }
+        op::SYNCHRONIZE_CACHE_10 | op::SYNCHRONIZE_CACHE_16 => {
+            let len = op::cdb_len(opcode).unwrap_or(10);
+            let (lba, blocks) = lba_len(cdb, len);
+            Ok(Command::SynchronizeCache {
+                lba,
+                blocks,
+                immed: bit(b1, 0x02),
+            })
+        }
+        op::PRE_FETCH_10 | op::PRE_FETCH_16 => {
+            let len = op::cdb_len(opcode).unwrap_or(10);
+            let (lba, blocks) = lba_len(cdb, len);
+            Ok(Command::PreFetch {
+                lba,
+                blocks,
+                immed: bit(b1, 0x02),
+            })
+        }
+        op::UNMAP => Ok(Command::Unmap {
+            anchor: bit(b1, 0x01),
+            param_len: be16(cdb, 7),
+        }),
+        op::WRITE_SAME_10 | op::WRITE_SAME_16 => {
+            let len = op::cdb_len(opcode).unwrap_or(10);
+            if bit(b1, 0x04) {
+                // PBDATA
+                Err(Sense::invalid_field_in_cdb(1, Some(2)))
+            } else if bit(b1, 0x02) {
+                // LBDATA
+                Err(Sense::invalid_field_in_cdb(1, Some(1)))
+            } else {
+                check_protect(cdb).map(|()| {
+                    let (lba, blocks) = lba_len(cdb, len);
+                    Command::WriteSame {
+                        lba,
+                        blocks,
+                        unmap: bit(b1, 0x08),
+                        anchor: bit(b1, 0x10),
+                        ndob: len == 16 && bit(b1, 0x01),
+                        cdb_len: len as u8,
+                    }
+                })
+            }
+        }
+        op::VERIFY_10 | op::VERIFY_16 => {
+            let len = op::cdb_len(opcode).unwrap_or(10);
+            check_protect(cdb).map(|()| {
+                let (lba, blocks) = lba_len(cdb, len);
+                Command::Verify {
+                    lba,
+                    blocks,
+                    bytchk: (b1 >> 1) & 0x03,
+                    cdb_len: len as u8,
+                }
+            })
+        }
+        _ => return None,
+    };
+    Some(cmd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cdb(bytes: &[u8], len: usize) -> Vec<u8> {
+        let mut v = bytes.to_vec();
+        v.resize(len, 0);
+        v
+    }
+
+    fn ok(bytes: &[u8], len: usize) -> Command {
+        match decode(&cdb(bytes, len)) {
+            Ok(c) => c,
+            Err(s) => panic!("decode {bytes:02x?} failed: {s:?}"),
+        }
+    }
+
+    fn err(bytes: &[u8], len: usize) -> Sense {
+        match decode(&cdb(bytes, len)) {
+            Ok(c) => panic!("decode {bytes:02x?} gave {c:?}"),
+            Err(s) => s,
+        }
+    }
+
+    #[test]
+    fn empty_and_unknown() {
+        assert_eq!(decode(&[]), Err(Sense::invalid_command_opcode()));
+        assert_eq!(decode(&[0xc0]), Ok(Command::Unsupported(0xc0)));
+        assert_eq!(decode(&[0x7f; 32]), Ok(Command::Unsupported(0x7f)));
+        assert_eq!(ok(&[0x89], 16), Command::Unsupported(0x89));
+        assert_eq!(ok(&[0x83], 16), Command::Unsupported(0x83));
+        // Unknown opcodes are never length-checked.
+        assert_eq!(decode(&[0x4d]), Ok(Command::Unsupported(0x4d)));
+    }
+
+    #[test]
+    fn too_short() {
+        assert_eq!(
+            decode(&[0x28, 0, 0]),
+            Err(Sense::invalid_field_in_cdb(0, None))
+        );
+        assert_eq!(decode(&[0x00]), Err(Sense::invalid_field_in_cdb(0, None)));
+        assert_eq!(
+            decode(&[0x9e, 0x10, 0, 0, 0, 0, 0, 0, 0, 0]),
+            Err(Sense::invalid_field_in_cdb(0, None))
+        );
+        // Longer than needed is fine.
+        assert_eq!(decode(&cdb(&[0x00], 16)), Ok(Command::TestUnitReady));
+    }
+
+    #[test]
+    fn simple_commands() {
+        assert_eq!(ok(&[0x00], 6), Command::TestUnitReady);
+        assert_eq!(ok(&[0x01], 6), Command::Seek);
+        assert_eq!(ok(&[0x0b], 6), Command::Seek);
+        assert_eq!(ok(&[0x2b], 10), Command::Seek);
+        assert_eq!(
+            ok(&[0x03, 0x01, 0, 0, 252], 6),
+            Command::RequestSense {
+                desc: true,
+                alloc_len: 252
+            }
+        );
+        assert_eq!(
+            ok(&[0x1b, 0x01, 0, 0, 0x23], 6),
+            Command::StartStopUnit {
+                immed: true,
+                start: true,
+                loej: true,
+                power_condition: 2
+            }
+        );
+    }
+
+    #[test]
+    fn inquiry() {
+        assert_eq!(
+            ok(&[0x12, 0x01, 0x83, 0x01, 0x00], 6),
+            Command::Inquiry {
+                evpd: true,
+                page_code: 0x83,
+                alloc_len: 256
+            }
+        );
+        assert_eq!(
+            ok(&[0x12, 0, 0, 0, 36], 6),
+            Command::Inquiry {
+                evpd: false,
+                page_code: 0,
+                alloc_len: 36
+            }
+        );
+        assert_eq!(
+            err(&[0x12, 0x02], 6),
+            Sense::invalid_field_in_cdb(1, Some(1))
+        );
+    }
+
+    #[test]
+    fn read_capacity() {
+        assert_eq!(ok(&[0x25], 10), Command::ReadCapacity10);
+        assert_eq!(
+            ok(&[0x25, 0, 0, 0, 0, 1, 0, 0, 1], 10),
+            Command::ReadCapacity10
+        );
+        assert_eq!(
+            err(&[0x25, 0, 0, 0, 0, 1], 10),
+            Sense::invalid_field_in_cdb(2, None)
+        );
+        assert_eq!(
+            ok(&[0x9e, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32], 16),
+            Command::ReadCapacity16 { alloc_len: 32 }
+        );
+        assert_eq!(
+            err(&[0x9e, 0x12], 16),
+            Sense::invalid_field_in_cdb(1, Some(4))
+        );
+    }
+
+    #[test]
+    fn mode_commands() {
+        assert_eq!(
+            ok(&[0x1a, 0x08, 0x7f, 0xff, 200], 6),
+            Command::ModeSense {
+                dbd: true,
+                llbaa: false,
+                pc: 1,
+                page: 0x3f,
+                subpage: 0xff,
+                alloc_len: 200,
+                ten: false
+            }
+        );
+        // LLBAA is not a MODE SENSE (6) bit.
+        assert!(matches!(
+            ok(&[0x1a, 0x10], 6),
+            Command::ModeSense { llbaa: false, .. }
+        ));
+        assert_eq!(
+            ok(&[0x5a, 0x10, 0x88, 0, 0, 0, 0, 0x10, 0x00], 10),
+            Command::ModeSense {
+                dbd: false,
+                llbaa: true,
+                pc: 2,
+                page: 0x08,
+                subpage: 0,
+                alloc_len: 0x1000,
+                ten: true
+            }
+        );
+        assert_eq!(
+            ok(&[0x15, 0x11, 0, 0, 24], 6),
+            Command::ModeSelect {
+                pf: true,
+                sp: true,
+                param_len: 24,
+                ten: false
+            }
+        );
+        assert_eq!(
+            ok(&[0x55, 0x10, 0, 0, 0, 0, 0, 0x01, 0x02], 10),
+            Command::ModeSelect {
+                pf: true,
+                sp: false,
+                param_len: 0x102,
+                ten: true
+            }
+        );
+    }
+
+    #[test]
+    fn reads() {
+        assert_eq!(
+            ok(&[0x08, 0xff, 0x12, 0x34, 0], 6),
+            Command::Read {
+                lba: 0x1f1234,
+                blocks: 256,
+                fua: false,
+                dpo: false,
+                cdb_len: 6
+            }
+        );
+        assert_eq!(
+            ok(&[0x28, 0x18, 1, 2, 3, 4, 0, 0x01, 0x00], 10),
+            Command::Read {
+                lba: 0x01020304,
+                blocks: 256,
+                fua: true,
+                dpo: true,
+                cdb_len: 10
+            }
+        );
+        assert_eq!(
+            ok(&[0xa8, 0, 0, 0, 0, 9, 0, 1, 0, 0], 12),
+            Command::Read {
+                lba: 9,
+                blocks: 0x0001_0000,
+                fua: false,
+                dpo: false,
+                cdb_len: 12
+            }
+        );
+        assert_eq!(
+            ok(&[0x88, 0x08, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 5], 16),
+            Command::Read {
+                lba: 0x0102_0304_0506_0708,
+                blocks: 5,
+                fua: true,
+                dpo: false,
+                cdb_len: 16
+            }
+        );
+        assert_eq!(
+            err(&[0x28, 0x20], 10),
+            Sense::invalid_field_in_cdb(1, Some(7))
+        );
+        assert_eq!(
+            err(&[0x88, 0xe0], 16),
+            Sense::invalid_field_in_cdb(1, Some(7))
+        );
+    }
+
+    #[test]
+    fn writes() {
+        assert_eq!(
+            ok(&[0x0a, 0, 0, 7, 3], 6),
+            Command::Write {
+                lba: 7,
+                blocks: 3,
+                fua: false,
+                dpo: false,
+                cdb_len: 6
+            }
+        );
+        assert_eq!(
+            ok(&[0x2a, 0x08, 0, 0, 0, 1, 0, 0, 2], 10),
+            Command::Write {
+                lba: 1,
+                blocks: 2,
+                fua: true,
+                dpo: false,
+                cdb_len: 10
+            }
+        );
+        assert_eq!(
+            ok(&[0xaa, 0x10, 0, 0, 0, 1, 0, 0, 0, 2], 12),
+            Command::Write {
+                lba: 1,
+                blocks: 2,
+                fua: false,
+                dpo: true,
+                cdb_len: 12
+            }
+        );
+        assert_eq!(
+            ok(&[0x8a, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 2], 16),
+            Command::Write {
+                lba: 1,
+                blocks: 2,
+                fua: false,
+                dpo: false,
+                cdb_len: 16
+            }
+        );
+        assert!(matches!(
+            ok(&[0x2e, 0, 0, 0, 0, 1, 0, 0, 1], 10),
+            Command::Write {
+                fua: true,
+                cdb_len: 10,
+                ..
+            }
+        ));
+        assert!(matches!(
+            ok(&[0x8e], 16),
+            Command::Write {
+                fua: true,
+                cdb_len: 16,
+                ..
+            }
+        ));
+        assert_eq!(
+            err(&[0x2a, 0x40], 10),
+            Sense::invalid_field_in_cdb(1, Some(7))
+        );
+    }
+
+    #[test]
+    fn sync_prefetch_verify() {
+        assert_eq!(
+            ok(&[0x35, 0x02, 0, 0, 0, 5, 0, 0, 9], 10),
+            Command::SynchronizeCache {
+                lba: 5,
+                blocks: 9,
+                immed: true
+            }
+        );
+        assert_eq!(
+            ok(&[0x91, 0, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 0], 16),
+            Command::SynchronizeCache {
+                lba: 5,
+                blocks: 0,
+                immed: false
+            }
+        );
+        assert_eq!(
+            ok(&[0x34, 0x02, 0, 0, 0, 5, 0, 0, 9], 10),
+            Command::PreFetch {
+                lba: 5,
+                blocks: 9,
+                immed: true
+            }
+        );
+        assert_eq!(
+            ok(&[0x90, 0, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 1, 0], 16),
+            Command::PreFetch {
+                lba: 5,
+                blocks: 256,
+                immed: false
+            }
+        );
+        assert_eq!(
+            ok(&[0x2f, 0x02, 0, 0, 0, 5, 0, 0, 9], 10),
+            Command::Verify {
+                lba: 5,
+                blocks: 9,
+                bytchk: 1,
+                cdb_len: 10
+            }
+        );
+        assert_eq!(
+            ok(&[0x8f, 0, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 3], 16),
+            Command::Verify {
+                lba: 5,
+                blocks: 3,
+                bytchk: 0,
+                cdb_len: 16
+            }
+        );
+        assert_eq!(
+            err(&[0x2f, 0x20], 10),
+            Sense::invalid_field_in_cdb(1, Some(7))
+        );
+    }
+
+    #[test]
+    fn unmap_and_write_same() {
+        assert_eq!(
+            ok(&[0x42, 0x01, 0, 0, 0, 0, 0, 0, 24], 10),
+            Command::Unmap {
+                anchor: true,
+                param_len: 24
+            }
+        );
+        assert_eq!(
+            ok(&[0x41, 0x08, 0, 0, 0, 4, 0, 0, 8], 10),
+            Command::WriteSame {
+                lba: 4,
+                blocks: 8,
+                unmap: true,
+                anchor: false,
+                ndob: false,
+                cdb_len: 10
+            }
+        );
+        // NDOB is not a WRITE SAME (10) bit.
+        assert!(matches!(
+            ok(&[0x41, 0x01], 10),
+            Command::WriteSame { ndob: false, .. }
+        ));
+        assert_eq!(
+            ok(&[0x93, 0x19, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 8], 16),
+            Command::WriteSame {
+                lba: 4,
+                blocks: 8,
+                unmap: true,
+                anchor: true,
+                ndob: true,
+                cdb_len: 16
+            }
+        );
+        assert_eq!(
+            err(&[0x93, 0x04], 16),
+            Sense::invalid_field_in_cdb(1, Some(2))
+        );
+        assert_eq!(
+            err(&[0x41, 0x02], 10),
+            Sense::invalid_field_in_cdb(1, Some(1))
+        );
+        assert_eq!(
+            err(&[0x41, 0x20], 10),
+            Sense::invalid_field_in_cdb(1, Some(7))
+        );
+    }
+
+    #[test]
+    fn report_supported_opcodes() {
+        assert_eq!(
+            ok(&[0xa3, 0x0c, 0x82, 0x28, 0, 0, 0, 0, 2, 0], 12),
+            Command::ReportSupportedOpcodes {
+                rctd: true,
+                options: 2,
+                opcode: 0x28,
+                service_action: 0,
+                alloc_len: 0x200
+            }
+        );
+        assert_eq!(
+            err(&[0xa3, 0x0a], 12),
+            Sense::invalid_field_in_cdb(1, Some(4))
+        );
+    }
+
+    #[test]
+    fn data_out_wanted() {
+        assert!(ok(&[0x15, 0x10, 0, 0, 4], 6).wants_data_out());
+        assert!(ok(&[0x42], 10).wants_data_out());
+        assert!(ok(&[0x41], 10).wants_data_out());
+        assert!(!ok(&[0x93, 0x01], 16).wants_data_out());
+        assert!(!ok(&[0x2a], 10).wants_data_out());
+        assert!(!ok(&[0x12], 6).wants_data_out());
+        assert_eq!(ok(&[0x2a], 10).name(), "WRITE");
+    }
+
+    #[test]
+    fn length_offsets() {
+        assert_eq!(transfer_length_offset(6), 4);
+        assert_eq!(transfer_length_offset(10), 7);
+        assert_eq!(transfer_length_offset(12), 6);
+        assert_eq!(transfer_length_offset(16), 10);
+    }
+}

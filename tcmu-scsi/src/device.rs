@@ -1,0 +1,169 @@
+//! What the emulation knows about a device: static parameters (from configfs
+//! and the handler, owned by the runtime) and mutable state (changed by
+//! MODE SELECT and by the runtime, one per device).
+
+use crate::sense::Sense;
+
+/// Thin-provisioning limits, reported in the Block Limits VPD page and
+/// enforced on UNMAP. Values are used literally (as in the kernel): a limit
+/// of 0 allows nothing, `u32::MAX` is effectively unlimited.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnmapParams {
+    /// MAXIMUM UNMAP LBA COUNT: most blocks one UNMAP descriptor may name.
+    pub max_lba_count: u32,
+    /// MAXIMUM UNMAP BLOCK DESCRIPTOR COUNT per UNMAP command.
+    pub max_descriptors: u32,
+    /// OPTIMAL UNMAP GRANULARITY in blocks.
+    pub granularity: u32,
+    /// UNMAP GRANULARITY ALIGNMENT in blocks (UGAVALID is set when non-zero,
+    /// like the kernel).
+    pub alignment: u32,
+    /// LBPRZ: unmapped blocks read back as zeroes.
+    pub reads_zeroes: bool,
+}
+
+impl Default for UnmapParams {
+    /// The kernel `fileio` values for a regular file: 8192 blocks, one
+    /// descriptor, granularity 1, alignment 0, LBPRZ clear.
+    fn default() -> Self {
+        Self {
+            max_lba_count: 0x2000,
+            max_descriptors: 1,
+            granularity: 1,
+            alignment: 0,
+            reads_zeroes: false,
+        }
+    }
+}
+
+/// Static device parameters, filled by the runtime from configfs and the
+/// handler. The emulation never changes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceParams {
+    /// Logical block size in bytes (`hw_block_size`).
+    pub block_size: u32,
+    /// Number of logical blocks (`dev_size / block_size`).
+    pub num_blocks: u64,
+    /// MAXIMUM TRANSFER LENGTH in blocks (`hw_max_sectors`); READ/WRITE with
+    /// more blocks fail with INVALID FIELD IN CDB. 0 = no limit.
+    pub max_transfer_blocks: u32,
+    /// OPTIMAL TRANSFER LENGTH in blocks (Block Limits VPD).
+    pub optimal_transfer_blocks: u32,
+    /// Thin provisioning (UNMAP, WRITE SAME with UNMAP); `None` = not
+    /// supported.
+    pub unmap: Option<UnmapParams>,
+    /// MAXIMUM WRITE SAME LENGTH in blocks. 0 = no limit.
+    pub max_write_same_blocks: u32,
+    /// T10 vendor identification (8 bytes on the wire, space padded).
+    pub vendor: String,
+    /// Product identification (16 bytes on the wire, space padded).
+    pub product: String,
+    /// Product revision level (4 bytes on the wire, space padded).
+    pub revision: String,
+    /// Unit serial number (configfs `wwn/vpd_unit_serial`); also the source
+    /// of the NAA designator in VPD page 0x83.
+    pub unit_serial: Option<String>,
+    /// IEEE company ID of the NAA designator (the kernel's default OUI
+    /// 00-14-05).
+    pub company_id: u32,
+    /// Non-rotating medium (Block Device Characteristics VPD).
+    pub solid_state: bool,
+    /// Version descriptors in standard INQUIRY data: `None` gives the
+    /// 36-byte answer of kernels up to 6.1 (Debian 12); `Some(transport)`
+    /// gives the 96-byte answer of later kernels with SAM-5, the transport
+    /// descriptor `transport` (e.g. 0x0C60 SAS-3 for tcm_loop, 0x0960 iSCSI,
+    /// 0 if unknown), SPC-4 and SBC-3.
+    pub version_descriptors: Option<u16>,
+}
+
+impl DeviceParams {
+    /// Parameters for a device of `num_blocks` blocks of `block_size` bytes,
+    /// with the TCMU defaults: 128-block transfers, no thin provisioning,
+    /// 4096-block WRITE SAME, "LIO-ORG"/"TCMU device"/"0002", no serial.
+    pub fn new(block_size: u32, num_blocks: u64) -> Self {
+        Self {
+            block_size,
+            num_blocks,
+            max_transfer_blocks: 128,
+            optimal_transfer_blocks: 128,
+            unmap: None,
+            max_write_same_blocks: 0x1000,
+            vendor: "LIO-ORG".to_owned(),
+            product: "TCMU device".to_owned(),
+            revision: "0002".to_owned(),
+            unit_serial: None,
+            company_id: 0x001405,
+            solid_state: false,
+            version_descriptors: None,
+        }
+    }
+
+    /// The last LBA (0 for an empty device).
+    pub fn last_lba(&self) -> u64 {
+        self.num_blocks.saturating_sub(1)
+    }
+
+    /// Check that `blocks` blocks starting at `lba` lie within the device.
+    pub fn check_range(&self, lba: u64, blocks: u64) -> Result<(), Sense> {
+        match lba.checked_add(blocks) {
+            Some(end) if end <= self.num_blocks => Ok(()),
+            _ => Err(Sense::lba_out_of_range()),
+        }
+    }
+}
+
+/// Mutable per-device state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceState {
+    /// WCE: the volatile write cache is enabled. When false the runtime
+    /// should make every write durable (treat it as FUA).
+    pub write_cache: bool,
+    /// The WCE value reported as the default (MODE SENSE page control 2).
+    pub default_write_cache: bool,
+    /// A pending unit attention: reported (and cleared) by the next command
+    /// other than INQUIRY and REQUEST SENSE, or by REQUEST SENSE.
+    pub unit_attention: Option<Sense>,
+}
+
+impl DeviceState {
+    /// State with the write cache enabled or not (configfs
+    /// `emulate_write_cache`), no unit attention pending.
+    pub fn new(write_cache: bool) -> Self {
+        Self {
+            write_cache,
+            default_write_cache: write_cache,
+            unit_attention: None,
+        }
+    }
+}
+
+impl Default for DeviceState {
+    /// Write cache disabled (the kernel's default for TCMU devices).
+    fn default() -> Self {
+        Self::new(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        let p = DeviceParams::new(512, 100);
+        assert!(p.check_range(0, 100).is_ok());
+        assert!(p.check_range(99, 1).is_ok());
+        assert!(p.check_range(100, 0).is_ok());
+        assert_eq!(p.check_range(100, 1), Err(Sense::lba_out_of_range()));
+        assert_eq!(p.check_range(u64::MAX, 2), Err(Sense::lba_out_of_range()));
+        assert_eq!(p.last_lba(), 99);
+        assert_eq!(DeviceParams::new(512, 0).last_lba(), 0);
+    }
+
+    #[test]
+    fn defaults() {
+        let s = DeviceState::default();
+        assert!(!s.write_cache);
+        assert_eq!(UnmapParams::default().max_lba_count, 0x2000);
+    }
+}

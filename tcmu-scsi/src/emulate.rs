@@ -1,0 +1,928 @@
+//! The generic emulation: [`execute`] answers a decoded [`Command`] from the
+//! device parameters and state, or hands the runtime a checked I/O request.
+//!
+//! Ownership: the emulation owns no buffers. `data_out` is borrowed from the
+//! runtime (only needed for [`Command::wants_data_out`] commands); every
+//! data-in answer is a fresh `Vec` already cut to the allocation length, and
+//! the runtime zero-fills the rest of the initiator's buffer.
+
+use crate::capacity;
+use crate::cdb::{transfer_length_offset, Command};
+use crate::device::{DeviceParams, DeviceState};
+use crate::inquiry;
+use crate::mode;
+use crate::opcodes;
+use crate::sense::Sense;
+use crate::status::Status;
+use crate::unmap;
+
+pub use crate::unmap::LbaRange;
+
+/// An answer produced without the handler.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// SCSI status.
+    pub status: Status,
+    /// Sense data, with CHECK CONDITION.
+    pub sense: Option<Sense>,
+    /// Data-in, already truncated to the allocation length.
+    pub data_in: Vec<u8>,
+}
+
+impl Response {
+    /// GOOD with no data.
+    pub fn good() -> Self {
+        Self {
+            status: Status::Good,
+            sense: None,
+            data_in: Vec::new(),
+        }
+    }
+
+    /// GOOD with data-in.
+    pub fn data(data_in: Vec<u8>) -> Self {
+        Self {
+            status: Status::Good,
+            sense: None,
+            data_in,
+        }
+    }
+
+    /// CHECK CONDITION with `sense`.
+    pub fn check(sense: Sense) -> Self {
+        Self {
+            status: Status::CheckCondition,
+            sense: Some(sense),
+            data_in: Vec::new(),
+        }
+    }
+}
+
+/// What to do with a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Answered here.
+    Done(Response),
+    /// Read `blocks` (> 0) blocks at `lba`; the range is checked.
+    Read {
+        /// First block.
+        lba: u64,
+        /// Number of blocks, never 0.
+        blocks: u32,
+        /// FUA as the initiator sent it.
+        fua: bool,
+    },
+    /// Write `blocks` (> 0) blocks at `lba`; the range is checked. `fua` is
+    /// the initiator's bit (WRITE AND VERIFY sets it); forcing FUA while the
+    /// write cache is off is the runtime's call.
+    Write {
+        /// First block.
+        lba: u64,
+        /// Number of blocks, never 0.
+        blocks: u32,
+        /// FUA as the initiator sent it.
+        fua: bool,
+    },
+    /// SYNCHRONIZE CACHE: flush the whole device (the range was checked).
+    Flush,
+    /// Deallocate these ranges (checked, none empty, never an empty list).
+    Unmap(Vec<LbaRange>),
+    /// WRITE SAME: write `block` to each of `blocks` blocks at `lba` (or
+    /// deallocate them when `unmap` is set and the handler can).
+    WriteSame {
+        /// First block.
+        lba: u64,
+        /// Number of blocks, never 0.
+        blocks: u32,
+        /// The initiator allows deallocation (UNMAP bit).
+        unmap: bool,
+        /// One logical block of data (zeroes for NDOB).
+        block: Vec<u8>,
+    },
+}
+
+fn done(r: Result<Vec<u8>, Sense>, alloc_len: usize) -> Outcome {
+    Outcome::Done(match r {
+        Ok(mut data) => {
+            data.truncate(alloc_len);
+            Response::data(data)
+        }
+        Err(s) => Response::check(s),
+    })
+}
+
+fn check(s: Sense) -> Outcome {
+    Outcome::Done(Response::check(s))
+}
+
+fn good() -> Outcome {
+    Outcome::Done(Response::good())
+}
+
+/// `data_out` cut to the parameter list length.
+fn param_list(data_out: &[u8], param_len: u16) -> &[u8] {
+    data_out.get(..usize::from(param_len)).unwrap_or(data_out)
+}
+
+/// Reject a transfer longer than the device's maximum transfer length.
+fn check_transfer_length(params: &DeviceParams, blocks: u32, cdb_len: u8) -> Result<(), Sense> {
+    if params.max_transfer_blocks != 0 && blocks > params.max_transfer_blocks {
+        Err(Sense::invalid_field_in_cdb(
+            transfer_length_offset(cdb_len),
+            None,
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// Execute a decoded command against the device.
+///
+/// `data_out` is the command's data-out buffer when
+/// [`Command::wants_data_out`] is true (ignored otherwise). A pending
+/// [`DeviceState::unit_attention`] is reported (and cleared) by the first
+/// command other than INQUIRY and REQUEST SENSE.
+pub fn execute(
+    cmd: &Command,
+    params: &DeviceParams,
+    state: &mut DeviceState,
+    data_out: &[u8],
+) -> Outcome {
+    if !matches!(cmd, Command::Inquiry { .. } | Command::RequestSense { .. }) {
+        if let Some(ua) = state.unit_attention.take() {
+            return check(ua);
+        }
+    }
+    match *cmd {
+        Command::TestUnitReady | Command::Seek => good(),
+        Command::RequestSense { desc, alloc_len } => {
+            let sense = state.unit_attention.take().unwrap_or_else(Sense::no_sense);
+            let data = if desc {
+                sense.to_descriptor()
+            } else {
+                sense.to_fixed().to_vec()
+            };
+            done(Ok(data), usize::from(alloc_len))
+        }
+        Command::Inquiry {
+            evpd,
+            page_code,
+            alloc_len,
+        } => done(
+            inquiry::inquiry(params, state, evpd, page_code),
+            usize::from(alloc_len),
+        ),
+        Command::ReadCapacity10 => done(Ok(capacity::read_capacity_10(params)), 8),
+        Command::ReadCapacity16 { alloc_len } => done(
+            Ok(capacity::read_capacity_16(params)),
+            usize::try_from(alloc_len).unwrap_or(usize::MAX),
+        ),
+        Command::ModeSense {
+            dbd,
+            llbaa,
+            pc,
+            page,
+            subpage,
+            alloc_len,
+            ten,
+        } => done(
+            mode::mode_sense(params, state, ten, dbd, llbaa, pc, page, subpage),
+            usize::from(alloc_len),
+        ),
+        Command::ModeSelect {
+            pf,
+            sp,
+            param_len,
+            ten,
+        } => {
+            if !pf {
+                check(Sense::invalid_field_in_cdb(1, Some(4)))
+            } else if sp {
+                check(Sense::invalid_field_in_cdb(1, Some(0)))
+            } else if param_len == 0 {
+                good()
+            } else {
+                match mode::mode_select(params, state, ten, param_list(data_out, param_len)) {
+                    Ok(()) => good(),
+                    Err(s) => check(s),
+                }
+            }
+        }
+        Command::StartStopUnit {
+            loej,
+            power_condition,
+            ..
+        } => {
+            if power_condition != 0 {
+                check(Sense::invalid_field_in_cdb(4, Some(7)))
+            } else if loej {
+                // A fixed disk has no medium to load or eject.
+                check(Sense::invalid_field_in_cdb(4, Some(1)))
+            } else {
+                good()
+            }
+        }
+        Command::Read {
+            lba,
+            blocks,
+            fua,
+            cdb_len,
+            ..
+        } => match check_transfer_length(params, blocks, cdb_len)
+            .and_then(|()| params.check_range(lba, u64::from(blocks)))
+        {
+            Err(s) => check(s),
+            Ok(()) if blocks == 0 => good(),
+            Ok(()) => Outcome::Read { lba, blocks, fua },
+        },
+        Command::Write {
+            lba,
+            blocks,
+            fua,
+            cdb_len,
+            ..
+        } => match check_transfer_length(params, blocks, cdb_len)
+            .and_then(|()| params.check_range(lba, u64::from(blocks)))
+        {
+            Err(s) => check(s),
+            Ok(()) if blocks == 0 => good(),
+            Ok(()) => Outcome::Write { lba, blocks, fua },
+        },
+        Command::SynchronizeCache { lba, blocks, .. } => {
+            match params.check_range(lba, u64::from(blocks)) {
+                Ok(()) => Outcome::Flush,
+                Err(s) => check(s),
+            }
+        }
+        Command::PreFetch { lba, blocks, .. } => match params.check_range(lba, u64::from(blocks)) {
+            // GOOD: "not all blocks fit the cache" is a valid answer.
+            Ok(()) => good(),
+            Err(s) => check(s),
+        },
+        Command::Verify {
+            lba,
+            blocks,
+            bytchk,
+            ..
+        } => {
+            if bytchk != 0 {
+                // Comparing data needs the handler; not supported yet.
+                check(Sense::invalid_field_in_cdb(1, Some(2)))
+            } else {
+                match params.check_range(lba, u64::from(blocks)) {
+                    Ok(()) => good(),
+                    Err(s) => check(s),
+                }
+            }
+        }
+        Command::Unmap { anchor, param_len } => {
+            let Some(limits) = &params.unmap else {
+                return check(Sense::invalid_command_opcode());
+            };
+            if anchor {
+                return check(Sense::invalid_field_in_cdb(1, Some(0)));
+            }
+            match unmap::parse(param_list(data_out, param_len), params, limits) {
+                Ok(ranges) if ranges.is_empty() => good(),
+                Ok(ranges) => Outcome::Unmap(ranges),
+                Err(s) => check(s),
+            }
+        }
+        Command::WriteSame {
+            lba,
+            blocks,
+            unmap,
+            anchor,
+            ndob,
+            cdb_len,
+        } => write_same(params, data_out, lba, blocks, unmap, anchor, ndob, cdb_len),
+        Command::ReportSupportedOpcodes {
+            rctd,
+            options,
+            opcode,
+            service_action,
+            alloc_len,
+        } => done(
+            opcodes::report(params, rctd, options, opcode, service_action),
+            usize::try_from(alloc_len).unwrap_or(usize::MAX),
+        ),
+        Command::Unsupported(_) => check(Sense::invalid_command_opcode()),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_same(
+    params: &DeviceParams,
+    data_out: &[u8],
+    lba: u64,
+    blocks: u32,
+    unmap: bool,
+    anchor: bool,
+    ndob: bool,
+    cdb_len: u8,
+) -> Outcome {
+    let len_field = transfer_length_offset(cdb_len);
+    if blocks == 0 {
+        // WSNZ = 1 in the Block Limits page, like the kernel.
+        return check(Sense::invalid_field_in_cdb(len_field, None));
+    }
+    if anchor {
+        // ANC_SUP = 0.
+        return check(Sense::invalid_field_in_cdb(1, Some(4)));
+    }
+    if unmap && params.unmap.is_none() {
+        return check(Sense::invalid_field_in_cdb(1, Some(3)));
+    }
+    if params.max_write_same_blocks != 0 && blocks > params.max_write_same_blocks {
+        return check(Sense::invalid_field_in_cdb(len_field, None));
+    }
+    if let Err(s) = params.check_range(lba, u64::from(blocks)) {
+        return check(s);
+    }
+    let size = usize::try_from(params.block_size).unwrap_or(usize::MAX);
+    let block = if ndob {
+        vec![0u8; size]
+    } else {
+        match data_out.get(..size) {
+            Some(b) => b.to_vec(),
+            None => return check(Sense::parameter_list_length_error()),
+        }
+    };
+    Outcome::WriteSame {
+        lba,
+        blocks,
+        unmap,
+        block,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cdb::decode;
+    use crate::device::UnmapParams;
+
+    fn params() -> DeviceParams {
+        let mut p = DeviceParams::new(512, 1000);
+        p.unit_serial = Some("abc123".into());
+        p
+    }
+
+    fn thin() -> DeviceParams {
+        let mut p = params();
+        p.unmap = Some(UnmapParams {
+            max_lba_count: 64,
+            max_descriptors: 2,
+            ..UnmapParams::default()
+        });
+        p
+    }
+
+    fn run_with(
+        p: &DeviceParams,
+        s: &mut DeviceState,
+        cdb: &[u8],
+        len: usize,
+        out: &[u8],
+    ) -> Outcome {
+        let mut v = cdb.to_vec();
+        v.resize(len, 0);
+        match decode(&v) {
+            Ok(c) => execute(&c, p, s, out),
+            Err(sense) => Outcome::Done(Response::check(sense)),
+        }
+    }
+
+    fn run(cdb: &[u8], len: usize) -> Outcome {
+        run_with(&params(), &mut DeviceState::default(), cdb, len, &[])
+    }
+
+    fn sense_of(o: &Outcome) -> Option<Sense> {
+        match o {
+            Outcome::Done(r) => r.sense,
+            _ => None,
+        }
+    }
+
+    fn data_of(o: Outcome) -> Vec<u8> {
+        match o {
+            Outcome::Done(Response {
+                status: Status::Good,
+                data_in,
+                ..
+            }) => data_in,
+            other => panic!("not GOOD data: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn tur_and_unsupported() {
+        assert_eq!(run(&[0x00], 6), good());
+        assert_eq!(run(&[0x2b], 10), good());
+        let o = run(&[0xc1], 16);
+        assert_eq!(sense_of(&o), Some(Sense::invalid_command_opcode()));
+        if let Outcome::Done(r) = o {
+            assert_eq!(r.status, Status::CheckCondition);
+            assert_eq!(
+                &r.sense.map(|s| s.to_fixed()).unwrap_or_default()[12..18],
+                &[0x20, 0, 0, 0xc0, 0, 0]
+            );
+        }
+    }
+
+    #[test]
+    fn request_sense() {
+        let d = data_of(run(&[0x03, 0, 0, 0, 252], 6));
+        assert_eq!(d, Sense::no_sense().to_fixed().to_vec());
+        let d = data_of(run(&[0x03, 0, 0, 0, 8], 6));
+        assert_eq!(d.len(), 8);
+        let d = data_of(run(&[0x03, 1, 0, 0, 252], 6));
+        assert_eq!(d, vec![0x72, 0, 0, 0, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn unit_attention() {
+        let p = params();
+        let mut s = DeviceState {
+            unit_attention: Some(Sense::unit_attention_capacity_changed()),
+            ..DeviceState::default()
+        };
+        // INQUIRY does not consume it.
+        assert!(matches!(
+            run_with(&p, &mut s, &[0x12, 0, 0, 0, 36], 6, &[]),
+            Outcome::Done(Response {
+                status: Status::Good,
+                ..
+            })
+        ));
+        assert_eq!(
+            sense_of(&run_with(&p, &mut s, &[0x00], 6, &[])),
+            Some(Sense::unit_attention_capacity_changed())
+        );
+        assert_eq!(run_with(&p, &mut s, &[0x00], 6, &[]), good());
+        // REQUEST SENSE reports and clears it.
+        s.unit_attention = Some(Sense::unit_attention_reset());
+        let d = data_of(run_with(&p, &mut s, &[0x03, 0, 0, 0, 18], 6, &[]));
+        assert_eq!((d[2], d[12], d[13]), (0x06, 0x29, 0x00));
+        assert_eq!(s.unit_attention, None);
+    }
+
+    #[test]
+    fn inquiry_truncation() {
+        let d = data_of(run(&[0x12, 0, 0, 0, 5], 6));
+        assert_eq!(d, vec![0, 0, 6, 2, 31]);
+        let d = data_of(run(&[0x12, 0, 0, 1, 0], 6));
+        assert_eq!(d.len(), 36);
+        let d = data_of(run(&[0x12, 1, 0x80, 0, 255], 6));
+        assert_eq!(d, b"\x00\x80\x00\x07abc123\x00".to_vec());
+        assert_eq!(
+            sense_of(&run(&[0x12, 0, 0x80, 0, 255], 6)),
+            Some(Sense::invalid_field_in_cdb(2, None))
+        );
+        assert_eq!(data_of(run(&[0x12, 0, 0, 0, 0], 6)), Vec::<u8>::new());
+    }
+
+    #[test]
+    fn read_capacity() {
+        assert_eq!(
+            data_of(run(&[0x25], 10)),
+            vec![0, 0, 0x03, 0xe7, 0, 0, 2, 0]
+        );
+        let d = data_of(run(&[0x9e, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 12], 16));
+        assert_eq!(d, vec![0, 0, 0, 0, 0, 0, 0x03, 0xe7, 0, 0, 2, 0]);
+        let d = data_of(run_with(
+            &thin(),
+            &mut DeviceState::default(),
+            &[0x9e, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32],
+            16,
+            &[],
+        ));
+        assert_eq!(d[14], 0x80);
+    }
+
+    #[test]
+    fn mode_sense_and_select() {
+        let p = params();
+        let mut s = DeviceState::new(true);
+        let out = data_of(run_with(&p, &mut s, &[0x1a, 0, 0x08, 0, 255], 6, &[]));
+        assert_eq!(out[12 + 2], 0x04);
+        let trunc = data_of(run_with(&p, &mut s, &[0x1a, 0, 0x08, 0, 4], 6, &[]));
+        assert_eq!(trunc, out[..4].to_vec());
+
+        let mut list = out.clone();
+        list[0] = 0;
+        list[12 + 2] = 0;
+        let n = list.len() as u8;
+        assert_eq!(
+            run_with(&p, &mut s, &[0x15, 0x10, 0, 0, n], 6, &list),
+            good()
+        );
+        assert!(!s.write_cache);
+        // PF = 0, SP = 1.
+        assert_eq!(
+            sense_of(&run_with(&p, &mut s, &[0x15, 0x00, 0, 0, n], 6, &list)),
+            Some(Sense::invalid_field_in_cdb(1, Some(4)))
+        );
+        assert_eq!(
+            sense_of(&run_with(&p, &mut s, &[0x15, 0x11, 0, 0, n], 6, &list)),
+            Some(Sense::invalid_field_in_cdb(1, Some(0)))
+        );
+        // Parameter list length 0: nothing to do.
+        assert_eq!(run_with(&p, &mut s, &[0x55, 0x10], 10, &[]), good());
+        // Parameter list length shorter than the page.
+        assert_eq!(
+            sense_of(&run_with(&p, &mut s, &[0x15, 0x10, 0, 0, n - 1], 6, &list)),
+            Some(Sense::parameter_list_length_error())
+        );
+        // Saved values.
+        assert_eq!(
+            sense_of(&run_with(
+                &p,
+                &mut s,
+                &[0x5a, 0, 0xc8, 0, 0, 0, 0, 0, 255],
+                10,
+                &[]
+            )),
+            Some(Sense::saving_parameters_not_supported())
+        );
+    }
+
+    #[test]
+    fn start_stop() {
+        assert_eq!(run(&[0x1b, 0, 0, 0, 1], 6), good());
+        assert_eq!(run(&[0x1b, 1, 0, 0, 0], 6), good());
+        assert_eq!(
+            sense_of(&run(&[0x1b, 0, 0, 0, 2], 6)),
+            Some(Sense::invalid_field_in_cdb(4, Some(1)))
+        );
+        assert_eq!(
+            sense_of(&run(&[0x1b, 0, 0, 0, 0x11], 6)),
+            Some(Sense::invalid_field_in_cdb(4, Some(7)))
+        );
+    }
+
+    #[test]
+    fn read_write_checks() {
+        assert_eq!(
+            run(&[0x28, 0x08, 0, 0, 0, 10, 0, 0, 8], 10),
+            Outcome::Read {
+                lba: 10,
+                blocks: 8,
+                fua: true
+            }
+        );
+        assert_eq!(
+            run(&[0x8a, 0, 0, 0, 0, 0, 0, 0, 0x03, 0xe0, 0, 0, 0, 8], 16),
+            Outcome::Write {
+                lba: 992,
+                blocks: 8,
+                fua: false
+            }
+        );
+        assert_eq!(
+            sense_of(&run(
+                &[0x8a, 0, 0, 0, 0, 0, 0, 0, 0x03, 0xe1, 0, 0, 0, 8],
+                16
+            )),
+            Some(Sense::lba_out_of_range())
+        );
+        assert_eq!(
+            sense_of(&run(
+                &[0x88, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 2],
+                16
+            )),
+            Some(Sense::lba_out_of_range())
+        );
+        // Zero-length transfers are GOOD without I/O, but still range checked.
+        assert_eq!(run(&[0x28, 0, 0, 0, 0x03, 0xe8], 10), good());
+        assert_eq!(
+            sense_of(&run(&[0x28, 0, 0, 0, 0x03, 0xe9], 10)),
+            Some(Sense::lba_out_of_range())
+        );
+        // Transfer length over the maximum: pointer at the length field.
+        assert_eq!(
+            sense_of(&run(&[0x2a, 0, 0, 0, 0, 0, 0, 0, 129], 10)),
+            Some(Sense::invalid_field_in_cdb(7, None))
+        );
+        assert_eq!(
+            sense_of(&run(&[0x08, 0, 0, 0, 0], 6)),
+            Some(Sense::invalid_field_in_cdb(4, None))
+        );
+        assert_eq!(
+            sense_of(&run(&[0xa8, 0, 0, 0, 0, 0, 0, 0, 1, 0], 12)),
+            Some(Sense::invalid_field_in_cdb(6, None))
+        );
+        assert_eq!(
+            sense_of(&run(&[0x88, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0], 16)),
+            Some(Sense::invalid_field_in_cdb(10, None))
+        );
+        let mut p = params();
+        p.max_transfer_blocks = 0;
+        assert_eq!(
+            run_with(&p, &mut DeviceState::default(), &[0x08, 0, 0, 0, 0], 6, &[]),
+            Outcome::Read {
+                lba: 0,
+                blocks: 256,
+                fua: false
+            }
+        );
+    }
+
+    #[test]
+    fn sync_verify_prefetch() {
+        assert_eq!(run(&[0x35, 0, 0, 0, 0, 0, 0, 0, 0], 10), Outcome::Flush);
+        assert_eq!(
+            run(&[0x35, 0, 0, 0, 0x03, 0xe8, 0, 0, 0], 10),
+            Outcome::Flush
+        );
+        assert_eq!(
+            sense_of(&run(&[0x91, 0, 0, 0, 0, 0, 0, 0, 0x03, 0xe9], 16)),
+            Some(Sense::lba_out_of_range())
+        );
+        assert_eq!(run(&[0x2f, 0, 0, 0, 0, 0, 0, 0x03, 0xe8], 10), good());
+        assert_eq!(
+            sense_of(&run(&[0x2f, 0, 0, 0, 0, 1, 0, 0x03, 0xe8], 10)),
+            Some(Sense::lba_out_of_range())
+        );
+        assert_eq!(
+            sense_of(&run(&[0x2f, 0x02, 0, 0, 0, 0, 0, 0, 1], 10)),
+            Some(Sense::invalid_field_in_cdb(1, Some(2)))
+        );
+        assert_eq!(
+            run(&[0x90, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5], 16),
+            good()
+        );
+        assert_eq!(
+            sense_of(&run(&[0x34, 0, 0, 0, 0x03, 0xe8, 0, 0, 1], 10)),
+            Some(Sense::lba_out_of_range())
+        );
+    }
+
+    fn unmap_list(descs: &[(u64, u32)]) -> Vec<u8> {
+        let mut v = vec![
+            0,
+            (descs.len() * 16 + 6) as u8,
+            0,
+            (descs.len() * 16) as u8,
+            0,
+            0,
+            0,
+            0,
+        ];
+        for &(lba, n) in descs {
+            v.extend_from_slice(&lba.to_be_bytes());
+            v.extend_from_slice(&n.to_be_bytes());
+            v.extend_from_slice(&[0; 4]);
+        }
+        v
+    }
+
+    #[test]
+    fn unmap_command() {
+        let p = thin();
+        let mut s = DeviceState::default();
+        let l = unmap_list(&[(0, 8), (100, 0)]);
+        let n = l.len() as u8;
+        assert_eq!(
+            run_with(&p, &mut s, &[0x42, 0, 0, 0, 0, 0, 0, 0, n], 10, &l),
+            Outcome::Unmap(vec![LbaRange { lba: 0, blocks: 8 }])
+        );
+        // All descriptors empty, or no list: GOOD.
+        let l0 = unmap_list(&[(5, 0)]);
+        assert_eq!(
+            run_with(&p, &mut s, &[0x42, 0, 0, 0, 0, 0, 0, 0, 24], 10, &l0),
+            good()
+        );
+        assert_eq!(run_with(&p, &mut s, &[0x42], 10, &[]), good());
+        // Parameter list length cuts the data-out.
+        assert_eq!(
+            sense_of(&run_with(
+                &p,
+                &mut s,
+                &[0x42, 0, 0, 0, 0, 0, 0, 0, 4],
+                10,
+                &l
+            )),
+            Some(Sense::parameter_list_length_error())
+        );
+        assert_eq!(
+            sense_of(&run_with(
+                &p,
+                &mut s,
+                &[0x42, 1, 0, 0, 0, 0, 0, 0, n],
+                10,
+                &l
+            )),
+            Some(Sense::invalid_field_in_cdb(1, Some(0)))
+        );
+        assert_eq!(
+            sense_of(&run_with(
+                &params(),
+                &mut s,
+                &[0x42, 0, 0, 0, 0, 0, 0, 0, n],
+                10,
+                &l
+            )),
+            Some(Sense::invalid_command_opcode())
+        );
+        let l = unmap_list(&[(0, 1), (1, 1), (2, 1)]);
+        assert_eq!(
+            sense_of(&run_with(
+                &p,
+                &mut s,
+                &[0x42, 0, 0, 0, 0, 0, 0, 0, 56],
+                10,
+                &l
+            )),
+            Some(Sense::invalid_field_in_parameter_list(2, None))
+        );
+    }
+
+    #[test]
+    fn write_same() {
+        let p = thin();
+        let mut s = DeviceState::default();
+        let block: Vec<u8> = (0..512u32).map(|i| i as u8).collect();
+        assert_eq!(
+            run_with(&p, &mut s, &[0x41, 0, 0, 0, 0, 4, 0, 0, 8], 10, &block),
+            Outcome::WriteSame {
+                lba: 4,
+                blocks: 8,
+                unmap: false,
+                block: block.clone()
+            }
+        );
+        assert_eq!(
+            run_with(
+                &p,
+                &mut s,
+                &[0x93, 0x09, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 8],
+                16,
+                &[]
+            ),
+            Outcome::WriteSame {
+                lba: 4,
+                blocks: 8,
+                unmap: true,
+                block: vec![0; 512]
+            }
+        );
+        // Too little data-out.
+        assert_eq!(
+            sense_of(&run_with(
+                &p,
+                &mut s,
+                &[0x41, 0, 0, 0, 0, 4, 0, 0, 8],
+                10,
+                &block[..100]
+            )),
+            Some(Sense::parameter_list_length_error())
+        );
+        // Zero blocks (WSNZ), too many, out of range, ANCHOR, UNMAP without TP.
+        assert_eq!(
+            sense_of(&run_with(
+                &p,
+                &mut s,
+                &[0x41, 0, 0, 0, 0, 4, 0, 0, 0],
+                10,
+                &block
+            )),
+            Some(Sense::invalid_field_in_cdb(7, None))
+        );
+        assert_eq!(
+            sense_of(&run_with(
+                &p,
+                &mut s,
+                &[0x93, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10, 1],
+                16,
+                &block
+            )),
+            Some(Sense::invalid_field_in_cdb(10, None))
+        );
+        assert_eq!(
+            sense_of(&run_with(
+                &p,
+                &mut s,
+                &[0x41, 0, 0, 0, 0x03, 0xe0, 0, 0, 9],
+                10,
+                &block
+            )),
+            Some(Sense::lba_out_of_range())
+        );
+        assert_eq!(
+            sense_of(&run_with(
+                &p,
+                &mut s,
+                &[0x41, 0x10, 0, 0, 0, 0, 0, 0, 1],
+                10,
+                &block
+            )),
+            Some(Sense::invalid_field_in_cdb(1, Some(4)))
+        );
+        assert_eq!(
+            sense_of(&run_with(
+                &params(),
+                &mut s,
+                &[0x41, 0x08, 0, 0, 0, 0, 0, 0, 1],
+                10,
+                &block
+            )),
+            Some(Sense::invalid_field_in_cdb(1, Some(3)))
+        );
+    }
+
+    #[test]
+    fn report_supported_opcodes() {
+        let d = data_of(run(&[0xa3, 0x0c, 0x01, 0x2a, 0, 0, 0, 0, 1, 0], 12));
+        assert_eq!(&d[..4], &[0, 3, 0, 10]);
+        let d = data_of(run(&[0xa3, 0x0c, 0x00, 0, 0, 0, 0, 0, 0, 6], 12));
+        assert_eq!(d.len(), 6);
+    }
+
+    /// xorshift64*, enough to spray bytes without extra crates.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            let mut x = self.0;
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            self.0 = x;
+            x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+    }
+
+    #[test]
+    fn random_bytes_never_panic() {
+        const OPCODES: [u8; 36] = [
+            0x00, 0x01, 0x03, 0x08, 0x0a, 0x0b, 0x12, 0x15, 0x1a, 0x1b, 0x25, 0x28, 0x2a, 0x2b,
+            0x2e, 0x2f, 0x34, 0x35, 0x41, 0x42, 0x55, 0x5a, 0x88, 0x8a, 0x8e, 0x8f, 0x90, 0x91,
+            0x93, 0x9e, 0xa3, 0xa8, 0xaa, 0x7f, 0xff, 0xa0,
+        ];
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut small = DeviceParams::new(512, 1000);
+        small.unit_serial = Some("deadbeef-0123".into());
+        let mut big = thin();
+        big.num_blocks = u64::MAX / 4096;
+        big.block_size = 4096;
+        big.max_transfer_blocks = 0;
+        big.max_write_same_blocks = 0;
+        let mut empty = DeviceParams::new(0, 0);
+        empty.unmap = Some(UnmapParams {
+            max_lba_count: u32::MAX,
+            max_descriptors: u32::MAX,
+            granularity: 0,
+            alignment: u32::MAX,
+            reads_zeroes: true,
+        });
+        let all = [small, big, empty];
+        let mut state = DeviceState::new(true);
+        let mut seen_io = 0usize;
+        for iter in 0..200_000u32 {
+            let len = (rng.next() % 33) as usize;
+            let mut cdb: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+            if iter % 2 == 0 {
+                if let Some(b0) = cdb.first_mut() {
+                    *b0 = OPCODES[(rng.next() % OPCODES.len() as u64) as usize];
+                }
+            }
+            let out_len = (rng.next() % 96) as usize;
+            let mut out: Vec<u8> = (0..out_len).map(|_| rng.next() as u8).collect();
+            if iter % 3 == 0 {
+                // Plausible headers for UNMAP / MODE SELECT lists.
+                out.iter_mut().take(8).for_each(|b| *b &= 0x1f);
+            }
+            let params = &all[(iter % 3) as usize];
+            if iter % 1000 == 0 {
+                state.unit_attention = Some(Sense::unit_attention_reset());
+            }
+            match decode(&cdb) {
+                Ok(cmd) => {
+                    let _ = cmd.wants_data_out();
+                    let _ = cmd.name();
+                    match execute(&cmd, params, &mut state, &out) {
+                        Outcome::Done(r) => {
+                            assert_eq!(r.sense.is_some(), r.status == Status::CheckCondition);
+                        }
+                        Outcome::Read { lba, blocks, .. } | Outcome::Write { lba, blocks, .. } => {
+                            assert!(blocks > 0);
+                            assert!(lba + u64::from(blocks) <= params.num_blocks);
+                            seen_io += 1;
+                        }
+                        Outcome::Unmap(r) => assert!(!r.is_empty()),
+                        Outcome::WriteSame { block, .. } => {
+                            assert_eq!(block.len(), params.block_size as usize);
+                        }
+                        Outcome::Flush => {}
+                    }
+                }
+                Err(s) => {
+                    let _ = s.to_fixed();
+                    let _ = s.to_descriptor();
+                }
+            }
+        }
+        assert!(seen_io > 0);
+    }
+}

@@ -1,0 +1,121 @@
+//! INQUIRY: the standard data (SPC-4 6.6.2) and dispatch to the VPD pages.
+//!
+//! Byte for byte what the kernel's `spc_emulate_inquiry_std` answers for a
+//! `fileio` disk, minus what we cannot honour: no ALUA (TPGS = 0, and SCCS
+//! clear since we have no REPORT TARGET PORT GROUPS) and no EXTENDED COPY
+//! (3PC = 0).
+
+use crate::bytes::{ascii_field, put16, put_bytes};
+use crate::device::{DeviceParams, DeviceState};
+use crate::sense::Sense;
+use crate::vpd;
+
+/// Peripheral qualifier 0 / device type 0: a connected direct-access block
+/// device.
+pub const PERIPHERAL_DISK: u8 = 0x00;
+
+/// Version descriptor SAM-5.
+pub const VERSION_SAM5: u16 = 0x00a0;
+/// Version descriptor SPC-4.
+pub const VERSION_SPC4: u16 = 0x0460;
+/// Version descriptor SBC-3.
+pub const VERSION_SBC3: u16 = 0x04c0;
+
+/// Standard INQUIRY data: 36 bytes, or 96 with version descriptors (see
+/// [`DeviceParams::version_descriptors`]).
+pub fn standard(params: &DeviceParams) -> Vec<u8> {
+    let len = if params.version_descriptors.is_some() {
+        96
+    } else {
+        36
+    };
+    let mut b = vec![0u8; len];
+    put_bytes(&mut b, 0, &[PERIPHERAL_DISK]);
+    // VERSION = 6 (SPC-4); NORMACA = HISUP = 0 and RESPONSE DATA FORMAT = 2,
+    // as the kernel sets them.
+    put_bytes(&mut b, 2, &[0x06, 0x02, (len - 5) as u8]);
+    // Byte 5: SCCS/ACC/TPGS/3PC/PROTECT all zero. Byte 6: no MULTIP.
+    // Byte 7: CMDQUE.
+    put_bytes(&mut b, 7, &[0x02]);
+    put_bytes(&mut b, 8, &ascii_field(&params.vendor, 8));
+    put_bytes(&mut b, 16, &ascii_field(&params.product, 16));
+    put_bytes(&mut b, 32, &ascii_field(&params.revision, 4));
+    if let Some(transport) = params.version_descriptors {
+        put16(&mut b, 58, VERSION_SAM5);
+        put16(&mut b, 60, transport);
+        put16(&mut b, 62, VERSION_SPC4);
+        put16(&mut b, 64, VERSION_SBC3);
+    }
+    b
+}
+
+/// Answer an INQUIRY (before allocation-length truncation).
+///
+/// EVPD = 0 with a non-zero page code, or an unknown VPD page, is INVALID
+/// FIELD IN CDB pointing at byte 2.
+pub fn inquiry(
+    params: &DeviceParams,
+    state: &DeviceState,
+    evpd: bool,
+    page_code: u8,
+) -> Result<Vec<u8>, Sense> {
+    if evpd {
+        vpd::page(params, state, page_code)
+    } else if page_code != 0 {
+        Err(Sense::invalid_field_in_cdb(2, None))
+    } else {
+        Ok(standard(params))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn standard_layout_36() {
+        let p = DeviceParams::new(512, 1000);
+        let b = standard(&p);
+        assert_eq!(b.len(), 36);
+        assert_eq!(&b[..8], &[0x00, 0x00, 0x06, 0x02, 31, 0x00, 0x00, 0x02]);
+        assert_eq!(&b[8..16], b"LIO-ORG ");
+        assert_eq!(&b[16..32], b"TCMU device     ");
+        assert_eq!(&b[32..36], b"0002");
+    }
+
+    #[test]
+    fn standard_layout_96() {
+        let mut p = DeviceParams::new(512, 1000);
+        p.version_descriptors = Some(0x0c60);
+        p.vendor = "A-VERY-LONG-VENDOR".into();
+        p.product = "p".into();
+        p.revision = "12345".into();
+        let b = standard(&p);
+        assert_eq!(b.len(), 96);
+        assert_eq!(b[4], 91);
+        assert_eq!(&b[8..16], b"A-VERY-L");
+        assert_eq!(&b[16..32], b"p               ");
+        assert_eq!(&b[32..36], b"1234");
+        assert_eq!(
+            &b[58..66],
+            &[0x00, 0xa0, 0x0c, 0x60, 0x04, 0x60, 0x04, 0xc0]
+        );
+        assert!(b[36..58].iter().all(|&x| x == 0));
+        assert!(b[66..].iter().all(|&x| x == 0));
+    }
+
+    #[test]
+    fn page_code_without_evpd() {
+        let p = DeviceParams::new(512, 1000);
+        let s = DeviceState::default();
+        assert_eq!(
+            inquiry(&p, &s, false, 0x80),
+            Err(Sense::invalid_field_in_cdb(2, None))
+        );
+        assert_eq!(inquiry(&p, &s, false, 0), Ok(standard(&p)));
+        assert_eq!(
+            inquiry(&p, &s, true, 0x81),
+            Err(Sense::invalid_field_in_cdb(2, None))
+        );
+    }
+}

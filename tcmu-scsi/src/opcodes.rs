@@ -1,0 +1,405 @@
+//! REPORT SUPPORTED OPERATION CODES (SPC-4 6.35): the commands this crate
+//! (plus the kernel, for REPORT LUNS) answers, with CDB usage bitmaps that
+//! say which bits we honour.
+
+use crate::bytes::{put16, put32};
+use crate::device::DeviceParams;
+use crate::opcode as op;
+use crate::sense::Sense;
+
+/// One supported command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpcodeInfo {
+    /// Operation code.
+    pub opcode: u8,
+    /// Service action, for commands that have them.
+    pub service_action: Option<u16>,
+    /// CDB usage data: the CDB length is its length.
+    pub usage: &'static [u8],
+}
+
+const fn info(opcode: u8, usage: &'static [u8]) -> OpcodeInfo {
+    OpcodeInfo {
+        opcode,
+        service_action: None,
+        usage,
+    }
+}
+
+const FF: u8 = 0xff;
+
+/// Every command we support, UNMAP included (dropped without thin
+/// provisioning by [`supported`]).
+const ALL: &[OpcodeInfo] = &[
+    info(op::TEST_UNIT_READY, &[op::TEST_UNIT_READY, 0, 0, 0, 0, 0]),
+    info(op::REQUEST_SENSE, &[op::REQUEST_SENSE, 0x01, 0, 0, FF, 0]),
+    info(op::READ_6, &[op::READ_6, 0x1f, FF, FF, FF, 0]),
+    info(op::WRITE_6, &[op::WRITE_6, 0x1f, FF, FF, FF, 0]),
+    info(op::INQUIRY, &[op::INQUIRY, 0x01, FF, FF, FF, 0]),
+    info(op::MODE_SELECT_6, &[op::MODE_SELECT_6, 0x11, 0, 0, FF, 0]),
+    info(op::MODE_SENSE_6, &[op::MODE_SENSE_6, 0x08, FF, FF, FF, 0]),
+    info(
+        op::START_STOP_UNIT,
+        &[op::START_STOP_UNIT, 0x01, 0, 0, 0x01, 0],
+    ),
+    info(
+        op::READ_CAPACITY_10,
+        &[op::READ_CAPACITY_10, 0, FF, FF, FF, FF, 0, 0, 0x01, 0],
+    ),
+    info(
+        op::READ_10,
+        &[op::READ_10, 0x18, FF, FF, FF, FF, 0, FF, FF, 0],
+    ),
+    info(
+        op::WRITE_10,
+        &[op::WRITE_10, 0x18, FF, FF, FF, FF, 0, FF, FF, 0],
+    ),
+    info(
+        op::WRITE_VERIFY_10,
+        &[op::WRITE_VERIFY_10, 0, FF, FF, FF, FF, 0, FF, FF, 0],
+    ),
+    info(
+        op::VERIFY_10,
+        &[op::VERIFY_10, 0, FF, FF, FF, FF, 0, FF, FF, 0],
+    ),
+    info(
+        op::PRE_FETCH_10,
+        &[op::PRE_FETCH_10, 0x02, FF, FF, FF, FF, 0, FF, FF, 0],
+    ),
+    info(
+        op::SYNCHRONIZE_CACHE_10,
+        &[op::SYNCHRONIZE_CACHE_10, 0x02, FF, FF, FF, FF, 0, FF, FF, 0],
+    ),
+    info(
+        op::WRITE_SAME_10,
+        &[op::WRITE_SAME_10, 0x18, FF, FF, FF, FF, 0, FF, FF, 0],
+    ),
+    info(op::UNMAP, &[op::UNMAP, 0, 0, 0, 0, 0, 0, FF, FF, 0]),
+    info(
+        op::MODE_SELECT_10,
+        &[op::MODE_SELECT_10, 0x11, 0, 0, 0, 0, 0, FF, FF, 0],
+    ),
+    info(
+        op::MODE_SENSE_10,
+        &[op::MODE_SENSE_10, 0x18, FF, FF, 0, 0, 0, FF, FF, 0],
+    ),
+    info(
+        op::READ_16,
+        &[
+            op::READ_16,
+            0x18,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            0,
+            0,
+        ],
+    ),
+    info(
+        op::WRITE_16,
+        &[
+            op::WRITE_16,
+            0x18,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            0,
+            0,
+        ],
+    ),
+    info(
+        op::WRITE_VERIFY_16,
+        &[
+            op::WRITE_VERIFY_16,
+            0,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            0,
+            0,
+        ],
+    ),
+    info(
+        op::VERIFY_16,
+        &[
+            op::VERIFY_16,
+            0,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            0,
+            0,
+        ],
+    ),
+    info(
+        op::PRE_FETCH_16,
+        &[
+            op::PRE_FETCH_16,
+            0x02,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            0,
+            0,
+        ],
+    ),
+    info(
+        op::SYNCHRONIZE_CACHE_16,
+        &[
+            op::SYNCHRONIZE_CACHE_16,
+            0x02,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            0,
+            0,
+        ],
+    ),
+    info(
+        op::WRITE_SAME_16,
+        &[
+            op::WRITE_SAME_16,
+            0x19,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            0,
+            0,
+        ],
+    ),
+    OpcodeInfo {
+        opcode: op::SERVICE_ACTION_IN_16,
+        service_action: Some(op::SAI_READ_CAPACITY_16 as u16),
+        usage: &[
+            op::SERVICE_ACTION_IN_16,
+            op::SAI_READ_CAPACITY_16,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            FF,
+            FF,
+            FF,
+            FF,
+            0,
+            0,
+        ],
+    },
+    // REPORT LUNS is answered by the kernel for TCMU devices.
+    info(0xa0, &[0xa0, 0, FF, 0, 0, 0, FF, FF, FF, FF, 0, 0]),
+    OpcodeInfo {
+        opcode: op::MAINTENANCE_IN,
+        service_action: Some(op::MI_REPORT_SUPPORTED_OPCODES as u16),
+        usage: &[
+            op::MAINTENANCE_IN,
+            op::MI_REPORT_SUPPORTED_OPCODES,
+            0x87,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            FF,
+            0,
+            0,
+        ],
+    },
+];
+
+/// The commands supported by a device with these parameters.
+pub fn supported(params: &DeviceParams) -> impl Iterator<Item = &'static OpcodeInfo> + '_ {
+    ALL.iter()
+        .filter(move |i| i.opcode != op::UNMAP || params.unmap.is_some())
+}
+
+/// The command timeouts descriptor (no timeouts reported).
+const TIMEOUTS: [u8; 12] = [0, 0x0a, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+
+/// Answer REPORT SUPPORTED OPERATION CODES (before truncation).
+pub fn report(
+    params: &DeviceParams,
+    rctd: bool,
+    options: u8,
+    opcode: u8,
+    service_action: u16,
+) -> Result<Vec<u8>, Sense> {
+    let bad_options = Sense::invalid_field_in_cdb(2, Some(2));
+    if options == 0 {
+        let mut b = vec![0u8; 4];
+        for i in supported(params) {
+            let mut d = [0u8; 8];
+            d[0] = i.opcode;
+            put16(&mut d, 2, i.service_action.unwrap_or(0));
+            d[5] = (u8::from(rctd) << 1) | u8::from(i.service_action.is_some());
+            put16(&mut d, 6, i.usage.len() as u16);
+            b.extend_from_slice(&d);
+            if rctd {
+                b.extend_from_slice(&TIMEOUTS);
+            }
+        }
+        let len = (b.len() - 4) as u32;
+        put32(&mut b, 0, len);
+        return Ok(b);
+    }
+    if options > 3 {
+        return Err(bad_options);
+    }
+    let mut found = None;
+    for i in supported(params).filter(|i| i.opcode == opcode) {
+        match (options, i.service_action) {
+            (1, Some(_)) => return Err(Sense::invalid_field_in_cdb(3, None)),
+            (2, None) => return Err(Sense::invalid_field_in_cdb(3, None)),
+            (1, None) | (3, None) => found = Some(i),
+            (_, Some(sa)) if sa == service_action => found = Some(i),
+            _ => {}
+        }
+    }
+    let ctdp = u8::from(rctd) << 7;
+    Ok(match found {
+        None => vec![0, ctdp | 0x01, 0, 0],
+        Some(i) => {
+            let mut b = vec![0, ctdp | 0x03, 0, 0];
+            put16(&mut b, 2, i.usage.len() as u16);
+            b.extend_from_slice(i.usage);
+            if rctd {
+                b.extend_from_slice(&TIMEOUTS);
+            }
+            b
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::UnmapParams;
+
+    #[test]
+    fn usage_lengths_match_groups() {
+        for i in ALL {
+            assert_eq!(i.usage.first(), Some(&i.opcode));
+            assert_eq!(
+                op::cdb_len(i.opcode),
+                Some(i.usage.len()),
+                "{:02x}",
+                i.opcode
+            );
+        }
+    }
+
+    #[test]
+    fn all_commands() {
+        let mut p = DeviceParams::new(512, 100);
+        let b = report(&p, false, 0, 0, 0).unwrap_or_default();
+        let n = ALL.len() - 1;
+        assert_eq!(b.len(), 4 + 8 * n);
+        assert_eq!(u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize, 8 * n);
+        assert!(!b[4..].chunks(8).any(|c| c[0] == op::UNMAP));
+        assert!(b[4..].chunks(8).any(|c| c[0] == op::READ_10 && c[7] == 10));
+        p.unmap = Some(UnmapParams::default());
+        let b = report(&p, true, 0, 0, 0).unwrap_or_default();
+        assert_eq!(b.len(), 4 + 20 * ALL.len());
+        // First descriptor: TEST UNIT READY with CTDP.
+        assert_eq!(&b[4..12], &[0, 0, 0, 0, 0, 0x02, 0, 6]);
+        assert_eq!(&b[12..24], &TIMEOUTS);
+    }
+
+    #[test]
+    fn one_command() {
+        let p = DeviceParams::new(512, 100);
+        let b = report(&p, false, 1, op::READ_10, 0).unwrap_or_default();
+        assert_eq!(&b[..4], &[0, 0x03, 0, 10]);
+        assert_eq!(&b[4..], &[0x28, 0x18, FF, FF, FF, FF, 0, FF, FF, 0]);
+        assert_eq!(report(&p, false, 1, 0xc5, 0), Ok(vec![0, 0x01, 0, 0]));
+        assert_eq!(report(&p, false, 1, op::UNMAP, 0), Ok(vec![0, 0x01, 0, 0]));
+        assert_eq!(
+            report(&p, false, 1, op::SERVICE_ACTION_IN_16, 0x10),
+            Err(Sense::invalid_field_in_cdb(3, None))
+        );
+        let b = report(&p, false, 2, op::SERVICE_ACTION_IN_16, 0x10).unwrap_or_default();
+        assert_eq!(&b[..4], &[0, 0x03, 0, 16]);
+        assert_eq!(
+            report(&p, false, 2, op::SERVICE_ACTION_IN_16, 0x11),
+            Ok(vec![0, 0x01, 0, 0])
+        );
+        assert_eq!(
+            report(&p, false, 2, op::READ_10, 0),
+            Err(Sense::invalid_field_in_cdb(3, None))
+        );
+        let b = report(&p, true, 3, op::READ_10, 0).unwrap_or_default();
+        assert_eq!(b[1], 0x83);
+        assert_eq!(b.len(), 4 + 10 + 12);
+        assert_eq!(
+            report(&p, false, 4, op::READ_10, 0),
+            Err(Sense::invalid_field_in_cdb(2, Some(2)))
+        );
+    }
+}

@@ -1,0 +1,325 @@
+//! Vital product data pages (SPC-4 7.8, SBC-3 6.6), laid out like the
+//! kernel's `spc_emulate_evpd_*` for a `fileio` disk: 0x00 supported pages,
+//! 0x80 unit serial number, 0x83 device identification (NAA 6 + T10 vendor
+//! ID; the fabric-dependent target port designators are the kernel's to add
+//! and are not produced here), 0x86 extended INQUIRY, 0xB0 block limits,
+//! 0xB1 block device characteristics, 0xB2 logical block provisioning and
+//! 0xB3 referrals.
+
+use crate::bytes::{ascii_field, put16, put32, put64, put_bytes};
+use crate::device::{DeviceParams, DeviceState};
+use crate::inquiry::PERIPHERAL_DISK;
+use crate::sense::Sense;
+
+/// The VPD pages we answer, in the order page 0x00 lists them.
+pub const SUPPORTED_PAGES: [u8; 8] = [0x00, 0x80, 0x83, 0x86, 0xb0, 0xb1, 0xb2, 0xb3];
+
+/// A VPD page of `total` bytes with the 4-byte header filled in.
+fn page_buf(code: u8, total: usize) -> Vec<u8> {
+    let mut b = vec![0u8; total];
+    put_bytes(&mut b, 0, &[PERIPHERAL_DISK, code]);
+    put16(&mut b, 2, total.saturating_sub(4) as u16);
+    b
+}
+
+/// The VPD page `code`, or INVALID FIELD IN CDB (byte 2) if we have none.
+pub fn page(params: &DeviceParams, state: &DeviceState, code: u8) -> Result<Vec<u8>, Sense> {
+    Ok(match code {
+        0x00 => supported_pages(),
+        0x80 => unit_serial(params),
+        0x83 => device_identification(params),
+        0x86 => extended_inquiry(state),
+        0xb0 => block_limits(params),
+        0xb1 => block_device_characteristics(params),
+        0xb2 => logical_block_provisioning(params),
+        0xb3 => referrals(),
+        _ => return Err(Sense::invalid_field_in_cdb(2, None)),
+    })
+}
+
+/// Page 0x00: the supported VPD page codes.
+pub fn supported_pages() -> Vec<u8> {
+    let mut b = page_buf(0x00, 4 + SUPPORTED_PAGES.len());
+    put_bytes(&mut b, 4, &SUPPORTED_PAGES);
+    b
+}
+
+/// The serial as the kernel keeps it: at most 254 bytes (so that the
+/// NUL-terminated copy fits a one-byte length).
+fn serial(params: &DeviceParams) -> Option<&[u8]> {
+    params
+        .unit_serial
+        .as_deref()
+        .map(|s| s.as_bytes().get(..s.len().min(254)).unwrap_or_default())
+}
+
+/// Page 0x80: the unit serial number, NUL terminated like the kernel's;
+/// empty when there is no serial.
+pub fn unit_serial(params: &DeviceParams) -> Vec<u8> {
+    match serial(params) {
+        Some(s) => {
+            let mut b = page_buf(0x80, 4 + s.len() + 1);
+            put_bytes(&mut b, 4, s);
+            b
+        }
+        None => page_buf(0x80, 4),
+    }
+}
+
+/// The 16-byte NAA IEEE Registered Extended designator (NAA 6): the IEEE
+/// company ID, then up to 25 hex digits of the unit serial (non-hex
+/// characters skipped) as vendor specific identifier and extension, the way
+/// the kernel's `spc_gen_naa_6h_vendor_specific` derives it.
+pub fn naa_designator(company_id: u32, serial: &[u8]) -> [u8; 16] {
+    let mut d = [0u8; 16];
+    d[0] = 0x60 | ((company_id >> 20) & 0x0f) as u8;
+    d[1] = (company_id >> 12) as u8;
+    d[2] = (company_id >> 4) as u8;
+    d[3] = ((company_id & 0x0f) << 4) as u8;
+    // Nibble 7 (low half of byte 3) onwards; 25 nibbles fill bytes 3..16.
+    let digits = serial
+        .iter()
+        .filter_map(|&c| char::from(c).to_digit(16))
+        .take(25);
+    for (k, v) in digits.enumerate() {
+        let nibble = 7 + k;
+        if let Some(byte) = d.get_mut(nibble / 2) {
+            if nibble % 2 == 0 {
+                *byte |= (v as u8) << 4;
+            } else {
+                *byte |= v as u8;
+            }
+        }
+    }
+    d
+}
+
+/// Page 0x83: NAA 6 designator (only with a serial, like the kernel) and a
+/// T10 vendor ID designator `<vendor><product>:<serial>\0` (vendor padded
+/// to 8 bytes, NUL terminated, as the kernel builds it).
+pub fn device_identification(params: &DeviceParams) -> Vec<u8> {
+    let mut body = Vec::new();
+    if let Some(s) = serial(params) {
+        // Binary code set, LU association, designator type 3 (NAA).
+        body.extend_from_slice(&[0x01, 0x03, 0x00, 0x10]);
+        body.extend_from_slice(&naa_designator(params.company_id, s));
+    }
+    let mut t10 = ascii_field(&params.vendor, 8);
+    if let Some(s) = serial(params) {
+        t10.extend(params.product.bytes().take(16));
+        t10.push(b':');
+        t10.extend_from_slice(s);
+    }
+    t10.push(0);
+    t10.truncate(255);
+    // ASCII code set, LU association, designator type 1 (T10 vendor ID).
+    body.extend_from_slice(&[0x02, 0x01, 0x00, t10.len() as u8]);
+    body.extend_from_slice(&t10);
+    let mut b = page_buf(0x83, 4 + body.len());
+    put_bytes(&mut b, 4, &body);
+    b
+}
+
+/// Page 0x86: HEADSUP/ORDSUP/SIMPSUP, and V_SUP while the write cache is
+/// enabled (as the kernel reports it).
+pub fn extended_inquiry(state: &DeviceState) -> Vec<u8> {
+    let mut b = page_buf(0x86, 64);
+    put_bytes(&mut b, 5, &[0x07, u8::from(state.write_cache)]);
+    b
+}
+
+/// Page 0xB0: block limits. Like the kernel, the page is 0x3C long with
+/// thin provisioning and only 0x10 long without it (which leaves the
+/// maximum write same length out).
+pub fn block_limits(params: &DeviceParams) -> Vec<u8> {
+    let mut b = vec![0u8; 64];
+    put_bytes(&mut b, 0, &[PERIPHERAL_DISK, 0xb0]);
+    // WSNZ: WRITE SAME with 0 blocks is refused. No COMPARE AND WRITE.
+    put_bytes(&mut b, 4, &[0x01, 0x00]);
+    put16(&mut b, 6, 1); // optimal transfer length granularity
+    put32(&mut b, 8, params.max_transfer_blocks);
+    put32(&mut b, 12, params.optimal_transfer_blocks);
+    if let Some(u) = &params.unmap {
+        put32(&mut b, 20, u.max_lba_count);
+        put32(&mut b, 24, u.max_descriptors);
+        put32(&mut b, 28, u.granularity);
+        put32(&mut b, 32, u.alignment & 0x7fff_ffff);
+        if u.alignment != 0 {
+            put_bytes(&mut b, 32, &[0x80 | ((u.alignment >> 24) & 0x7f) as u8]);
+        }
+    }
+    put64(&mut b, 36, u64::from(params.max_write_same_blocks));
+    let len = if params.unmap.is_some() { 0x3c } else { 0x10 };
+    put16(&mut b, 2, len);
+    b.truncate(4 + usize::from(len));
+    b
+}
+
+/// Page 0xB1: medium rotation rate 1 (non-rotating) for solid-state devices.
+pub fn block_device_characteristics(params: &DeviceParams) -> Vec<u8> {
+    let mut b = page_buf(0xb1, 64);
+    put16(&mut b, 4, u16::from(params.solid_state));
+    b
+}
+
+/// Page 0xB2: LBPU (UNMAP), LBPWS and LBPWS10 (WRITE SAME with UNMAP),
+/// LBPRZ, and provisioning type 2 (thin) when thin provisioning is on.
+pub fn logical_block_provisioning(params: &DeviceParams) -> Vec<u8> {
+    let mut b = page_buf(0xb2, 8);
+    if let Some(u) = &params.unmap {
+        let mut flags = 0x80 | 0x40 | 0x20;
+        if u.reads_zeroes {
+            flags |= 0x04;
+        }
+        put_bytes(&mut b, 5, &[flags, 0x02]);
+    }
+    b
+}
+
+/// Page 0xB3: referrals (none), as the kernel lists it.
+pub fn referrals() -> Vec<u8> {
+    page_buf(0xb3, 16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::UnmapParams;
+
+    fn params() -> DeviceParams {
+        let mut p = DeviceParams::new(512, 2048);
+        p.unit_serial = Some("1fe6b5a4-ab07-4d59-92a2-0c72ffbd63de".into());
+        p
+    }
+
+    #[test]
+    fn page_00() {
+        assert_eq!(
+            supported_pages(),
+            vec![0, 0, 0, 8, 0x00, 0x80, 0x83, 0x86, 0xb0, 0xb1, 0xb2, 0xb3]
+        );
+    }
+
+    #[test]
+    fn page_80() {
+        let b = unit_serial(&params());
+        assert_eq!(&b[..4], &[0, 0x80, 0, 37]);
+        assert_eq!(&b[4..40], b"1fe6b5a4-ab07-4d59-92a2-0c72ffbd63de");
+        assert_eq!(b[40], 0);
+        assert_eq!(b.len(), 41);
+        assert_eq!(unit_serial(&DeviceParams::new(512, 1)), vec![0, 0x80, 0, 0]);
+    }
+
+    #[test]
+    fn naa() {
+        let d = naa_designator(0x001405, b"1fe6b5a4-ab07-4d59-92a2-0c72ffbd63de");
+        assert_eq!(
+            d,
+            [
+                0x60, 0x01, 0x40, 0x51, 0xfe, 0x6b, 0x5a, 0x4a, 0xb0, 0x74, 0xd5, 0x99, 0x2a, 0x20,
+                0xc7, 0x2f
+            ]
+        );
+        let d = naa_designator(0x001405, b"");
+        assert_eq!(&d[..4], &[0x60, 0x01, 0x40, 0x50]);
+        assert!(d[4..].iter().all(|&x| x == 0));
+    }
+
+    #[test]
+    fn page_83() {
+        let b = device_identification(&params());
+        let t10 = b"LIO-ORG TCMU device:1fe6b5a4-ab07-4d59-92a2-0c72ffbd63de\0";
+        assert_eq!(&b[..4], &[0, 0x83, 0, (20 + 4 + t10.len()) as u8]);
+        assert_eq!(&b[4..8], &[0x01, 0x03, 0x00, 0x10]);
+        assert_eq!(&b[8..12], &[0x60, 0x01, 0x40, 0x51]);
+        assert_eq!(&b[24..28], &[0x02, 0x01, 0x00, t10.len() as u8]);
+        assert_eq!(&b[28..], t10);
+
+        let b = device_identification(&DeviceParams::new(512, 1));
+        assert_eq!(b, b"\x00\x83\x00\x0d\x02\x01\x00\x09LIO-ORG \x00".to_vec());
+    }
+
+    #[test]
+    fn page_86() {
+        let b = extended_inquiry(&DeviceState::new(true));
+        assert_eq!(b.len(), 64);
+        assert_eq!(&b[..8], &[0, 0x86, 0, 0x3c, 0, 0x07, 0x01, 0]);
+        assert_eq!(extended_inquiry(&DeviceState::new(false))[6], 0);
+    }
+
+    #[test]
+    fn page_b0() {
+        let mut p = params();
+        p.max_transfer_blocks = 0x400;
+        p.optimal_transfer_blocks = 0x80;
+        let b = block_limits(&p);
+        assert_eq!(b.len(), 20);
+        assert_eq!(
+            b,
+            vec![0, 0xb0, 0, 0x10, 1, 0, 0, 1, 0, 0, 4, 0, 0, 0, 0, 0x80, 0, 0, 0, 0]
+        );
+        p.unmap = Some(UnmapParams {
+            max_lba_count: 0x2000,
+            max_descriptors: 1,
+            granularity: 8,
+            alignment: 3,
+            reads_zeroes: true,
+        });
+        let b = block_limits(&p);
+        assert_eq!(b.len(), 64);
+        assert_eq!(&b[..4], &[0, 0xb0, 0, 0x3c]);
+        assert_eq!(
+            &b[20..44],
+            &[0, 0, 0x20, 0, 0, 0, 0, 1, 0, 0, 0, 8, 0x80, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0x10, 0]
+        );
+        p.unmap = Some(UnmapParams::default());
+        assert_eq!(&block_limits(&p)[32..36], &[0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn page_b1_b2_b3() {
+        let mut p = params();
+        assert_eq!(
+            block_device_characteristics(&p)[..6],
+            [0, 0xb1, 0, 0x3c, 0, 0]
+        );
+        p.solid_state = true;
+        assert_eq!(
+            block_device_characteristics(&p)[..6],
+            [0, 0xb1, 0, 0x3c, 0, 1]
+        );
+        assert_eq!(
+            logical_block_provisioning(&p),
+            vec![0, 0xb2, 0, 4, 0, 0, 0, 0]
+        );
+        p.unmap = Some(UnmapParams::default());
+        assert_eq!(
+            logical_block_provisioning(&p),
+            vec![0, 0xb2, 0, 4, 0, 0xe0, 0x02, 0]
+        );
+        p.unmap = Some(UnmapParams {
+            reads_zeroes: true,
+            ..UnmapParams::default()
+        });
+        assert_eq!(logical_block_provisioning(&p)[5], 0xe4);
+        assert_eq!(referrals(), {
+            let mut v = vec![0u8; 16];
+            v[1] = 0xb3;
+            v[3] = 0x0c;
+            v
+        });
+    }
+
+    #[test]
+    fn unknown_page() {
+        assert_eq!(
+            page(&params(), &DeviceState::default(), 0x89),
+            Err(Sense::invalid_field_in_cdb(2, None))
+        );
+        for code in SUPPORTED_PAGES {
+            let b = page(&params(), &DeviceState::default(), code).unwrap_or_default();
+            assert_eq!(b[1], code);
+            assert_eq!(usize::from(u16::from_be_bytes([b[2], b[3]])) + 4, b.len());
+        }
+    }
+}

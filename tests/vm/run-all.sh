@@ -1,0 +1,84 @@
+#!/bin/bash
+# run-all.sh — run the guest acceptance tests (tests/vm/t-*.sh) in order.
+#
+# Started by the VM's init (see `cargo xtask vm-test`). Each test runs in its
+# own bash process under a per-test timeout; its result is printed as
+# `PASS name` / `FAIL name`, and the run ends with `N passed, N failed`
+# (also written to $XT_OUT/summary for xtask). Exits non-zero if any test
+# failed or if no test ran.
+#
+# Environment: TEST_FILTER (extended regex on test names, e.g. "t-10|t-30";
+# empty = all), TEST_TIMEOUT (seconds per test; default derived from
+# FIO_RUNTIME), plus what lib.sh reads.
+
+set -euo pipefail
+cd "$(dirname "$0")"
+
+FILTER=${TEST_FILTER:-}
+FIO_RUNTIME=${FIO_RUNTIME:-60}
+# The longest test (t-20) runs fio twice plus a verify pass and a cmp.
+PER_TEST_TIMEOUT=${TEST_TIMEOUT:-$((6 * FIO_RUNTIME + 300))}
+
+# kill_leftover_daemons: kill -9 processes running exactly $TCMU_RUNNER
+# (a test that timed out may leave one behind).
+kill_leftover_daemons() {
+    [[ -n "${TCMU_RUNNER:-}" ]] || return 0
+    local exe pid
+    for exe in /proc/[0-9]*/exe; do
+        [[ "$(readlink "$exe" 2>/dev/null)" == "$TCMU_RUNNER" ]] || continue
+        pid=${exe#/proc/}
+        pid=${pid%/exe}
+        echo "run-all: killing leftover daemon pid $pid"
+        kill -9 "$pid" 2>/dev/null || true
+    done
+}
+
+# reset_lio: remove any LIO objects a failed test left behind.
+reset_lio() {
+    (TEST_NAME=run-all-reset; source ./lib.sh; cleanup_all_lio) || true
+}
+
+# Smoke check of the environment before running anything.
+echo "run-all: kernel $(uname -r), TCMU_RUNNER=${TCMU_RUNNER:-unset}, FIO_RUNTIME=$FIO_RUNTIME, per-test timeout ${PER_TEST_TIMEOUT}s, filter '${FILTER}'"
+(TEST_NAME=run-all-setup; source ./lib.sh; load_modules)
+
+passed=0
+failed=0
+failures=()
+suite_start=$SECONDS
+for script in t-*.sh; do
+    name=${script%.sh}
+    if [[ -n $FILTER && ! $name =~ $FILTER ]]; then
+        continue
+    fi
+    echo "=== RUN $name"
+    start=$SECONDS
+    rc=0
+    TEST_NAME=$name timeout --kill-after=30 "$PER_TEST_TIMEOUT" bash "./$script" || rc=$?
+    took=$((SECONDS - start))
+    if [[ $rc -eq 0 ]]; then
+        echo "PASS $name (${took}s)"
+        passed=$((passed + 1))
+    else
+        reason="exit status $rc"
+        [[ $rc -eq 124 || $rc -eq 137 ]] && reason="timed out after ${PER_TEST_TIMEOUT}s"
+        echo "FAIL $name ($reason, ${took}s)"
+        failed=$((failed + 1))
+        failures+=("$name")
+        kill_leftover_daemons
+        reset_lio
+    fi
+done
+
+echo "run-all: suite took $((SECONDS - suite_start))s"
+((failed == 0)) || echo "run-all: failed: ${failures[*]}"
+summary="$passed passed, $failed failed"
+if [[ -n "${XT_OUT:-}" ]]; then
+    echo "$summary" >"$XT_OUT/summary"
+fi
+echo "$summary"
+if ((passed + failed == 0)); then
+    echo "run-all: no test matched filter '${FILTER}'"
+    exit 1
+fi
+((failed == 0))

@@ -1,0 +1,228 @@
+//! `cargo xtask <command>`: project tasks that need more than `cargo`.
+//!
+//! Commands:
+//! - `setup`: install the host packages and build the cached test VM
+//!   (Debian kernel + busybox initramfs under `target/vm/`).
+//! - `vm-test [FILTER]`: build `tcmu-runner` in release and run the
+//!   acceptance tests (`tests/vm/run-all.sh`) inside the VM.
+//! - `demo`: like `vm-test`, but run `tests/vm/demo.sh`.
+//! - `vm-run SCRIPT`: boot the VM and run any guest script (no build).
+//! - `test`: unit tests, clippy, rustfmt, then `vm-test`.
+
+mod checks;
+mod cmd;
+mod hash;
+mod paths;
+mod setup;
+mod vm;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+use crate::paths::Paths;
+use crate::vm::GuestRun;
+
+/// What `cargo xtask help` prints.
+const USAGE: &str = "\
+usage: cargo xtask <command> [options]
+
+commands:
+  setup                 install host packages (apt), fetch the Debian kernel,
+                        build the VM initramfs (all cached under target/vm/)
+  vm-test [FILTER]      build tcmu-runner (release) and run tests/vm/t-*.sh in
+                        the VM; FILTER selects test scripts by name (substring)
+  demo                  build tcmu-runner (release) and run tests/vm/demo.sh
+                        in the VM
+  vm-run SCRIPT [ARG]   boot the VM and run SCRIPT (a path on this host) in it,
+                        without building anything; ARG goes to $XT_ARG
+  test                  cargo test, clippy -D warnings, fmt --check, vm-test
+
+options (vm-test, demo, vm-run, test):
+  --timeout SECS        fail when the guest has not finished after SECS
+                        (default 1800, or $XTASK_VM_TIMEOUT)
+  --fio-runtime SECS    fio run time per job in the guest tests
+                        (default 60, or $FIO_RUNTIME)
+  --no-build            vm-test/demo: use the existing target/release/tcmu-runner
+";
+
+/// Options shared by the commands that boot the VM.
+struct VmOptions {
+    /// Wall-clock limit for the whole guest run.
+    timeout: Duration,
+    /// `FIO_RUNTIME` passed to the guest tests.
+    fio_runtime: u64,
+    /// Skip `cargo build --release -p tcmu-runner`.
+    no_build: bool,
+    /// Positional arguments left after the options.
+    positional: Vec<String>,
+}
+
+impl VmOptions {
+    /// Parses `--timeout`, `--fio-runtime`, `--no-build` and positional
+    /// arguments; defaults come from the environment.
+    fn parse(args: &[String]) -> Result<Self> {
+        let mut opts = VmOptions {
+            timeout: Duration::from_secs(env_u64("XTASK_VM_TIMEOUT")?.unwrap_or(1800)),
+            fio_runtime: env_u64("FIO_RUNTIME")?.unwrap_or(60),
+            no_build: false,
+            positional: Vec::new(),
+        };
+        let mut it = args.iter();
+        while let Some(arg) = it.next() {
+            match arg.as_str() {
+                "--timeout" => {
+                    let v = it.next().context("--timeout needs a value (seconds)")?;
+                    opts.timeout = Duration::from_secs(parse_u64("--timeout", v)?);
+                }
+                "--fio-runtime" => {
+                    let v = it.next().context("--fio-runtime needs a value (seconds)")?;
+                    opts.fio_runtime = parse_u64("--fio-runtime", v)?;
+                }
+                "--no-build" => opts.no_build = true,
+                s if s.starts_with("--") => bail!("unknown option {s}\n\n{USAGE}"),
+                s => opts.positional.push(s.to_owned()),
+            }
+        }
+        Ok(opts)
+    }
+
+    /// Returns the single optional positional argument, failing on more.
+    fn at_most_one(&self, what: &str) -> Result<Option<&str>> {
+        match self.positional.as_slice() {
+            [] => Ok(None),
+            [one] => Ok(Some(one)),
+            _ => bail!("{what}: expected at most one argument, got {:?}", self.positional),
+        }
+    }
+}
+
+/// Parses a non-negative integer option value.
+fn parse_u64(name: &str, v: &str) -> Result<u64> {
+    v.parse()
+        .with_context(|| format!("{name}: {v:?} is not a number of seconds"))
+}
+
+/// Reads an optional integer from the environment.
+fn env_u64(name: &str) -> Result<Option<u64>> {
+    match std::env::var(name) {
+        Ok(v) if !v.is_empty() => parse_u64(name, &v).map(Some),
+        _ => Ok(None),
+    }
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        // A failed VM run already printed its verdict and summary line,
+        // which must stay the last line of output.
+        Err(e) if e.is::<vm::Reported>() => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Dispatches the command line.
+fn run() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((command, rest)) = args.split_first() else {
+        eprint!("{USAGE}");
+        bail!("no command given");
+    };
+    let paths = Paths::discover()?;
+    match command.as_str() {
+        "setup" => {
+            if !rest.is_empty() {
+                bail!("setup takes no arguments");
+            }
+            setup::run(&paths).map(|_| ())
+        }
+        "vm-test" => {
+            let opts = VmOptions::parse(rest)?;
+            let filter = opts.at_most_one("vm-test")?.map(str::to_owned);
+            vm_test(&paths, &opts, filter)
+        }
+        "demo" => {
+            let opts = VmOptions::parse(rest)?;
+            opts.at_most_one("demo")?;
+            let kernel = setup::run(&paths)?;
+            if !opts.no_build {
+                build_runner(&paths)?;
+            }
+            let run = guest_run(&paths, &opts, paths.tests_vm.join("demo.sh"), None)?;
+            vm::boot_and_run(&paths, &kernel, &run)?.into_result()
+        }
+        "vm-run" => {
+            let opts = VmOptions::parse(rest)?;
+            let (script, arg) = match opts.positional.as_slice() {
+                [s] => (s.clone(), None),
+                [s, a] => (s.clone(), Some(a.clone())),
+                _ => bail!("vm-run: expected SCRIPT [ARG]"),
+            };
+            let script = std::path::absolute(&script)
+                .with_context(|| format!("cannot resolve {script}"))?;
+            let kernel = setup::run(&paths)?;
+            let mut run = guest_run(&paths, &opts, script, None)?;
+            run.extra_env.push(("XT_ARG".into(), arg.unwrap_or_default()));
+            vm::boot_and_run(&paths, &kernel, &run)?.into_result()
+        }
+        "test" => {
+            let opts = VmOptions::parse(rest)?;
+            opts.at_most_one("test")?;
+            checks::run_host_checks(&paths)?;
+            vm_test(&paths, &opts, None)
+        }
+        "help" | "-h" | "--help" => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        other => bail!("unknown command {other:?}\n\n{USAGE}"),
+    }
+}
+
+/// `vm-test`: set up, build, run the acceptance suite in the VM.
+fn vm_test(paths: &Paths, opts: &VmOptions, filter: Option<String>) -> Result<()> {
+    let kernel = setup::run(paths)?;
+    if !opts.no_build {
+        build_runner(paths)?;
+    }
+    let run = guest_run(paths, opts, paths.tests_vm.join("run-all.sh"), filter)?;
+    vm::boot_and_run(paths, &kernel, &run)?.into_result()
+}
+
+/// Builds the daemon the guest tests run.
+fn build_runner(paths: &Paths) -> Result<()> {
+    cmd::run(
+        cmd::cargo()
+            .args(["build", "--release", "-p", "tcmu-runner"])
+            .current_dir(&paths.root),
+    )
+    .context("building tcmu-runner (release) failed")
+}
+
+/// Describes one guest run: script, environment and limits.
+fn guest_run(
+    paths: &Paths,
+    opts: &VmOptions,
+    script: std::path::PathBuf,
+    filter: Option<String>,
+) -> Result<GuestRun> {
+    if !script.is_file() {
+        bail!("guest script {} does not exist", script.display());
+    }
+    Ok(GuestRun {
+        script,
+        timeout: opts.timeout,
+        extra_env: vec![
+            (
+                "TCMU_RUNNER".into(),
+                paths.root.join("target/release/tcmu-runner").display().to_string(),
+            ),
+            ("FIO_RUNTIME".into(), opts.fio_runtime.to_string()),
+            ("TEST_FILTER".into(), filter.unwrap_or_default()),
+        ],
+    })
+}

@@ -1,0 +1,46 @@
+//! `cargo xtask setup`: make a fresh Debian 12 host ready to boot the test VM.
+//!
+//! Idempotent and cached: packages are installed only when missing, the
+//! kernel is downloaded only when `linux-image-amd64` points at a package
+//! not yet unpacked, and the initramfs is rebuilt only when its inputs
+//! changed.
+
+mod apt;
+mod kernel;
+
+pub use kernel::Kernel;
+
+use anyhow::Result;
+
+use crate::paths::Paths;
+use crate::vm;
+
+/// Host packages the VM and the guest tests need (the guest runs the host's
+/// binaries over 9p). `qemu-system-x86` comes from bookworm-backports.
+pub const PACKAGES: &[&str] = &[
+    "busybox-static",
+    "kmod",
+    "cpio",
+    "fio",
+    "sg3-utils",
+    "e2fsprogs",
+    "util-linux",
+];
+
+/// The QEMU package, installed with `-t bookworm-backports`.
+pub const QEMU_PACKAGE: &str = "qemu-system-x86";
+
+/// Runs the whole set-up and returns the kernel and initramfs to boot.
+pub fn run(paths: &Paths) -> Result<Kernel> {
+    let mut apt = apt::Apt::default();
+    apt.ensure_packages()?;
+    let mut kernel = kernel::ensure(paths, &mut apt)?;
+    kernel.initrd = vm::initramfs::ensure(paths, &kernel)?;
+    eprintln!(
+        "xtask: VM ready: kernel {} ({}), initramfs {}",
+        kernel.version,
+        kernel.vmlinuz.display(),
+        kernel.initrd.display()
+    );
+    Ok(kernel)
+}

@@ -1,0 +1,233 @@
+//! Booting the test VM and judging what the guest reported.
+//!
+//! The contract with the guest (see `init.sh` and `tests/vm/lib.sh`):
+//! - the kernel command line carries `xt.script=` (the script to run),
+//!   `xt.env=` (a file of `NAME='value'` lines the script's environment is
+//!   loaded from) and `xt.out=` (a host folder the guest writes into);
+//! - the guest writes `<xt.out>/result` (`status=N`) after the script ends;
+//!   `run-all.sh` also writes `<xt.out>/summary` (`N passed, N failed`);
+//! - no result file, a non-zero status, a boot that never reaches init or
+//!   a run past the timeout is a failure.
+
+mod console;
+pub mod initramfs;
+mod qemu;
+
+use std::fmt;
+use std::fs;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::paths::Paths;
+use crate::setup::Kernel;
+
+/// How long the guest may take to reach its init before the boot counts as
+/// failed (TCG boots take 3–5 s; be generous on loaded CI machines).
+const BOOT_LIMIT: Duration = Duration::from_secs(180);
+
+/// One guest run.
+pub struct GuestRun {
+    /// Guest script to run (a host path; the guest sees the same path).
+    pub script: PathBuf,
+    /// Limit for the whole run, boot included.
+    pub timeout: Duration,
+    /// Variables written to the guest's environment file.
+    pub extra_env: Vec<(String, String)>,
+}
+
+/// What happened in the VM.
+pub struct Outcome {
+    /// The script's exit status from the result file, if it was written.
+    pub status: Option<i32>,
+    /// The `N passed, N failed` line the guest reported, if any.
+    pub summary: Option<String>,
+    /// Why the run failed before the guest could report (timeout, no boot).
+    pub problem: Option<String>,
+    /// Time from QEMU start to the guest's init.
+    pub boot: Option<Duration>,
+    /// Total run time.
+    pub elapsed: Duration,
+    /// Where the console was logged.
+    pub console_log: PathBuf,
+    /// Whether this run should end with a summary line even without one
+    /// from the guest (test suites do, demos do not).
+    pub is_suite: bool,
+}
+
+/// Error returned once the failure was already explained on the terminal.
+#[derive(Debug)]
+pub struct Reported;
+
+impl fmt::Display for Reported {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the VM run failed (see above)")
+    }
+}
+
+impl std::error::Error for Reported {}
+
+impl Outcome {
+    /// Prints the verdict (ending with the summary line for suites) and
+    /// turns it into a result.
+    pub fn into_result(self) -> Result<()> {
+        let boot = self
+            .boot
+            .map_or("never".to_owned(), |b| format!("{:.1} s", b.as_secs_f64()));
+        eprintln!(
+            "xtask: VM finished after {:.1} s (guest init reached: {boot}); console log: {}",
+            self.elapsed.as_secs_f64(),
+            self.console_log.display()
+        );
+        let ok = self.problem.is_none() && self.status == Some(0);
+        if let Some(p) = &self.problem {
+            eprintln!("xtask: FAILURE: {p}");
+        } else {
+            match self.status {
+                Some(0) => eprintln!("xtask: guest script succeeded"),
+                Some(n) => eprintln!("xtask: FAILURE: guest script exited with status {n}"),
+                None => eprintln!(
+                    "xtask: FAILURE: the guest wrote no result file (it crashed, panicked or powered off early)"
+                ),
+            }
+        }
+        match (&self.summary, self.is_suite) {
+            (Some(s), _) => println!("{s}"),
+            // The VM itself counts as one failed test when the guest could
+            // not report its own tally.
+            (None, true) => println!("0 passed, 1 failed"),
+            (None, false) => {}
+        }
+        if ok {
+            Ok(())
+        } else {
+            Err(Reported.into())
+        }
+    }
+}
+
+/// Boots the VM, runs `run.script` in it and collects the outcome.
+pub fn boot_and_run(paths: &Paths, kernel: &Kernel, run: &GuestRun) -> Result<Outcome> {
+    let out = paths.vm.join("out");
+    if out.exists() {
+        fs::remove_dir_all(&out).with_context(|| format!("cannot clear {}", out.display()))?;
+    }
+    fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    let env_file = paths.vm.join("guest.env");
+    write_env(&env_file, paths, &out, run)?;
+
+    let console_log = paths.vm.join("console.log");
+    let mut command = qemu::command(kernel, &run.script, &env_file, &out)?;
+    eprintln!("xtask: booting the VM: {}", crate::cmd::describe(&command));
+    eprintln!("xtask: console → terminal and {}", console_log.display());
+    let start = Instant::now();
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot start qemu-system-x86_64 (run `cargo xtask setup`)")?;
+    let state = console::State::new(start);
+    let stdout = child.stdout.take().context("qemu stdout not captured")?;
+    let stderr = child.stderr.take().context("qemu stderr not captured")?;
+    let log = fs::File::create(&console_log)
+        .with_context(|| format!("cannot create {}", console_log.display()))?;
+    let log = std::sync::Arc::new(std::sync::Mutex::new(log));
+    let t_out = console::tee(stdout, log.clone(), state.clone(), false);
+    let t_err = console::tee(stderr, log, state.clone(), true);
+
+    let mut problem = None;
+    let exit = loop {
+        if let Some(status) = child.try_wait().context("waiting for qemu failed")? {
+            break Some(status);
+        }
+        let elapsed = start.elapsed();
+        let why = if elapsed > run.timeout {
+            Some(format!(
+                "the VM did not finish within {} s (timeout; raise it with --timeout)",
+                run.timeout.as_secs()
+            ))
+        } else if state.boot_time().is_none() && elapsed > BOOT_LIMIT {
+            Some(format!(
+                "the guest did not reach its init within {} s",
+                BOOT_LIMIT.as_secs()
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            problem = Some(why);
+            child.kill().ok();
+            child.wait().ok();
+            break None;
+        }
+        thread::sleep(Duration::from_millis(100));
+    };
+    for t in [t_out, t_err] {
+        if t.join().is_err() {
+            eprintln!("xtask: console reader thread panicked");
+        }
+    }
+    if let Some(status) = exit {
+        if !status.success() && problem.is_none() {
+            problem = Some(format!("qemu exited with {status}"));
+        }
+    }
+
+    let status = read_result(&out.join("result"))?;
+    let summary = fs::read_to_string(out.join("summary"))
+        .ok()
+        .and_then(|s| s.lines().rev().find(|l| console::is_summary(l)).map(str::to_owned))
+        .or_else(|| state.summary());
+    Ok(Outcome {
+        status,
+        summary,
+        problem,
+        boot: state.boot_time(),
+        elapsed: start.elapsed(),
+        console_log,
+        is_suite: run.script.file_name().is_some_and(|n| n == "run-all.sh"),
+    })
+}
+
+/// Writes the guest's environment file: `NAME='value'` lines.
+fn write_env(path: &PathBuf, paths: &Paths, out: &std::path::Path, run: &GuestRun) -> Result<()> {
+    let mut vars: Vec<(String, String)> = vec![
+        ("XT_WORKDIR".into(), paths.root.display().to_string()),
+        ("XT_OUT".into(), out.display().to_string()),
+    ];
+    vars.extend(run.extra_env.iter().cloned());
+    // Let a few knobs through from the host's environment.
+    for name in ["TEST_TIMEOUT", "TCMU_DEBUG", "KEEP_GOING"] {
+        if let Ok(v) = std::env::var(name) {
+            vars.push((name.into(), v));
+        }
+    }
+    let mut text = String::from("# written by cargo xtask for the test VM\n");
+    for (k, v) in vars {
+        if !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            bail!("bad guest variable name {k:?}");
+        }
+        text.push_str(&format!("{k}='{}'\n", v.replace('\'', r"'\''")));
+    }
+    fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Reads `status=N` from the guest's result file; `None` when absent.
+fn read_result(path: &std::path::Path) -> Result<Option<i32>> {
+    let Ok(text) = fs::read_to_string(path) else {
+        return Ok(None);
+    };
+    let status = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("status="))
+        .with_context(|| format!("{} holds no status= line: {text:?}", path.display()))?;
+    status
+        .trim()
+        .parse()
+        .map(Some)
+        .with_context(|| format!("{}: bad status {status:?}", path.display()))
+}

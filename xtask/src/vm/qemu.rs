@@ -1,0 +1,38 @@
+//! The QEMU command line of the test VM.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::setup::Kernel;
+
+/// Builds the `qemu-system-x86_64` command booting `kernel` to run `script`.
+///
+/// TCG only (these machines expose no VT-x/AMD-V), 2 vCPUs, 2 GiB, no
+/// network card, the host's `/` shared over 9p as `hostroot`.
+pub fn command(kernel: &Kernel, script: &Path, env_file: &Path, out: &Path) -> Result<Command> {
+    let mut append = String::from("console=ttyS0 quiet panic=-1");
+    for (key, path) in [("xt.script", script), ("xt.env", env_file), ("xt.out", out)] {
+        let s = path
+            .to_str()
+            .with_context(|| format!("{} is not UTF-8", path.display()))?;
+        if s.chars().any(char::is_whitespace) {
+            bail!("{s:?} contains whitespace; the kernel command line cannot carry it");
+        }
+        append.push_str(&format!(" {key}={s}"));
+    }
+    let mut cmd = Command::new("qemu-system-x86_64");
+    cmd.args(["-accel", "tcg,thread=multi", "-cpu", "max", "-m", "2048", "-smp", "2"])
+        .args(["-nographic", "-no-reboot", "-nic", "none"])
+        .arg("-kernel")
+        .arg(&kernel.vmlinuz)
+        .arg("-initrd")
+        .arg(&kernel.initrd)
+        .args(["-append", &append])
+        .args([
+            "-virtfs",
+            "local,path=/,mount_tag=hostroot,security_model=passthrough,multidevs=remap",
+        ]);
+    Ok(cmd)
+}
