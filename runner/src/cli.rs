@@ -29,6 +29,10 @@ pub struct Cli {
     pub workers: Option<usize>,
 
     /// Single-instance lock file.
-    #[arg(long = "lock-file", value_name = "PATH", default_value = "/run/tcmu-runner.lock")]
+    #[arg(
+        long = "lock-file",
+        value_name = "PATH",
+        default_value = "/run/tcmu-runner.lock"
+    )]
     pub lock_file: PathBuf,
 }

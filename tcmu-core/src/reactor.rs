@@ -29,5 +29,6 @@ pub fn register_readable<T: OwnsFd>(inner: T) -> std::io::Result<AsyncFd<T>> {
     // SAFETY: `T: OwnsFd` owns its descriptor (an `OwnedFd` inside), and no
     // method of it closes or replaces that descriptor; it is closed only when
     // `inner` is dropped, which `AsyncFd` does after deregistering.
-    unsafe { AsyncFd::register_with_interest(inner, Interest::READABLE) }.map_err(|e| e.into_parts().1)
+    unsafe { AsyncFd::register_with_interest(inner, Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
 }

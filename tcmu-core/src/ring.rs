@@ -34,7 +34,9 @@ pub enum RingError {
     #[error("unsupported mailbox version {0} (expected {MAILBOX_VERSION})")]
     Version(u16),
     /// The mailbox describes a ring that does not fit the mapping.
-    #[error("mailbox describes a ring at {off:#x}+{size:#x} outside the {map_len:#x}-byte mapping")]
+    #[error(
+        "mailbox describes a ring at {off:#x}+{size:#x} outside the {map_len:#x}-byte mapping"
+    )]
     Geometry {
         /// `cmdr_off`.
         off: u32,
@@ -317,11 +319,15 @@ impl CommandRing {
             return Err(corrupt("command entry shorter than struct tcmu_cmd_entry"));
         }
         let iov_cnt = self.map.read_u32(off + offset_of!(CmdRequest, iov_cnt))? as usize;
-        let bidi_cnt = self.map.read_u32(off + offset_of!(CmdRequest, iov_bidi_cnt))? as usize;
-        let dif_cnt = self.map.read_u32(off + offset_of!(CmdRequest, iov_dif_cnt))? as usize;
+        let bidi_cnt = self
+            .map
+            .read_u32(off + offset_of!(CmdRequest, iov_bidi_cnt))? as usize;
+        let dif_cnt = self
+            .map
+            .read_u32(off + offset_of!(CmdRequest, iov_dif_cnt))? as usize;
         let cdb_off = self.map.read_u64(off + offset_of!(CmdRequest, cdb_off))?;
-        let iov_room = (len as usize - std::mem::size_of::<CmdRequest>())
-            / std::mem::size_of::<RingIovec>();
+        let iov_room =
+            (len as usize - std::mem::size_of::<CmdRequest>()) / std::mem::size_of::<RingIovec>();
         let fits = iov_cnt
             .checked_add(bidi_cnt)
             .and_then(|n| n.checked_add(dif_cnt))
@@ -380,7 +386,8 @@ impl CommandRing {
             });
         }
         let mut t = [0u8; 1];
-        self.map.read(off + offset_of!(TmrEntry, tmr_type), &mut t)?;
+        self.map
+            .read(off + offset_of!(TmrEntry, tmr_type), &mut t)?;
         let cnt = self.map.read_u32(off + offset_of!(TmrEntry, cmd_cnt))? as usize;
         let room = (len as usize - std::mem::size_of::<TmrEntry>()) / 2;
         if cnt > room {

@@ -222,7 +222,10 @@ impl SimKernel {
             len -= chunk;
             match (prev, out.last_mut()) {
                 (Some(p), Some(last)) if p + 1 == b => last.1 += chunk as u64,
-                _ => out.push(((self.data_off() + b * self.cfg.block_size) as u64, chunk as u64)),
+                _ => out.push((
+                    (self.data_off() + b * self.cfg.block_size) as u64,
+                    chunk as u64,
+                )),
             }
             prev = Some(b);
         }
@@ -291,8 +294,10 @@ impl SimKernel {
         self.next_id = self.next_id.wrapping_add(1).max(1);
         let off = (self.cmdr_off + pos) as usize;
         self.map.fill(off, size as usize, 0)?;
-        self.map.write_u32(off, size | u32::from(op & OP_MASK as u8))?;
-        self.map.write_u16(off + offset_of!(EntryHeader, cmd_id), id)?;
+        self.map
+            .write_u32(off, size | u32::from(op & OP_MASK as u8))?;
+        self.map
+            .write_u16(off + offset_of!(EntryHeader, cmd_id), id)?;
         self.map
             .write_u32(off + offset_of!(CmdRequest, iov_cnt), iovs.len() as u32)?;
         let cdb_off = off + base;
@@ -363,9 +368,7 @@ impl SimKernel {
 
     /// Reaps every completion the daemon published, in slot order.
     pub fn reap(&mut self) -> Result<Vec<SimCompletion>, SimError> {
-        let tail = self
-            .map
-            .load_u32_acquire(offset_of!(Mailbox, cmd_tail))?;
+        let tail = self.map.load_u32_acquire(offset_of!(Mailbox, cmd_tail))?;
         let mut out = Vec::new();
         while self.last_cleaned != tail {
             let pos = self.last_cleaned;

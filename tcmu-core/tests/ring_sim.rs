@@ -1,6 +1,8 @@
 //! The command ring against the simulated kernel: wrap-around with PAD
 //! entries, out-of-order and batched completion, TMR and unknown entries.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use tcmu_core::layout::{tmr, OP_CMD};
 use tcmu_core::sim::{SimConfig, SimData, SimKernel};
 use tcmu_core::{CommandRing, Completion, Entry};
@@ -22,8 +24,15 @@ fn read_cmd(ring: &mut CommandRing) -> tcmu_core::CmdEntry {
 fn command_round_trip_with_data() {
     let (mut k, mut ring, bell) = setup(SimConfig::default());
     let out: Vec<u8> = (0..10000u32).map(|i| i as u8).collect();
-    let id_w = k.post(&[0x2a, 0, 0, 0, 0, 0, 0, 0, 20, 0], SimData::Out(out.clone())).unwrap();
-    let id_r = k.post(&[0x28, 0, 0, 0, 0, 0, 0, 0, 8, 0], SimData::In(4096)).unwrap();
+    let id_w = k
+        .post(
+            &[0x2a, 0, 0, 0, 0, 0, 0, 0, 20, 0],
+            SimData::Out(out.clone()),
+        )
+        .unwrap();
+    let id_r = k
+        .post(&[0x28, 0, 0, 0, 0, 0, 0, 0, 8, 0], SimData::In(4096))
+        .unwrap();
     k.notify().unwrap();
     assert!(bell.ack().unwrap());
     assert!(!bell.ack().unwrap(), "one wake-up, consumed");
@@ -38,7 +47,8 @@ fn command_round_trip_with_data() {
     assert!(ring.next_entry().unwrap().is_none());
 
     tcmu_core::buf::scatter(&r.data, &[7u8; 100]);
-    ring.complete(r.cmd_id, &Completion::good().with_read_len(100)).unwrap();
+    ring.complete(r.cmd_id, &Completion::good().with_read_len(100))
+        .unwrap();
     ring.complete(w.cmd_id, &Completion::good()).unwrap();
     // Nothing is visible before publish.
     assert!(k.reap().unwrap().is_empty());
@@ -106,7 +116,8 @@ fn out_of_order_batches_across_the_wrap() {
         // Complete in reverse, one batch.
         for c in cmds.iter().rev() {
             tcmu_core::buf::scatter(&c.data, &c.cmd_id.to_le_bytes());
-            ring.complete(c.cmd_id, &Completion::status(round % 3)).unwrap();
+            ring.complete(c.cmd_id, &Completion::status(round % 3))
+                .unwrap();
         }
         ring.publish().unwrap();
         let done = k.reap().unwrap();
@@ -151,7 +162,10 @@ fn tmr_entries_are_read_and_skipped_on_completion() {
     ring.complete(ca.cmd_id, &Completion::status(0x40)).unwrap();
     ring.publish().unwrap();
     let done = k.reap().unwrap();
-    assert_eq!(done.iter().map(|d| d.cmd_id).collect::<Vec<_>>(), vec![b, a]);
+    assert_eq!(
+        done.iter().map(|d| d.cmd_id).collect::<Vec<_>>(),
+        vec![b, a]
+    );
     assert_eq!(done[1].status, 0x40);
 }
 
@@ -177,8 +191,11 @@ fn check_condition_sense_reaches_the_kernel() {
     let (mut k, mut ring, _bell) = setup(SimConfig::default());
     k.post(&[0x12, 0, 0, 0, 36, 0], SimData::In(36)).unwrap();
     let c = read_cmd(&mut ring);
-    let sense = [0x70, 0, 5, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x24, 0, 0, 0xc0, 0, 2];
-    ring.complete(c.cmd_id, &Completion::check_condition(&sense)).unwrap();
+    let sense = [
+        0x70, 0, 5, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x24, 0, 0, 0xc0, 0, 2,
+    ];
+    ring.complete(c.cmd_id, &Completion::check_condition(&sense))
+        .unwrap();
     ring.publish().unwrap();
     let done = k.reap().unwrap();
     assert_eq!(done[0].status, 2);

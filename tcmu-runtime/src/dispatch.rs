@@ -62,7 +62,7 @@ fn sense_for(err: &BlockError, dir: Dir) -> Sense {
         },
         BlockError::NotReady(_) => Sense::not_ready(),
         BlockError::Unsupported => Sense::invalid_command_opcode(),
-        BlockError::Sense(s) => s.clone(),
+        BlockError::Sense(s) => *s,
     }
 }
 

@@ -69,8 +69,7 @@ impl Registry {
 
     /// Adds a factory; a later one with the same subtype replaces it.
     pub fn register(&mut self, factory: Arc<dyn HandlerFactory>) {
-        self.factories
-            .insert(factory.subtype().to_owned(), factory);
+        self.factories.insert(factory.subtype().to_owned(), factory);
     }
 
     /// The factory for `subtype`.

@@ -28,8 +28,8 @@ run_fio() {
         --rw=randwrite --bs="$bs" --iodepth=32 --numjobs=2 \
         --size="$half" --offset_increment="$half" \
         --verify=crc32c --do_verify=1 --verify_fatal=1 --verify_dump=1 \
-        --time_based --runtime="$FIO_RUNTIME" --group_reporting=0 \
-        --output-format=json --output="$json" || rc=$?
+        --time_based --runtime="$FIO_RUNTIME" \
+        --eta=never --output-format=json --output="$json" || rc=$?
     if [[ $rc -ne 0 ]]; then
         cat "$json" 2>/dev/null | tail -n 40
         fail "fio bs=$bs exited with status $rc"

@@ -10,7 +10,14 @@ use crate::paths::Paths;
 pub fn run_host_checks(paths: &Paths) -> Result<()> {
     let steps: [&[&str]; 3] = [
         &["test", "--workspace"],
-        &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"],
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
         &["fmt", "--all", "--check"],
     ];
     for args in steps {

@@ -93,7 +93,10 @@ impl VmOptions {
         match self.positional.as_slice() {
             [] => Ok(None),
             [one] => Ok(Some(one)),
-            _ => bail!("{what}: expected at most one argument, got {:?}", self.positional),
+            _ => bail!(
+                "{what}: expected at most one argument, got {:?}",
+                self.positional
+            ),
         }
     }
 }
@@ -162,11 +165,12 @@ fn run() -> Result<()> {
                 [s, a] => (s.clone(), Some(a.clone())),
                 _ => bail!("vm-run: expected SCRIPT [ARG]"),
             };
-            let script = std::path::absolute(&script)
-                .with_context(|| format!("cannot resolve {script}"))?;
+            let script =
+                std::path::absolute(&script).with_context(|| format!("cannot resolve {script}"))?;
             let kernel = setup::run(&paths)?;
             let mut run = guest_run(&paths, &opts, script, None)?;
-            run.extra_env.push(("XT_ARG".into(), arg.unwrap_or_default()));
+            run.extra_env
+                .push(("XT_ARG".into(), arg.unwrap_or_default()));
             vm::boot_and_run(&paths, &kernel, &run)?.into_result()
         }
         "test" => {
@@ -219,7 +223,11 @@ fn guest_run(
         extra_env: vec![
             (
                 "TCMU_RUNNER".into(),
-                paths.root.join("target/release/tcmu-runner").display().to_string(),
+                paths
+                    .root
+                    .join("target/release/tcmu-runner")
+                    .display()
+                    .to_string(),
             ),
             ("FIO_RUNTIME".into(), opts.fio_runtime.to_string()),
             ("TEST_FILTER".into(), filter.unwrap_or_default()),

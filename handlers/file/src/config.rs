@@ -106,6 +106,8 @@ impl FileConfig {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
     use super::*;
 
     #[test]
@@ -127,7 +129,10 @@ mod tests {
         let msg = FileConfig::check(tmp.to_str().unwrap())
             .unwrap_err()
             .to_string();
-        assert!(msg.contains("is not a regular file or a block device"), "{msg}");
+        assert!(
+            msg.contains("is not a regular file or a block device"),
+            "{msg}"
+        );
 
         let msg = FileConfig::check("/proc/self/status/x")
             .unwrap_err()

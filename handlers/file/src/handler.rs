@@ -22,7 +22,7 @@ use tcmu_core::DataBuf;
 use tcmu_runtime::{BlockError, BlockHandler, DeviceConfig, ReconfigRequest};
 use tcmu_scsi::UnmapParams;
 
-use crate::config::{Backing, FileConfig};
+use crate::config::FileConfig;
 use crate::io::{read_at, write_at, write_pattern};
 
 /// Largest buffer built for WRITE SAME.
@@ -39,8 +39,6 @@ pub struct FileHandler {
     /// A duplicate of `file`'s descriptor for size queries and `ftruncate`.
     meta: std::fs::File,
     block_device: bool,
-    /// `fdatasync` after every write (write cache disabled).
-    write_through: Cell<bool>,
     /// Hole punching works here (cleared by the first `EOPNOTSUPP`).
     punch_hole: Cell<bool>,
     /// `FALLOC_FL_ZERO_RANGE` works here (cleared by the first `EOPNOTSUPP`).
@@ -73,7 +71,7 @@ impl FileHandler {
         let std_file = OpenOptions::new()
             .read(true)
             .write(true)
-            .create(checked.backing == Backing::Missing)
+            .create(true)
             .mode(0o600)
             .custom_flags(libc::O_CLOEXEC)
             .open(&path)
@@ -119,7 +117,6 @@ impl FileHandler {
             file,
             meta,
             block_device,
-            write_through: Cell::new(!config.write_cache),
             punch_hole: Cell::new(true),
             zero_range: Cell::new(true),
         };
@@ -163,13 +160,6 @@ impl FileHandler {
         }
     }
 
-    async fn sync_if_write_through(&self) -> Result<(), BlockError> {
-        if self.write_through.get() {
-            self.file.sync_data().await?;
-        }
-        Ok(())
-    }
-
     fn grow(&self, size: u64) -> Result<(), String> {
         let current = backing_size(&self.meta, self.block_device)
             .map_err(|e| format!("file handler: cannot size {}: {e}", self.path.display()))?;
@@ -198,8 +188,9 @@ impl BlockHandler for FileHandler {
     }
 
     async fn write(&self, offset: u64, bufs: Vec<DataBuf>) -> Result<(), BlockError> {
-        write_at(&self.file, offset, bufs).await?;
-        self.sync_if_write_through().await
+        // Durability (FUA, write cache off) is the runtime's business: it
+        // calls `flush` after the writes that need it.
+        Ok(write_at(&self.file, offset, bufs).await?)
     }
 
     async fn flush(&self) -> Result<(), BlockError> {
@@ -232,13 +223,12 @@ impl BlockHandler for FileHandler {
         if self.zero_range.get() && !pattern.is_empty() && pattern.iter().all(|&b| b == 0) {
             let flags = libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE;
             match self.file.fallocate(offset, len, flags).await {
-                Ok(()) => return self.sync_if_write_through().await,
+                Ok(()) => return Ok(()),
                 Err(e) if is_unsupported(&e) => self.zero_range.set(false),
                 Err(e) => return Err(e.into()),
             }
         }
-        write_pattern(&self.file, offset, len, pattern, WRITE_SAME_CHUNK).await?;
-        self.sync_if_write_through().await
+        Ok(write_pattern(&self.file, offset, len, pattern, WRITE_SAME_CHUNK).await?)
     }
 
     fn unmap_params(&self) -> Option<UnmapParams> {
@@ -253,10 +243,7 @@ impl BlockHandler for FileHandler {
     async fn reconfig(&self, change: &ReconfigRequest) -> Result<(), String> {
         match change {
             ReconfigRequest::Size(size) => self.grow(*size),
-            ReconfigRequest::WriteCache(on) => {
-                self.write_through.set(!on);
-                Ok(())
-            }
+            ReconfigRequest::WriteCache(_) => Ok(()),
             ReconfigRequest::Config(cfg) if *cfg == self.cfgstring => Ok(()),
             ReconfigRequest::Config(_) => {
                 Err("changing the file of a running device is not supported".to_owned())

@@ -172,6 +172,8 @@ pub async fn write_pattern(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
     use std::sync::Arc;
 
     use tcmu_core::Mapping;

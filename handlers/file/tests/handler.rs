@@ -1,6 +1,7 @@
 //! The file handler against real files under the temp directory, inside a
 //! tokio-uring runtime, with buffers in an anonymous mapping standing in for
 //! the ring's data area.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -140,7 +141,9 @@ fn more_buffers_than_iov_max() {
         h.read(4096, bufs(&map, &spans)).await.unwrap();
         assert_eq!(bytes(&map, n * 512, n * 512), data);
         // Writes with write-through (write cache off) and empty buffers.
-        h.reconfig(&ReconfigRequest::WriteCache(false)).await.unwrap();
+        h.reconfig(&ReconfigRequest::WriteCache(false))
+            .await
+            .unwrap();
         h.write(0, bufs(&map, &[(0, 0), (0, 512), (0, 0)]))
             .await
             .unwrap();
@@ -257,7 +260,10 @@ fn reconfig_grows_and_refuses_a_new_path() {
             .reconfig(&ReconfigRequest::Config("/tmp/other.img".into()))
             .await
             .unwrap_err();
-        assert_eq!(msg, "changing the file of a running device is not supported");
+        assert_eq!(
+            msg,
+            "changing the file of a running device is not supported"
+        );
         h.reconfig(&ReconfigRequest::WriteCache(false))
             .await
             .unwrap();
@@ -283,7 +289,10 @@ fn factory_checks_config() {
     fs::create_dir(&p.0).unwrap();
     let msg = f.check_config(&p.cfg()).unwrap_err();
     fs::remove_dir(&p.0).unwrap();
-    assert!(msg.ends_with("is not a regular file or a block device"), "{msg}");
+    assert!(
+        msg.ends_with("is not a regular file or a block device"),
+        "{msg}"
+    );
 
     tokio_uring::start(async {
         let msg = FileFactory

@@ -78,6 +78,8 @@ pub fn parse_size(s: &str) -> Result<u64, ConfigError> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
     use super::*;
 
     #[test]
@@ -115,6 +117,9 @@ mod tests {
             parse_size("99999999999999999999"),
             Err(ConfigError::TooLarge(_))
         ));
-        assert!(matches!(parse_size("16384P"), Err(ConfigError::TooLarge(_))));
+        assert!(matches!(
+            parse_size("16384P"),
+            Err(ConfigError::TooLarge(_))
+        ));
     }
 }

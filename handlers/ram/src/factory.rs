@@ -49,6 +49,8 @@ impl HandlerFactory for RamFactory {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
     use super::*;
 
     fn dev(cfg: &str, size: u64) -> DeviceConfig {

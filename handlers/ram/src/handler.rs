@@ -1,14 +1,14 @@
-//! The RAM disk: one device's bytes in a vector on its worker thread.
+//! The RAM disk: one device's bytes in a sparse [`Store`] on its worker
+//! thread.
 //!
 //! The handler lives on the device's worker thread (thread-per-core), so the
-//! memory sits in a [`RefCell`]; no borrow is ever held across an `.await`
+//! store sits in a [`RefCell`]; no borrow is ever held across an `.await`
 //! (there are none: every operation is a plain copy), so borrows never
-//! conflict. Commands copy between the vector and the ring's data area with
+//! conflict. Commands copy between the store and the ring's data area with
 //! [`DataBuf::copy_from`] / [`DataBuf::copy_to`].
 
 use std::cell::{RefCell, RefMut};
 use std::io;
-use std::ops::Range;
 
 use async_trait::async_trait;
 use tcmu_core::DataBuf;
@@ -16,101 +16,101 @@ use tcmu_runtime::{BlockError, BlockHandler, ReconfigRequest};
 use tcmu_scsi::UnmapParams;
 
 use crate::config::RamConfig;
+use crate::store::Store;
 
-/// A RAM-backed [`BlockHandler`]. Unmapped blocks read back as zeroes.
+/// A RAM-backed [`BlockHandler`]. Memory is allocated as data is written;
+/// unmapped blocks read back as zeroes.
 #[derive(Debug)]
 pub struct RamHandler {
-    mem: RefCell<Vec<u8>>,
+    store: RefCell<Store>,
+}
+
+/// The buffer holding byte `done` of a list laid end to end, and the
+/// offset of that byte within it.
+fn locate(bufs: &[DataBuf], done: usize) -> Option<(&DataBuf, usize)> {
+    let mut start = 0;
+    for b in bufs {
+        if done < start + b.len() {
+            return Some((b, done - start));
+        }
+        start += b.len();
+    }
+    None
 }
 
 impl RamHandler {
-    /// A zero-filled RAM disk of `size` bytes.
+    /// A zero-filled RAM disk of `size` bytes (nothing is allocated until
+    /// written).
     pub fn new(size: u64) -> Result<Self, String> {
-        let len = usize::try_from(size)
-            .map_err(|_| format!("ram handler: {size} bytes do not fit in memory"))?;
-        let mut mem = Vec::new();
-        mem.try_reserve_exact(len)
-            .map_err(|e| format!("ram handler: cannot allocate {size} bytes: {e}"))?;
-        mem.resize(len, 0);
+        let store = Store::new(size).map_err(|e| format!("ram handler: {e}"))?;
         Ok(Self {
-            mem: RefCell::new(mem),
+            store: RefCell::new(store),
         })
     }
 
     /// The current size in bytes.
     pub fn size(&self) -> u64 {
-        self.mem.try_borrow().map_or(0, |m| m.len() as u64)
+        self.store.try_borrow().map_or(0, |s| s.size())
     }
 
-    fn mem(&self) -> Result<RefMut<'_, Vec<u8>>, BlockError> {
-        self.mem
-            .try_borrow_mut()
-            .map_err(|_| BlockError::NotReady("ram handler: memory busy".into()))
+    /// Bytes of memory currently allocated for data.
+    pub fn allocated(&self) -> usize {
+        self.store.try_borrow().map_or(0, |s| s.allocated())
     }
 
-    fn resize(&self, size: u64) -> Result<(), String> {
-        let len = usize::try_from(size)
-            .map_err(|_| format!("ram handler: {size} bytes do not fit in memory"))?;
-        let mut mem = self
-            .mem
+    fn store(&self) -> Result<RefMut<'_, Store>, BlockError> {
+        self.store
             .try_borrow_mut()
-            .map_err(|_| "ram handler: memory busy".to_owned())?;
-        if len > mem.len() {
-            let extra = len - mem.len();
-            mem.try_reserve_exact(extra)
-                .map_err(|e| format!("ram handler: cannot grow to {size} bytes: {e}"))?;
-        }
-        mem.resize(len, 0);
-        mem.shrink_to_fit();
-        Ok(())
+            .map_err(|_| BlockError::NotReady("ram handler: store busy".into()))
     }
 }
 
-/// `[offset, offset + len)` as a range of `mem`, or an I/O error if it
-/// leaves the disk.
-fn range(mem: &[u8], offset: u64, len: u64) -> Result<Range<usize>, BlockError> {
-    let out = || {
-        BlockError::Io(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!(
-                "ram handler: {len} bytes at offset {offset} are beyond the end ({} bytes)",
-                mem.len()
-            ),
-        ))
-    };
-    let start = usize::try_from(offset).map_err(|_| out())?;
-    let len = usize::try_from(len).map_err(|_| out())?;
-    let end = start.checked_add(len).ok_or_else(out)?;
-    if end > mem.len() {
-        return Err(out());
-    }
-    Ok(start..end)
+fn io_err(e: io::Error) -> BlockError {
+    BlockError::Io(io::Error::new(e.kind(), format!("ram handler: {e}")))
 }
 
 #[async_trait(?Send)]
 impl BlockHandler for RamHandler {
     async fn read(&self, offset: u64, bufs: Vec<DataBuf>) -> Result<(), BlockError> {
-        let mem = self.mem()?;
+        let store = self.store()?;
         let total = tcmu_core::buf::total_len(&bufs) as u64;
-        let r = range(&mem, offset, total)?;
-        let mut pos = r.start;
-        for b in &bufs {
-            b.copy_from(0, &mem[pos..pos + b.len()]);
-            pos += b.len();
-        }
-        Ok(())
+        // Store pieces and buffers are split at different places: copy each
+        // piece across however many buffers it spans.
+        store
+            .read(offset, total, |mut done, mut bytes| {
+                while !bytes.is_empty() {
+                    let Some((buf, at)) = locate(&bufs, done) else {
+                        return;
+                    };
+                    let n = buf.copy_from(at, bytes);
+                    if n == 0 {
+                        return;
+                    }
+                    bytes = &bytes[n..];
+                    done += n;
+                }
+            })
+            .map_err(io_err)
     }
 
     async fn write(&self, offset: u64, bufs: Vec<DataBuf>) -> Result<(), BlockError> {
-        let mut mem = self.mem()?;
+        let mut store = self.store()?;
         let total = tcmu_core::buf::total_len(&bufs) as u64;
-        let r = range(&mem, offset, total)?;
-        let mut pos = r.start;
-        for b in &bufs {
-            b.copy_to(0, &mut mem[pos..pos + b.len()]);
-            pos += b.len();
-        }
-        Ok(())
+        store
+            .write(offset, total, |mut done, mut bytes| {
+                while !bytes.is_empty() {
+                    let Some((buf, at)) = locate(&bufs, done) else {
+                        return;
+                    };
+                    let n = buf.copy_to(at, bytes);
+                    if n == 0 {
+                        return;
+                    }
+                    bytes = &mut bytes[n..];
+                    done += n;
+                }
+            })
+            .map_err(io_err)
     }
 
     async fn flush(&self) -> Result<(), BlockError> {
@@ -118,10 +118,7 @@ impl BlockHandler for RamHandler {
     }
 
     async fn unmap(&self, offset: u64, len: u64) -> Result<(), BlockError> {
-        let mut mem = self.mem()?;
-        let r = range(&mem, offset, len)?;
-        mem[r].fill(0);
-        Ok(())
+        self.store()?.zero(offset, len).map_err(io_err)
     }
 
     async fn write_same(&self, offset: u64, len: u64, pattern: &[u8]) -> Result<(), BlockError> {
@@ -131,13 +128,23 @@ impl BlockHandler for RamHandler {
                 "ram handler: empty WRITE SAME pattern",
             )));
         }
-        let mut mem = self.mem()?;
-        let r = range(&mem, offset, len)?;
-        for chunk in mem[r].chunks_mut(pattern.len()) {
-            let n = chunk.len();
-            chunk.copy_from_slice(&pattern[..n]);
+        let mut store = self.store()?;
+        if pattern.iter().all(|&b| b == 0) {
+            return store.zero(offset, len).map_err(io_err);
         }
-        Ok(())
+        store
+            .write(offset, len, |done, bytes| {
+                // Keep the pattern's phase across pieces.
+                let mut phase = done % pattern.len();
+                let mut i = 0;
+                while i < bytes.len() {
+                    let n = (pattern.len() - phase).min(bytes.len() - i);
+                    bytes[i..i + n].copy_from_slice(&pattern[phase..phase + n]);
+                    i += n;
+                    phase = 0;
+                }
+            })
+            .map_err(io_err)
     }
 
     fn unmap_params(&self) -> Option<UnmapParams> {
@@ -151,7 +158,11 @@ impl BlockHandler for RamHandler {
         match change {
             ReconfigRequest::Size(size) => {
                 tracing::info!(size, "ram handler: resizing");
-                self.resize(*size)
+                self.store
+                    .try_borrow_mut()
+                    .map_err(|_| "ram handler: store busy".to_owned())?
+                    .resize(*size)
+                    .map_err(|e| format!("ram handler: cannot resize to {size} bytes: {e}"))
             }
             ReconfigRequest::WriteCache(_) => Ok(()),
             ReconfigRequest::Config(cfg) => {
@@ -169,14 +180,16 @@ impl BlockHandler for RamHandler {
     }
 
     async fn close(&self) {
-        if let Ok(mut mem) = self.mem.try_borrow_mut() {
-            *mem = Vec::new();
+        if let Ok(mut store) = self.store.try_borrow_mut() {
+            *store = Store::default();
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
     use std::sync::Arc;
 
     use tcmu_core::Mapping;
@@ -289,6 +302,50 @@ mod tests {
                 .reconfig(&ReconfigRequest::Config("junk".into()))
                 .await
                 .is_err());
+        });
+    }
+
+    #[test]
+    fn buffers_and_chunks_split_at_different_places() {
+        tokio_uring::start(async {
+            let chunk = crate::store::CHUNK;
+            let h = RamHandler::new(4 * chunk as u64).unwrap();
+            assert_eq!(h.allocated(), 0);
+            let map = Arc::new(Mapping::anonymous(4 << 20).unwrap());
+            let data: Vec<u8> = (0..3 * chunk as u32).map(|i| (i % 241) as u8).collect();
+            map.write(0, &data).unwrap();
+            let off = chunk as u64 - 777;
+            h.write(
+                off,
+                bufs(
+                    &map,
+                    &[(0, 1000), (1000, chunk), (1000 + chunk, 2 * chunk - 1000)],
+                ),
+            )
+            .await
+            .unwrap();
+            assert_eq!(h.allocated(), 4 * chunk);
+            map.fill(0, 4 << 20, 0xee).unwrap();
+            h.read(off, bufs(&map, &[(0, 5), (5, 3 * chunk - 5)]))
+                .await
+                .unwrap();
+            assert_eq!(gather(&map, 0, 3 * chunk), data);
+
+            // Unmapping whole chunks frees them.
+            h.unmap(chunk as u64, 2 * chunk as u64).await.unwrap();
+            assert_eq!(h.allocated(), 2 * chunk);
+
+            // A pattern whose length does not divide the chunk keeps its
+            // phase across the chunk boundary.
+            let pattern: Vec<u8> = (1..=7u8).collect();
+            h.write_same(off, 7 * 1000, &pattern).await.unwrap();
+            h.read(off, bufs(&map, &[(0, 7000)])).await.unwrap();
+            for (i, b) in gather(&map, 0, 7000).iter().enumerate() {
+                assert_eq!(*b, pattern[i % 7], "byte {i}");
+            }
+            // All-zero WRITE SAME frees instead of writing.
+            h.write_same(0, 4 * chunk as u64, &[0; 512]).await.unwrap();
+            assert_eq!(h.allocated(), 0);
         });
     }
 }

@@ -1,8 +1,9 @@
 //! # tcmu-handler-ram — a RAM disk for tcmu-rs
 //!
 //! Subtype `ram`: `dev_config=ram/64M` backs the device with 64 MiB of
-//! anonymous memory (`ram/` alone: as much as the device size). The bytes
-//! live and die with the handler; nothing is persisted. Unmap zeroes (and
+//! memory (`ram/` alone: as much as the device size), allocated in 1 MiB
+//! chunks as data is written ([`store`]). The bytes live and die with the
+//! handler; nothing is persisted. Unmap zeroes (and
 //! advertises LBPRZ), WRITE SAME fills in place, a `dev_size` reconfig
 //! grows or shrinks the memory.
 //!
@@ -14,6 +15,7 @@
 pub mod config;
 pub mod factory;
 pub mod handler;
+pub mod store;
 
 pub use config::{ConfigError, RamConfig};
 pub use factory::RamFactory;

@@ -23,8 +23,7 @@ impl Apt {
     /// Runs `apt-get update` once per xtask invocation.
     pub fn update(&mut self) -> Result<()> {
         if !self.updated {
-            cmd::run(Command::new("apt-get").arg("update"))
-                .context("apt-get update failed")?;
+            cmd::run(Command::new("apt-get").arg("update")).context("apt-get update failed")?;
             self.updated = true;
         }
         Ok(())
@@ -55,7 +54,10 @@ impl Apt {
         }
         let still = missing_packages(&wanted)?;
         if !still.is_empty() {
-            bail!("packages still missing after apt-get install: {}", still.join(" "));
+            bail!(
+                "packages still missing after apt-get install: {}",
+                still.join(" ")
+            );
         }
         Ok(())
     }
@@ -103,16 +105,20 @@ fn missing_packages<'a>(wanted: &[&'a str]) -> Result<Vec<&'a str>> {
 /// machine's existing Debian `bookworm` source.
 fn ensure_backports_source() -> Result<()> {
     let sources = read_sources()?;
-    if sources.iter().any(|(_, text)| text.contains("bookworm-backports")) {
+    if sources
+        .iter()
+        .any(|(_, text)| text.contains("bookworm-backports"))
+    {
         return Ok(());
     }
     let (uri, signed_by) = sources
         .iter()
         .find_map(|(path, text)| debian_source(path, text))
-        .context("found no Debian bookworm source in /etc/apt/sources.list* to take the mirror from")?;
-    let mut stanza = format!(
-        "Types: deb\nURIs: {uri}\nSuites: bookworm-backports\nComponents: main\n"
-    );
+        .context(
+            "found no Debian bookworm source in /etc/apt/sources.list* to take the mirror from",
+        )?;
+    let mut stanza =
+        format!("Types: deb\nURIs: {uri}\nSuites: bookworm-backports\nComponents: main\n");
     if let Some(key) = signed_by {
         stanza.push_str(&format!("Signed-By: {key}\n"));
     }
@@ -135,15 +141,12 @@ fn read_sources() -> Result<Vec<(String, String)>> {
         let mut entries: Vec<_> = fs::read_dir(dir)
             .context("cannot list /etc/apt/sources.list.d")?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.extension()
-                    .is_some_and(|e| e == "list" || e == "sources")
-            })
+            .filter(|p| p.extension().is_some_and(|e| e == "list" || e == "sources"))
             .collect();
         entries.sort();
         for p in entries {
-            let text = fs::read_to_string(&p)
-                .with_context(|| format!("cannot read {}", p.display()))?;
+            let text =
+                fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?;
             out.push((p.display().to_string(), text));
         }
     }
@@ -194,10 +197,13 @@ fn debian_source(path: &str, text: &str) -> Option<(String, Option<String>)> {
 /// `apt-get download PACKAGE` into `dir`.
 pub fn download(pkg: &str, dir: &Path) -> Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    cmd::run(Command::new("apt-get")
+    cmd::run(
+        Command::new("apt-get")
             // The target folder is not the _apt user's: download as root.
-            .args(["-o", "APT::Sandbox::User=root", "download", pkg]).current_dir(dir))
-        .with_context(|| format!("downloading {pkg} failed"))
+            .args(["-o", "APT::Sandbox::User=root", "download", pkg])
+            .current_dir(dir),
+    )
+    .with_context(|| format!("downloading {pkg} failed"))
 }
 
 #[cfg(test)]
@@ -220,6 +226,9 @@ mod tests {
             debian_source("/etc/apt/sources.list", text),
             Some(("http://m.example/debian".into(), None))
         );
-        assert_eq!(debian_source("/x.list", "deb http://s/ bookworm-security main\n"), None);
+        assert_eq!(
+            debian_source("/x.list", "deb http://s/ bookworm-security main\n"),
+            None
+        );
     }
 }

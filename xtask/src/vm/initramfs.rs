@@ -59,7 +59,18 @@ pub fn ensure(paths: &Paths, kernel: &Kernel) -> Result<PathBuf> {
         fs::remove_dir_all(&staging)
             .with_context(|| format!("cannot clear {}", staging.display()))?;
     }
-    for d in ["bin", "sbin", "dev", "proc", "sys", "newroot", "lib/modules", "var", "tmp", "etc"] {
+    for d in [
+        "bin",
+        "sbin",
+        "dev",
+        "proc",
+        "sys",
+        "newroot",
+        "lib/modules",
+        "var",
+        "tmp",
+        "etc",
+    ] {
         mkdir(&staging.join(d))?;
     }
     write_exec(&staging.join("bin/busybox"), &busybox)?;
@@ -71,7 +82,9 @@ pub fn ensure(paths: &Paths, kernel: &Kernel) -> Result<PathBuf> {
             .file_name()
             .and_then(|n| n.to_str())
             .with_context(|| format!("odd module path {}", m.display()))?;
-        let dest = staging.join("lib/modules").join(name.trim_end_matches(".xz"));
+        let dest = staging
+            .join("lib/modules")
+            .join(name.trim_end_matches(".xz"));
         if name.ends_with(".xz") {
             let bytes = Command::new("xz")
                 .arg("-dc")
@@ -96,8 +109,12 @@ pub fn ensure(paths: &Paths, kernel: &Kernel) -> Result<PathBuf> {
         "find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet | gzip -6 > '{}'",
         tmp.display()
     );
-    cmd::run(Command::new("sh").args(["-c", &pipeline]).current_dir(&staging))
-        .context("packing the initramfs failed")?;
+    cmd::run(
+        Command::new("sh")
+            .args(["-c", &pipeline])
+            .current_dir(&staging),
+    )
+    .context("packing the initramfs failed")?;
     fs::rename(&tmp, &initrd).with_context(|| format!("cannot write {}", initrd.display()))?;
     fs::write(&stamp, format!("{hash}\n"))
         .with_context(|| format!("cannot write {}", stamp.display()))?;

@@ -180,7 +180,12 @@ pub fn boot_and_run(paths: &Paths, kernel: &Kernel, run: &GuestRun) -> Result<Ou
     let status = read_result(&out.join("result"))?;
     let summary = fs::read_to_string(out.join("summary"))
         .ok()
-        .and_then(|s| s.lines().rev().find(|l| console::is_summary(l)).map(str::to_owned))
+        .and_then(|s| {
+            s.lines()
+                .rev()
+                .find(|l| console::is_summary(l))
+                .map(str::to_owned)
+        })
         .or_else(|| state.summary());
     Ok(Outcome {
         status,
@@ -201,7 +206,7 @@ fn write_env(path: &PathBuf, paths: &Paths, out: &std::path::Path, run: &GuestRu
     ];
     vars.extend(run.extra_env.iter().cloned());
     // Let a few knobs through from the host's environment.
-    for name in ["TEST_TIMEOUT", "TCMU_DEBUG", "KEEP_GOING"] {
+    for name in ["TEST_TIMEOUT", "TCMU_DEBUG", "HARNESS_SELFTEST"] {
         if let Ok(v) = std::env::var(name) {
             vars.push((name.into(), v));
         }

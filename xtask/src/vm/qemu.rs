@@ -23,16 +23,25 @@ pub fn command(kernel: &Kernel, script: &Path, env_file: &Path, out: &Path) -> R
         append.push_str(&format!(" {key}={s}"));
     }
     let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args(["-accel", "tcg,thread=multi", "-cpu", "max", "-m", "2048", "-smp", "2"])
-        .args(["-nographic", "-no-reboot", "-nic", "none"])
-        .arg("-kernel")
-        .arg(&kernel.vmlinuz)
-        .arg("-initrd")
-        .arg(&kernel.initrd)
-        .args(["-append", &append])
-        .args([
-            "-virtfs",
-            "local,path=/,mount_tag=hostroot,security_model=passthrough,multidevs=remap",
-        ]);
+    cmd.args([
+        "-accel",
+        "tcg,thread=multi",
+        "-cpu",
+        "max",
+        "-m",
+        "2048",
+        "-smp",
+        "2",
+    ])
+    .args(["-nographic", "-no-reboot", "-nic", "none"])
+    .arg("-kernel")
+    .arg(&kernel.vmlinuz)
+    .arg("-initrd")
+    .arg(&kernel.initrd)
+    .args(["-append", &append])
+    .args([
+        "-virtfs",
+        "local,path=/,mount_tag=hostroot,security_model=passthrough,multidevs=remap",
+    ]);
     Ok(cmd)
 }
