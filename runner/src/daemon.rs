@@ -85,6 +85,10 @@ fn device_spec(
     params.max_transfer_blocks = max_sectors;
     params.optimal_transfer_blocks = max_sectors;
     params.unit_serial = dir.unit_serial().ok().flatten();
+    // 96-byte standard INQUIRY with version descriptors, as Debian 12's
+    // kernel answers for its own backstores; the transport is not known
+    // to a TCMU daemon.
+    params.version_descriptors = Some(0);
     let spec = DeviceSpec {
         config: DeviceConfig {
             name: name.device.clone(),

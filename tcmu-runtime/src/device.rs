@@ -93,8 +93,24 @@ pub(crate) async fn serve(
         if !closing.is_empty() && inflight == 0 {
             break;
         }
+        // Control first: a doorbell that is always ready (a device the
+        // kernel already tore down) must not starve Close.
         tokio::select! {
             biased;
+            msg = control.recv() => match msg {
+                Some(Control::Close(reply)) => closing.push(reply),
+                None => {
+                    // Every handle is gone: nobody can close us later.
+                    let (tx, _rx) = oneshot::channel();
+                    closing.push(tx);
+                }
+                Some(Control::Reconfig(req, reply)) => {
+                    let ctx = ctx.clone();
+                    tokio::task::spawn_local(async move {
+                        let _ = reply.send(reconfig(&ctx, req).await);
+                    });
+                }
+            },
             Some((id, c)) = done_rx.recv() => {
                 let mut n = 1;
                 finish(&ctx, &mut ring, id, &c);
@@ -116,15 +132,21 @@ pub(crate) async fn serve(
                         loop {
                             match guard.get_inner().ack() {
                                 Ok(true) => continue,
-                                Ok(false) => { guard.clear_ready(); break; }
-                                Err(e) => {
-                                    warn!(device = %ctx.name, "doorbell read failed: {e}");
+                                Ok(false) => {
                                     guard.clear_ready();
+                                    wake = true;
+                                    break;
+                                }
+                                Err(e) => {
+                                    // EIO: the kernel unregistered the UIO
+                                    // device (removed without waiting for
+                                    // us). Nothing more will come.
+                                    warn!(device = %ctx.name, "doorbell failed, no longer reading the ring: {e}");
+                                    broken = true;
                                     break;
                                 }
                             }
                         }
-                        wake = true;
                     }
                     Err(e) => {
                         error!(device = %ctx.name, "doorbell poll failed: {e}");
@@ -132,20 +154,6 @@ pub(crate) async fn serve(
                     }
                 }
             }
-            msg = control.recv() => match msg {
-                Some(Control::Close(reply)) => closing.push(reply),
-                None => {
-                    // Every handle is gone: nobody can close us later.
-                    let (tx, _rx) = oneshot::channel();
-                    closing.push(tx);
-                }
-                Some(Control::Reconfig(req, reply)) => {
-                    let ctx = ctx.clone();
-                    tokio::task::spawn_local(async move {
-                        let _ = reply.send(reconfig(&ctx, req).await);
-                    });
-                }
-            },
         }
     }
     ctx.handler.close().await;

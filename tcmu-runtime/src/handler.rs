@@ -121,6 +121,15 @@ pub trait BlockHandler {
         None
     }
 
+    /// Whether the backend keeps acknowledged writes in a volatile cache
+    /// (the page cache, say) until `flush`. Such a device reports its write
+    /// cache as enabled (WCE=1), like tcmu-runner's file handler, and relies
+    /// on SYNCHRONIZE CACHE and FUA for durability; otherwise the kernel's
+    /// `emulate_write_cache` attribute decides.
+    fn has_write_cache(&self) -> bool {
+        false
+    }
+
     /// Applies a configuration change; an error is reported to the kernel
     /// and the change refused.
     async fn reconfig(&self, _change: &ReconfigRequest) -> Result<(), String> {

@@ -167,11 +167,12 @@ async fn open_device(req: OpenRequest) {
     };
     let mut params = spec.params;
     params.unmap = handler.unmap_params();
+    let write_cache = spec.config.write_cache || handler.has_write_cache();
     let ctx = Rc::new(DeviceCtx {
         name: name.clone(),
         handler,
         params: RefCell::new(params),
-        state: RefCell::new(DeviceState::new(spec.config.write_cache)),
+        state: RefCell::new(DeviceState::new(write_cache)),
         configfs: spec.configfs,
     });
     let (tx, rx) = mpsc::unbounded_channel();

@@ -41,10 +41,11 @@ pub fn standard(params: &DeviceParams) -> Vec<u8> {
     put_bytes(&mut b, 16, &ascii_field(&params.product, 16));
     put_bytes(&mut b, 32, &ascii_field(&params.revision, 4));
     if let Some(transport) = params.version_descriptors {
-        put16(&mut b, 58, VERSION_SAM5);
-        put16(&mut b, 60, transport);
-        put16(&mut b, 62, VERSION_SPC4);
-        put16(&mut b, 64, VERSION_SBC3);
+        // An unknown transport (0) leaves no empty descriptor behind.
+        let descriptors = [VERSION_SAM5, transport, VERSION_SPC4, VERSION_SBC3];
+        for (i, d) in descriptors.into_iter().filter(|&d| d != 0).enumerate() {
+            put16(&mut b, 58 + 2 * i, d);
+        }
     }
     b
 }

@@ -31,6 +31,9 @@ WORK=/run/tcmu-test/$TEST_NAME
 LOGDIR=$WORK/log
 FIO_RUNTIME=${FIO_RUNTIME:-60}
 mkdir -p "$WORK" "$LOGDIR"
+# Work from guest RAM: stray files (fio's verify state, core dumps) must not
+# land in the host's tests/vm/.
+cd "$WORK"
 
 # Things to undo, most recent last (see cleanup).
 CLEANUP_STACK=()
@@ -42,8 +45,8 @@ STUCK_PIDS=()
 # ---------------------------------------------------------------------------
 # Logging and assertions
 
-# log MSG...: progress line prefixed with the test name.
-log() { echo "[$TEST_NAME] $*"; }
+# log MSG...: progress line prefixed with the test name and its run time.
+log() { echo "[$TEST_NAME +${SECONDS}s] $*"; }
 
 # fail REASON...: report the failure and stop the test (cleanup runs via trap).
 fail() {
@@ -87,9 +90,13 @@ cleanup() {
     local rc=$?
     set +e
     trap - EXIT
-    # Background jobs (fio, dd) first: they hold the disks open.
+    # Background jobs (fio, dd) first: they hold the disks open. The daemon
+    # stays up until the LUNs are gone: removing a disk sends it SYNCHRONIZE
+    # CACHE, which would otherwise wait for the kernel's command timeout.
     local j
-    for j in $(jobs -pr); do kill "$j" 2>/dev/null; done
+    for j in $(jobs -pr); do
+        [[ $j == "$DAEMON_PID" ]] || kill "$j" 2>/dev/null
+    done
     undo_all
     daemon_kill9 >/dev/null 2>&1
     release_stuck
@@ -121,9 +128,14 @@ release_stuck() {
 }
 
 # save_logs: copy the daemon's log dir to the host ($XT_OUT/logs/<test>/).
+# Small reports (fio JSON, sg answers) go along.
 save_logs() {
-    [[ -n "${XT_OUT:-}" && -d "$LOGDIR" ]] || return 0
-    mkdir -p "$XT_OUT/logs/$TEST_NAME" && cp -a "$LOGDIR/." "$XT_OUT/logs/$TEST_NAME/" 2>/dev/null
+    [[ -n "${XT_OUT:-}" && -d "$WORK" ]] || return 0
+    local dest=$XT_OUT/logs/$TEST_NAME
+    mkdir -p "$dest" || return 0
+    cp -a "$LOGDIR/." "$dest/" 2>/dev/null
+    find "$WORK" -maxdepth 1 -type f \( -name '*.json' -o -name '*.txt' -o -name '*.masked' \) \
+        -size -2M -exec cp {} "$dest/" \; 2>/dev/null
     return 0
 }
 
@@ -210,7 +222,12 @@ user_backstore() {
 user_file_backstore() {
     local name=$1 size=$2 file=$3
     if [[ -n "${HARNESS_SELFTEST:-}" ]]; then
+        # Stand-in: fileio advertising what a user:file LUN does.
         fileio_backstore "st_$name" "$size" "$file"
+        local a
+        for a in emulate_tpu emulate_tpws emulate_write_cache; do
+            echo 1 >"$BS_PATH/attrib/$a"
+        done
         return
     fi
     [[ -e $file ]] || truncate -s "$size" "$file"
@@ -230,8 +247,8 @@ fileio_backstore() {
     write_timeout 20 "$BS_PATH/enable" 1 || fail "enabling fileio backstore $name failed"
 }
 
-# rmdir_timeout DIR [SECS]: rmdir a configfs dir, reporting a hang (default
-# 20 s) as a failure status instead of blocking forever.
+# rmdir_timeout DIR [SECS]: rmdir a configfs dir (if it exists), reporting a
+# hang (default 20 s) as status 124 instead of blocking forever.
 rmdir_timeout() {
     local dir=$1 secs=${2:-20}
     [[ -d $dir ]] || return 0
@@ -261,13 +278,10 @@ loop_export() {
     local tpg
     tpg=$LOOP/$(naa_wwn)/tpgt_1
     mkdir -p "$tpg" || fail "cannot create tcm_loop target $tpg"
-    push_cleanup "rmdir $(dirname "$tpg")"
-    push_cleanup "rmdir $tpg"
+    push_cleanup "loop_unexport $tpg"
     echo "$(naa_wwn)" >"$tpg/nexus" || fail "cannot create the tcm_loop nexus"
     mkdir "$tpg/lun/lun_0" || fail "cannot create lun_0"
-    push_cleanup "rmdir $tpg/lun/lun_0"
     ln -s "$bs" "$tpg/lun/lun_0/$(basename "$bs")" || fail "cannot link $bs into lun_0"
-    push_cleanup "rm -f $tpg/lun/lun_0/$(basename "$bs")"
     LOOP_TPG=$tpg
     SCSI_ADDR="$(cat "$tpg/address"):0"
     local blockdir=/sys/class/scsi_device/$SCSI_ADDR/device/block
@@ -279,6 +293,21 @@ loop_export() {
     SG=/dev/$(ls "$sgdir" | head -n1)
     wait_for 10 "$SG" test -c "$SG"
     log "exported $(basename "$bs") as $DEV ($SG, $SCSI_ADDR)"
+}
+
+# loop_unexport TPG: undo loop_export (LUN link, lun_0, tpgt_1, the naa
+# target); tolerates a half-made export. Returns non-zero if something
+# could not be removed.
+loop_unexport() {
+    local tpg=$1 rc=0 l
+    [[ -d $tpg ]] || return 0
+    for l in "$tpg"/lun/lun_0/*; do
+        [[ -L $l ]] && { rm -f "$l" || rc=1; }
+    done
+    [[ -d $tpg/lun/lun_0 ]] && { rmdir "$tpg/lun/lun_0" || rc=1; }
+    rmdir "$tpg" || rc=1
+    rmdir "$(dirname "$tpg")" || rc=1
+    return $rc
 }
 
 # cleanup_all_lio: remove every tcm_loop target and backstore left behind
@@ -384,4 +413,61 @@ dev_size_bytes() { blockdev --getsize64 "$1"; }
 # fio_errors JSON_FILE: total error count over all jobs of a fio JSON report.
 fio_errors() {
     grep -Eo '"(total_err|error)" *: *[0-9]+' "$1" | awk -F: '{s += $2} END {print s + 0}'
+}
+
+# fio_bg NAME DEV SECS [EXTRA...]: start a verified random-write fio on DEV in
+# the background (libaio, direct, 4k, iodepth 16, blocks read back and
+# checked as they are written). Sets FIO_PID; its JSON report goes to
+# $WORK/NAME.json. Check it with fio_wait NAME.
+fio_bg() {
+    local name=$1 dev=$2 secs=$3
+    shift 3
+    fio --name="$name" --filename="$dev" --ioengine=libaio --direct=1 \
+        --rw=randwrite --bs=4k --iodepth=16 --size=64m \
+        --verify=crc32c --do_verify=1 --verify_backlog=128 --verify_fatal=1 \
+        --verify_state_save=0 \
+        --time_based --runtime="$secs" --eta=never \
+        --output-format=json --output="$WORK/$name.json" "$@" \
+        >"$WORK/$name.out" 2>&1 &
+    FIO_PID=$!
+}
+
+# fio_wait NAME PID: wait for a fio_bg run; fails the test if fio exited
+# non-zero, reported errors or verified nothing.
+fio_wait() {
+    local name=$1 pid=$2 rc=0
+    wait "$pid" || rc=$?
+    if [[ $rc -ne 0 ]]; then
+        tail -n 30 "$WORK/$name.out" "$WORK/$name.json" 2>/dev/null
+        fail "fio '$name' exited with status $rc"
+    fi
+    assert_eq "$(fio_errors "$WORK/$name.json")" 0 "fio '$name' error count"
+    local verified
+    verified=$(grep -A3 '"read" *:' "$WORK/$name.json" | grep -Eo '"io_bytes" *: *[0-9]+' |
+        awk -F: '{s += $2} END {print s + 0}')
+    ((verified > 0)) || fail "fio '$name' verified no data"
+    log "fio '$name' finished: no errors, $((verified / 1048576)) MiB verified"
+}
+
+# log_mark: remember the daemon log's current size (see log_since).
+log_mark() {
+    LOG_MARK=0
+    [[ -f $LOGDIR/tcmu-runner.log ]] && LOG_MARK=$(stat -c %s "$LOGDIR/tcmu-runner.log")
+    return 0
+}
+
+# log_since: the daemon log lines written since the last log_mark.
+log_since() {
+    tail -c +$((LOG_MARK + 1)) "$LOGDIR/tcmu-runner.log" 2>/dev/null
+}
+
+# dd_roundtrip DEV OFFSET_MIB: write 1 MiB of random data at OFFSET_MIB with
+# O_DIRECT, read it back, compare; fails the test on any difference.
+dd_roundtrip() {
+    local dev=$1 off=$2
+    dd if=/dev/urandom of="$WORK/rt.bin" bs=1M count=1 status=none
+    dd if="$WORK/rt.bin" of="$dev" bs=1M seek="$off" count=1 oflag=direct status=none \
+        || fail "dd write to $dev failed"
+    dd if="$dev" bs=1M skip="$off" count=1 iflag=direct status=none | cmp -s - "$WORK/rt.bin" \
+        || fail "data read back from $dev differs from what was written"
 }

@@ -53,6 +53,7 @@ for script in t-*.sh; do
     fi
     echo "=== RUN $name"
     start=$SECONDS
+    dmesg_lines=$(dmesg | wc -l)
     rc=0
     TEST_NAME=$name timeout --kill-after=30 "$PER_TEST_TIMEOUT" bash "./$script" || rc=$?
     took=$((SECONDS - start))
@@ -65,6 +66,14 @@ for script in t-*.sh; do
         echo "FAIL $name ($reason, ${took}s)"
         failed=$((failed + 1))
         failures+=("$name")
+        # Kernel messages logged during the test: the last few here, all of
+        # them next to the test's other logs.
+        if [[ -n "${XT_OUT:-}" ]]; then
+            mkdir -p "$XT_OUT/logs/$name"
+            dmesg | tail -n +$((dmesg_lines + 1)) >"$XT_OUT/logs/$name/dmesg.txt" || true
+        fi
+        echo "--- kernel messages during $name (last 15):"
+        dmesg | tail -n +$((dmesg_lines + 1)) | tail -n 15 || true
         kill_leftover_daemons
         reset_lio
     fi

@@ -24,7 +24,7 @@ assert_grep 'Vendor identification: *LIO-ORG' "$WORK/inq.txt" "INQUIRY vendor"
 
 log "5 s of fio randrw with verify"
 fio --name=h --filename="$DEV" --ioengine=libaio --direct=1 --rw=randwrite \
-    --bs=4k --iodepth=8 --size=16m --verify=crc32c --do_verify=1 \
+    --bs=4k --iodepth=8 --size=16m --verify=crc32c --do_verify=1 --verify_state_save=0 \
     --runtime=5 --time_based --eta=never --output-format=json --output="$WORK/fio.json" \
     || fail "fio failed"
 assert_eq "$(fio_errors "$WORK/fio.json")" 0 "fio errors"

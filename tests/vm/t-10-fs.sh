@@ -22,7 +22,7 @@ mkfs.ext4 -q -F "$DEV" || fail "mkfs.ext4 failed"
 mnt=$WORK/mnt
 mkdir -p "$mnt"
 mount "$DEV" "$mnt" || fail "mount failed"
-push_cleanup "umount $mnt"
+push_cleanup "! mountpoint -q $mnt || umount $mnt"
 
 log "writing 100 MiB of random data in 10 files"
 mkdir -p "$mnt/data/sub"

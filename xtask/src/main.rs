@@ -32,7 +32,8 @@ commands:
   setup                 install host packages (apt), fetch the Debian kernel,
                         build the VM initramfs (all cached under target/vm/)
   vm-test [FILTER]      build tcmu-runner (release) and run tests/vm/t-*.sh in
-                        the VM; FILTER selects test scripts by name (substring)
+                        the VM; FILTER selects tests by name (extended regex,
+                        e.g. t-10 or 't-10|t-30')
   demo                  build tcmu-runner (release) and run tests/vm/demo.sh
                         in the VM
   vm-run SCRIPT [ARG]   boot the VM and run SCRIPT (a path on this host) in it,
@@ -45,6 +46,12 @@ options (vm-test, demo, vm-run, test):
   --fio-runtime SECS    fio run time per job in the guest tests
                         (default 60, or $FIO_RUNTIME)
   --no-build            vm-test/demo: use the existing target/release/tcmu-runner
+
+environment passed on to the guest: FIO_RUNTIME, TEST_TIMEOUT (seconds per
+test), TCMU_DEBUG (start the daemon with -d), HARNESS_SELFTEST (run the test
+scripts against kernel fileio stand-ins, to check the harness itself).
+Console: terminal and target/vm/console.log; guest reports and daemon logs:
+target/vm/out/.
 ";
 
 /// Options shared by the commands that boot the VM.
@@ -115,6 +122,7 @@ fn env_u64(name: &str) -> Result<Option<u64>> {
     }
 }
 
+/// Runs the command line; exit status 1 on any failure.
 fn main() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
@@ -216,6 +224,16 @@ fn guest_run(
 ) -> Result<GuestRun> {
     if !script.is_file() {
         bail!("guest script {} does not exist", script.display());
+    }
+    // The guest mounts fresh tmpfs over these: the host's files are hidden.
+    if ["/tmp", "/run", "/dev", "/proc", "/sys"]
+        .iter()
+        .any(|d| script.starts_with(d))
+    {
+        bail!(
+            "guest script {} is under a folder the guest hides (tmpfs/pseudo fs); put it elsewhere",
+            script.display()
+        );
     }
     Ok(GuestRun {
         script,

@@ -231,6 +231,11 @@ impl BlockHandler for FileHandler {
         Ok(write_pattern(&self.file, offset, len, pattern, WRITE_SAME_CHUNK).await?)
     }
 
+    /// Writes go through the page cache until `flush` (fdatasync).
+    fn has_write_cache(&self) -> bool {
+        true
+    }
+
     fn unmap_params(&self) -> Option<UnmapParams> {
         // Punched holes read back as zeroes (for block devices the kernel
         // only punches when it can guarantee that).

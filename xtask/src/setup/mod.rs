@@ -39,7 +39,7 @@ pub fn run(paths: &Paths) -> Result<Kernel> {
     eprintln!(
         "xtask: VM ready: kernel {} ({}), initramfs {}",
         kernel.version,
-        kernel.vmlinuz.display(),
+        kernel.boot_image.display(),
         kernel.initrd.display()
     );
     Ok(kernel)

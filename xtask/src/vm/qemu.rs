@@ -35,7 +35,7 @@ pub fn command(kernel: &Kernel, script: &Path, env_file: &Path, out: &Path) -> R
     ])
     .args(["-nographic", "-no-reboot", "-nic", "none"])
     .arg("-kernel")
-    .arg(&kernel.vmlinuz)
+    .arg(&kernel.boot_image)
     .arg("-initrd")
     .arg(&kernel.initrd)
     .args(["-append", &append])
