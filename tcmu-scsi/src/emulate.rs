@@ -136,6 +136,24 @@ fn check_transfer_length(params: &DeviceParams, blocks: u32, cdb_len: u8) -> Res
     }
 }
 
+/// A READ or WRITE after its transfer-length and range checks: `io()` for
+/// a non-empty transfer, GOOD for a zero-block one.
+fn checked_io(
+    params: &DeviceParams,
+    lba: u64,
+    blocks: u32,
+    cdb_len: u8,
+    io: impl FnOnce() -> Outcome,
+) -> Outcome {
+    match check_transfer_length(params, blocks, cdb_len)
+        .and_then(|()| params.check_range(lba, u64::from(blocks)))
+    {
+        Err(s) => check(s),
+        Ok(()) if blocks == 0 => good(),
+        Ok(()) => io(),
+    }
+}
+
 /// Execute a decoded command against the device.
 ///
 /// `data_out` is the command's data-out buffer when
@@ -228,26 +246,22 @@ pub fn execute(
             fua,
             cdb_len,
             ..
-        } => match check_transfer_length(params, blocks, cdb_len)
-            .and_then(|()| params.check_range(lba, u64::from(blocks)))
-        {
-            Err(s) => check(s),
-            Ok(()) if blocks == 0 => good(),
-            Ok(()) => Outcome::Read { lba, blocks, fua },
-        },
+        } => checked_io(params, lba, blocks, cdb_len, || Outcome::Read {
+            lba,
+            blocks,
+            fua,
+        }),
         Command::Write {
             lba,
             blocks,
             fua,
             cdb_len,
             ..
-        } => match check_transfer_length(params, blocks, cdb_len)
-            .and_then(|()| params.check_range(lba, u64::from(blocks)))
-        {
-            Err(s) => check(s),
-            Ok(()) if blocks == 0 => good(),
-            Ok(()) => Outcome::Write { lba, blocks, fua },
-        },
+        } => checked_io(params, lba, blocks, cdb_len, || Outcome::Write {
+            lba,
+            blocks,
+            fua,
+        }),
         Command::SynchronizeCache { lba, blocks, .. } => {
             match params.check_range(lba, u64::from(blocks)) {
                 Ok(()) => Outcome::Flush,
