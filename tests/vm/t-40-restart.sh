@@ -8,6 +8,10 @@
 #    kernel may hold `enable` until a daemon answers: it runs in the
 #    background), start the daemon: enable must succeed and the new device
 #    must be served (sg_readcap, dd).
+# 3. Kill -9 the daemon, then create a device: the kernel, told by the dead
+#    daemon that replies come, now holds `enable` until a daemon answers.
+#    Start the daemon: it must answer the pending ADDED_DEVICE, so enable
+#    succeeds, and serve the device.
 
 source "$(dirname "$0")/lib.sh"
 
@@ -53,22 +57,45 @@ case $rc in
     *) fail "enable of n0 failed with no daemon running (status $rc)" ;;
 esac
 
-daemon_start
-if [[ -n $enable_pid ]]; then
-    deadline=$((SECONDS + 30))
-    while kill -0 "$enable_pid" 2>/dev/null; do
-        ((SECONDS < deadline)) || fail "enable of n0 still blocked 30s after the daemon started"
+# wait_enable NAME PID: the backgrounded `echo 1 > enable` of NAME must
+# finish, successfully, within 30 s of the daemon's start.
+wait_enable() {
+    local name=$1 pid=$2 deadline=$((SECONDS + 30)) erc=0
+    while kill -0 "$pid" 2>/dev/null; do
+        ((SECONDS < deadline)) || fail "enable of $name still blocked 30s after the daemon started"
         sleep 0.2
     done
-    erc=0
-    wait "$enable_pid" || erc=$?
-    [[ $erc -eq 0 ]] || fail "enable of n0 failed once the daemon started (status $erc): the pending ADDED_DEVICE was not answered"
-fi
-loop_export "$N0_BS"
-sg_readcap -l "$SG" >"$WORK/n0.readcap.txt" || fail "sg_readcap on the new device failed"
-assert_grep "Number of logical blocks=$((size / 512))\$" "$WORK/n0.readcap.txt" "capacity of n0"
-dd if="$DEV" of=/dev/null bs=1M count=16 iflag=direct status=none || fail "dd read of n0 failed"
-dd_roundtrip "$DEV" 7
+    wait "$pid" || erc=$?
+    [[ $erc -eq 0 ]] || fail "enable of $name failed once the daemon started (status $erc): the pending ADDED_DEVICE was not answered"
+}
+
+# served NAME BS_PATH: export the backstore and check it answers and stores.
+served() {
+    loop_export "$2"
+    sg_readcap -l "$SG" >"$WORK/$1.readcap.txt" || fail "sg_readcap on $1 failed"
+    assert_grep "Number of logical blocks=$((size / 512))\$" "$WORK/$1.readcap.txt" "capacity of $1"
+    dd if="$DEV" of=/dev/null bs=1M count=16 iflag=direct status=none || fail "dd read of $1 failed"
+    dd_roundtrip "$DEV" 7
+}
+
+daemon_start
+[[ -z $enable_pid ]] || wait_enable n0 "$enable_pid"
+served n0 "$N0_BS"
+
+# --- 3. a device created after a crash, while the kernel expects replies
+daemon_kill9
+log "creating n1 after a crash: the kernel must hold enable until a daemon answers"
+truncate -s "$size" "$WORK/n1.img"
+rc=0
+user_backstore n1 "$size" "file/$WORK/n1.img" 3 || rc=$?
+N1_BS=$BS_PATH
+[[ $rc -eq 124 ]] || fail "enable of n1 did not wait for a daemon (status $rc)"
+n1_enable=$WRITE_PID
+daemon_start
+wait_enable n1 "$n1_enable"
+assert_grep 'user_1/n1: recovered' "$(daemon_log)" "the daemon's log of taking n1 over"
+served n1 "$N1_BS"
+daemon_alive || fail "the daemon died"
 
 undo_all
 daemon_stop
