@@ -6,7 +6,7 @@
 //! command-ring walk ([`ring`]), data-area buffers lent to commands
 //! ([`buf`]), the UIO doorbell ([`doorbell`]), UIO device discovery
 //! ([`uio`]), the `TCM-USER` generic netlink family ([`netlink`]) and
-//! configfs helpers ([`configfs`]). With feature `sim`, [`sim`] plays the
+//! configfs helpers ([`configfs`]). With feature `sim`, module `sim` plays the
 //! kernel's part in memory for unit tests.
 //!
 //! This is also the embedding API for programs with their own event loop

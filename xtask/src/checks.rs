@@ -1,14 +1,15 @@
-//! `cargo xtask test`'s host-side checks: tests, clippy, rustfmt.
+//! `cargo xtask test`'s host-side checks: tests, clippy, rustfmt, rustdoc.
 
 use anyhow::{Context, Result};
 
 use crate::cmd;
 use crate::paths::Paths;
 
-/// Runs `cargo test`, `cargo clippy -D warnings` and `cargo fmt --check`
-/// over the whole workspace, stopping at the first failure.
+/// Runs `cargo test`, `cargo clippy -D warnings`, `cargo fmt --check` and
+/// `cargo doc` (warnings denied) over the whole workspace, stopping at the
+/// first failure.
 pub fn run_host_checks(paths: &Paths) -> Result<()> {
-    let steps: [&[&str]; 3] = [
+    let steps: [&[&str]; 4] = [
         &["test", "--workspace"],
         &[
             "clippy",
@@ -19,9 +20,15 @@ pub fn run_host_checks(paths: &Paths) -> Result<()> {
             "warnings",
         ],
         &["fmt", "--all", "--check"],
+        &["doc", "--workspace", "--no-deps"],
     ];
     for args in steps {
-        cmd::run(cmd::cargo().args(args).current_dir(&paths.root))
+        cmd::run(
+            cmd::cargo()
+                .args(args)
+                .env("RUSTDOCFLAGS", "-D warnings")
+                .current_dir(&paths.root),
+        )
             .with_context(|| format!("`cargo {}` failed", args.join(" ")))?;
     }
     Ok(())
