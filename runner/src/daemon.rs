@@ -299,6 +299,7 @@ async fn futures_join_all<F: std::future::Future<Output = ()>>(futs: impl Iterat
 pub async fn run(registry: Registry, workers: Workers) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
     let (mut daemon, events) = Daemon::connect(registry, workers)?;
     let mut events = tcmu_core::reactor::register_readable(events)?;
     daemon.recover_all().await;
@@ -311,6 +312,10 @@ pub async fn run(registry: Registry, workers: Workers) -> anyhow::Result<()> {
         tokio::select! {
             _ = term.recv() => { info!("SIGTERM: shutting down"); break; }
             _ = int.recv() => { info!("SIGINT: shutting down"); break; }
+            _ = hup.recv() => match crate::logging::reopen() {
+                Ok(()) => info!("SIGHUP: log file reopened"),
+                Err(e) => error!("SIGHUP: cannot reopen the log file: {e}"),
+            },
             ready = events.readable_mut() => {
                 let mut guard = ready?;
                 loop {

@@ -6,7 +6,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tracing::level_filters::LevelFilter;
 use tracing_subscriber::fmt::MakeWriter;
@@ -29,6 +29,24 @@ pub fn filter_for(level: u8) -> LevelFilter {
 /// The log file, shared by every thread.
 #[derive(Clone)]
 struct LogFile(Arc<Mutex<File>>);
+
+/// The open log file and its path, for [`reopen`].
+static LOG_FILE: OnceLock<(LogFile, PathBuf)> = OnceLock::new();
+
+fn open_log(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+/// Reopens the log file at its path (after logrotate moved it away; SIGHUP).
+pub fn reopen() -> std::io::Result<()> {
+    if let Some((file, path)) = LOG_FILE.get() {
+        let new = open_log(path)?;
+        if let Ok(mut guard) = file.0.lock() {
+            *guard = new;
+        }
+    }
+    Ok(())
+}
 
 struct LogFileGuard<'a>(std::sync::MutexGuard<'a, File>);
 
@@ -64,16 +82,15 @@ pub fn init(level: u8, dir: &Path) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(dir)
         .map_err(|e| anyhow::anyhow!("cannot create log directory {}: {e}", dir.display()))?;
     let path = dir.join("tcmu-runner.log");
-    let file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
+    let file = open_log(&path)
         .map_err(|e| anyhow::anyhow!("cannot open log file {}: {e}", path.display()))?;
+    let file = LogFile(Arc::new(Mutex::new(file)));
+    let _ = LOG_FILE.set((file.clone(), path.clone()));
     let filter = filter_for(level);
     let file_layer = tracing_subscriber::fmt::layer()
         .with_ansi(false)
         .with_thread_names(true)
-        .with_writer(LogFile(Arc::new(Mutex::new(file))));
+        .with_writer(file);
     let stderr_layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_thread_names(true);

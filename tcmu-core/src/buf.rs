@@ -133,6 +133,17 @@ pub fn total_len(bufs: &[DataBuf]) -> usize {
     bufs.iter().map(DataBuf::len).sum()
 }
 
+/// Zeroes everything in `bufs` past their first `len` bytes.
+pub fn zero_beyond(bufs: &[DataBuf], len: usize) {
+    let mut start = 0;
+    for b in bufs {
+        if start + b.len() > len {
+            b.zero_from(len.saturating_sub(start));
+        }
+        start += b.len();
+    }
+}
+
 /// Keeps only the first `len` bytes of `bufs`: later buffers are dropped,
 /// the last kept one shortened.
 pub fn truncate_list(bufs: &mut Vec<DataBuf>, len: usize) {
@@ -225,6 +236,9 @@ mod tests {
         assert_eq!(scatter(&bufs, &[1, 2, 3, 4, 5, 6]), 6);
         assert_eq!(gather(&bufs, 100), vec![1, 2, 3, 4, 5, 6, 0, 0]);
         assert_eq!(gather(&bufs, 3), vec![1, 2, 3]);
+        zero_beyond(&bufs, 5);
+        assert_eq!(gather(&bufs, 100), vec![1, 2, 3, 4, 5, 0, 0, 0]);
+        scatter(&bufs, &[1, 2, 3, 4, 5, 6]);
         let mut list = bufs;
         truncate_list(&mut list, 6);
         assert_eq!(list.len(), 2);

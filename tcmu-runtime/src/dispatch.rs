@@ -201,11 +201,22 @@ pub(crate) async fn run(ctx: &DeviceCtx, cmd: CmdEntry) -> Completion {
     match outcome {
         Outcome::Done(resp) => respond(resp, &data),
         Outcome::Read { lba, blocks, .. } => {
-            let len = u64::from(blocks) * bs;
-            buf::truncate_list(&mut data, len as usize);
+            let len = (u64::from(blocks) * bs) as usize;
+            // An initiator that expects more than the CDB asks for gets
+            // zeroes and a residual, never an earlier command's bytes.
+            let longer = buf::total_len(&data) > len;
+            if longer {
+                buf::zero_beyond(&data, len);
+            }
+            buf::truncate_list(&mut data, len);
             let bufs = data.into_iter().map(DataBuf::into_read_target).collect();
             let r = guarded(ctx, "read", h.read(lba * bs, bufs)).await;
-            io_result(ctx, "read", Dir::Read, r)
+            let c = io_result(ctx, "read", Dir::Read, r);
+            if longer && c.status == 0 {
+                c.with_read_len(len as u32)
+            } else {
+                c
+            }
         }
         Outcome::Write { lba, blocks, fua } => {
             let len = u64::from(blocks) * bs;

@@ -246,3 +246,14 @@ fn many_commands_through_a_small_ring() {
     }
     let _ = buf::total_len(&[]);
 }
+
+#[test]
+fn longer_buffers_than_the_cdb_get_zeroes_and_a_residual() {
+    let mut rig = Rig::new();
+    rig.run(&rw10(0x2a, 9, 1), SimData::Out(vec![0x5a; 512]));
+    // The simulator fills data-in buffers with stale 0xa5 bytes first.
+    let r = rig.run(&rw10(0x28, 9, 1), SimData::In(4096));
+    assert_eq!(r.status, 0);
+    assert_eq!(r.read_len, Some(512));
+    assert_eq!(r.data_in, vec![0x5a; 512]);
+}

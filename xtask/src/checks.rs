@@ -29,7 +29,7 @@ pub fn run_host_checks(paths: &Paths) -> Result<()> {
                 .env("RUSTDOCFLAGS", "-D warnings")
                 .current_dir(&paths.root),
         )
-            .with_context(|| format!("`cargo {}` failed", args.join(" ")))?;
+        .with_context(|| format!("`cargo {}` failed", args.join(" ")))?;
     }
     Ok(())
 }
