@@ -4,7 +4,7 @@
 //! SENSE, REPORT SUPPORTED OPERATION CODES and the range checks of the I/O
 //! commands.
 //!
-//! No I/O, no async, no `unsafe`: everything is a function of bytes in and
+//! No I/O, no async, no `unsafe_code` (forbidden below): everything is a function of bytes in and
 //! bytes/sense out, and nothing panics on any initiator input. The runtime
 //! owns the ring and the buffers; it calls [`decode`] on the CDB copied out
 //! of the ring, copies the data-out buffer only when
