@@ -2,8 +2,8 @@
 # PID 1 of the tcmu-rs test VM (busybox initramfs built by `cargo xtask`).
 #
 # Loads the virtio/9p modules, mounts the host's root filesystem (9p tag
-# "hostroot") at /newroot, prepares it (proc, sys, dev, tmpfs on /run and
-# /tmp, kernel modules at /lib/modules/@KVER@), then runs the script named
+# "hostroot") at /newroot, prepares it (proc, sys, dev, tmpfs on /run,
+# kernel modules at /lib/modules/@KVER@), then runs the script named
 # by `xt.script=` on the kernel command line inside a chroot, with the
 # variables of the file named by `xt.env=`. The script's exit status goes to
 # `<xt.out>/result` on the host, then the VM powers off. The host treats a
@@ -64,7 +64,8 @@ mkdir -p $R/usr/lib/modules/@KVER@
 mount --bind "$R@MODDIR@" $R/usr/lib/modules/@KVER@ || die "cannot bind the kernel modules"
 
 # Pseudo filesystems, and RAM where tests may write (the host root is shared
-# read-write: nothing the tests write outside /run, /tmp, /dev should land).
+# read-write: nothing the tests write outside /run, /dev should land). /tmp
+# stays the host's: a checkout (CI's, say) may live there.
 mount -t proc proc $R/proc
 mount -t sysfs sysfs $R/sys
 mount -t devtmpfs devtmpfs $R/dev
@@ -76,7 +77,6 @@ ln -sf /proc/self/fd/0 $R/dev/stdin
 ln -sf /proc/self/fd/1 $R/dev/stdout
 ln -sf /proc/self/fd/2 $R/dev/stderr
 mount -t tmpfs -o mode=755 tmpfs $R/run
-mount -t tmpfs -o mode=1777 tmpfs $R/tmp
 
 # LIO writes PR/ALUA metadata from kernel threads rooted here, not in $R.
 mkdir -p /var/target/pr /var/target/alua
