@@ -279,19 +279,11 @@ impl Daemon {
     /// kernel not to wait for replies any more, and stops the workers.
     pub async fn shutdown(mut self) {
         let devices: Vec<Served> = self.devices.drain().map(|(_, s)| s).collect();
-        futures_join_all(devices.iter().map(|s| s.handle.close())).await;
+        futures::future::join_all(devices.iter().map(|s| s.handle.close())).await;
         if let Err(e) = self.control.set_features(false) {
             warn!("cannot tell the kernel to stop waiting for replies: {e}");
         }
         self.workers.shutdown();
-    }
-}
-
-/// Awaits every future (they are few; no need for a combinator crate).
-async fn futures_join_all<F: std::future::Future<Output = ()>>(futs: impl Iterator<Item = F>) {
-    let set: Vec<_> = futs.collect();
-    for f in set {
-        f.await;
     }
 }
 

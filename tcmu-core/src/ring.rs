@@ -412,7 +412,7 @@ impl CommandRing {
     pub fn complete(&mut self, cmd_id: u16, c: &Completion) -> Result<(), RingError> {
         // Find the next slot that carries a command: PAD and TMR slots are
         // skipped by the kernel when it reaps, and so here.
-        let pos = loop {
+        let (pos, len) = loop {
             if self.tail == self.next {
                 return Err(RingError::NoSlot);
             }
@@ -427,9 +427,8 @@ impl CommandRing {
                     why: "completion slot too short",
                 });
             }
-            break self.tail;
+            break (self.tail, len);
         };
-        let (len, _, _) = self.header(pos)?;
         let off = self.entry_off(pos);
         let mut uflags = 0u8;
         if c.unknown_op {
