@@ -39,6 +39,41 @@ impl DataBuf {
         })
     }
 
+    /// A zero-filled buffer of `len` bytes in fresh anonymous memory, for
+    /// I/O the runtime does on its own behalf (compare, copy, verify)
+    /// rather than into a command's ring buffers.
+    pub fn scratch(len: usize) -> std::io::Result<Self> {
+        let map = Arc::new(Mapping::anonymous(len.max(1))?);
+        Self::new(map, 0, len).map_err(|e| std::io::Error::other(e.to_string()))
+    }
+
+    /// Another handle to the same bytes, e.g. to look at a scratch buffer
+    /// after lending it to a handler. Never use both handles while either
+    /// is inside an I/O operation.
+    pub fn alias(&self) -> Self {
+        Self {
+            map: self.map.clone(),
+            offset: self.offset,
+            len: self.len,
+            init: self.init,
+        }
+    }
+
+    /// Splits the buffer at `at`: `self` keeps `[0, at)`, the returned
+    /// buffer is `[at, len)` of the same memory.
+    pub fn split_off(&mut self, at: usize) -> Self {
+        let at = at.min(self.len);
+        let tail = Self {
+            map: self.map.clone(),
+            offset: self.offset + at,
+            len: self.len - at,
+            init: self.init.saturating_sub(at),
+        };
+        self.len = at;
+        self.init = self.init.min(at);
+        tail
+    }
+
     /// Offset of this buffer from the start of the mapping.
     pub fn offset(&self) -> usize {
         self.offset
@@ -158,6 +193,26 @@ pub fn truncate_list(bufs: &mut Vec<DataBuf>, len: usize) {
     });
 }
 
+/// Splits a list of buffers at byte `at`: `bufs` keeps the first `at`
+/// bytes, the returned list holds the rest.
+pub fn split_list(bufs: &mut Vec<DataBuf>, at: usize) -> Vec<DataBuf> {
+    let mut start = 0;
+    let mut i = 0;
+    while i < bufs.len() && start + bufs[i].len() <= at {
+        start += bufs[i].len();
+        i += 1;
+    }
+    let mut tail = bufs.split_off(i);
+    if let Some(first) = tail.first_mut() {
+        if at > start {
+            let rest = first.split_off(at - start);
+            let head = std::mem::replace(first, rest);
+            bufs.push(head);
+        }
+    }
+    tail
+}
+
 /// Copies `src` across `bufs` in order, zero-filling whatever is left of
 /// them, and returns how many bytes of `src` were placed. Zero-filling keeps
 /// a previous command's bytes from leaking to this initiator.
@@ -247,5 +302,39 @@ mod tests {
         assert_eq!(list.len(), 1);
         assert_eq!(total_len(&list), 3);
         assert!(DataBuf::new(m, 4090, 7).is_err());
+    }
+
+    #[test]
+    fn split_lists() {
+        let m = Arc::new(Mapping::anonymous(4096).unwrap());
+        let bytes: Vec<u8> = (0..12).collect();
+        let mut bufs = vec![
+            DataBuf::new(m.clone(), 0, 4).unwrap(),
+            DataBuf::new(m.clone(), 100, 4).unwrap(),
+            DataBuf::new(m.clone(), 200, 4).unwrap(),
+        ];
+        scatter(&bufs, &bytes);
+        // In the middle of a buffer.
+        let tail = split_list(&mut bufs, 6);
+        assert_eq!(gather(&bufs, 100), (0..6).collect::<Vec<u8>>());
+        assert_eq!(gather(&tail, 100), (6..12).collect::<Vec<u8>>());
+        // On a boundary, at 0 and past the end.
+        let mut again = vec![
+            DataBuf::new(m.clone(), 0, 4).unwrap(),
+            DataBuf::new(m, 100, 4).unwrap(),
+        ];
+        assert_eq!(total_len(&split_list(&mut again, 4)), 4);
+        assert_eq!(total_len(&again), 4);
+        assert_eq!(total_len(&split_list(&mut again, 9)), 0);
+        assert_eq!(total_len(&split_list(&mut again, 0)), 4);
+        assert!(again.is_empty());
+    }
+
+    #[test]
+    fn scratch_is_zeroed() {
+        let b = DataBuf::scratch(8192).unwrap();
+        assert_eq!(b.len(), 8192);
+        assert!(b.to_vec().iter().all(|&x| x == 0));
+        assert_eq!(DataBuf::scratch(0).unwrap().len(), 0);
     }
 }

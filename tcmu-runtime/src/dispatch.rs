@@ -11,10 +11,13 @@ use std::panic::AssertUnwindSafe;
 use futures::FutureExt;
 use tcmu_core::buf::{self, DataBuf};
 use tcmu_core::{CmdEntry, Completion};
+use tcmu_scsi::lba_status::{self, Extent, Provisioning};
 use tcmu_scsi::{Command, DeviceParams, DeviceState, Outcome, Response, Sense, Status};
 use tracing::{debug, error, warn};
 
-use crate::handler::{BlockError, BlockHandler, CmdReply, ScsiCmd};
+use crate::fallback;
+use crate::handler::{BlockError, BlockHandler, CmdReply, CompareError, ScsiCmd};
+use crate::range_lock::RangeLocks;
 
 /// Largest data-out the generic layer copies for parsing (UNMAP lists,
 /// MODE SELECT pages, WRITE SAME blocks).
@@ -32,6 +35,8 @@ pub(crate) struct DeviceCtx {
     pub state: RefCell<DeviceState>,
     /// Where the unit serial number is read from, if anywhere.
     pub configfs: Option<tcmu_core::configfs::DeviceDir>,
+    /// LBA range locks (COMPARE AND WRITE atomicity).
+    pub locks: RangeLocks,
 }
 
 impl DeviceCtx {
@@ -137,6 +142,35 @@ async fn guarded<T>(
     }
 }
 
+/// Completion for a compare (COMPARE AND WRITE, VERIFY): MISCOMPARE with
+/// the offset of the first differing byte, or the backend's error.
+fn compare_result(
+    ctx: &DeviceCtx,
+    what: &str,
+    dir: Dir,
+    r: Result<(), CompareError>,
+) -> Completion {
+    match r {
+        Ok(()) => Completion::good(),
+        Err(CompareError::Miscompare(at)) => check(&Sense::miscompare(at)),
+        Err(CompareError::Block(e)) => io_result(ctx, what, dir, Err(e)),
+    }
+}
+
+/// Flushes after a write when FUA asks for it or the write cache is off.
+async fn make_durable(
+    ctx: &DeviceCtx,
+    fua: bool,
+    write_cache: bool,
+    r: Result<(), BlockError>,
+) -> Result<(), BlockError> {
+    if r.is_ok() && (fua || !write_cache) {
+        guarded(ctx, "flush", ctx.handler.flush()).await
+    } else {
+        r
+    }
+}
+
 fn io_result(ctx: &DeviceCtx, what: &str, dir: Dir, r: Result<(), BlockError>) -> Completion {
     match r {
         Ok(()) => Completion::good(),
@@ -145,6 +179,51 @@ fn io_result(ctx: &DeviceCtx, what: &str, dir: Dir, r: Result<(), BlockError>) -
                 warn!(device = %ctx.name, "{what} failed: {e}");
             }
             check(&sense_for(&e, dir))
+        }
+    }
+}
+
+/// [`guarded`] for compares.
+async fn guarded_compare(
+    ctx: &DeviceCtx,
+    fut: impl std::future::Future<Output = Result<(), CompareError>>,
+) -> Result<(), CompareError> {
+    match AssertUnwindSafe(fut).catch_unwind().await {
+        Ok(r) => r,
+        Err(_) => {
+            error!(device = %ctx.name, "handler panicked during a compare");
+            Err(CompareError::Block(BlockError::Sense(
+                Sense::internal_target_failure(),
+            )))
+        }
+    }
+}
+
+/// WRITE SAME (and FORMAT UNIT's zeroing): deallocate when allowed and the
+/// blocks then read as the (all-zero) pattern, else the handler's native
+/// WRITE SAME, else plain writes.
+async fn write_same(
+    ctx: &DeviceCtx,
+    off: u64,
+    len: u64,
+    unmap: bool,
+    block: &[u8],
+) -> Result<(), BlockError> {
+    let h = &ctx.handler;
+    if let Some(u) = h.as_unmap() {
+        if unmap && u.unmap_params().reads_zeroes && block.iter().all(|&b| b == 0) {
+            return guarded(ctx, "unmap", u.unmap(off, len)).await;
+        }
+    }
+    match h.as_write_same() {
+        Some(native) => guarded(ctx, "write same", native.write_same(off, len, block)).await,
+        None => {
+            guarded(
+                ctx,
+                "write same",
+                fallback::write_same(h.as_ref(), off, len, block),
+            )
+            .await
         }
     }
 }
@@ -201,6 +280,7 @@ pub(crate) async fn run(ctx: &DeviceCtx, cmd: CmdEntry) -> Completion {
     match outcome {
         Outcome::Done(resp) => respond(resp, &data),
         Outcome::Read { lba, blocks, .. } => {
+            let _range = ctx.locks.shared(lba, u64::from(blocks)).await;
             let len = (u64::from(blocks) * bs) as usize;
             // An initiator that expects more than the CDB asks for gets
             // zeroes and a residual, never an earlier command's bytes.
@@ -219,13 +299,12 @@ pub(crate) async fn run(ctx: &DeviceCtx, cmd: CmdEntry) -> Completion {
             }
         }
         Outcome::Write { lba, blocks, fua } => {
+            let _range = ctx.locks.shared(lba, u64::from(blocks)).await;
             let len = u64::from(blocks) * bs;
             buf::truncate_list(&mut data, len as usize);
             let bufs = data.into_iter().map(DataBuf::into_filled).collect();
-            let mut r = guarded(ctx, "write", h.write(lba * bs, bufs)).await;
-            if r.is_ok() && (fua || !write_cache) {
-                r = guarded(ctx, "flush", h.flush()).await;
-            }
+            let r = guarded(ctx, "write", h.write(lba * bs, bufs)).await;
+            let r = make_durable(ctx, fua, write_cache, r).await;
             io_result(ctx, "write", Dir::Write, r)
         }
         Outcome::Flush => {
@@ -233,12 +312,16 @@ pub(crate) async fn run(ctx: &DeviceCtx, cmd: CmdEntry) -> Completion {
             io_result(ctx, "flush", Dir::Write, r)
         }
         Outcome::Unmap(ranges) => {
+            let Some(unmapper) = h.as_unmap() else {
+                return check(&Sense::invalid_command_opcode());
+            };
             let mut r = Ok(());
             for range in ranges {
+                let _range = ctx.locks.shared(range.lba, u64::from(range.blocks)).await;
                 r = guarded(
                     ctx,
                     "unmap",
-                    h.unmap(range.lba * bs, u64::from(range.blocks) * bs),
+                    unmapper.unmap(range.lba * bs, u64::from(range.blocks) * bs),
                 )
                 .await;
                 if r.is_err() {
@@ -253,17 +336,106 @@ pub(crate) async fn run(ctx: &DeviceCtx, cmd: CmdEntry) -> Completion {
             unmap,
             block,
         } => {
+            let _range = ctx.locks.shared(lba, u64::from(blocks)).await;
             let (off, len) = (lba * bs, u64::from(blocks) * bs);
-            let zeroes_on_unmap = h.unmap_params().is_some_and(|p| p.reads_zeroes);
-            let mut r = if unmap && zeroes_on_unmap && block.iter().all(|&b| b == 0) {
-                guarded(ctx, "unmap", h.unmap(off, len)).await
-            } else {
-                guarded(ctx, "write same", h.write_same(off, len, &block)).await
-            };
-            if r.is_ok() && !write_cache {
-                r = guarded(ctx, "flush", h.flush()).await;
-            }
+            let r = write_same(ctx, off, len, unmap, &block).await;
+            let r = make_durable(ctx, false, write_cache, r).await;
             io_result(ctx, "write same", Dir::Write, r)
+        }
+        Outcome::CompareAndWrite { lba, blocks, fua } => {
+            let _range = ctx.locks.exclusive(lba, u64::from(blocks)).await;
+            let len = (u64::from(blocks) * bs) as usize;
+            let mut write = buf::split_list(&mut data, len);
+            buf::truncate_list(&mut write, len);
+            if buf::total_len(&data) < len || buf::total_len(&write) < len {
+                return check(&Sense::parameter_list_length_error());
+            }
+            let compare = buf::gather(&data, len);
+            let write: Vec<DataBuf> = write.into_iter().map(DataBuf::into_filled).collect();
+            let off = lba * bs;
+            let r = match h.as_compare_and_write() {
+                Some(native) => {
+                    guarded_compare(ctx, native.compare_and_write(off, &compare, write)).await
+                }
+                None => {
+                    guarded_compare(
+                        ctx,
+                        fallback::compare_and_write(h.as_ref(), off, &compare, write),
+                    )
+                    .await
+                }
+            };
+            let r = match r {
+                Ok(()) => make_durable(ctx, fua, write_cache, Ok(()))
+                    .await
+                    .map_err(CompareError::Block),
+                e => e,
+            };
+            compare_result(ctx, "compare and write", Dir::Write, r)
+        }
+        Outcome::Verify { lba, blocks, same } => {
+            let _range = ctx.locks.shared(lba, u64::from(blocks)).await;
+            let len = u64::from(blocks) * bs;
+            let want_len = if same { bs } else { len };
+            let expected = buf::gather(&data, want_len as usize);
+            if (expected.len() as u64) < want_len {
+                return check(&Sense::parameter_list_length_error());
+            }
+            let want = |at: u64, n: usize| -> Vec<u8> {
+                if same {
+                    expected
+                        .iter()
+                        .copied()
+                        .cycle()
+                        .skip((at % bs) as usize)
+                        .take(n)
+                        .collect()
+                } else {
+                    expected[at as usize..at as usize + n].to_vec()
+                }
+            };
+            let r = guarded_compare(ctx, fallback::verify(h.as_ref(), lba * bs, len, want)).await;
+            compare_result(ctx, "verify", Dir::Read, r)
+        }
+        Outcome::Format => {
+            let (blocks, size) = {
+                let p = ctx.params.borrow();
+                (p.num_blocks, p.num_blocks * bs)
+            };
+            let _range = ctx.locks.exclusive(0, blocks).await;
+            let block = vec![0u8; bs as usize];
+            let r = write_same(ctx, 0, size, true, &block).await;
+            let r = make_durable(ctx, true, write_cache, r).await;
+            io_result(ctx, "format", Dir::Write, r)
+        }
+        Outcome::LbaStatus { lba, alloc_len } => {
+            let num_blocks = ctx.params.borrow().num_blocks;
+            let left = num_blocks.saturating_sub(lba);
+            let extents = match h.as_lba_status() {
+                Some(s) => {
+                    // Enough for a full answer without scanning a huge
+                    // device to its end.
+                    let max = left.min(1 << 24) * bs;
+                    match guarded(
+                        ctx,
+                        "get lba status",
+                        s.lba_status(lba * bs, max, bs as u32),
+                    )
+                    .await
+                    {
+                        Ok(e) => e,
+                        Err(e) => return io_result(ctx, "get lba status", Dir::Read, Err(e)),
+                    }
+                }
+                None => vec![Extent {
+                    blocks: left,
+                    status: Provisioning::Mapped,
+                }],
+            };
+            respond(
+                Response::data(lba_status::response(lba, &extents, alloc_len)),
+                &data,
+            )
         }
     }
 }

@@ -1,10 +1,14 @@
 //! The handler API: what a storage backend implements.
 //!
-//! A backend implements [`BlockHandler`] (`read`, `write`, `flush`, and
-//! optionally `unmap` and `write_same`); the generic layer answers every
-//! other SCSI command. A backend that wants to see commands first overrides
-//! [`BlockHandler::handle_cmd`] and returns `None` for the ones the generic
-//! layer should take.
+//! A backend implements [`BlockHandler`] (`read`, `write`, `flush`); the
+//! generic layer answers every other SCSI command, falling back to reads and
+//! writes where an operation has no backend support (WRITE SAME, COMPARE
+//! AND WRITE, VERIFY, EXTENDED COPY, FORMAT UNIT). Optional operations are
+//! separate opt-in traits ([`Unmap`], [`WriteSame`], [`CompareAndWrite`],
+//! [`CopyOffload`], [`LbaStatus`]) that a backend implements when it can do
+//! better, and announces through the matching `as_*` method. A backend that
+//! wants to see commands first overrides [`BlockHandler::handle_cmd`] and
+//! returns `None` for the ones the generic layer should take.
 //!
 //! Handlers run on one worker thread (thread-per-core): their futures need
 //! not be `Send`. Buffers are [`DataBuf`]s, ranges of the ring's data area
@@ -15,6 +19,7 @@ use std::io;
 
 use async_trait::async_trait;
 use tcmu_core::DataBuf;
+use tcmu_scsi::lba_status::Extent;
 use tcmu_scsi::{Sense, Status, UnmapParams};
 
 /// Why a handler operation failed; the runtime turns it into SCSI status.
@@ -99,25 +104,38 @@ pub trait BlockHandler {
     /// Makes every acknowledged write durable.
     async fn flush(&self) -> Result<(), BlockError>;
 
-    /// Deallocates `len` bytes at `offset`; they must then read back as
-    /// zeroes if [`unmap_params`](Self::unmap_params) says `reads_zeroes`.
-    async fn unmap(&self, _offset: u64, _len: u64) -> Result<(), BlockError> {
-        Err(BlockError::Unsupported)
+    /// Thin provisioning (UNMAP, WRITE SAME with UNMAP), if the backend
+    /// can deallocate blocks.
+    fn as_unmap(&self) -> Option<&dyn Unmap> {
+        None
     }
 
-    /// Writes `pattern` (one logical block) repeatedly over `len` bytes at
-    /// `offset`.
-    async fn write_same(&self, _offset: u64, _len: u64, _pattern: &[u8]) -> Result<(), BlockError> {
-        Err(BlockError::Unsupported)
+    /// Native WRITE SAME; without it the runtime writes the pattern with
+    /// [`write`](Self::write).
+    fn as_write_same(&self) -> Option<&dyn WriteSame> {
+        None
+    }
+
+    /// Native COMPARE AND WRITE; without it the runtime reads, compares and
+    /// writes while holding the range against other commands.
+    fn as_compare_and_write(&self) -> Option<&dyn CompareAndWrite> {
+        None
+    }
+
+    /// Copies inside the backend (EXTENDED COPY within one device); without
+    /// it the runtime reads and writes.
+    fn as_copy_offload(&self) -> Option<&dyn CopyOffload> {
+        None
+    }
+
+    /// Which ranges are allocated (GET LBA STATUS); without it every block
+    /// is reported mapped.
+    fn as_lba_status(&self) -> Option<&dyn LbaStatus> {
+        None
     }
 
     /// Sees every command first; `None` hands it to the generic layer.
     async fn handle_cmd(&self, _cmd: &ScsiCmd<'_>) -> Option<CmdReply> {
-        None
-    }
-
-    /// Thin-provisioning limits when the handler supports [`unmap`](Self::unmap).
-    fn unmap_params(&self) -> Option<UnmapParams> {
         None
     }
 
@@ -138,4 +156,72 @@ pub trait BlockHandler {
 
     /// Releases the backend; called once, after the last command finished.
     async fn close(&self) {}
+}
+
+/// Deallocation of blocks (thin provisioning).
+#[async_trait(?Send)]
+pub trait Unmap {
+    /// Deallocates `len` bytes at `offset`; they must then read back as
+    /// zeroes if [`unmap_params`](Self::unmap_params) says `reads_zeroes`.
+    async fn unmap(&self, offset: u64, len: u64) -> Result<(), BlockError>;
+
+    /// The limits reported in the Block Limits VPD page and enforced on
+    /// UNMAP.
+    fn unmap_params(&self) -> UnmapParams;
+}
+
+/// A native WRITE SAME.
+#[async_trait(?Send)]
+pub trait WriteSame {
+    /// Writes `pattern` (one logical block) repeatedly over `len` bytes at
+    /// `offset`.
+    async fn write_same(&self, offset: u64, len: u64, pattern: &[u8]) -> Result<(), BlockError>;
+}
+
+/// Why a compare-and-write or verify did not write.
+#[derive(Debug, thiserror::Error)]
+pub enum CompareError {
+    /// The data differ; the value is the byte offset of the first
+    /// difference, counted from the start of the compared range.
+    #[error("miscompare at byte {0}")]
+    Miscompare(u64),
+    /// The backend failed.
+    #[error(transparent)]
+    Block(#[from] BlockError),
+}
+
+/// A native, atomic COMPARE AND WRITE.
+#[async_trait(?Send)]
+pub trait CompareAndWrite {
+    /// Compares the bytes at `offset` with `compare` and, only if they are
+    /// equal, writes `write` (as many bytes as `compare`) there, atomically
+    /// with respect to every other write to the range.
+    async fn compare_and_write(
+        &self,
+        offset: u64,
+        compare: &[u8],
+        write: Vec<DataBuf>,
+    ) -> Result<(), CompareError>;
+}
+
+/// Copies inside one backend.
+#[async_trait(?Send)]
+pub trait CopyOffload {
+    /// Copies `len` bytes from `src` to `dst` (byte offsets of this
+    /// device; the ranges may overlap only if `src >= dst`).
+    async fn copy(&self, src: u64, dst: u64, len: u64) -> Result<(), BlockError>;
+}
+
+/// Allocation status of the backing store.
+#[async_trait(?Send)]
+pub trait LbaStatus {
+    /// The provisioning status of the blocks from byte `offset` on, as runs
+    /// of `block_size`-byte blocks covering at least the first block and at
+    /// most `len` bytes.
+    async fn lba_status(
+        &self,
+        offset: u64,
+        len: u64,
+        block_size: u32,
+    ) -> Result<Vec<Extent>, BlockError>;
 }

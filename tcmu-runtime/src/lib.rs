@@ -13,12 +13,17 @@
 mod device;
 mod dispatch;
 pub mod factory;
+mod fallback;
 pub mod handler;
+mod range_lock;
 mod worker;
 
 pub use device::RingSource;
 pub use factory::{split_dev_config, DeviceConfig, Handler, HandlerFactory, Registry};
-pub use handler::{BlockError, BlockHandler, CmdReply, ReconfigRequest, ScsiCmd};
+pub use handler::{
+    BlockError, BlockHandler, CmdReply, CompareAndWrite, CompareError, CopyOffload, LbaStatus,
+    ReconfigRequest, ScsiCmd, Unmap, WriteSame,
+};
 pub use worker::{DeviceHandle, DeviceSpec, Workers};
 
 /// Re-exported so handlers and embedders name the same types.

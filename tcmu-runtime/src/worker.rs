@@ -166,7 +166,7 @@ async fn open_device(req: OpenRequest) {
         }
     };
     let mut params = spec.params;
-    params.unmap = handler.unmap_params();
+    params.unmap = handler.as_unmap().map(|u| u.unmap_params());
     let write_cache = spec.config.write_cache || handler.has_write_cache();
     let ctx = Rc::new(DeviceCtx {
         name: name.clone(),
@@ -174,6 +174,7 @@ async fn open_device(req: OpenRequest) {
         params: RefCell::new(params),
         state: RefCell::new(DeviceState::new(write_cache)),
         configfs: spec.configfs,
+        locks: Default::default(),
     });
     let (tx, rx) = mpsc::unbounded_channel();
     let handle = DeviceHandle {

@@ -14,7 +14,7 @@ use tcmu_core::sim::{SimCompletion, SimConfig, SimData, SimKernel};
 use tcmu_core::DataBuf;
 use tcmu_runtime::tcmu_scsi::{DeviceParams, UnmapParams};
 use tcmu_runtime::{
-    BlockError, BlockHandler, DeviceConfig, DeviceSpec, Handler, HandlerFactory, RingSource,
+    BlockError, BlockHandler, DeviceConfig, DeviceSpec, Handler, HandlerFactory, RingSource, Unmap,
     Workers,
 };
 
@@ -54,15 +54,24 @@ impl BlockHandler for MemDisk {
     async fn flush(&self) -> Result<(), BlockError> {
         Ok(())
     }
+    fn as_unmap(&self) -> Option<&dyn Unmap> {
+        Some(self)
+    }
+}
+
+/// Only thin provisioning is native: WRITE SAME, COMPARE AND WRITE, VERIFY
+/// and FORMAT UNIT go through the runtime's generic fallbacks.
+#[async_trait(?Send)]
+impl Unmap for MemDisk {
     async fn unmap(&self, offset: u64, len: u64) -> Result<(), BlockError> {
         self.0.borrow_mut()[offset as usize..(offset + len) as usize].fill(0);
         Ok(())
     }
-    fn unmap_params(&self) -> Option<UnmapParams> {
-        Some(UnmapParams {
+    fn unmap_params(&self) -> UnmapParams {
+        UnmapParams {
             reads_zeroes: true,
             ..UnmapParams::default()
-        })
+        }
     }
 }
 
@@ -256,4 +265,95 @@ fn longer_buffers_than_the_cdb_get_zeroes_and_a_residual() {
     assert_eq!(r.status, 0);
     assert_eq!(r.read_len, Some(512));
     assert_eq!(r.data_in, vec![0x5a; 512]);
+}
+
+fn cdb16(op: u8, b1: u8, lba: u64, n: u32) -> Vec<u8> {
+    let mut c = vec![0u8; 16];
+    c[0] = op;
+    c[1] = b1;
+    c[2..10].copy_from_slice(&lba.to_be_bytes());
+    c[10..14].copy_from_slice(&n.to_be_bytes());
+    c
+}
+
+#[test]
+fn compare_and_write_by_fallback() {
+    let mut rig = Rig::new();
+    rig.run(&rw10(0x2a, 20, 1), SimData::Out(vec![1; 512]));
+    let caw = {
+        let mut c = vec![0u8; 16];
+        c[0] = 0x89;
+        c[2..10].copy_from_slice(&20u64.to_be_bytes());
+        c[13] = 1;
+        c
+    };
+    // Equal: the second half is written.
+    let mut out = vec![1u8; 512];
+    out.extend(vec![2u8; 512]);
+    let c = rig.run(&caw, SimData::Out(out));
+    assert_eq!(c.status, 0, "sense {:?}", &c.sense[..18]);
+    let r = rig.run(&rw10(0x28, 20, 1), SimData::In(512));
+    assert_eq!(r.data_in, vec![2u8; 512]);
+    // Different at byte 100: MISCOMPARE, INFORMATION = 100, nothing written.
+    let mut out = vec![2u8; 512];
+    out[100] = 9;
+    out.extend(vec![3u8; 512]);
+    let c = rig.run(&caw, SimData::Out(out));
+    assert_eq!(c.status, 2);
+    assert_eq!(sense_key_asc(&c), (0x0e, 0x1d, 0));
+    assert_eq!(c.sense[0] & 0x80, 0x80, "VALID");
+    assert_eq!(&c.sense[3..7], &100u32.to_be_bytes());
+    let r = rig.run(&rw10(0x28, 20, 1), SimData::In(512));
+    assert_eq!(r.data_in, vec![2u8; 512]);
+}
+
+#[test]
+fn verify_compares_data() {
+    let mut rig = Rig::new();
+    let data: Vec<u8> = (0..1024).map(|i| (i % 251) as u8).collect();
+    rig.run(&rw10(0x2a, 30, 2), SimData::Out(data.clone()));
+    // BYTCHK=1, equal.
+    let mut v = rw10(0x2f, 30, 2);
+    v[1] = 0x02;
+    assert_eq!(rig.run(&v, SimData::Out(data.clone())).status, 0);
+    // BYTCHK=1, different in the second block.
+    let mut bad = data.clone();
+    bad[700] ^= 1;
+    let c = rig.run(&v, SimData::Out(bad));
+    assert_eq!(sense_key_asc(&c), (0x0e, 0x1d, 0));
+    assert_eq!(&c.sense[3..7], &700u32.to_be_bytes());
+    // BYTCHK=3: one block compared with each.
+    rig.run(&rw10(0x2a, 40, 3), SimData::Out(vec![7; 1536]));
+    let mut v = rw10(0x2f, 40, 3);
+    v[1] = 0x06;
+    assert_eq!(rig.run(&v, SimData::Out(vec![7; 512])).status, 0);
+    let c = rig.run(&v, SimData::Out(vec![8; 512]));
+    assert_eq!(sense_key_asc(&c), (0x0e, 0x1d, 0));
+}
+
+#[test]
+fn write_same_by_fallback_and_format() {
+    let mut rig = Rig::new();
+    // WRITE SAME(16) of a pattern over 300 blocks, without native support.
+    let block: Vec<u8> = (0..512).map(|i| i as u8).collect();
+    let c = rig.run(&cdb16(0x93, 0, 100, 300), SimData::Out(block.clone()));
+    assert_eq!(c.status, 0, "sense {:?}", &c.sense[..18]);
+    let r = rig.run(&rw10(0x28, 399, 1), SimData::In(512));
+    assert_eq!(r.data_in, block);
+    // FORMAT UNIT leaves every block reading zeroes.
+    assert_eq!(rig.run(&[0x04, 0, 0, 0, 0, 0], SimData::None).status, 0);
+    let r = rig.run(&rw10(0x28, 100, 8), SimData::In(4096));
+    assert_eq!(r.data_in, vec![0; 4096]);
+}
+
+#[test]
+fn lba_status_without_handler_support_is_all_mapped() {
+    let mut rig = Rig::new();
+    let c = rig.run(&cdb16(0x9e, 0x12, 2000, 64), SimData::In(64));
+    assert_eq!(c.status, 0);
+    assert_eq!(&c.data_in[..4], &[0, 0, 0, 20]);
+    assert_eq!(&c.data_in[8..16], &2000u64.to_be_bytes());
+    assert_eq!(&c.data_in[16..20], &48u32.to_be_bytes());
+    assert_eq!(c.data_in[20], 0, "mapped");
+    assert_eq!(c.read_len, Some(24));
 }

@@ -166,6 +166,60 @@ pub enum Command {
         /// ALLOCATION LENGTH.
         alloc_len: u32,
     },
+    /// COMPARE AND WRITE: compare `blocks` blocks at `lba` with the first
+    /// half of the data-out buffer and, if equal, write the second half.
+    CompareAndWrite {
+        /// Starting LBA.
+        lba: u64,
+        /// NUMBER OF LOGICAL BLOCKS.
+        blocks: u8,
+        /// FUA.
+        fua: bool,
+    },
+    /// FORMAT UNIT.
+    FormatUnit {
+        /// FMTPINFO (protection information format).
+        fmtpinfo: u8,
+        /// LONGLIST: the parameter list header is 8 bytes, not 4.
+        longlist: bool,
+        /// FMTDATA: a parameter list follows.
+        fmtdata: bool,
+    },
+    /// GET LBA STATUS (SERVICE ACTION IN (16), service action 0x12).
+    GetLbaStatus {
+        /// STARTING LOGICAL BLOCK ADDRESS.
+        lba: u64,
+        /// ALLOCATION LENGTH.
+        alloc_len: u32,
+    },
+    /// EXTENDED COPY (LID1 when `service_action` is 0).
+    ExtendedCopy {
+        /// SERVICE ACTION (byte 1, bits 4..0).
+        service_action: u8,
+        /// PARAMETER LIST LENGTH.
+        param_len: u32,
+    },
+    /// RECEIVE COPY RESULTS.
+    ReceiveCopyResults {
+        /// SERVICE ACTION (byte 1, bits 4..0).
+        service_action: u8,
+        /// LIST IDENTIFIER.
+        list_id: u8,
+        /// ALLOCATION LENGTH.
+        alloc_len: u32,
+    },
+    /// REPORT TARGET PORT GROUPS (MAINTENANCE IN, service action 0x0A).
+    ReportTargetPortGroups {
+        /// PARAMETER DATA FORMAT 001b: the extended header is wanted.
+        extended: bool,
+        /// ALLOCATION LENGTH.
+        alloc_len: u32,
+    },
+    /// SET TARGET PORT GROUPS (MAINTENANCE OUT, service action 0x0A).
+    SetTargetPortGroups {
+        /// PARAMETER LIST LENGTH.
+        param_len: u32,
+    },
     /// Any other opcode; answered INVALID COMMAND OPERATION CODE.
     Unsupported(u8),
 }
@@ -180,6 +234,9 @@ impl Command {
             Command::ModeSelect { .. }
                 | Command::Unmap { .. }
                 | Command::WriteSame { ndob: false, .. }
+                | Command::FormatUnit { fmtdata: true, .. }
+                | Command::ExtendedCopy { .. }
+                | Command::SetTargetPortGroups { .. }
         )
     }
 
@@ -203,6 +260,13 @@ impl Command {
             Command::PreFetch { .. } => "PRE-FETCH",
             Command::Seek => "SEEK",
             Command::ReportSupportedOpcodes { .. } => "REPORT SUPPORTED OPERATION CODES",
+            Command::CompareAndWrite { .. } => "COMPARE AND WRITE",
+            Command::FormatUnit { .. } => "FORMAT UNIT",
+            Command::GetLbaStatus { .. } => "GET LBA STATUS",
+            Command::ExtendedCopy { .. } => "EXTENDED COPY",
+            Command::ReceiveCopyResults { .. } => "RECEIVE COPY RESULTS",
+            Command::ReportTargetPortGroups { .. } => "REPORT TARGET PORT GROUPS",
+            Command::SetTargetPortGroups { .. } => "SET TARGET PORT GROUPS",
             Command::Unsupported(_) => "UNSUPPORTED",
         }
     }
@@ -289,6 +353,10 @@ fn decode_known(opcode: u8, cdb: &[u8]) -> Option<Result<Command, Sense>> {
             op::SAI_READ_CAPACITY_16 => Ok(Command::ReadCapacity16 {
                 alloc_len: be32(cdb, 10),
             }),
+            op::SAI_GET_LBA_STATUS => Ok(Command::GetLbaStatus {
+                lba: be64(cdb, 2),
+                alloc_len: be32(cdb, 10),
+            }),
             _ => Err(Sense::invalid_field_in_cdb(1, Some(4))),
         },
         op::MAINTENANCE_IN => match b1 & 0x1f {
@@ -299,8 +367,37 @@ fn decode_known(opcode: u8, cdb: &[u8]) -> Option<Result<Command, Sense>> {
                 service_action: be16(cdb, 4),
                 alloc_len: be32(cdb, 6),
             }),
+            op::MI_REPORT_TARGET_PGS => Ok(Command::ReportTargetPortGroups {
+                extended: b1 >> 5 == 0x01,
+                alloc_len: be32(cdb, 6),
+            }),
             _ => Err(Sense::invalid_field_in_cdb(1, Some(4))),
         },
+        op::MAINTENANCE_OUT => match b1 & 0x1f {
+            op::MO_SET_TARGET_PGS => Ok(Command::SetTargetPortGroups {
+                param_len: be32(cdb, 6),
+            }),
+            _ => Err(Sense::invalid_field_in_cdb(1, Some(4))),
+        },
+        op::COMPARE_AND_WRITE => check_protect(cdb).map(|()| Command::CompareAndWrite {
+            lba: be64(cdb, 2),
+            blocks: u8_at(cdb, 13),
+            fua: bit(b1, 0x08),
+        }),
+        op::FORMAT_UNIT => Ok(Command::FormatUnit {
+            fmtpinfo: b1 >> 6,
+            longlist: bit(b1, 0x20),
+            fmtdata: bit(b1, 0x10),
+        }),
+        op::EXTENDED_COPY => Ok(Command::ExtendedCopy {
+            service_action: b1 & 0x1f,
+            param_len: be32(cdb, 10),
+        }),
+        op::RECEIVE_COPY_RESULTS => Ok(Command::ReceiveCopyResults {
+            service_action: b1 & 0x1f,
+            list_id: u8_at(cdb, 2),
+            alloc_len: be32(cdb, 10),
+        }),
         op::MODE_SENSE_6 | op::MODE_SENSE_10 => {
             let ten = opcode == op::MODE_SENSE_10;
             let b2 = u8_at(cdb, 2);
@@ -481,8 +578,7 @@ mod tests {
         assert_eq!(decode(&[]), Err(Sense::invalid_command_opcode()));
         assert_eq!(decode(&[0xc0]), Ok(Command::Unsupported(0xc0)));
         assert_eq!(decode(&[0x7f; 32]), Ok(Command::Unsupported(0x7f)));
-        assert_eq!(ok(&[0x89], 16), Command::Unsupported(0x89));
-        assert_eq!(ok(&[0x83], 16), Command::Unsupported(0x83));
+        assert_eq!(ok(&[0xc1], 16), Command::Unsupported(0xc1));
         // Unknown opcodes are never length-checked.
         assert_eq!(decode(&[0x4d]), Ok(Command::Unsupported(0x4d)));
     }
@@ -566,7 +662,7 @@ mod tests {
             Command::ReadCapacity16 { alloc_len: 32 }
         );
         assert_eq!(
-            err(&[0x9e, 0x12], 16),
+            err(&[0x9e, 0x13], 16),
             Sense::invalid_field_in_cdb(1, Some(4))
         );
     }
@@ -859,7 +955,7 @@ mod tests {
             }
         );
         assert_eq!(
-            err(&[0xa3, 0x0a], 12),
+            err(&[0xa3, 0x0b], 12),
             Sense::invalid_field_in_cdb(1, Some(4))
         );
     }

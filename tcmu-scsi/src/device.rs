@@ -54,6 +54,9 @@ pub struct DeviceParams {
     pub unmap: Option<UnmapParams>,
     /// MAXIMUM WRITE SAME LENGTH in blocks. 0 = no limit.
     pub max_write_same_blocks: u32,
+    /// MAXIMUM COMPARE AND WRITE LENGTH in blocks (Block Limits VPD); 0
+    /// means COMPARE AND WRITE is not supported.
+    pub max_compare_write_blocks: u8,
     /// T10 vendor identification (8 bytes on the wire, space padded).
     pub vendor: String,
     /// Product identification (16 bytes on the wire, space padded).
@@ -79,7 +82,8 @@ pub struct DeviceParams {
 impl DeviceParams {
     /// Parameters for a device of `num_blocks` blocks of `block_size` bytes,
     /// with the TCMU defaults: 128-block transfers, no thin provisioning,
-    /// 4096-block WRITE SAME, "LIO-ORG"/"TCMU device"/"0002", no serial.
+    /// 4096-block WRITE SAME, 1-block COMPARE AND WRITE (like the kernel),
+    /// "LIO-ORG"/"TCMU device"/"0002", no serial.
     pub fn new(block_size: u32, num_blocks: u64) -> Self {
         Self {
             block_size,
@@ -88,6 +92,7 @@ impl DeviceParams {
             optimal_transfer_blocks: 128,
             unmap: None,
             max_write_same_blocks: 0x1000,
+            max_compare_write_blocks: 1,
             vendor: "LIO-ORG".to_owned(),
             product: "TCMU device".to_owned(),
             revision: "0002".to_owned(),

@@ -99,6 +99,38 @@ pub enum Outcome {
         /// One logical block of data (zeroes for NDOB).
         block: Vec<u8>,
     },
+    /// COMPARE AND WRITE: atomically compare `blocks` blocks at `lba` with
+    /// the first half of the data-out buffer and, if they are equal, write
+    /// its second half (else MISCOMPARE with the offset of the first
+    /// differing byte). The range is checked.
+    CompareAndWrite {
+        /// First block.
+        lba: u64,
+        /// Number of blocks, never 0.
+        blocks: u32,
+        /// FUA as the initiator sent it.
+        fua: bool,
+    },
+    /// VERIFY with BYTCHK: compare the medium with the data-out buffer
+    /// (MISCOMPARE with the offset of the first differing byte).
+    Verify {
+        /// First block.
+        lba: u64,
+        /// Number of blocks, never 0.
+        blocks: u32,
+        /// BYTCHK 11b: the data-out is one block, compared with every block.
+        same: bool,
+    },
+    /// FORMAT UNIT: initialise the whole medium so that it reads zeroes.
+    Format,
+    /// GET LBA STATUS from `lba` (checked to lie on the device): answer with
+    /// [`crate::lba_status::response`] and the handler's extents.
+    LbaStatus {
+        /// STARTING LOGICAL BLOCK ADDRESS.
+        lba: u64,
+        /// ALLOCATION LENGTH.
+        alloc_len: u32,
+    },
 }
 
 fn done(r: Result<Vec<u8>, Sense>, alloc_len: usize) -> Outcome {
@@ -277,16 +309,46 @@ pub fn execute(
             lba,
             blocks,
             bytchk,
-            ..
-        } => {
-            if bytchk != 0 {
-                // Comparing data needs the handler; not supported yet.
-                check(Sense::invalid_field_in_cdb(1, Some(2)))
+            cdb_len,
+        } => match bytchk {
+            // Medium verification only: the medium is always readable.
+            0 => match params.check_range(lba, u64::from(blocks)) {
+                Ok(()) => good(),
+                Err(s) => check(s),
+            },
+            1 | 3 => checked_io(params, lba, blocks, cdb_len, || Outcome::Verify {
+                lba,
+                blocks,
+                same: bytchk == 3,
+            }),
+            // 10b is reserved.
+            _ => check(Sense::invalid_field_in_cdb(1, Some(2))),
+        },
+        Command::CompareAndWrite { lba, blocks, fua } => {
+            if blocks > params.max_compare_write_blocks {
+                check(Sense::invalid_field_in_cdb(13, None))
             } else {
-                match params.check_range(lba, u64::from(blocks)) {
-                    Ok(()) => good(),
-                    Err(s) => check(s),
-                }
+                let blocks = u32::from(blocks);
+                checked_io(params, lba, blocks, 16, || Outcome::CompareAndWrite {
+                    lba,
+                    blocks,
+                    fua,
+                })
+            }
+        }
+        Command::FormatUnit {
+            fmtpinfo,
+            longlist,
+            fmtdata,
+        } => match format_unit(fmtpinfo, longlist, fmtdata, data_out) {
+            Ok(()) => Outcome::Format,
+            Err(s) => check(s),
+        },
+        Command::GetLbaStatus { lba, alloc_len } => {
+            if lba >= params.num_blocks {
+                check(Sense::lba_out_of_range())
+            } else {
+                Outcome::LbaStatus { lba, alloc_len }
             }
         }
         Command::Unmap { anchor, param_len } => {
@@ -320,8 +382,51 @@ pub fn execute(
             opcodes::report(params, rctd, options, opcode, service_action),
             usize::try_from(alloc_len).unwrap_or(usize::MAX),
         ),
-        Command::Unsupported(_) => check(Sense::invalid_command_opcode()),
+        // Wired to the copy and ALUA emulation next.
+        Command::ExtendedCopy { .. }
+        | Command::ReceiveCopyResults { .. }
+        | Command::ReportTargetPortGroups { .. }
+        | Command::SetTargetPortGroups { .. }
+        | Command::Unsupported(_) => check(Sense::invalid_command_opcode()),
     }
+}
+
+/// Checks a FORMAT UNIT: no protection information, and a parameter list
+/// (if any) that asks for nothing but an optional IMMED: no initialization
+/// pattern, no defect list.
+fn format_unit(fmtpinfo: u8, longlist: bool, fmtdata: bool, data_out: &[u8]) -> Result<(), Sense> {
+    if fmtpinfo != 0 {
+        return Err(Sense::invalid_field_in_cdb(1, Some(7)));
+    }
+    if !fmtdata {
+        return Ok(());
+    }
+    let header = if longlist { 8 } else { 4 };
+    let Some(h) = data_out.get(..header) else {
+        return Err(Sense::parameter_list_length_error());
+    };
+    // Byte 1: FOV DPRY DCRT STPF IP obsolete IMMED VS. Without FOV the
+    // other option bits must be zero; IP (an initialization pattern) is
+    // not supported either way.
+    let fov = h[1] & 0x80 != 0;
+    if h[1] & 0x08 != 0 {
+        return Err(Sense::invalid_field_in_parameter_list(1, Some(3)));
+    }
+    if !fov && h[1] & 0x70 != 0 {
+        return Err(Sense::invalid_field_in_parameter_list(1, Some(6)));
+    }
+    let defects = if longlist {
+        crate::bytes::be32(h, 4)
+    } else {
+        u32::from(crate::bytes::be16(h, 2))
+    };
+    if defects != 0 {
+        return Err(Sense::invalid_field_in_parameter_list(
+            if longlist { 4 } else { 2 },
+            None,
+        ));
+    }
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -409,6 +514,87 @@ mod tests {
 
     fn run(cdb: &[u8], len: usize) -> Outcome {
         run_with(&params(), &mut DeviceState::default(), cdb, len, &[])
+    }
+
+    #[test]
+    fn compare_and_write() {
+        let caw =
+            |b1: u8, lba: u8, n: u8| run(&[0x89, b1, 0, 0, 0, 0, 0, 0, 0, lba, 0, 0, 0, n], 16);
+        assert_eq!(
+            caw(0x08, 7, 1),
+            Outcome::CompareAndWrite {
+                lba: 7,
+                blocks: 1,
+                fua: true
+            }
+        );
+        assert_eq!(caw(0, 7, 0), good());
+        assert_eq!(
+            sense_of(&caw(0, 7, 2)),
+            Some(Sense::invalid_field_in_cdb(13, None))
+        );
+        assert_eq!(
+            sense_of(&run(
+                &[0x89, 0, 0, 0, 0, 0, 0, 0, 0x03, 0xe8, 0, 0, 0, 1],
+                16
+            )),
+            Some(Sense::lba_out_of_range())
+        );
+        assert_eq!(
+            sense_of(&caw(0x20, 0, 1)),
+            Some(Sense::invalid_field_in_cdb(1, Some(7)))
+        );
+    }
+
+    #[test]
+    fn format_unit() {
+        let p = params();
+        let mut s = DeviceState::default();
+        let fmt = |cdb: &[u8], out: &[u8], s: &mut DeviceState| run_with(&p, s, cdb, 6, out);
+        assert_eq!(fmt(&[0x04], &[], &mut s), Outcome::Format);
+        // FMTDATA with IMMED, short and long headers.
+        assert_eq!(
+            fmt(&[0x04, 0x10], &[0, 0x02, 0, 0], &mut s),
+            Outcome::Format
+        );
+        assert_eq!(
+            fmt(&[0x04, 0x30], &[0, 0x02, 0, 0, 0, 0, 0, 0], &mut s),
+            Outcome::Format
+        );
+        assert_eq!(
+            sense_of(&fmt(&[0x04, 0x10], &[0, 0x02], &mut s)),
+            Some(Sense::parameter_list_length_error())
+        );
+        assert_eq!(
+            sense_of(&fmt(&[0x04, 0x10], &[0, 0x08, 0, 0], &mut s)),
+            Some(Sense::invalid_field_in_parameter_list(1, Some(3)))
+        );
+        assert_eq!(
+            sense_of(&fmt(&[0x04, 0x10], &[0, 0, 0, 4, 0, 0, 0, 0], &mut s)),
+            Some(Sense::invalid_field_in_parameter_list(2, None))
+        );
+        assert_eq!(
+            sense_of(&fmt(&[0x04, 0x40], &[], &mut s)),
+            Some(Sense::invalid_field_in_cdb(1, Some(7)))
+        );
+    }
+
+    #[test]
+    fn get_lba_status() {
+        assert_eq!(
+            run(&[0x9e, 0x12, 0, 0, 0, 0, 0, 0, 0x03, 0xe7, 0, 0, 0, 32], 16),
+            Outcome::LbaStatus {
+                lba: 999,
+                alloc_len: 32
+            }
+        );
+        assert_eq!(
+            sense_of(&run(
+                &[0x9e, 0x12, 0, 0, 0, 0, 0, 0, 0x03, 0xe8, 0, 0, 0, 32],
+                16
+            )),
+            Some(Sense::lba_out_of_range())
+        );
     }
 
     fn sense_of(o: &Outcome) -> Option<Sense> {
@@ -658,9 +844,31 @@ mod tests {
             sense_of(&run(&[0x2f, 0, 0, 0, 0, 1, 0, 0x03, 0xe8], 10)),
             Some(Sense::lba_out_of_range())
         );
+        // BYTCHK 01b and 11b compare data; 10b is reserved.
         assert_eq!(
-            sense_of(&run(&[0x2f, 0x02, 0, 0, 0, 0, 0, 0, 1], 10)),
+            run(&[0x2f, 0x02, 0, 0, 0, 0, 0, 0, 1], 10),
+            Outcome::Verify {
+                lba: 0,
+                blocks: 1,
+                same: false
+            }
+        );
+        assert_eq!(
+            run(&[0x8f, 0x06, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 2], 16),
+            Outcome::Verify {
+                lba: 9,
+                blocks: 2,
+                same: true
+            }
+        );
+        assert_eq!(run(&[0x2f, 0x02, 0, 0, 0, 0, 0, 0, 0], 10), good());
+        assert_eq!(
+            sense_of(&run(&[0x2f, 0x04, 0, 0, 0, 0, 0, 0, 1], 10)),
             Some(Sense::invalid_field_in_cdb(1, Some(2)))
+        );
+        assert_eq!(
+            sense_of(&run(&[0x2f, 0x02, 0, 0, 0x03, 0xe8, 0, 0, 1], 10)),
+            Some(Sense::lba_out_of_range())
         );
         assert_eq!(
             run(&[0x90, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5], 16),

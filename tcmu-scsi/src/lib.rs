@@ -25,6 +25,7 @@ pub mod cdb;
 pub mod device;
 pub mod emulate;
 pub mod inquiry;
+pub mod lba_status;
 pub mod mode;
 pub mod opcode;
 pub mod opcodes;

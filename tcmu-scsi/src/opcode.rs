@@ -6,6 +6,8 @@ pub const TEST_UNIT_READY: u8 = 0x00;
 pub const REZERO_UNIT: u8 = 0x01;
 /// REQUEST SENSE.
 pub const REQUEST_SENSE: u8 = 0x03;
+/// FORMAT UNIT.
+pub const FORMAT_UNIT: u8 = 0x04;
 /// READ (6).
 pub const READ_6: u8 = 0x08;
 /// WRITE (6).
@@ -44,12 +46,18 @@ pub const UNMAP: u8 = 0x42;
 pub const MODE_SELECT_10: u8 = 0x55;
 /// MODE SENSE (10).
 pub const MODE_SENSE_10: u8 = 0x5a;
+/// EXTENDED COPY (service action 0x00: LID1).
+pub const EXTENDED_COPY: u8 = 0x83;
+/// RECEIVE COPY RESULTS (LID1 service actions).
+pub const RECEIVE_COPY_RESULTS: u8 = 0x84;
 /// READ (16).
 pub const READ_16: u8 = 0x88;
 /// WRITE (16).
 pub const WRITE_16: u8 = 0x8a;
 /// WRITE AND VERIFY (16).
 pub const WRITE_VERIFY_16: u8 = 0x8e;
+/// COMPARE AND WRITE.
+pub const COMPARE_AND_WRITE: u8 = 0x89;
 /// VERIFY (16).
 pub const VERIFY_16: u8 = 0x8f;
 /// PRE-FETCH (16).
@@ -62,10 +70,18 @@ pub const WRITE_SAME_16: u8 = 0x93;
 pub const SERVICE_ACTION_IN_16: u8 = 0x9e;
 /// Service action of READ CAPACITY (16).
 pub const SAI_READ_CAPACITY_16: u8 = 0x10;
+/// Service action of GET LBA STATUS.
+pub const SAI_GET_LBA_STATUS: u8 = 0x12;
 /// MAINTENANCE IN; service action 0x0C is REPORT SUPPORTED OPERATION CODES.
 pub const MAINTENANCE_IN: u8 = 0xa3;
 /// Service action of REPORT SUPPORTED OPERATION CODES.
 pub const MI_REPORT_SUPPORTED_OPCODES: u8 = 0x0c;
+/// Service action of REPORT TARGET PORT GROUPS (MAINTENANCE IN).
+pub const MI_REPORT_TARGET_PGS: u8 = 0x0a;
+/// MAINTENANCE OUT; service action 0x0A is SET TARGET PORT GROUPS.
+pub const MAINTENANCE_OUT: u8 = 0xa4;
+/// Service action of SET TARGET PORT GROUPS (MAINTENANCE OUT).
+pub const MO_SET_TARGET_PGS: u8 = 0x0a;
 /// READ (12).
 pub const READ_12: u8 = 0xa8;
 /// WRITE (12).

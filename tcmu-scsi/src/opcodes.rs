@@ -28,6 +28,17 @@ const fn info(opcode: u8, usage: &'static [u8]) -> OpcodeInfo {
 
 const FF: u8 = 0xff;
 
+#[rustfmt::skip]
+const CAW_USAGE: &[u8] = &[
+    op::COMPARE_AND_WRITE, 0x08, FF, FF, FF, FF, FF, FF, FF, FF, 0, 0, 0, FF, 0, 0,
+];
+
+#[rustfmt::skip]
+const GET_LBA_STATUS_USAGE: &[u8] = &[
+    op::SERVICE_ACTION_IN_16, op::SAI_GET_LBA_STATUS, FF, FF, FF, FF, FF, FF, FF, FF,
+    FF, FF, FF, FF, 0, 0,
+];
+
 /// Every command we support, UNMAP included (dropped without thin
 /// provisioning by [`supported`]).
 const ALL: &[OpcodeInfo] = &[
@@ -60,7 +71,7 @@ const ALL: &[OpcodeInfo] = &[
     ),
     info(
         op::VERIFY_10,
-        &[op::VERIFY_10, 0, FF, FF, FF, FF, 0, FF, FF, 0],
+        &[op::VERIFY_10, 0x06, FF, FF, FF, FF, 0, FF, FF, 0],
     ),
     info(
         op::PRE_FETCH_10,
@@ -150,7 +161,7 @@ const ALL: &[OpcodeInfo] = &[
         op::VERIFY_16,
         &[
             op::VERIFY_16,
-            0,
+            0x06,
             FF,
             FF,
             FF,
@@ -252,6 +263,13 @@ const ALL: &[OpcodeInfo] = &[
             0,
         ],
     },
+    info(op::FORMAT_UNIT, &[op::FORMAT_UNIT, 0x30, 0, 0, 0, 0]),
+    info(op::COMPARE_AND_WRITE, CAW_USAGE),
+    OpcodeInfo {
+        opcode: op::SERVICE_ACTION_IN_16,
+        service_action: Some(op::SAI_GET_LBA_STATUS as u16),
+        usage: GET_LBA_STATUS_USAGE,
+    },
     // REPORT LUNS is answered by the kernel for TCMU devices.
     info(0xa0, &[0xa0, 0, FF, 0, 0, 0, FF, FF, FF, FF, 0, 0]),
     OpcodeInfo {
@@ -276,8 +294,11 @@ const ALL: &[OpcodeInfo] = &[
 
 /// The commands supported by a device with these parameters.
 pub fn supported(params: &DeviceParams) -> impl Iterator<Item = &'static OpcodeInfo> + '_ {
-    ALL.iter()
-        .filter(move |i| i.opcode != op::UNMAP || params.unmap.is_some())
+    ALL.iter().filter(move |i| match i.opcode {
+        op::UNMAP => params.unmap.is_some(),
+        op::COMPARE_AND_WRITE => params.max_compare_write_blocks > 0,
+        _ => true,
+    })
 }
 
 /// The command timeouts descriptor (no timeouts reported).

@@ -134,8 +134,9 @@ pub fn extended_inquiry(state: &DeviceState) -> Vec<u8> {
 pub fn block_limits(params: &DeviceParams) -> Vec<u8> {
     let mut b = vec![0u8; 64];
     put_bytes(&mut b, 0, &[PERIPHERAL_DISK, 0xb0]);
-    // WSNZ: WRITE SAME with 0 blocks is refused. No COMPARE AND WRITE.
-    put_bytes(&mut b, 4, &[0x01, 0x00]);
+    // WSNZ: WRITE SAME with 0 blocks is refused; MAXIMUM COMPARE AND
+    // WRITE LENGTH.
+    put_bytes(&mut b, 4, &[0x01, params.max_compare_write_blocks]);
     put16(&mut b, 6, 1); // optimal transfer length granularity
     put32(&mut b, 8, params.max_transfer_blocks);
     put32(&mut b, 12, params.optimal_transfer_blocks);
@@ -256,7 +257,7 @@ mod tests {
         assert_eq!(b.len(), 20);
         assert_eq!(
             b,
-            vec![0, 0xb0, 0, 0x10, 1, 0, 0, 1, 0, 0, 4, 0, 0, 0, 0, 0x80, 0, 0, 0, 0]
+            vec![0, 0xb0, 0, 0x10, 1, 1, 0, 1, 0, 0, 4, 0, 0, 0, 0, 0x80, 0, 0, 0, 0]
         );
         p.unmap = Some(UnmapParams {
             max_lba_count: 0x2000,

@@ -167,7 +167,10 @@ fn random_bytes_never_panic() {
                             seen[1] += 1;
                         }
                     }
-                    Outcome::Read { lba, blocks, .. } | Outcome::Write { lba, blocks, .. } => {
+                    Outcome::Read { lba, blocks, .. }
+                    | Outcome::Write { lba, blocks, .. }
+                    | Outcome::CompareAndWrite { lba, blocks, .. }
+                    | Outcome::Verify { lba, blocks, .. } => {
                         assert!(blocks > 0);
                         assert!(lba + u64::from(blocks) <= params.num_blocks);
                         seen[2] += 1;
@@ -181,7 +184,8 @@ fn random_bytes_never_panic() {
                         assert!(blocks > 0);
                         assert_eq!(block.len(), params.block_size as usize);
                     }
-                    Outcome::Flush => {}
+                    Outcome::LbaStatus { lba, .. } => assert!(lba < params.num_blocks),
+                    Outcome::Flush | Outcome::Format => {}
                 }
             }
             Err(s) => {

@@ -19,10 +19,14 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use tcmu_core::DataBuf;
-use tcmu_runtime::{BlockError, BlockHandler, DeviceConfig, ReconfigRequest};
+use tcmu_runtime::{
+    BlockError, BlockHandler, DeviceConfig, LbaStatus, ReconfigRequest, Unmap, WriteSame,
+};
+use tcmu_scsi::lba_status::Extent;
 use tcmu_scsi::UnmapParams;
 
 use crate::config::FileConfig;
+use crate::extents;
 use crate::io::{read_at, write_at, write_pattern};
 
 /// Largest buffer built for WRITE SAME.
@@ -197,6 +201,38 @@ impl BlockHandler for FileHandler {
         Ok(self.file.sync_data().await?)
     }
 
+    fn as_unmap(&self) -> Option<&dyn Unmap> {
+        self.punch_hole.get().then_some(self as &dyn Unmap)
+    }
+
+    fn as_write_same(&self) -> Option<&dyn WriteSame> {
+        Some(self)
+    }
+
+    fn as_lba_status(&self) -> Option<&dyn LbaStatus> {
+        (!self.block_device).then_some(self as &dyn LbaStatus)
+    }
+
+    /// Writes go through the page cache until `flush` (fdatasync).
+    fn has_write_cache(&self) -> bool {
+        true
+    }
+
+    async fn reconfig(&self, change: &ReconfigRequest) -> Result<(), String> {
+        match change {
+            ReconfigRequest::Size(size) => self.grow(*size),
+            ReconfigRequest::WriteCache(_) => Ok(()),
+            ReconfigRequest::Config(cfg) if *cfg == self.cfgstring => Ok(()),
+            ReconfigRequest::Config(_) => {
+                Err("changing the file of a running device is not supported".to_owned())
+            }
+        }
+    }
+}
+
+/// UNMAP punches holes.
+#[async_trait(?Send)]
+impl Unmap for FileHandler {
     async fn unmap(&self, offset: u64, len: u64) -> Result<(), BlockError> {
         if !self.punch_hole.get() {
             return Err(BlockError::Unsupported);
@@ -216,6 +252,20 @@ impl BlockHandler for FileHandler {
         }
     }
 
+    fn unmap_params(&self) -> UnmapParams {
+        // Punched holes read back as zeroes (for block devices the kernel
+        // only punches when it can guarantee that).
+        UnmapParams {
+            reads_zeroes: true,
+            ..UnmapParams::default()
+        }
+    }
+}
+
+/// WRITE SAME of zeroes is `FALLOC_FL_ZERO_RANGE`; other patterns are
+/// written in large pieces.
+#[async_trait(?Send)]
+impl WriteSame for FileHandler {
     async fn write_same(&self, offset: u64, len: u64, pattern: &[u8]) -> Result<(), BlockError> {
         if len == 0 {
             return Ok(());
@@ -230,29 +280,17 @@ impl BlockHandler for FileHandler {
         }
         Ok(write_pattern(&self.file, offset, len, pattern, WRITE_SAME_CHUNK).await?)
     }
+}
 
-    /// Writes go through the page cache until `flush` (fdatasync).
-    fn has_write_cache(&self) -> bool {
-        true
-    }
-
-    fn unmap_params(&self) -> Option<UnmapParams> {
-        // Punched holes read back as zeroes (for block devices the kernel
-        // only punches when it can guarantee that).
-        self.punch_hole.get().then(|| UnmapParams {
-            reads_zeroes: true,
-            ..UnmapParams::default()
-        })
-    }
-
-    async fn reconfig(&self, change: &ReconfigRequest) -> Result<(), String> {
-        match change {
-            ReconfigRequest::Size(size) => self.grow(*size),
-            ReconfigRequest::WriteCache(_) => Ok(()),
-            ReconfigRequest::Config(cfg) if *cfg == self.cfgstring => Ok(()),
-            ReconfigRequest::Config(_) => {
-                Err("changing the file of a running device is not supported".to_owned())
-            }
-        }
+/// Holes in a regular file are deallocated blocks (`SEEK_DATA`/`SEEK_HOLE`).
+#[async_trait(?Send)]
+impl LbaStatus for FileHandler {
+    async fn lba_status(
+        &self,
+        offset: u64,
+        len: u64,
+        block_size: u32,
+    ) -> Result<Vec<Extent>, BlockError> {
+        Ok(extents::scan(&self.meta, offset, len, block_size)?)
     }
 }

@@ -19,6 +19,7 @@
 #![deny(missing_docs)]
 
 pub mod config;
+mod extents;
 pub mod factory;
 pub mod handler;
 pub mod io;

@@ -11,7 +11,10 @@ use std::sync::Arc;
 
 use tcmu_core::{DataBuf, Mapping};
 use tcmu_handler_file::{FileFactory, FileHandler};
-use tcmu_runtime::{BlockError, BlockHandler, DeviceConfig, HandlerFactory, ReconfigRequest};
+use tcmu_runtime::{
+    BlockError, BlockHandler, DeviceConfig, HandlerFactory, LbaStatus, ReconfigRequest, Unmap,
+    WriteSame,
+};
 
 /// A unique temp path, removed when dropped.
 struct TempPath(PathBuf);
@@ -189,7 +192,7 @@ fn unmap_punches_holes() {
         let size = 4u64 << 20;
         let h = FileHandler::open(&dev(&p, size)).await.unwrap();
         assert!(h.supports_unmap(), "temp dir filesystem cannot punch holes");
-        let params = h.unmap_params().unwrap();
+        let params = h.as_unmap().expect("hole punching").unmap_params();
         assert!(params.reads_zeroes);
 
         h.write_same(0, size, &[0x77; 512]).await.unwrap();
@@ -307,5 +310,25 @@ fn factory_checks_config() {
             .err()
             .unwrap();
         assert_eq!(msg, "file handler: directory /no/such/dir does not exist");
+    });
+}
+
+#[test]
+fn lba_status_reports_holes() {
+    use tcmu_runtime::tcmu_scsi::lba_status::Provisioning;
+    tokio_uring::start(async {
+        let p = TempPath::new("lba-status");
+        let size = 4u64 << 20;
+        let h = FileHandler::open(&dev(&p, size)).await.unwrap();
+        h.write_same(0, size, &[0x77; 512]).await.unwrap();
+        h.unmap(1 << 20, 1 << 20).await.unwrap();
+        let x = h.lba_status(0, size, 512).await.unwrap();
+        let total: u64 = x.iter().map(|e| e.blocks).sum();
+        assert_eq!(total, size / 512);
+        assert_eq!(x[0].status, Provisioning::Mapped);
+        assert_eq!(x[0].blocks, 2048);
+        assert_eq!(x[1].status, Provisioning::Deallocated);
+        assert_eq!(x[1].blocks, 2048);
+        assert_eq!(x[2].status, Provisioning::Mapped);
     });
 }

@@ -12,7 +12,9 @@ use std::io;
 
 use async_trait::async_trait;
 use tcmu_core::DataBuf;
-use tcmu_runtime::{BlockError, BlockHandler, ReconfigRequest};
+use tcmu_runtime::{
+    BlockError, BlockHandler, CompareAndWrite, CompareError, ReconfigRequest, Unmap, WriteSame,
+};
 use tcmu_scsi::UnmapParams;
 
 use crate::config::RamConfig;
@@ -117,41 +119,16 @@ impl BlockHandler for RamHandler {
         Ok(())
     }
 
-    async fn unmap(&self, offset: u64, len: u64) -> Result<(), BlockError> {
-        self.store()?.zero(offset, len).map_err(io_err)
+    fn as_unmap(&self) -> Option<&dyn Unmap> {
+        Some(self)
     }
 
-    async fn write_same(&self, offset: u64, len: u64, pattern: &[u8]) -> Result<(), BlockError> {
-        if pattern.is_empty() {
-            return Err(BlockError::Io(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "ram handler: empty WRITE SAME pattern",
-            )));
-        }
-        let mut store = self.store()?;
-        if pattern.iter().all(|&b| b == 0) {
-            return store.zero(offset, len).map_err(io_err);
-        }
-        store
-            .write(offset, len, |done, bytes| {
-                // Keep the pattern's phase across pieces.
-                let mut phase = done % pattern.len();
-                let mut i = 0;
-                while i < bytes.len() {
-                    let n = (pattern.len() - phase).min(bytes.len() - i);
-                    bytes[i..i + n].copy_from_slice(&pattern[phase..phase + n]);
-                    i += n;
-                    phase = 0;
-                }
-            })
-            .map_err(io_err)
+    fn as_write_same(&self) -> Option<&dyn WriteSame> {
+        Some(self)
     }
 
-    fn unmap_params(&self) -> Option<UnmapParams> {
-        Some(UnmapParams {
-            reads_zeroes: true,
-            ..UnmapParams::default()
-        })
+    fn as_compare_and_write(&self) -> Option<&dyn CompareAndWrite> {
+        Some(self)
     }
 
     async fn reconfig(&self, change: &ReconfigRequest) -> Result<(), String> {
@@ -183,6 +160,74 @@ impl BlockHandler for RamHandler {
         if let Ok(mut store) = self.store.try_borrow_mut() {
             *store = Store::default();
         }
+    }
+}
+
+/// Unmapped blocks are freed and read back as zeroes.
+#[async_trait(?Send)]
+impl Unmap for RamHandler {
+    async fn unmap(&self, offset: u64, len: u64) -> Result<(), BlockError> {
+        self.store()?.zero(offset, len).map_err(io_err)
+    }
+
+    fn unmap_params(&self) -> UnmapParams {
+        UnmapParams {
+            reads_zeroes: true,
+            ..UnmapParams::default()
+        }
+    }
+}
+
+/// Zeroes free memory; other patterns are written in place.
+#[async_trait(?Send)]
+impl WriteSame for RamHandler {
+    async fn write_same(&self, offset: u64, len: u64, pattern: &[u8]) -> Result<(), BlockError> {
+        if pattern.is_empty() {
+            return Err(BlockError::Io(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "ram handler: empty WRITE SAME pattern",
+            )));
+        }
+        let mut store = self.store()?;
+        if pattern.iter().all(|&b| b == 0) {
+            return store.zero(offset, len).map_err(io_err);
+        }
+        store
+            .write(offset, len, |done, bytes| {
+                // Keep the pattern's phase across pieces.
+                let mut phase = done % pattern.len();
+                let mut i = 0;
+                while i < bytes.len() {
+                    let n = (pattern.len() - phase).min(bytes.len() - i);
+                    bytes[i..i + n].copy_from_slice(&pattern[phase..phase + n]);
+                    i += n;
+                    phase = 0;
+                }
+            })
+            .map_err(io_err)
+    }
+}
+
+/// Atomic by construction: the compare and the write happen in one
+/// synchronous step on the device's thread.
+#[async_trait(?Send)]
+impl CompareAndWrite for RamHandler {
+    async fn compare_and_write(
+        &self,
+        offset: u64,
+        compare: &[u8],
+        write: Vec<DataBuf>,
+    ) -> Result<(), CompareError> {
+        let mut current = vec![0u8; compare.len()];
+        self.store()?
+            .read(offset, compare.len() as u64, |at, bytes| {
+                current[at..at + bytes.len()].copy_from_slice(bytes);
+            })
+            .map_err(io_err)?;
+        if let Some(at) = current.iter().zip(compare).position(|(a, b)| a != b) {
+            return Err(CompareError::Miscompare(at as u64));
+        }
+        Ok(self.write(offset, write).await?)
     }
 }
 
@@ -254,7 +299,7 @@ mod tests {
     fn unmap_zeroes_and_write_same_repeats() {
         tokio_uring::start(async {
             let h = RamHandler::new(65536).unwrap();
-            assert!(h.unmap_params().unwrap().reads_zeroes);
+            assert!(h.unmap_params().reads_zeroes);
             h.write_same(0, 65536, &[0xab; 512]).await.unwrap();
             h.unmap(4096, 8192).await.unwrap();
 
