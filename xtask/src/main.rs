@@ -8,9 +8,11 @@
 //! - `demo`: like `vm-test`, but run `tests/vm/demo.sh`.
 //! - `vm-run SCRIPT`: boot the VM and run any guest script (no build).
 //! - `test`: unit tests, clippy, rustfmt, then `vm-test`.
+//! - `fuzz [--runs N] [TARGET]`: run the cargo-fuzz targets under `fuzz/`.
 
 mod checks;
 mod cmd;
+mod fuzz;
 mod hash;
 mod paths;
 mod setup;
@@ -39,6 +41,9 @@ commands:
   vm-run SCRIPT [ARG]   boot the VM and run SCRIPT (a path on this host) in it,
                         without building anything; ARG goes to $XT_ARG
   test                  cargo test, clippy -D warnings, fmt --check, vm-test
+  fuzz [--runs N] [TARGET]
+                        run each cargo-fuzz target under fuzz/ (or TARGET) for
+                        N executions (default 1000000); fails on any crash
 
 options (vm-test, demo, vm-run, test):
   --timeout SECS        fail when the guest has not finished after SECS
@@ -187,6 +192,7 @@ fn run() -> Result<()> {
             checks::run_host_checks(&paths)?;
             vm_test(&paths, &opts, None)
         }
+        "fuzz" => fuzz::run(&paths, &fuzz::Options::parse(rest)?),
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
             Ok(())

@@ -32,35 +32,41 @@ impl Apt {
     /// Installs whatever is missing from [`PACKAGES`] and [`QEMU_PACKAGE`];
     /// does not touch apt at all when everything is installed.
     pub fn ensure_packages(&mut self) -> Result<()> {
-        let mut wanted: Vec<&str> = PACKAGES.to_vec();
-        wanted.push(QEMU_PACKAGE);
-        let missing = missing_packages(&wanted)?;
+        if !missing_packages(&[QEMU_PACKAGE])?.is_empty() {
+            eprintln!("xtask: installing missing packages: {QEMU_PACKAGE}");
+            ensure_backports_source()?;
+            self.update()?;
+            apt_install(&["-t", "bookworm-backports", QEMU_PACKAGE])?;
+            check_installed(&[QEMU_PACKAGE])?;
+        }
+        self.ensure(PACKAGES)
+    }
+
+    /// Installs whatever is missing from `wanted` (from the machine's
+    /// default suites); does not touch apt at all when everything is
+    /// installed.
+    pub fn ensure(&mut self, wanted: &[&str]) -> Result<()> {
+        let missing = missing_packages(wanted)?;
         if missing.is_empty() {
             return Ok(());
         }
         eprintln!("xtask: installing missing packages: {}", missing.join(" "));
-        ensure_backports_source()?;
         self.update()?;
-        if missing.contains(&QEMU_PACKAGE) {
-            apt_install(&["-t", "bookworm-backports", QEMU_PACKAGE])?;
-        }
-        let rest: Vec<&str> = missing
-            .iter()
-            .copied()
-            .filter(|p| *p != QEMU_PACKAGE)
-            .collect();
-        if !rest.is_empty() {
-            apt_install(&rest)?;
-        }
-        let still = missing_packages(&wanted)?;
-        if !still.is_empty() {
-            bail!(
-                "packages still missing after apt-get install: {}",
-                still.join(" ")
-            );
-        }
-        Ok(())
+        apt_install(&missing)?;
+        check_installed(wanted)
     }
+}
+
+/// Fails unless every package of `wanted` is installed.
+fn check_installed(wanted: &[&str]) -> Result<()> {
+    let still = missing_packages(wanted)?;
+    if !still.is_empty() {
+        bail!(
+            "packages still missing after apt-get install: {}",
+            still.join(" ")
+        );
+    }
+    Ok(())
 }
 
 /// `apt-get install -y --no-install-recommends ARGS`, non-interactive.

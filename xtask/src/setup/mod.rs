@@ -8,6 +8,7 @@
 mod apt;
 mod kernel;
 
+pub use apt::Apt;
 pub use kernel::Kernel;
 
 use anyhow::Result;
