@@ -32,6 +32,7 @@ pub mod sense;
 pub mod status;
 pub mod unmap;
 pub mod vpd;
+pub mod xcopy;
 
 pub use cdb::{decode, Command};
 pub use device::{DeviceParams, DeviceState, UnmapParams};
