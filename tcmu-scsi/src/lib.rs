@@ -19,6 +19,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod alua;
 mod bytes;
 pub mod capacity;
 pub mod cdb;
