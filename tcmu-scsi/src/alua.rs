@@ -218,8 +218,9 @@ pub fn local_group(groups: &[PortGroup]) -> Option<&PortGroup> {
 }
 
 /// The TPGS bits of standard INQUIRY byte 5 (to be OR-ed with SCCS, 3PC and
-/// the rest): the local group's access type, 0 without a group. LIO also
-/// sets SCCS (0x80) whenever it fills in TPGS.
+/// the rest): the local group's access type, 0 without a group. LIO sets
+/// SCCS (0x80) in every standard INQUIRY answer of a device whose ALUA it
+/// emulates (the `fileio` case), group or not.
 pub fn tpgs_bits(groups: &[PortGroup]) -> u8 {
     local_group(groups).map_or(0, |g| g.access.tpgs())
 }
