@@ -21,6 +21,7 @@
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod alua;
 #[allow(unsafe_code)]
 pub mod buf;
 pub mod configfs;

@@ -19,6 +19,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod alua;
 mod bytes;
 pub mod capacity;
 pub mod cdb;
@@ -33,6 +34,7 @@ pub mod sense;
 pub mod status;
 pub mod unmap;
 pub mod vpd;
+pub mod xcopy;
 
 pub use cdb::{decode, Command};
 pub use device::{DeviceParams, DeviceState, UnmapParams};

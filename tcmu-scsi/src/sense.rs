@@ -363,6 +363,56 @@ impl Sense {
     }
 }
 
+/// Senses of EXTENDED COPY and the ALUA commands, as LIO sends them (no
+/// sense-key-specific field pointer: the kernel never adds one to these).
+impl Sense {
+    /// INVALID FIELD IN PARAMETER LIST (05/26/00) without a field pointer,
+    /// byte for byte what LIO sends for `TCM_INVALID_PARAMETER_LIST`.
+    pub const fn invalid_parameter_list() -> Self {
+        Self::new(SenseKey::IllegalRequest, 0x26, 0x00)
+    }
+
+    /// INVALID FIELD IN CDB (05/24/00) without a field pointer, byte for
+    /// byte what LIO sends for `TCM_INVALID_CDB_FIELD`.
+    pub const fn invalid_cdb_field() -> Self {
+        Self::new(SenseKey::IllegalRequest, 0x24, 0x00)
+    }
+
+    /// TOO MANY TARGET DESCRIPTORS (05/26/06): an EXTENDED COPY CSCD
+    /// descriptor list longer than the copy manager allows.
+    pub const fn too_many_target_descriptors() -> Self {
+        Self::new(SenseKey::IllegalRequest, 0x26, 0x06)
+    }
+
+    /// UNSUPPORTED TARGET DESCRIPTOR TYPE CODE (05/26/07).
+    pub const fn unsupported_target_descriptor_type() -> Self {
+        Self::new(SenseKey::IllegalRequest, 0x26, 0x07)
+    }
+
+    /// TOO MANY SEGMENT DESCRIPTORS (05/26/08).
+    pub const fn too_many_segment_descriptors() -> Self {
+        Self::new(SenseKey::IllegalRequest, 0x26, 0x08)
+    }
+
+    /// UNSUPPORTED SEGMENT DESCRIPTOR TYPE CODE (05/26/09).
+    pub const fn unsupported_segment_descriptor_type() -> Self {
+        Self::new(SenseKey::IllegalRequest, 0x26, 0x09)
+    }
+
+    /// COPY ABORTED: COPY TARGET DEVICE NOT REACHABLE (0A/0D/02): an
+    /// EXTENDED COPY names a device the copy manager cannot reach, or its
+    /// I/O failed part way (LIO answers every mid-copy failure this way).
+    pub const fn copy_target_device_not_reachable() -> Self {
+        Self::new(SenseKey::CopyAborted, 0x0d, 0x02)
+    }
+
+    /// LOGICAL UNIT COMMUNICATION FAILURE (02/08/00), with the NOT READY key
+    /// LIO uses for it (so that initiators retry).
+    pub const fn logical_unit_communication_failure() -> Self {
+        Self::new(SenseKey::NotReady, 0x08, 0x00)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -410,6 +460,35 @@ mod tests {
             (0x6, 0x3f, 0x03)
         );
         assert_eq!(kaq(Sense::unit_attention_luns_changed()), (0x6, 0x3f, 0x0e));
+    }
+
+    #[test]
+    fn copy_and_alua_constructor_codes() {
+        assert_eq!(kaq(Sense::invalid_parameter_list()), (0x5, 0x26, 0x00));
+        assert_eq!(kaq(Sense::invalid_cdb_field()), (0x5, 0x24, 0x00));
+        assert_eq!(kaq(Sense::too_many_target_descriptors()), (0x5, 0x26, 0x06));
+        assert_eq!(
+            kaq(Sense::unsupported_target_descriptor_type()),
+            (0x5, 0x26, 0x07)
+        );
+        assert_eq!(
+            kaq(Sense::too_many_segment_descriptors()),
+            (0x5, 0x26, 0x08)
+        );
+        assert_eq!(
+            kaq(Sense::unsupported_segment_descriptor_type()),
+            (0x5, 0x26, 0x09)
+        );
+        assert_eq!(
+            kaq(Sense::copy_target_device_not_reachable()),
+            (0xa, 0x0d, 0x02)
+        );
+        assert_eq!(
+            kaq(Sense::logical_unit_communication_failure()),
+            (0x2, 0x08, 0x00)
+        );
+        assert_eq!(Sense::invalid_parameter_list().field_pointer, None);
+        assert_eq!(Sense::invalid_cdb_field().field_pointer, None);
     }
 
     #[test]
