@@ -15,6 +15,7 @@ use tcmu_core::{CommandRing, Completion, Doorbell, Entry, Mapping};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
+use crate::copy::{self, CopyIo};
 use crate::dispatch::{self, DeviceCtx};
 use crate::handler::ReconfigRequest;
 
@@ -62,6 +63,8 @@ pub(crate) enum Control {
     Close(oneshot::Sender<()>),
     /// Apply a configuration change and answer with the result.
     Reconfig(ReconfigRequest, oneshot::Sender<Result<(), String>>),
+    /// Read or write for another device's EXTENDED COPY.
+    Copy(CopyIo),
 }
 
 /// Runs a device until it is closed.
@@ -75,6 +78,7 @@ pub(crate) async fn serve(
         Ok(b) => b,
         Err(e) => {
             error!(device = %ctx.name, "cannot watch the device's doorbell: {e}");
+            ctx.peers.remove(ctx.id);
             ctx.handler.close().await;
             return;
         }
@@ -109,6 +113,10 @@ pub(crate) async fn serve(
                     tokio::task::spawn_local(async move {
                         let _ = reply.send(reconfig(&ctx, req).await);
                     });
+                }
+                Some(Control::Copy(io)) => {
+                    let ctx = ctx.clone();
+                    tokio::task::spawn_local(async move { copy::serve(&ctx, io).await });
                 }
             },
             Some((id, c)) = done_rx.recv() => {
@@ -156,6 +164,7 @@ pub(crate) async fn serve(
             }
         }
     }
+    ctx.peers.remove(ctx.id);
     ctx.handler.close().await;
     info!(device = %ctx.name, "device closed");
     for reply in closing {

@@ -13,8 +13,10 @@ use tcmu_core::buf::{self, DataBuf};
 use tcmu_core::{CmdEntry, Completion};
 use tcmu_scsi::lba_status::{self, Extent, Provisioning};
 use tcmu_scsi::{Command, DeviceParams, DeviceState, Outcome, Response, Sense, Status};
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
+use crate::alua;
+use crate::copy::{self, Peers};
 use crate::fallback;
 use crate::handler::{BlockError, BlockHandler, CmdReply, CompareError, ScsiCmd};
 use crate::range_lock::RangeLocks;
@@ -37,17 +39,27 @@ pub(crate) struct DeviceCtx {
     pub configfs: Option<tcmu_core::configfs::DeviceDir>,
     /// LBA range locks (COMPARE AND WRITE atomicity).
     pub locks: RangeLocks,
+    /// This device's key in `peers`.
+    pub id: u64,
+    /// Every device of the daemon, for EXTENDED COPY.
+    pub peers: Peers,
 }
 
 impl DeviceCtx {
-    /// Re-reads the unit serial number (it may be set or changed after the
-    /// device was opened, as targetcli does), as tcmu-runner does for every
-    /// identification request.
-    fn refresh_serial(&self) {
-        if let Some(dir) = &self.configfs {
-            if let Ok(serial) = dir.unit_serial() {
-                self.params.borrow_mut().unit_serial = serial;
-            }
+    /// Re-reads what identifies the device — the unit serial number and
+    /// the ALUA port groups — from configfs before a command that reports
+    /// or uses them: targetcli sets the serial after the device is enabled,
+    /// and groups and their states change at any time.
+    fn refresh_identity(&self) {
+        let Some(dir) = &self.configfs else {
+            return;
+        };
+        if let Ok(serial) = dir.unit_serial() {
+            self.params.borrow_mut().unit_serial = serial;
+        }
+        match alua::port_groups(dir) {
+            Ok(groups) => self.params.borrow_mut().port_groups = groups,
+            Err(e) => debug!(device = %self.name, "no ALUA groups: {e}"),
         }
     }
 }
@@ -262,8 +274,15 @@ pub(crate) async fn run(ctx: &DeviceCtx, cmd: CmdEntry) -> Completion {
     if let Command::Unsupported(op) = command {
         debug!(device = %ctx.name, cmd_id, "unsupported opcode {op:#04x}");
     }
-    if let Command::Inquiry { evpd: true, .. } = command {
-        ctx.refresh_serial();
+    if matches!(
+        command,
+        Command::Inquiry { .. }
+            | Command::ReportTargetPortGroups { .. }
+            | Command::SetTargetPortGroups { .. }
+            | Command::ExtendedCopy { .. }
+            | Command::ReportSupportedOpcodes { .. }
+    ) {
+        ctx.refresh_identity();
     }
     let data_out = if command.wants_data_out() {
         buf::gather(&data, MAX_DATA_OUT_COPY)
@@ -407,6 +426,25 @@ pub(crate) async fn run(ctx: &DeviceCtx, cmd: CmdEntry) -> Completion {
             let r = write_same(ctx, 0, size, true, &block).await;
             let r = make_durable(ctx, true, write_cache, r).await;
             io_result(ctx, "format", Dir::Write, r)
+        }
+        Outcome::Copy(list) => match copy::run(ctx, &list).await {
+            Ok(()) => Completion::good(),
+            Err(s) => check(&s),
+        },
+        Outcome::SetPortGroups(changes) => {
+            let Some(dir) = &ctx.configfs else {
+                return check(&Sense::set_target_port_groups_failed());
+            };
+            match alua::set_port_groups(dir, &changes) {
+                Ok(()) => {
+                    info!(device = %ctx.name, "SET TARGET PORT GROUPS: {changes:?}");
+                    Completion::good()
+                }
+                Err((sense, why)) => {
+                    warn!(device = %ctx.name, "SET TARGET PORT GROUPS failed: {why}");
+                    check(&sense)
+                }
+            }
         }
         Outcome::LbaStatus { lba, alloc_len } => {
             let num_blocks = ctx.params.borrow().num_blocks;

@@ -30,6 +30,17 @@ pub(crate) async fn read_vec(
     Ok(buf.to_vec())
 }
 
+/// Writes `data` at `offset`.
+pub(crate) async fn write_slice(
+    h: &dyn BlockHandler,
+    offset: u64,
+    data: &[u8],
+) -> Result<(), BlockError> {
+    let buf = scratch(data.len() as u64)?;
+    buf.copy_from(0, data);
+    h.write(offset, vec![buf]).await
+}
+
 /// WRITE SAME by plain writes: `pattern` repeated over `len` bytes at
 /// `offset`, a chunk at a time.
 pub(crate) async fn write_same(

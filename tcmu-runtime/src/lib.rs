@@ -10,6 +10,8 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod alua;
+mod copy;
 mod device;
 mod dispatch;
 pub mod factory;

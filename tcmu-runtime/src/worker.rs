@@ -5,7 +5,7 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -13,6 +13,7 @@ use tcmu_scsi::{DeviceParams, DeviceState};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info};
 
+use crate::copy::{Peer, Peers};
 use crate::device::{self, Control, RingSource};
 use crate::dispatch::DeviceCtx;
 use crate::factory::{DeviceConfig, HandlerFactory};
@@ -36,6 +37,8 @@ pub struct DeviceSpec {
 struct OpenRequest {
     spec: DeviceSpec,
     factory: Arc<dyn HandlerFactory>,
+    id: u64,
+    peers: Peers,
     reply: oneshot::Sender<Result<DeviceHandle, String>>,
 }
 
@@ -78,6 +81,8 @@ pub struct Workers {
     senders: Vec<mpsc::UnboundedSender<OpenRequest>>,
     threads: Vec<JoinHandle<()>>,
     next: AtomicUsize,
+    next_id: AtomicU64,
+    peers: Peers,
 }
 
 impl std::fmt::Debug for OpenRequest {
@@ -105,6 +110,8 @@ impl Workers {
             senders,
             threads,
             next: AtomicUsize::new(0),
+            next_id: AtomicU64::new(1),
+            peers: Peers::default(),
         })
     }
 
@@ -121,6 +128,8 @@ impl Workers {
             .send(OpenRequest {
                 spec,
                 factory,
+                id: self.next_id.fetch_add(1, Ordering::Relaxed),
+                peers: self.peers.clone(),
                 reply: tx,
             })
             .map_err(|_| "worker thread is gone".to_owned())?;
@@ -147,6 +156,8 @@ async fn open_device(req: OpenRequest) {
     let OpenRequest {
         spec,
         factory,
+        id,
+        peers,
         reply,
     } = req;
     let name = spec.config.name.clone();
@@ -167,6 +178,18 @@ async fn open_device(req: OpenRequest) {
     };
     let mut params = spec.params;
     params.unmap = handler.as_unmap().map(|u| u.unmap_params());
+    // EXTENDED COPY works for every handler (reads and writes at worst).
+    params.third_party_copy = true;
+    let (tx, rx) = mpsc::unbounded_channel();
+    peers.add(Peer {
+        id,
+        name: name.clone(),
+        configfs: spec.configfs.clone(),
+        serial: params.unit_serial.clone(),
+        company_id: params.company_id,
+        block_size: params.block_size,
+        control: tx.clone(),
+    });
     let write_cache = spec.config.write_cache || handler.has_write_cache();
     let ctx = Rc::new(DeviceCtx {
         name: name.clone(),
@@ -175,8 +198,9 @@ async fn open_device(req: OpenRequest) {
         state: RefCell::new(DeviceState::new(write_cache)),
         configfs: spec.configfs,
         locks: Default::default(),
+        id,
+        peers,
     });
-    let (tx, rx) = mpsc::unbounded_channel();
     let handle = DeviceHandle {
         name: name.clone(),
         control: tx,
@@ -184,6 +208,7 @@ async fn open_device(req: OpenRequest) {
     info!(device = %name, "serving");
     if reply.send(Ok(handle)).is_err() {
         error!(device = %name, "opener went away; closing");
+        ctx.peers.remove(id);
         ctx.handler.close().await;
         return;
     }

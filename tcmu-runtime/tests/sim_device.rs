@@ -357,3 +357,64 @@ fn lba_status_without_handler_support_is_all_mapped() {
     assert_eq!(c.data_in[20], 0, "mapped");
     assert_eq!(c.read_len, Some(24));
 }
+
+/// An EXTENDED COPY (LID1) parameter list with one target (this device,
+/// named by `naa`) and one block-to-block segment.
+fn xcopy_list(naa: &[u8; 16], list_id: u8, blocks: u16, src: u64, dst: u64) -> Vec<u8> {
+    let mut p = vec![0u8; 16];
+    p[0] = list_id;
+    p[2..4].copy_from_slice(&32u16.to_be_bytes());
+    p[8..12].copy_from_slice(&28u32.to_be_bytes());
+    let mut t = vec![0u8; 32];
+    t[0] = 0xe4;
+    t[4..8].copy_from_slice(&[0x01, 0x03, 0x00, 0x10]);
+    t[8..24].copy_from_slice(naa);
+    t[29..32].copy_from_slice(&[0, 2, 0]);
+    p.extend(t);
+    let mut s = vec![0u8; 28];
+    s[0] = 0x02;
+    s[3] = 0x18;
+    s[10..12].copy_from_slice(&blocks.to_be_bytes());
+    s[12..20].copy_from_slice(&src.to_be_bytes());
+    s[20..28].copy_from_slice(&dst.to_be_bytes());
+    p.extend(s);
+    p
+}
+
+#[test]
+fn extended_copy_within_the_device() {
+    let mut rig = Rig::new();
+    let data: Vec<u8> = (0..4 * 512).map(|i| (i % 253) as u8).collect();
+    rig.run(&rw10(0x2a, 50, 4), SimData::Out(data.clone()));
+    let naa = tcmu_runtime::tcmu_scsi::vpd::naa_designator(0x001405, b"");
+    let list = xcopy_list(&naa, 7, 4, 50, 1500);
+    let mut cdb = vec![0u8; 16];
+    cdb[0] = 0x83;
+    cdb[10..14].copy_from_slice(&(list.len() as u32).to_be_bytes());
+    let c = rig.run(&cdb, SimData::Out(list));
+    assert_eq!(c.status, 0, "sense {:?}", &c.sense[..18]);
+    let r = rig.run(&rw10(0x28, 1500, 4), SimData::In(data.len()));
+    assert_eq!(r.data_in, data);
+    // RECEIVE COPY RESULTS, COPY STATUS of list 7: completed, 1 segment,
+    // 2048 bytes.
+    let mut rcr = vec![0u8; 16];
+    rcr[0] = 0x84;
+    rcr[2] = 7;
+    rcr[13] = 12;
+    let c = rig.run(&rcr, SimData::In(12));
+    assert_eq!(c.status, 0);
+    assert_eq!(c.data_in, [0, 0, 0, 8, 1, 0, 1, 0, 0, 0, 8, 0]);
+    // A copy past the end aborts with COPY TARGET DEVICE NOT REACHABLE.
+    let list = xcopy_list(&naa, 8, 4, 50, BLOCKS - 2);
+    let mut cdb = vec![0u8; 16];
+    cdb[0] = 0x83;
+    cdb[10..14].copy_from_slice(&(list.len() as u32).to_be_bytes());
+    let c = rig.run(&cdb, SimData::Out(list));
+    assert_eq!(sense_key_asc(&c), (0x0a, 0x0d, 0x02));
+    // Another device's NAA is not reachable.
+    let other = tcmu_runtime::tcmu_scsi::vpd::naa_designator(0x001405, b"nobody");
+    let mut list = xcopy_list(&naa, 9, 1, 0, 0);
+    list[24..40].copy_from_slice(&other);
+    let c = rig.run(&cdb, SimData::Out(list));
+    assert_eq!(c.status, 2);
+}

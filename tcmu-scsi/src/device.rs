@@ -2,7 +2,9 @@
 //! and the handler, owned by the runtime) and mutable state (changed by
 //! MODE SELECT and by the runtime, one per device).
 
+use crate::alua::PortGroup;
 use crate::sense::Sense;
+use crate::xcopy::CopyStatus;
 
 /// Thin-provisioning limits, reported in the Block Limits VPD page and
 /// enforced on UNMAP. Values are used literally (as in the kernel): a limit
@@ -71,6 +73,12 @@ pub struct DeviceParams {
     pub company_id: u32,
     /// Non-rotating medium (Block Device Characteristics VPD).
     pub solid_state: bool,
+    /// The device's ALUA target port groups (configfs `alua/`); empty when
+    /// unknown, which leaves ALUA out (TPGS 0, no REPORT/SET TARGET PORT
+    /// GROUPS).
+    pub port_groups: Vec<PortGroup>,
+    /// EXTENDED COPY and RECEIVE COPY RESULTS are served (3PC).
+    pub third_party_copy: bool,
     /// Version descriptors in standard INQUIRY data: `None` gives the
     /// 36-byte answer of kernels up to 6.1 (Debian 12); `Some(transport)`
     /// gives the 96-byte answer of later kernels with SAM-5, the transport
@@ -100,12 +108,21 @@ impl DeviceParams {
             company_id: 0x001405,
             solid_state: false,
             version_descriptors: None,
+            port_groups: Vec::new(),
+            third_party_copy: false,
         }
     }
 
     /// The last LBA (0 for an empty device).
     pub fn last_lba(&self) -> u64 {
         self.num_blocks.saturating_sub(1)
+    }
+
+    /// The device's NAA designator (VPD page 0x83), which EXTENDED COPY
+    /// uses to name it.
+    pub fn naa(&self) -> [u8; 16] {
+        let serial = self.unit_serial.as_deref().unwrap_or("");
+        crate::vpd::naa_designator(self.company_id, serial.as_bytes())
     }
 
     /// Check that `blocks` blocks starting at `lba` lie within the device.
@@ -128,6 +145,8 @@ pub struct DeviceState {
     /// A pending unit attention: reported (and cleared) by the next command
     /// other than INQUIRY and REQUEST SENSE, or by REQUEST SENSE.
     pub unit_attention: Option<Sense>,
+    /// The status of the last EXTENDED COPY, for RECEIVE COPY RESULTS.
+    pub last_copy: Option<CopyStatus>,
 }
 
 impl DeviceState {
@@ -138,6 +157,7 @@ impl DeviceState {
             write_cache,
             default_write_cache: write_cache,
             unit_attention: None,
+            last_copy: None,
         }
     }
 }

@@ -6,6 +6,7 @@
 //! data-in answer is a fresh `Vec` already cut to the allocation length, and
 //! the runtime zero-fills the rest of the initiator's buffer.
 
+use crate::alua::{self, AccessState};
 use crate::capacity;
 use crate::cdb::{transfer_length_offset, Command};
 use crate::device::{DeviceParams, DeviceState};
@@ -15,6 +16,7 @@ use crate::opcodes;
 use crate::sense::Sense;
 use crate::status::Status;
 use crate::unmap;
+use crate::xcopy::{self, CopyList};
 
 pub use crate::unmap::LbaRange;
 
@@ -123,6 +125,12 @@ pub enum Outcome {
     },
     /// FORMAT UNIT: initialise the whole medium so that it reads zeroes.
     Format,
+    /// EXTENDED COPY: run the checked copy list (segments name this device
+    /// or others by NAA designator).
+    Copy(CopyList),
+    /// SET TARGET PORT GROUPS: move these groups (by identifier) to these
+    /// states, in the device's configfs ALUA groups.
+    SetPortGroups(Vec<(u16, AccessState)>),
     /// GET LBA STATUS from `lba` (checked to lie on the device): answer with
     /// [`crate::lba_status::response`] and the handler's extents.
     LbaStatus {
@@ -382,12 +390,76 @@ pub fn execute(
             opcodes::report(params, rctd, options, opcode, service_action),
             usize::try_from(alloc_len).unwrap_or(usize::MAX),
         ),
-        // Wired to the copy and ALUA emulation next.
-        Command::ExtendedCopy { .. }
-        | Command::ReceiveCopyResults { .. }
-        | Command::ReportTargetPortGroups { .. }
-        | Command::SetTargetPortGroups { .. }
-        | Command::Unsupported(_) => check(Sense::invalid_command_opcode()),
+        Command::ExtendedCopy {
+            service_action,
+            param_len,
+        } => {
+            if !params.third_party_copy {
+                check(Sense::invalid_command_opcode())
+            } else if service_action != 0 {
+                // Only LID1.
+                check(Sense::invalid_field_in_cdb(1, Some(4)))
+            } else if param_len == 0 {
+                good()
+            } else {
+                let list = data_out
+                    .get(..usize::try_from(param_len).unwrap_or(usize::MAX))
+                    .unwrap_or(data_out);
+                match xcopy::parse_lid1(list, &params.naa()) {
+                    Ok(l) if l.segments.is_empty() => good(),
+                    Ok(l) => Outcome::Copy(l),
+                    Err(s) => check(s),
+                }
+            }
+        }
+        Command::ReceiveCopyResults {
+            service_action,
+            list_id,
+            alloc_len,
+        } => {
+            if params.third_party_copy {
+                done(
+                    xcopy::receive_copy_results(
+                        service_action,
+                        list_id,
+                        alloc_len,
+                        state.last_copy.as_ref(),
+                    ),
+                    usize::MAX,
+                )
+            } else {
+                check(Sense::invalid_command_opcode())
+            }
+        }
+        Command::ReportTargetPortGroups {
+            extended,
+            alloc_len,
+        } => {
+            if params.port_groups.is_empty() {
+                check(Sense::invalid_command_opcode())
+            } else {
+                done(
+                    alua::report_target_port_groups(&params.port_groups, extended, alloc_len),
+                    usize::MAX,
+                )
+            }
+        }
+        Command::SetTargetPortGroups { param_len } => {
+            let list = data_out
+                .get(..usize::try_from(param_len).unwrap_or(usize::MAX))
+                .unwrap_or(data_out);
+            if params.port_groups.is_empty() {
+                check(Sense::invalid_command_opcode())
+            } else if param_len == 0 {
+                good()
+            } else {
+                match alua::parse_set_target_port_groups(list, &params.port_groups) {
+                    Ok(changes) => Outcome::SetPortGroups(changes),
+                    Err(s) => check(s),
+                }
+            }
+        }
+        Command::Unsupported(_) => check(Sense::invalid_command_opcode()),
     }
 }
 

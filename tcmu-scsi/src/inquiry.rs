@@ -1,10 +1,10 @@
 //! INQUIRY: the standard data (SPC-4 6.6.2) and dispatch to the VPD pages.
 //!
 //! Byte for byte what the kernel's `spc_emulate_inquiry_std` answers for a
-//! `fileio` disk, minus what we cannot honour: no ALUA (TPGS = 0, and SCCS
-//! clear since we have no REPORT TARGET PORT GROUPS) and no EXTENDED COPY
-//! (3PC = 0).
+//! `fileio` disk: SCCS and TPGS from the device's ALUA port groups, 3PC
+//! when EXTENDED COPY is served.
 
+use crate::alua;
 use crate::bytes::{ascii_field, put16, put_bytes};
 use crate::device::{DeviceParams, DeviceState};
 use crate::sense::Sense;
@@ -34,8 +34,17 @@ pub fn standard(params: &DeviceParams) -> Vec<u8> {
     // VERSION = 6 (SPC-4); NORMACA = HISUP = 0 and RESPONSE DATA FORMAT = 2,
     // as the kernel sets them.
     put_bytes(&mut b, 2, &[0x06, 0x02, (len - 5) as u8]);
-    // Byte 5: SCCS/ACC/TPGS/3PC/PROTECT all zero. Byte 6: no MULTIP.
+    // Byte 5: SCCS (set by LIO for every device whose ALUA it knows), TPGS
+    // from the port groups, 3PC with EXTENDED COPY. Byte 6: no MULTIP.
     // Byte 7: CMDQUE.
+    let tpgs = alua::tpgs_bits(&params.port_groups);
+    let sccs = if params.port_groups.is_empty() {
+        0
+    } else {
+        0x80
+    };
+    let three_pc = if params.third_party_copy { 0x08 } else { 0 };
+    put_bytes(&mut b, 5, &[sccs | tpgs | three_pc]);
     put_bytes(&mut b, 7, &[0x02]);
     put_bytes(&mut b, 8, &ascii_field(&params.vendor, 8));
     put_bytes(&mut b, 16, &ascii_field(&params.product, 16));

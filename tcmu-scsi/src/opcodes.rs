@@ -39,6 +39,23 @@ const GET_LBA_STATUS_USAGE: &[u8] = &[
     FF, FF, FF, FF, 0, 0,
 ];
 
+#[rustfmt::skip]
+const XCOPY_USAGE: &[u8] = &[
+    op::EXTENDED_COPY, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, FF, FF, FF, FF, 0, 0,
+];
+
+#[rustfmt::skip]
+const RCR_COPY_STATUS_USAGE: &[u8] = &[
+    op::RECEIVE_COPY_RESULTS, crate::xcopy::SA_COPY_STATUS, FF, 0, 0, 0, 0, 0, 0, 0,
+    FF, FF, FF, FF, 0, 0,
+];
+
+#[rustfmt::skip]
+const RCR_OPERATING_PARAMETERS_USAGE: &[u8] = &[
+    op::RECEIVE_COPY_RESULTS, crate::xcopy::SA_OPERATING_PARAMETERS, 0, 0, 0, 0, 0, 0, 0, 0,
+    FF, FF, FF, FF, 0, 0,
+];
+
 /// Every command we support, UNMAP included (dropped without thin
 /// provisioning by [`supported`]).
 const ALL: &[OpcodeInfo] = &[
@@ -270,6 +287,57 @@ const ALL: &[OpcodeInfo] = &[
         service_action: Some(op::SAI_GET_LBA_STATUS as u16),
         usage: GET_LBA_STATUS_USAGE,
     },
+    OpcodeInfo {
+        opcode: op::EXTENDED_COPY,
+        service_action: Some(0),
+        usage: XCOPY_USAGE,
+    },
+    OpcodeInfo {
+        opcode: op::RECEIVE_COPY_RESULTS,
+        service_action: Some(crate::xcopy::SA_COPY_STATUS as u16),
+        usage: RCR_COPY_STATUS_USAGE,
+    },
+    OpcodeInfo {
+        opcode: op::RECEIVE_COPY_RESULTS,
+        service_action: Some(crate::xcopy::SA_OPERATING_PARAMETERS as u16),
+        usage: RCR_OPERATING_PARAMETERS_USAGE,
+    },
+    OpcodeInfo {
+        opcode: op::MAINTENANCE_IN,
+        service_action: Some(op::MI_REPORT_TARGET_PGS as u16),
+        usage: &[
+            op::MAINTENANCE_IN,
+            0x20 | op::MI_REPORT_TARGET_PGS,
+            0,
+            0,
+            0,
+            0,
+            FF,
+            FF,
+            FF,
+            FF,
+            0,
+            0,
+        ],
+    },
+    OpcodeInfo {
+        opcode: op::MAINTENANCE_OUT,
+        service_action: Some(op::MO_SET_TARGET_PGS as u16),
+        usage: &[
+            op::MAINTENANCE_OUT,
+            op::MO_SET_TARGET_PGS,
+            0,
+            0,
+            0,
+            0,
+            FF,
+            FF,
+            FF,
+            FF,
+            0,
+            0,
+        ],
+    },
     // REPORT LUNS is answered by the kernel for TCMU devices.
     info(0xa0, &[0xa0, 0, FF, 0, 0, 0, FF, FF, FF, FF, 0, 0]),
     OpcodeInfo {
@@ -297,6 +365,12 @@ pub fn supported(params: &DeviceParams) -> impl Iterator<Item = &'static OpcodeI
     ALL.iter().filter(move |i| match i.opcode {
         op::UNMAP => params.unmap.is_some(),
         op::COMPARE_AND_WRITE => params.max_compare_write_blocks > 0,
+        op::EXTENDED_COPY | op::RECEIVE_COPY_RESULTS => params.third_party_copy,
+        op::MAINTENANCE_OUT => !params.port_groups.is_empty(),
+        op::MAINTENANCE_IN => {
+            i.service_action != Some(u16::from(op::MI_REPORT_TARGET_PGS))
+                || !params.port_groups.is_empty()
+        }
         _ => true,
     })
 }
@@ -380,12 +454,16 @@ mod tests {
     fn all_commands() {
         let mut p = DeviceParams::new(512, 100);
         let b = report(&p, false, 0, 0, 0).unwrap_or_default();
-        let n = ALL.len() - 1;
+        // Without thin provisioning, copy offload or ALUA: UNMAP, EXTENDED
+        // COPY, two RECEIVE COPY RESULTS, RTPG and STPG are left out.
+        let n = ALL.len() - 6;
         assert_eq!(b.len(), 4 + 8 * n);
         assert_eq!(u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize, 8 * n);
         assert!(!b[4..].chunks(8).any(|c| c[0] == op::UNMAP));
         assert!(b[4..].chunks(8).any(|c| c[0] == op::READ_10 && c[7] == 10));
         p.unmap = Some(UnmapParams::default());
+        p.third_party_copy = true;
+        p.port_groups = vec![crate::alua::PortGroup::new(0)];
         let b = report(&p, true, 0, 0, 0).unwrap_or_default();
         assert_eq!(b.len(), 4 + 20 * ALL.len());
         // First descriptor: TEST UNIT READY with CTDP.

@@ -227,6 +227,11 @@ impl Sense {
         Self::new(SenseKey::Miscompare, 0x1d, 0x00).with_information(offset)
     }
 
+    /// SET TARGET PORT GROUPS COMMAND FAILED (04/67/0A).
+    pub const fn set_target_port_groups_failed() -> Self {
+        Self::new(SenseKey::HardwareError, 0x67, 0x0a)
+    }
+
     /// ABORTED COMMAND with no further detail (0B/00/00).
     pub const fn aborted_command() -> Self {
         Self::new(SenseKey::AbortedCommand, 0x00, 0x00)

@@ -55,10 +55,11 @@ pub const SEGMENT_BLOCK_TO_BLOCK_LEN: u16 = 0x18;
 /// higher values are special identifiers LIO does not support).
 pub const MAX_CSCD_ID: u16 = 0x07ff;
 
-/// MAXIMUM CSCD DESCRIPTOR COUNT in the operating parameters.
-pub const MAX_TARGET_DESCRIPTORS: u16 = 2;
-/// MAXIMUM SEGMENT DESCRIPTOR COUNT in the operating parameters.
-pub const MAX_SEGMENT_DESCRIPTORS: u16 = 1;
+/// MAXIMUM CSCD DESCRIPTOR COUNT in the operating parameters (LIO: 2).
+pub const MAX_TARGET_DESCRIPTORS: u16 = 8;
+/// MAXIMUM SEGMENT DESCRIPTOR COUNT in the operating parameters (LIO: 1;
+/// we copy several segments per command).
+pub const MAX_SEGMENT_DESCRIPTORS: u16 = 16;
 /// MAXIMUM DESCRIPTOR LIST LENGTH (CSCD plus segment descriptor lists).
 pub const MAX_DESCRIPTOR_LIST_LEN: u32 = 1024;
 /// MAXIMUM SEGMENT LENGTH in bytes, as advertised (256 MiB; not enforced by
@@ -681,9 +682,11 @@ mod tests {
         p.push(0);
         p[8..12].copy_from_slice(&29u32.to_be_bytes());
         assert_eq!(parse_lid1(&p, &LOCAL), Err(unsupported));
-        // Two segments.
+        // Several segments are fine; more than 16 are too many.
         let s = segment(0, 1, 1, 0, 0);
-        let p = list(0, 0, &t, &[s.clone(), s.clone()]);
+        let p = list(0, 0, &t, &vec![s.clone(); 16]);
+        assert_eq!(parse_lid1(&p, &LOCAL).map(|l| l.segments.len()), Ok(16));
+        let p = list(0, 0, &t, &vec![s.clone(); 17]);
         assert_eq!(
             parse_lid1(&p, &LOCAL),
             Err(Sense::too_many_segment_descriptors())
@@ -730,9 +733,11 @@ mod tests {
             parse_lid1(&p, &LOCAL),
             Err(Sense::unsupported_target_descriptor_type())
         );
-        // Three targets.
+        // Up to 8 targets; 9 are too many.
         let t = target(&LOCAL);
-        let p = list(0, 0, &[t.clone(), t.clone(), t.clone()], &s);
+        let p = list(0, 0, &vec![t.clone(); 8], &s);
+        assert!(parse_lid1(&p, &LOCAL).is_ok());
+        let p = list(0, 0, &vec![t.clone(); 9], &s);
         assert_eq!(
             parse_lid1(&p, &LOCAL),
             Err(Sense::too_many_target_descriptors())
@@ -862,8 +867,8 @@ mod tests {
         let mut want = [0u8; 46];
         want[3] = 42;
         want[4] = 1;
-        want[9] = 2;
-        want[11] = 1;
+        want[9] = 8;
+        want[11] = 16;
         want[12..16].copy_from_slice(&[0, 0, 4, 0]);
         want[16..20].copy_from_slice(&[0x10, 0, 0, 0]);
         want[35] = 1;

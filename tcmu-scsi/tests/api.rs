@@ -185,7 +185,10 @@ fn random_bytes_never_panic() {
                         assert_eq!(block.len(), params.block_size as usize);
                     }
                     Outcome::LbaStatus { lba, .. } => assert!(lba < params.num_blocks),
-                    Outcome::Flush | Outcome::Format => {}
+                    Outcome::Flush
+                    | Outcome::Format
+                    | Outcome::Copy(_)
+                    | Outcome::SetPortGroups(_) => {}
                 }
             }
             Err(s) => {

@@ -13,7 +13,8 @@ use std::io;
 use async_trait::async_trait;
 use tcmu_core::DataBuf;
 use tcmu_runtime::{
-    BlockError, BlockHandler, CompareAndWrite, CompareError, ReconfigRequest, Unmap, WriteSame,
+    BlockError, BlockHandler, CompareAndWrite, CompareError, CopyOffload, ReconfigRequest, Unmap,
+    WriteSame,
 };
 use tcmu_scsi::UnmapParams;
 
@@ -131,6 +132,10 @@ impl BlockHandler for RamHandler {
         Some(self)
     }
 
+    fn as_copy_offload(&self) -> Option<&dyn CopyOffload> {
+        Some(self)
+    }
+
     async fn reconfig(&self, change: &ReconfigRequest) -> Result<(), String> {
         match change {
             ReconfigRequest::Size(size) => {
@@ -228,6 +233,27 @@ impl CompareAndWrite for RamHandler {
             return Err(CompareError::Miscompare(at as u64));
         }
         Ok(self.write(offset, write).await?)
+    }
+}
+
+/// A copy inside the RAM disk is a memory copy.
+#[async_trait(?Send)]
+impl CopyOffload for RamHandler {
+    async fn copy(&self, src: u64, dst: u64, len: u64) -> Result<(), BlockError> {
+        let n = usize::try_from(len).map_err(|_| io_err(io::ErrorKind::InvalidInput.into()))?;
+        let mut bytes = vec![0u8; n];
+        let mut store = self.store()?;
+        store
+            .read(src, len, |at, piece| {
+                bytes[at..at + piece.len()].copy_from_slice(piece);
+            })
+            .map_err(io_err)?;
+        store
+            .write(dst, len, |at, piece| {
+                let n = piece.len();
+                piece.copy_from_slice(&bytes[at..at + n]);
+            })
+            .map_err(io_err)
     }
 }
 
