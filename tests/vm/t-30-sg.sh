@@ -17,15 +17,13 @@
 #
 # Intended differences (normalised before the comparison, and asserted on
 # their own for our LUN in check_intended):
-# - INQUIRY SCCS/TPGS/3PC: fileio claims ALUA and EXTENDED COPY; tcmu-rs
-#   implements neither yet, so it must not claim them.
 # - VPD 0x83: the kernel adds designators of the target port a command came
 #   in on (relative port, port group, LU group, SCSI name strings); a TCMU
 #   daemon is not told the port. The logical-unit designators (NAA, T10
 #   vendor id) are compared; the T10 designator's length includes the
 #   product name, which differs.
-# - VPD 0xb0: COMPARE AND WRITE is not implemented yet (length 0); transfer
-#   lengths follow the user backstore's hw_max_sectors, not fileio's.
+# - VPD 0xb0: transfer lengths follow the user backstore's hw_max_sectors,
+#   not fileio's.
 # - LBPRZ and provisioning type: punched holes of a file read back as zeros
 #   (LBPRZ=1), and with LBPME=1 SBC-4 requires provisioning type 1 or 2;
 #   fileio reports 0 for both.
@@ -82,7 +80,6 @@ mask() {
 # normalize QUERY: mask the intended differences listed at the top.
 normalize() {
     case $1 in
-        inq) sed -E 's/SCCS=[01]( +ACC=[01] +)TPGS=[0-3]( +)3PC=[01]/SCCS=*\1TPGS=*\23PC=*/' ;;
         vpd83)
             awk '
                 /^  Designation descriptor number/ { flush(); hdr = "  Designation descriptor"; body = ""; next }
@@ -94,7 +91,7 @@ normalize() {
                 }
                 END { flush() }'
             ;;
-        vpdb0) sed -E 's/^( *(Maximum compare and write|Maximum transfer|Optimal transfer) length:).*/\1 */' ;;
+        vpdb0) sed -E 's/^( *(Maximum transfer|Optimal transfer) length:).*/\1 */' ;;
         vpdb2) sed -E -e 's/(\(LBPRZ\)): [01]/\1: */' -e 's/(Provisioning type:).*/\1 */' ;;
         readcap) sed -E 's/lbprz=[01]/lbprz=*/' ;;
         *) cat ;;
@@ -105,7 +102,8 @@ normalize() {
 check_intended() {
     local w=$WORK/usr max_sectors
     max_sectors=$(cat "$2/attrib/hw_max_sectors")
-    soft assert_grep 'TPGS=0 +3PC=0' "$w.inq.txt" "usr: INQUIRY must not claim ALUA or EXTENDED COPY"
+    soft assert_grep 'SCCS=1 .*TPGS=3 +3PC=1' "$w.inq.txt" "usr: INQUIRY claims ALUA (from configfs) and EXTENDED COPY"
+    soft assert_grep 'Maximum compare and write length: 1 blocks' "$w.vpdb0.txt" "usr: VPD 0xb0 COMPARE AND WRITE length 1"
     soft assert_grep 'length=96 ' "$w.inq.txt" "usr: 96-byte standard INQUIRY like the kernel's"
     soft assert_grep 'designator_type: NAA' "$w.vpd83.txt" "usr: VPD 0x83 NAA designator"
     soft assert_grep 'designator_type: T10 vendor identification' "$w.vpd83.txt" "usr: VPD 0x83 T10 designator"
