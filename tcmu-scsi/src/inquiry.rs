@@ -22,7 +22,8 @@ pub const VERSION_SPC4: u16 = 0x0460;
 pub const VERSION_SBC3: u16 = 0x04c0;
 
 /// Standard INQUIRY data: 36 bytes, or 96 with version descriptors (see
-/// [`DeviceParams::version_descriptors`]).
+/// [`DeviceParams::version_descriptors`]) in the kernel's fixed slots:
+/// SAM-5 at byte 58, the transport at 60, SPC-4 at 62, SBC-3 at 64.
 pub fn standard(params: &DeviceParams) -> Vec<u8> {
     let len = if params.version_descriptors.is_some() {
         96
@@ -50,9 +51,10 @@ pub fn standard(params: &DeviceParams) -> Vec<u8> {
     put_bytes(&mut b, 16, &ascii_field(&params.product, 16));
     put_bytes(&mut b, 32, &ascii_field(&params.revision, 4));
     if let Some(transport) = params.version_descriptors {
-        // An unknown transport (0) leaves no empty descriptor behind.
+        // Fixed slots, as the kernel fills them: an unknown transport (0)
+        // leaves its slot empty rather than moving SPC-4 and SBC-3 up.
         let descriptors = [VERSION_SAM5, transport, VERSION_SPC4, VERSION_SBC3];
-        for (i, d) in descriptors.into_iter().filter(|&d| d != 0).enumerate() {
+        for (i, d) in descriptors.into_iter().enumerate() {
             put16(&mut b, 58 + 2 * i, d);
         }
     }
@@ -111,6 +113,18 @@ mod tests {
             &[0x00, 0xa0, 0x0c, 0x60, 0x04, 0x60, 0x04, 0xc0]
         );
         assert!(b[36..58].iter().all(|&x| x == 0));
+        assert!(b[66..].iter().all(|&x| x == 0));
+    }
+
+    #[test]
+    fn unknown_transport_keeps_its_slot() {
+        let mut p = DeviceParams::new(512, 1000);
+        p.version_descriptors = Some(0);
+        let b = standard(&p);
+        assert_eq!(
+            &b[58..66],
+            &[0x00, 0xa0, 0x00, 0x00, 0x04, 0x60, 0x04, 0xc0]
+        );
         assert!(b[66..].iter().all(|&x| x == 0));
     }
 
