@@ -211,6 +211,39 @@ pub fn set_port_offline(member: &GroupMember, offline: bool) -> Result<(), Confi
     )
 }
 
+/// The ID of the logical unit group the device belongs to
+/// (`core/alua/lu_gps/<group>/members` lists it as `<hba>/<device>`; every
+/// device joins `default_lu_gp`, ID 0, when created), or `None` if it is
+/// in none.
+pub fn lu_group_id(dev: &DeviceDir) -> Result<Option<u16>, ConfigfsError> {
+    let path = dev.path();
+    let (Some(name), Some(hba_dir)) = (path.file_name(), path.parent()) else {
+        return Ok(None);
+    };
+    let (Some(hba), Some(core)) = (hba_dir.file_name(), hba_dir.parent()) else {
+        return Ok(None);
+    };
+    let me = format!("{}/{}", hba.to_string_lossy(), name.to_string_lossy());
+    let groups = core.join("alua/lu_gps");
+    let entries = match fs::read_dir(&groups) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(read_error(&groups, e)),
+    };
+    for entry in entries {
+        let dir = entry.map_err(|e| read_error(&groups, e))?.path();
+        let Ok(members) = read_trimmed(&dir.join("members")) else {
+            continue;
+        };
+        if members.split(['\n', '\0']).any(|line| line.trim() == me) {
+            return Ok(Some(
+                read_number(&dir.join("lu_gp_id"), u64::from(u16::MAX))? as u16,
+            ));
+        }
+    }
+    Ok(None)
+}
+
 /// `<dev>/alua/<name>`, refusing names that would leave that directory.
 fn group_dir(dev: &DeviceDir, name: &str) -> Result<PathBuf, ConfigfsError> {
     let alua = dev.path().join("alua");
@@ -372,6 +405,22 @@ mod tests {
     const DEV: &str = "core/user_1/disk0";
     const LOOP_WWN: &str = "naa.5001405a1b2c3d4e";
     const ISCSI_WWN: &str = "iqn.2003-01.org.linux-iscsi.host.x8664:sn.0123456789ab";
+
+    #[test]
+    fn logical_unit_group() {
+        let tmp = TempDir::new("lu-gp");
+        let dev = DeviceDir::at(tmp.path().join(DEV));
+        tmp.file(&format!("{DEV}/enable"), "1\n");
+        assert_eq!(lu_group_id(&dev).unwrap(), None);
+        tmp.file("core/alua/lu_gps/default_lu_gp/lu_gp_id", "0\n");
+        tmp.file("core/alua/lu_gps/default_lu_gp/members", "user_1/other\n");
+        tmp.file("core/alua/lu_gps/mine/lu_gp_id", "7\n");
+        tmp.file(
+            "core/alua/lu_gps/mine/members",
+            "user_2/disk0\nuser_1/disk0\n",
+        );
+        assert_eq!(lu_group_id(&dev).unwrap(), Some(7));
+    }
 
     fn group(tmp: &TempDir, name: &str, id: &str, members: &str) {
         let g = format!("{DEV}/alua/{name}");

@@ -61,6 +61,9 @@ impl DeviceCtx {
             Ok(groups) => self.params.borrow_mut().port_groups = groups,
             Err(e) => debug!(device = %self.name, "no ALUA groups: {e}"),
         }
+        if let Ok(group) = tcmu_core::alua::lu_group_id(dir) {
+            self.params.borrow_mut().lu_group = group;
+        }
     }
 }
 
@@ -318,9 +321,11 @@ pub(crate) async fn run(ctx: &DeviceCtx, cmd: CmdEntry) -> Completion {
             }
         }
         Outcome::Write { lba, blocks, fua } => {
-            let _range = ctx.locks.shared(lba, u64::from(blocks)).await;
             let len = u64::from(blocks) * bs;
-            buf::truncate_list(&mut data, len as usize);
+            if buf::total_len(&data) as u64 != len {
+                return check(&Sense::invalid_field_in_command_iu());
+            }
+            let _range = ctx.locks.shared(lba, u64::from(blocks)).await;
             let bufs = data.into_iter().map(DataBuf::into_filled).collect();
             let r = guarded(ctx, "write", h.write(lba * bs, bufs)).await;
             let r = make_durable(ctx, fua, write_cache, r).await;
@@ -362,13 +367,12 @@ pub(crate) async fn run(ctx: &DeviceCtx, cmd: CmdEntry) -> Completion {
             io_result(ctx, "write same", Dir::Write, r)
         }
         Outcome::CompareAndWrite { lba, blocks, fua } => {
-            let _range = ctx.locks.exclusive(lba, u64::from(blocks)).await;
             let len = (u64::from(blocks) * bs) as usize;
-            let mut write = buf::split_list(&mut data, len);
-            buf::truncate_list(&mut write, len);
-            if buf::total_len(&data) < len || buf::total_len(&write) < len {
-                return check(&Sense::parameter_list_length_error());
+            if buf::total_len(&data) != 2 * len {
+                return check(&Sense::invalid_field_in_command_iu());
             }
+            let _range = ctx.locks.exclusive(lba, u64::from(blocks)).await;
+            let write = buf::split_list(&mut data, len);
             let compare = buf::gather(&data, len);
             let write: Vec<DataBuf> = write.into_iter().map(DataBuf::into_filled).collect();
             let off = lba * bs;
@@ -393,13 +397,13 @@ pub(crate) async fn run(ctx: &DeviceCtx, cmd: CmdEntry) -> Completion {
             compare_result(ctx, "compare and write", Dir::Write, r)
         }
         Outcome::Verify { lba, blocks, same } => {
-            let _range = ctx.locks.shared(lba, u64::from(blocks)).await;
             let len = u64::from(blocks) * bs;
             let want_len = if same { bs } else { len };
-            let expected = buf::gather(&data, want_len as usize);
-            if (expected.len() as u64) < want_len {
-                return check(&Sense::parameter_list_length_error());
+            if buf::total_len(&data) as u64 != want_len {
+                return check(&Sense::invalid_field_in_command_iu());
             }
+            let _range = ctx.locks.shared(lba, u64::from(blocks)).await;
+            let expected = buf::gather(&data, want_len as usize);
             let want = |at: u64, n: usize| -> Vec<u8> {
                 if same {
                     expected

@@ -279,6 +279,7 @@ pub fn transfer_length_offset(cdb_len: u8) -> u16 {
         6 => 4,
         12 => 6,
         16 => 10,
+        32 => 28,
         _ => 7,
     }
 }
@@ -329,18 +330,12 @@ fn decode_known(opcode: u8, cdb: &[u8]) -> Option<Result<Command, Sense>> {
             desc: bit(b1, 0x01),
             alloc_len: u8_at(cdb, 4),
         }),
-        op::INQUIRY => {
-            if bit(b1, 0x02) {
-                // CMDDT is obsolete; SPC-4 requires it to be rejected.
-                Err(Sense::invalid_field_in_cdb(1, Some(1)))
-            } else {
-                Ok(Command::Inquiry {
-                    evpd: bit(b1, 0x01),
-                    page_code: u8_at(cdb, 2),
-                    alloc_len: be16(cdb, 3),
-                })
-            }
-        }
+        // CMDDT (obsolete) is ignored, as the kernel does.
+        op::INQUIRY => Ok(Command::Inquiry {
+            evpd: bit(b1, 0x01),
+            page_code: u8_at(cdb, 2),
+            alloc_len: be16(cdb, 3),
+        }),
         op::READ_CAPACITY_10 => {
             // SBC-2: LBA must be zero unless PMI is set (the kernel checks too).
             if u8_at(cdb, 8) & 0x01 == 0 && be32(cdb, 2) != 0 {
@@ -357,7 +352,8 @@ fn decode_known(opcode: u8, cdb: &[u8]) -> Option<Result<Command, Sense>> {
                 lba: be64(cdb, 2),
                 alloc_len: be32(cdb, 10),
             }),
-            _ => Err(Sense::invalid_field_in_cdb(1, Some(4))),
+            // An unsupported service action is an unsupported command.
+            _ => Ok(Command::Unsupported(opcode)),
         },
         op::MAINTENANCE_IN => match b1 & 0x1f {
             op::MI_REPORT_SUPPORTED_OPCODES => Ok(Command::ReportSupportedOpcodes {
@@ -368,16 +364,40 @@ fn decode_known(opcode: u8, cdb: &[u8]) -> Option<Result<Command, Sense>> {
                 alloc_len: be32(cdb, 6),
             }),
             op::MI_REPORT_TARGET_PGS => Ok(Command::ReportTargetPortGroups {
-                extended: b1 >> 5 == 0x01,
+                // Bit 5 alone, as the kernel tests it.
+                extended: bit(b1, 0x20),
                 alloc_len: be32(cdb, 6),
             }),
-            _ => Err(Sense::invalid_field_in_cdb(1, Some(4))),
+            _ => Ok(Command::Unsupported(opcode)),
         },
         op::MAINTENANCE_OUT => match b1 & 0x1f {
             op::MO_SET_TARGET_PGS => Ok(Command::SetTargetPortGroups {
                 param_len: be32(cdb, 6),
             }),
-            _ => Err(Sense::invalid_field_in_cdb(1, Some(4))),
+            _ => Ok(Command::Unsupported(opcode)),
+        },
+        op::VARIABLE_LENGTH => match be16(cdb, 8) {
+            op::VL_WRITE_SAME_32 if cdb.len() >= 32 => {
+                let b10 = u8_at(cdb, 10);
+                if bit(b10, 0x04) {
+                    Err(Sense::invalid_field_in_cdb(10, Some(2)))
+                } else if bit(b10, 0x02) {
+                    Err(Sense::invalid_field_in_cdb(10, Some(1)))
+                } else if b10 & 0xe0 != 0 {
+                    Err(Sense::invalid_field_in_cdb(10, Some(7)))
+                } else {
+                    Ok(Command::WriteSame {
+                        lba: be64(cdb, 12),
+                        blocks: be32(cdb, 28),
+                        unmap: bit(b10, 0x08),
+                        anchor: bit(b10, 0x10),
+                        ndob: bit(b10, 0x01),
+                        cdb_len: 32,
+                    })
+                }
+            }
+            op::VL_WRITE_SAME_32 => Err(Sense::invalid_field_in_cdb(0, None)),
+            _ => Ok(Command::Unsupported(opcode)),
         },
         op::COMPARE_AND_WRITE => check_protect(cdb).map(|()| Command::CompareAndWrite {
             lba: be64(cdb, 2),
@@ -506,6 +526,8 @@ fn decode_known(opcode: u8, cdb: &[u8]) -> Option<Result<Command, Sense>> {
                 immed: bit(b1, 0x02),
             })
         }
+        // Byte 1 holds only ANCHOR; the kernel refuses anything else there.
+        op::UNMAP if b1 & 0xfe != 0 => Err(Sense::invalid_cdb_field()),
         op::UNMAP => Ok(Command::Unmap {
             anchor: bit(b1, 0x01),
             param_len: be16(cdb, 7),
@@ -584,6 +606,35 @@ mod tests {
     }
 
     #[test]
+    fn write_same_32() {
+        let mut c = vec![0u8; 32];
+        c[0] = 0x7f;
+        c[7] = 0x18;
+        c[8..10].copy_from_slice(&0x000du16.to_be_bytes());
+        c[10] = 0x08;
+        c[12..20].copy_from_slice(&77u64.to_be_bytes());
+        c[28..32].copy_from_slice(&5u32.to_be_bytes());
+        assert_eq!(
+            decode(&c),
+            Ok(Command::WriteSame {
+                lba: 77,
+                blocks: 5,
+                unmap: true,
+                anchor: false,
+                ndob: false,
+                cdb_len: 32
+            })
+        );
+        c[10] = 0x04;
+        assert_eq!(decode(&c), Err(Sense::invalid_field_in_cdb(10, Some(2))));
+        c[9] = 0x09; // READ (32): not supported
+        assert_eq!(decode(&c), Ok(Command::Unsupported(0x7f)));
+        // WRITE SAME (32) in fewer than 32 bytes.
+        c[9] = 0x0d;
+        assert_eq!(decode(&c[..16]), Err(Sense::invalid_field_in_cdb(0, None)));
+    }
+
+    #[test]
     fn too_short() {
         assert_eq!(
             decode(&[0x28, 0, 0]),
@@ -640,10 +691,11 @@ mod tests {
                 alloc_len: 36
             }
         );
-        assert_eq!(
-            err(&[0x12, 0x02], 6),
-            Sense::invalid_field_in_cdb(1, Some(1))
-        );
+        // CMDDT is ignored, as the kernel does.
+        assert!(matches!(
+            ok(&[0x12, 0x02, 0, 0, 36], 6),
+            Command::Inquiry { evpd: false, .. }
+        ));
     }
 
     #[test]
@@ -661,10 +713,8 @@ mod tests {
             ok(&[0x9e, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32], 16),
             Command::ReadCapacity16 { alloc_len: 32 }
         );
-        assert_eq!(
-            err(&[0x9e, 0x13], 16),
-            Sense::invalid_field_in_cdb(1, Some(4))
-        );
+        // Unsupported service actions are unsupported commands.
+        assert_eq!(ok(&[0x9e, 0x13], 16), Command::Unsupported(0x9e));
     }
 
     #[test]
@@ -954,10 +1004,8 @@ mod tests {
                 alloc_len: 0x200
             }
         );
-        assert_eq!(
-            err(&[0xa3, 0x0b], 12),
-            Sense::invalid_field_in_cdb(1, Some(4))
-        );
+        assert_eq!(ok(&[0xa3, 0x0b], 12), Command::Unsupported(0xa3));
+        assert_eq!(ok(&[0xa4, 0x0b], 12), Command::Unsupported(0xa4));
     }
 
     #[test]

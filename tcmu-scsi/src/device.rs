@@ -77,6 +77,9 @@ pub struct DeviceParams {
     /// unknown, which leaves ALUA out (TPGS 0, no REPORT/SET TARGET PORT
     /// GROUPS).
     pub port_groups: Vec<PortGroup>,
+    /// The logical unit group the device belongs to (configfs
+    /// `core/alua/lu_gps`), reported in VPD page 0x83.
+    pub lu_group: Option<u16>,
     /// EXTENDED COPY and RECEIVE COPY RESULTS are served (3PC).
     pub third_party_copy: bool,
     /// Version descriptors in standard INQUIRY data: `None` gives the
@@ -109,6 +112,7 @@ impl DeviceParams {
             solid_state: false,
             version_descriptors: None,
             port_groups: Vec::new(),
+            lu_group: None,
             third_party_copy: false,
         }
     }

@@ -151,6 +151,10 @@ fn done(r: Result<Vec<u8>, Sense>, alloc_len: usize) -> Outcome {
     })
 }
 
+/// Most zero padding added after an answer (the data-in buffer is never
+/// larger than this in practice; the runtime cuts to the real buffer).
+const MAX_PADDING: usize = 1 << 16;
+
 fn check(s: Sense) -> Outcome {
     Outcome::Done(Response::check(s))
 }
@@ -159,9 +163,14 @@ fn good() -> Outcome {
     Outcome::Done(Response::good())
 }
 
-/// `data_out` cut to the parameter list length.
-fn param_list(data_out: &[u8], param_len: u16) -> &[u8] {
-    data_out.get(..usize::from(param_len)).unwrap_or(data_out)
+/// `data_out` cut to the parameter list length. A data-out buffer shorter
+/// than the CDB's PARAMETER LIST LENGTH is INVALID FIELD IN CDB, as the
+/// kernel's transport check answers it for its own backstores.
+fn param_list(data_out: &[u8], param_len: u32) -> Result<&[u8], Sense> {
+    usize::try_from(param_len)
+        .ok()
+        .and_then(|n| data_out.get(..n))
+        .ok_or_else(Sense::invalid_cdb_field)
 }
 
 /// Reject a transfer longer than the device's maximum transfer length.
@@ -215,11 +224,14 @@ pub fn execute(
         Command::TestUnitReady | Command::Seek => good(),
         Command::RequestSense { desc, alloc_len } => {
             let sense = state.unit_attention.take().unwrap_or_else(Sense::no_sense);
-            let data = if desc {
+            let mut data = if desc {
                 sense.to_descriptor()
             } else {
                 sense.to_fixed().to_vec()
             };
+            // Like the kernel, fill the whole allocation length (zeroes
+            // after the sense data).
+            data.resize(usize::from(alloc_len).max(data.len()), 0);
             done(Ok(data), usize::from(alloc_len))
         }
         Command::Inquiry {
@@ -260,7 +272,9 @@ pub fn execute(
             } else if param_len == 0 {
                 good()
             } else {
-                match mode::mode_select(params, state, ten, param_list(data_out, param_len)) {
+                match param_list(data_out, u32::from(param_len))
+                    .and_then(|list| mode::mode_select(params, state, ten, list))
+                {
                     Ok(()) => good(),
                     Err(s) => check(s),
                 }
@@ -366,7 +380,9 @@ pub fn execute(
             if anchor {
                 return check(Sense::invalid_field_in_cdb(1, Some(0)));
             }
-            match unmap::parse(param_list(data_out, param_len), params, limits) {
+            match param_list(data_out, u32::from(param_len))
+                .and_then(|list| unmap::parse(list, params, limits))
+            {
                 Ok(ranges) if ranges.is_empty() => good(),
                 Ok(ranges) => Outcome::Unmap(ranges),
                 Err(s) => check(s),
@@ -397,15 +413,14 @@ pub fn execute(
             if !params.third_party_copy {
                 check(Sense::invalid_command_opcode())
             } else if service_action != 0 {
-                // Only LID1.
-                check(Sense::invalid_field_in_cdb(1, Some(4)))
+                // Only LID1; the kernel knows no other service action.
+                check(Sense::invalid_command_opcode())
             } else if param_len == 0 {
                 good()
             } else {
-                let list = data_out
-                    .get(..usize::try_from(param_len).unwrap_or(usize::MAX))
-                    .unwrap_or(data_out);
-                match xcopy::parse_lid1(list, &params.naa()) {
+                match param_list(data_out, param_len)
+                    .and_then(|list| xcopy::parse_lid1(list, &params.naa()))
+                {
                     Ok(l) if l.segments.is_empty() => good(),
                     Ok(l) => Outcome::Copy(l),
                     Err(s) => check(s),
@@ -418,13 +433,19 @@ pub fn execute(
             alloc_len,
         } => {
             if params.third_party_copy {
+                // Zero-padded to the allocation length, like the kernel.
+                let pad = usize::try_from(alloc_len).unwrap_or(0).min(MAX_PADDING);
                 done(
                     xcopy::receive_copy_results(
                         service_action,
                         list_id,
                         alloc_len,
                         state.last_copy.as_ref(),
-                    ),
+                    )
+                    .map(|mut d| {
+                        d.resize(d.len().max(pad), 0);
+                        d
+                    }),
                     usize::MAX,
                 )
             } else {
@@ -445,15 +466,12 @@ pub fn execute(
             }
         }
         Command::SetTargetPortGroups { param_len } => {
-            let list = data_out
-                .get(..usize::try_from(param_len).unwrap_or(usize::MAX))
-                .unwrap_or(data_out);
             if params.port_groups.is_empty() {
                 check(Sense::invalid_command_opcode())
-            } else if param_len == 0 {
-                good()
             } else {
-                match alua::parse_set_target_port_groups(list, &params.port_groups) {
+                match param_list(data_out, param_len)
+                    .and_then(|list| alua::parse_set_target_port_groups(list, &params.port_groups))
+                {
                     Ok(changes) => Outcome::SetPortGroups(changes),
                     Err(s) => check(s),
                 }
@@ -512,17 +530,11 @@ fn write_same(
     ndob: bool,
     cdb_len: u8,
 ) -> Outcome {
+    // The kernel's order: length, limit, range, then the flags.
     let len_field = transfer_length_offset(cdb_len);
     if blocks == 0 {
         // WSNZ = 1 in the Block Limits page, like the kernel.
         return check(Sense::invalid_field_in_cdb(len_field, None));
-    }
-    if anchor {
-        // ANC_SUP = 0.
-        return check(Sense::invalid_field_in_cdb(1, Some(4)));
-    }
-    if unmap && params.unmap.is_none() {
-        return check(Sense::invalid_field_in_cdb(1, Some(3)));
     }
     if params.max_write_same_blocks != 0 && blocks > params.max_write_same_blocks {
         return check(Sense::invalid_field_in_cdb(len_field, None));
@@ -530,14 +542,23 @@ fn write_same(
     if let Err(s) = params.check_range(lba, u64::from(blocks)) {
         return check(s);
     }
+    let flags = if cdb_len == 32 { 10 } else { 1 };
+    if anchor {
+        // ANC_SUP = 0.
+        return check(Sense::invalid_field_in_cdb(flags, Some(4)));
+    }
+    if unmap && params.unmap.is_none() {
+        return check(Sense::invalid_field_in_cdb(flags, Some(3)));
+    }
     let size = usize::try_from(params.block_size).unwrap_or(usize::MAX);
     let block = if ndob {
         vec![0u8; size]
+    } else if data_out.len() == size {
+        data_out.to_vec()
     } else {
-        match data_out.get(..size) {
-            Some(b) => b.to_vec(),
-            None => return check(Sense::parameter_list_length_error()),
-        }
+        // Exactly one block of data-out, or the kernel's transport check
+        // refuses the command.
+        return check(Sense::invalid_cdb_field());
     };
     Outcome::WriteSame {
         lba,
@@ -697,19 +718,22 @@ mod tests {
             assert_eq!(r.status, Status::CheckCondition);
             assert_eq!(
                 &r.sense.map(|s| s.to_fixed()).unwrap_or_default()[12..18],
-                &[0x20, 0, 0, 0xc0, 0, 0]
+                &[0x20, 0, 0, 0, 0, 0]
             );
         }
     }
 
     #[test]
     fn request_sense() {
+        // The whole allocation length, zeroes after the sense data.
         let d = data_of(run(&[0x03, 0, 0, 0, 252], 6));
-        assert_eq!(d, Sense::no_sense().to_fixed().to_vec());
+        assert_eq!(d.len(), 252);
+        assert_eq!(&d[..18], &Sense::no_sense().to_fixed());
+        assert!(d[18..].iter().all(|&b| b == 0));
         let d = data_of(run(&[0x03, 0, 0, 0, 8], 6));
         assert_eq!(d.len(), 8);
         let d = data_of(run(&[0x03, 1, 0, 0, 252], 6));
-        assert_eq!(d, vec![0x72, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(&d[..8], &[0x72, 0, 0, 0, 0, 0, 0, 0]);
     }
 
     #[test]
@@ -1061,7 +1085,7 @@ mod tests {
                 block: vec![0; 512]
             }
         );
-        // Too little data-out.
+        // Data-out other than one block.
         assert_eq!(
             sense_of(&run_with(
                 &p,
@@ -1070,7 +1094,7 @@ mod tests {
                 10,
                 &block[..100]
             )),
-            Some(Sense::parameter_list_length_error())
+            Some(Sense::invalid_cdb_field())
         );
         // Zero blocks (WSNZ), too many, out of range, ANCHOR, UNMAP without TP.
         assert_eq!(

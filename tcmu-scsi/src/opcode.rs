@@ -46,6 +46,10 @@ pub const UNMAP: u8 = 0x42;
 pub const MODE_SELECT_10: u8 = 0x55;
 /// MODE SENSE (10).
 pub const MODE_SENSE_10: u8 = 0x5a;
+/// VARIABLE LENGTH (32-byte CDBs; the service action is in bytes 8..9).
+pub const VARIABLE_LENGTH: u8 = 0x7f;
+/// Service action of WRITE SAME (32).
+pub const VL_WRITE_SAME_32: u16 = 0x000d;
 /// EXTENDED COPY (service action 0x00: LID1).
 pub const EXTENDED_COPY: u8 = 0x83;
 /// RECEIVE COPY RESULTS (LID1 service actions).

@@ -40,6 +40,12 @@ const GET_LBA_STATUS_USAGE: &[u8] = &[
 ];
 
 #[rustfmt::skip]
+const WRITE_SAME_32_USAGE: &[u8] = &[
+    op::VARIABLE_LENGTH, 0, 0, 0, 0, 0, 0, 0x18, 0x00, 0x0d, 0x19, 0, FF, FF, FF, FF,
+    FF, FF, FF, FF, 0, 0, 0, 0, 0, 0, 0, 0, FF, FF, FF, FF,
+];
+
+#[rustfmt::skip]
 const XCOPY_USAGE: &[u8] = &[
     op::EXTENDED_COPY, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, FF, FF, FF, FF, 0, 0,
 ];
@@ -338,6 +344,11 @@ const ALL: &[OpcodeInfo] = &[
             0,
         ],
     },
+    OpcodeInfo {
+        opcode: op::VARIABLE_LENGTH,
+        service_action: Some(op::VL_WRITE_SAME_32),
+        usage: WRITE_SAME_32_USAGE,
+    },
     // REPORT LUNS is answered by the kernel for TCMU devices.
     info(0xa0, &[0xa0, 0, FF, 0, 0, 0, FF, FF, FF, FF, 0, 0]),
     OpcodeInfo {
@@ -441,9 +452,10 @@ mod tests {
     fn usage_lengths_match_groups() {
         for i in ALL {
             assert_eq!(i.usage.first(), Some(&i.opcode));
+            // Variable-length CDBs (WRITE SAME (32)) are 32 bytes here.
             assert_eq!(
-                op::cdb_len(i.opcode),
-                Some(i.usage.len()),
+                op::cdb_len(i.opcode).unwrap_or(32),
+                i.usage.len(),
                 "{:02x}",
                 i.opcode
             );

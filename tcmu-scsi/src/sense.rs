@@ -148,13 +148,18 @@ impl Sense {
         Self::new(SenseKey::IllegalRequest, 0x21, 0x00)
     }
 
-    /// INVALID COMMAND OPERATION CODE (05/20/00), pointing at CDB byte 0.
+    /// INVALID COMMAND OPERATION CODE (05/20/00), without a field pointer
+    /// (the whole opcode, or opcode and service action, is unsupported),
+    /// as the kernel sends it.
     pub const fn invalid_command_opcode() -> Self {
-        Self::new(SenseKey::IllegalRequest, 0x20, 0x00).with_field_pointer(FieldPointer {
-            in_cdb: true,
-            byte: 0,
-            bit: None,
-        })
+        Self::new(SenseKey::IllegalRequest, 0x20, 0x00)
+    }
+
+    /// INVALID FIELD IN COMMAND INFORMATION UNIT (05/0E/03): the data-out
+    /// buffer does not have the length the CDB implies (the kernel's answer
+    /// to an underflow or overflow of a data CDB).
+    pub const fn invalid_field_in_command_iu() -> Self {
+        Self::new(SenseKey::IllegalRequest, 0x0e, 0x03)
     }
 
     /// INVALID FIELD IN CDB (05/24/00) pointing at `byte` (and `bit`).
@@ -529,7 +534,7 @@ mod tests {
         let b = Sense::invalid_field_in_parameter_list(0x123, Some(2)).to_fixed();
         assert_eq!(&b[15..18], &[0x8a, 0x01, 0x23]);
         let b = Sense::invalid_command_opcode().to_fixed();
-        assert_eq!(&b[15..18], &[0xc0, 0x00, 0x00]);
+        assert_eq!(&b[15..18], &[0, 0, 0]);
     }
 
     #[test]

@@ -94,9 +94,10 @@ pub fn naa_designator(company_id: u32, serial: &[u8]) -> [u8; 16] {
     d
 }
 
-/// Page 0x83: NAA 6 designator (only with a serial, like the kernel) and a
+/// Page 0x83: NAA 6 designator (only with a serial, like the kernel), a
 /// T10 vendor ID designator `<vendor><product>:<serial>\0` (vendor padded
-/// to 8 bytes, NUL terminated, as the kernel builds it).
+/// to 8 bytes, NUL terminated, as the kernel builds it) and the logical
+/// unit group, if any.
 pub fn device_identification(params: &DeviceParams) -> Vec<u8> {
     let mut body = Vec::new();
     if let Some(s) = serial(params) {
@@ -115,6 +116,11 @@ pub fn device_identification(params: &DeviceParams) -> Vec<u8> {
     // ASCII code set, LU association, designator type 1 (T10 vendor ID).
     body.extend_from_slice(&[0x02, 0x01, 0x00, t10.len() as u8]);
     body.extend_from_slice(&t10);
+    if let Some(group) = params.lu_group {
+        // Binary, LU association, designator type 6 (logical unit group).
+        body.extend_from_slice(&[0x01, 0x06, 0x00, 0x04, 0x00, 0x00]);
+        body.extend_from_slice(&group.to_be_bytes());
+    }
     let mut b = page_buf(0x83, 4 + body.len());
     put_bytes(&mut b, 4, &body);
     b
@@ -238,6 +244,13 @@ mod tests {
 
         let b = device_identification(&DeviceParams::new(512, 1));
         assert_eq!(b, b"\x00\x83\x00\x0d\x02\x01\x00\x09LIO-ORG \x00".to_vec());
+
+        // The logical unit group follows the T10 designator.
+        let mut p = DeviceParams::new(512, 1);
+        p.lu_group = Some(3);
+        let b = device_identification(&p);
+        assert_eq!(&b[3..4], &[13 + 8]);
+        assert_eq!(&b[17..], &[0x01, 0x06, 0x00, 0x04, 0, 0, 0, 3]);
     }
 
     #[test]
