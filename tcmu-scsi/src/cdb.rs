@@ -352,8 +352,10 @@ fn decode_known(opcode: u8, cdb: &[u8]) -> Option<Result<Command, Sense>> {
                 lba: be64(cdb, 2),
                 alloc_len: be32(cdb, 10),
             }),
-            // An unsupported service action is an unsupported command.
-            _ => Ok(Command::Unsupported(opcode)),
+            // REPORT REFERRALS: no referrals, so no such command, as in
+            // the kernel; other service actions are an invalid field.
+            op::SAI_REPORT_REFERRALS => Ok(Command::Unsupported(opcode)),
+            _ => Err(Sense::invalid_field_in_cdb(1, Some(4))),
         },
         op::MAINTENANCE_IN => match b1 & 0x1f {
             op::MI_REPORT_SUPPORTED_OPCODES => Ok(Command::ReportSupportedOpcodes {
@@ -447,6 +449,12 @@ fn decode_known(opcode: u8, cdb: &[u8]) -> Option<Result<Command, Sense>> {
                 },
                 ten,
             })
+        }
+        // Byte 2 is reserved; a POWER CONDITION MODIFIER needs power
+        // conditions, which we do not have.
+        op::START_STOP_UNIT if u8_at(cdb, 2) != 0 => Err(Sense::invalid_field_in_cdb(2, None)),
+        op::START_STOP_UNIT if u8_at(cdb, 3) & 0x0f != 0 => {
+            Err(Sense::invalid_field_in_cdb(3, Some(3)))
         }
         op::START_STOP_UNIT => {
             let b4 = u8_at(cdb, 4);
@@ -713,8 +721,19 @@ mod tests {
             ok(&[0x9e, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32], 16),
             Command::ReadCapacity16 { alloc_len: 32 }
         );
-        // Unsupported service actions are unsupported commands.
         assert_eq!(ok(&[0x9e, 0x13], 16), Command::Unsupported(0x9e));
+        assert_eq!(
+            err(&[0x9e, 0x1f], 16),
+            Sense::invalid_field_in_cdb(1, Some(4))
+        );
+        assert_eq!(
+            err(&[0x1b, 1, 1, 0, 1], 6),
+            Sense::invalid_field_in_cdb(2, None)
+        );
+        assert_eq!(
+            err(&[0x1b, 1, 0, 1, 1], 6),
+            Sense::invalid_field_in_cdb(3, Some(3))
+        );
     }
 
     #[test]

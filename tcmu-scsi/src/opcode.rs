@@ -74,6 +74,8 @@ pub const WRITE_SAME_16: u8 = 0x93;
 pub const SERVICE_ACTION_IN_16: u8 = 0x9e;
 /// Service action of READ CAPACITY (16).
 pub const SAI_READ_CAPACITY_16: u8 = 0x10;
+/// Service action of REPORT REFERRALS.
+pub const SAI_REPORT_REFERRALS: u8 = 0x13;
 /// Service action of GET LBA STATUS.
 pub const SAI_GET_LBA_STATUS: u8 = 0x12;
 /// MAINTENANCE IN; service action 0x0C is REPORT SUPPORTED OPERATION CODES.
