@@ -206,7 +206,12 @@ fn write_env(path: &PathBuf, paths: &Paths, out: &std::path::Path, run: &GuestRu
     ];
     vars.extend(run.extra_env.iter().cloned());
     // Let a few knobs through from the host's environment.
-    for name in ["TEST_TIMEOUT", "TCMU_DEBUG", "HARNESS_SELFTEST"] {
+    for name in [
+        "TEST_TIMEOUT",
+        "TCMU_DEBUG",
+        "HARNESS_SELFTEST",
+        "ISCSI_TEST_CU",
+    ] {
         if let Ok(v) = std::env::var(name) {
             vars.push((name.into(), v));
         }
