@@ -4,8 +4,9 @@
 # against it and against the kernel's fileio backstore.
 #
 # 1. A 128 MiB user:file backstore is exported as LUN 0 of one iSCSI target,
-#    a fileio backstore of the same size as LUN 0 of a second one (demo
-#    mode, no authentication, same portal).
+#    a fileio backstore of the same size (thin provisioning and write cache
+#    on, like ours) as LUN 0 of a second one (demo mode, no authentication,
+#    same portal).
 # 2. libiscsi's tools: iscsi-ls lists both targets with LUN 0, iscsi-inq
 #    reports a direct-access LU with vendor LIO-ORG and our product name,
 #    iscsi-readcapacity16 reports 512-byte blocks and the right size.
@@ -69,7 +70,12 @@ img=$WORK/i0.img
 user_file_backstore i0 "$size" "$img"
 iscsi_export ours "$BS_PATH"
 USR_IQN=$ISCSI_IQN USR_URL=$ISCSI_URL
+# The reference advertises what a user:file LUN does (thin provisioning, a
+# write-back cache), as in t-30, so that their UNMAP tests run on both.
 fileio_backstore iref "$size" "$WORK/iref.img"
+for a in emulate_tpu emulate_tpws emulate_write_cache; do
+    echo 1 >"$BS_PATH/attrib/$a" || fail "cannot set $a on the fileio reference"
+done
 iscsi_export ref "$BS_PATH"
 REF_URL=$ISCSI_URL
 
