@@ -10,6 +10,8 @@
 #   FIO_RUNTIME   seconds per fio run (default 60)
 #   XT_OUT        host folder for results; daemon logs are copied there
 #   TCMU_DEBUG    non-empty: start the daemon with -d
+#   TEST_TIMEOUT  seconds the test may run (run-all.sh sets it to its
+#                 per-test timeout); long tests budget their optional parts
 #   HARNESS_SELFTEST  non-empty: check the test scripts themselves without
 #                 our daemon: user:file backstores become kernel fileio ones
 #                 and the daemon helpers do nothing. Proves nothing about
@@ -319,10 +321,299 @@ cleanup_all_lio() {
     for l in "$LOOP"/naa.*/tpgt_*/lun/lun_*; do [[ -d $l ]] && rmdir "$l"; done
     for t in "$LOOP"/naa.*/tpgt_*; do [[ -d $t ]] && rmdir "$t"; done
     for n in "$LOOP"/naa.*; do [[ -d $n ]] && rmdir "$n"; done
+    iscsi_cleanup_all
     for n in "$CFG"/core/*_*/*/; do
         [[ -f ${n}enable ]] && rmdir_timeout "${n%/}" 10
     done
     return 0
+}
+
+# ---------------------------------------------------------------------------
+# iSCSI: LIO's iscsi target on 127.0.0.1, open-iscsi as the kernel initiator
+#
+# The target side is raw configfs under $ISCSI. open-iscsi keeps its node
+# database under /etc/iscsi, which is the host's: iscsid_start mounts a tmpfs
+# over it in the guest, so nothing lands on the host.
+
+ISCSI=$CFG/iscsi
+ISCSI_HOST=127.0.0.1
+ISCSI_PORTAL=$ISCSI_HOST:3260
+# Outside $WORK: run-all.sh's cleanup (a fresh shell) must find it too.
+ISCSID_PIDFILE=/run/tcmu-test/iscsid.pid
+
+# load_iscsi_modules: LIO's iSCSI target and the kernel's iSCSI/TCP
+# initiator (iscsi_tcp pulls in libiscsi_tcp, libiscsi, scsi_transport_iscsi).
+load_iscsi_modules() {
+    local m
+    for m in iscsi_target_mod iscsi_tcp; do
+        modprobe "$m" || fail "modprobe $m failed"
+    done
+    [[ -d $ISCSI ]] || mkdir "$ISCSI" || fail "cannot create $ISCSI (is iscsi_target_mod loaded?)"
+}
+
+# iscsi_iqn NAME: the IQN of the test target called NAME.
+iscsi_iqn() { echo "iqn.2003-01.org.linux-iscsi.tcmu-vm:$1"; }
+
+# iscsi_export NAME BACKSTORE_PATH: export a backstore as LUN 0 of a new
+# iSCSI target $(iscsi_iqn NAME), TPG 1, portal 127.0.0.1:3260, in demo mode
+# (any initiator, no authentication, writable), as targetcli does with
+# generate_node_acls. Sets ISCSI_IQN and ISCSI_URL (libiscsi's URL of the
+# LUN).
+iscsi_export() {
+    local name=$1 bs=$2
+    local iqn
+    iqn=$(iscsi_iqn "$name")
+    local tpg=$ISCSI/$iqn/tpgt_1
+    mkdir -p "$tpg" || fail "cannot create iSCSI target $iqn"
+    push_cleanup "iscsi_unexport $iqn"
+    mkdir "$tpg/np/$ISCSI_PORTAL" || fail "cannot add portal $ISCSI_PORTAL to $iqn"
+    mkdir "$tpg/lun/lun_0" || fail "cannot create lun_0 of $iqn"
+    ln -s "$bs" "$tpg/lun/lun_0/$(basename "$bs")" || fail "cannot link $bs into $iqn lun_0"
+    echo 1 >"$tpg/attrib/generate_node_acls" || fail "cannot set generate_node_acls on $iqn"
+    echo 1 >"$tpg/attrib/cache_dynamic_acls" || fail "cannot set cache_dynamic_acls on $iqn"
+    echo 0 >"$tpg/attrib/authentication" || fail "cannot turn authentication off on $iqn"
+    echo 0 >"$tpg/attrib/demo_mode_write_protect" || fail "cannot make $iqn writable in demo mode"
+    echo 1 >"$tpg/enable" || fail "cannot enable $iqn/tpgt_1"
+    # shellcheck disable=SC2034 # results for the calling test
+    ISCSI_IQN=$iqn ISCSI_URL=iscsi://$ISCSI_HOST/$iqn/0
+    log "exported $(basename "$bs") over iSCSI as $iqn on $ISCSI_PORTAL"
+}
+
+# iscsi_unexport IQN: undo iscsi_export (disable the TPG, which drops its
+# sessions; LUN links, LUNs, portals, TPGs, the target). Tolerates a
+# half-made export; returns non-zero if something could not be removed.
+iscsi_unexport() {
+    local t=$ISCSI/$1 rc=0 tpg l
+    [[ -d $t ]] || return 0
+    for tpg in "$t"/tpgt_*; do
+        [[ -d $tpg ]] || continue
+        [[ "$(cat "$tpg/enable" 2>/dev/null)" == 1 ]] && { echo 0 >"$tpg/enable" || rc=1; }
+        for l in "$tpg"/lun/lun_*/*; do
+            [[ -L $l ]] && { rm -f "$l" || rc=1; }
+        done
+        for l in "$tpg"/lun/lun_* "$tpg"/np/*; do
+            [[ -d $l ]] && { rmdir "$l" || rc=1; }
+        done
+        rmdir "$tpg" || rc=1
+    done
+    rmdir "$t" || rc=1
+    return $rc
+}
+
+# iscsid_start: start open-iscsi's iscsid (no systemd in the guest) with a
+# RAM /etc/iscsi holding our initiator name and a config suited to a slow
+# TCG guest. Sets ISCSID_PID. Started from a subshell so that it is not a
+# job of the test (cleanup kills jobs before it logs sessions out, and
+# logging out needs iscsid), and in a session of its own: on SIGTERM iscsid
+# signals its whole process group, which would otherwise be the test's.
+iscsid_start() {
+    if ! mountpoint -q /etc/iscsi; then
+        mount -t tmpfs -o mode=755 tmpfs /etc/iscsi || fail "cannot mount a tmpfs on /etc/iscsi"
+    fi
+    push_cleanup "iscsid_stop"
+    echo "InitiatorName=$(iscsi_iqn initiator)" >/etc/iscsi/initiatorname.iscsi
+    # iscsid.startup: iscsid runs already, never ask systemd. No NOP-Out
+    # pings and a short replacement timeout: a slow guest must not drop the
+    # session, and a dead one must fail I/O quickly instead of in 120 s.
+    cat >/etc/iscsi/iscsid.conf <<'EOF'
+iscsid.startup = /bin/true
+node.startup = manual
+node.session.timeo.replacement_timeout = 15
+node.conn[0].timeo.login_timeout = 15
+node.conn[0].timeo.logout_timeout = 15
+node.conn[0].timeo.noop_out_interval = 0
+node.conn[0].timeo.noop_out_timeout = 0
+node.session.err_timeo.abort_timeout = 15
+node.session.err_timeo.lu_reset_timeout = 30
+node.session.err_timeo.tgt_reset_timeout = 30
+node.session.initial_login_retry_max = 2
+node.session.cmds_max = 128
+node.session.queue_depth = 32
+node.session.iscsi.InitialR2T = No
+node.session.iscsi.ImmediateData = Yes
+node.session.iscsi.FirstBurstLength = 262144
+node.session.iscsi.MaxBurstLength = 16776192
+node.conn[0].iscsi.MaxRecvDataSegmentLength = 262144
+discovery.sendtargets.iscsi.MaxRecvDataSegmentLength = 32768
+node.session.scan = auto
+EOF
+    mkdir -p /run/lock/iscsi "$(dirname "$ISCSID_PIDFILE")"
+    (
+        setsid iscsid -f >>"$LOGDIR/iscsid.log" 2>&1 &
+        echo $! >"$ISCSID_PIDFILE"
+    )
+    ISCSID_PID=$(cat "$ISCSID_PIDFILE")
+    # iscsiadm talks to iscsid over this abstract unix socket.
+    wait_for 20 "iscsid's control socket" grep -q '@ISCSIADM_ABSTRACT_NAMESPACE' /proc/net/unix
+    kill -0 "$ISCSID_PID" 2>/dev/null || fail "iscsid exited at once (see $LOGDIR/iscsid.log)"
+    log "iscsid started (pid $ISCSID_PID)"
+}
+
+# iscsid_stop: stop the iscsid iscsid_start started (after every session is
+# logged out) and drop the RAM /etc/iscsi.
+iscsid_stop() {
+    local pid
+    if [[ -f $ISCSID_PIDFILE ]]; then
+        pid=$(cat "$ISCSID_PIDFILE")
+        if kill "$pid" 2>/dev/null; then
+            local deadline=$((SECONDS + 10))
+            while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+        rm -f "$ISCSID_PIDFILE"
+    fi
+    ISCSID_PID=
+    if mountpoint -q /etc/iscsi; then
+        umount /etc/iscsi || return 1
+    fi
+}
+
+# iscsi_session IQN: the sysfs folder of the open-iscsi session to IQN
+# (none: prints nothing, returns 1).
+iscsi_session() {
+    local s
+    for s in /sys/class/iscsi_session/session*; do
+        [[ -f $s/targetname && "$(cat "$s/targetname")" == "$1" ]] && { echo "$s"; return 0; }
+    done
+    return 1
+}
+
+# iscsi_login IQN: discover the targets on 127.0.0.1 with open-iscsi, log in
+# to IQN and wait for its LUN 0 disk (no udev: found through sysfs). Sets
+# DEV (/dev/sdX) and ISCSI_SESSION (its /sys/class/iscsi_session folder).
+iscsi_login() {
+    local iqn=$1
+    iscsiadm -m discovery -t sendtargets -p "$ISCSI_HOST" >"$WORK/discovery.txt" 2>&1 ||
+        { cat "$WORK/discovery.txt"; fail "iSCSI discovery on $ISCSI_HOST failed"; }
+    grep -q " $iqn\$" "$WORK/discovery.txt" ||
+        { cat "$WORK/discovery.txt"; fail "discovery on $ISCSI_HOST did not list $iqn"; }
+    push_cleanup "iscsi_logout $iqn"
+    iscsiadm -m node -T "$iqn" -p "$ISCSI_HOST" --login >"$WORK/login.txt" 2>&1 ||
+        { cat "$WORK/login.txt"; fail "iSCSI login to $iqn failed"; }
+    ISCSI_SESSION=$(iscsi_session "$iqn") || fail "logged in to $iqn but no iSCSI session in sysfs"
+    # session → its SCSI host's target → H:C:T:0 → block/sdX
+    local blocks="$ISCSI_SESSION/device/target*/*:0/block"
+    wait_for 30 "the disk of $iqn's LUN 0" compgen -G "$blocks/sd*"
+    local b
+    b=$(compgen -G "$blocks/sd*" | head -n1)
+    DEV=/dev/$(basename "$b")
+    wait_for 10 "$DEV" test -b "$DEV"
+    log "logged in to $iqn ($(basename "$ISCSI_SESSION")): LUN 0 is $DEV"
+}
+
+# iscsi_logout IQN: log the open-iscsi session to IQN out (if any) and
+# forget the node. Returns non-zero if the session is still there.
+iscsi_logout() {
+    local iqn=$1
+    if iscsi_session "$iqn" >/dev/null; then
+        iscsiadm -m node -T "$iqn" -p "$ISCSI_HOST" --logout >>"$LOGDIR/iscsiadm.log" 2>&1 ||
+            log "iscsiadm --logout from $iqn failed (see $LOGDIR/iscsiadm.log)"
+    fi
+    iscsiadm -m node -T "$iqn" -p "$ISCSI_HOST" -o delete >/dev/null 2>&1 || true
+    ! iscsi_session "$iqn" >/dev/null
+}
+
+# iscsi_cleanup_all: log every open-iscsi session out, stop iscsid and
+# remove every iSCSI target (part of cleanup_all_lio).
+iscsi_cleanup_all() {
+    if compgen -G "/sys/class/iscsi_session/session*" >/dev/null; then
+        iscsiadm -m node --logoutall=all >/dev/null 2>&1
+    fi
+    [[ -f $ISCSID_PIDFILE ]] && iscsid_stop
+    local t
+    for t in "$ISCSI"/iqn.*; do
+        [[ -d $t ]] && iscsi_unexport "$(basename "$t")"
+    done
+    return 0
+}
+
+# iscsi_test_cu URL OUT SECS SUITE: run one suite (e.g. SCSI.Read10) of
+# libiscsi's conformance tests, iscsi-test-cu, destructive tests allowed,
+# against URL for at most SECS seconds; append a line "=== SUITE status N
+# secs T" (124: timed out) and its output to OUT. One process per suite, so
+# a hang loses one suite, not the run. Never fails the test.
+iscsi_test_cu() {
+    local url=$1 out=$2 secs=$3 suite=$4 rc=0 t0=$SECONDS
+    timeout -k 10 "$secs" iscsi-test-cu --dataloss --verbose --test="$suite" "$url" \
+        >"$out.part" 2>&1 </dev/null || rc=$?
+    echo "=== $suite status $rc secs $((SECONDS - t0))" >>"$out"
+    cat "$out.part" >>"$out"
+    rm -f "$out.part"
+}
+
+# iscsi_test_cu_not_run OUT SUITE: record in OUT that SUITE was not run for
+# lack of time.
+iscsi_test_cu_not_run() {
+    echo "=== $2 status budget secs 0" >>"$1"
+}
+
+# iscsi_test_cu_results OUT: one line per test of an iscsi_test_cu output,
+# "Suite.Test RESULT message". RESULT is PASS, SKIP (passed after printing
+# [SKIPPED]), FAIL, or NOTRUN (its process ended before the test reported:
+# a timeout or a crash); the message is the first [FAILED]/[SKIPPED] line
+# the test printed, or CUnit's first failed assertion. A suite whose process
+# reported no test at all (no login, say) gives "Suite.* ERROR status N",
+# one not started for lack of time "Suite.* NOTRUN time budget used up".
+iscsi_test_cu_results() {
+    awk '
+        function clean(s) {
+            sub(/^.*\[(FAILED|SKIPPED)\] */, "", s)
+            sub(/[ \t]+$/, "", s)
+            return s
+        }
+        function finish(res,    msg) {
+            if (test != "") {
+                if (res == "FAIL") msg = (failmsg != "") ? failmsg : assertmsg
+                else if (res == "SKIP") msg = skipmsg
+                else if (res == "NOTRUN") msg = "no result: iscsi-test-cu exited with status " status
+                printf "%s %s %s\n", test, res, msg
+                ntests++
+            }
+            test = ""; failed = 0
+        }
+        function end_block() {
+            finish("NOTRUN")
+            if (block != "" && ntests == 0) {
+                if (status == "budget") printf "%s.* NOTRUN time budget used up\n", block
+                else printf "%s.* ERROR status %s\n", block, status
+            }
+            block = ""
+        }
+        {
+            line = $0
+            if (failed) {
+                # CUnit lists failed assertions after FAILED: "    1. f.c:39  - msg"
+                if (line ~ /^    [0-9]+\. /) {
+                    if (assertmsg == "") { assertmsg = line; sub(/^ +[0-9]+\. +/, "", assertmsg) }
+                    next
+                }
+                finish("FAIL")
+            }
+            if (line ~ /^=== /) {
+                end_block()
+                block = $2; status = $4; ntests = 0
+                sub(/^[A-Za-z]+\./, "", block)
+                next
+            }
+            if (line ~ /^Suite: /) { finish("NOTRUN"); suite = $2; next }
+            if (line ~ /^  Test: /) {
+                finish("NOTRUN")
+                line = substr(line, 9)
+                i = index(line, " ...")
+                test = suite "." substr(line, 1, i - 1)
+                line = substr(line, i + 4)
+                failmsg = ""; skipmsg = ""; assertmsg = ""; skipped = 0
+            }
+            if (test == "") next
+            if (line ~ /\[SKIPPED\]/) { skipped = 1; if (skipmsg == "") skipmsg = clean(line) }
+            if (line ~ /\[FAILED\]/ && failmsg == "") failmsg = clean(line)
+            # The verdict starts a line; clean-up output of the suite may follow
+            # it on the same line.
+            if (line ~ /^passed/) finish(skipped ? "SKIP" : "PASS")
+            else if (line ~ /^FAILED/) failed = 1
+        }
+        END { if (failed) finish("FAIL"); end_block() }
+    ' "$1"
 }
 
 # ---------------------------------------------------------------------------

@@ -55,7 +55,9 @@ options (vm-test, demo, vm-run, test):
 environment passed on to the guest: FIO_RUNTIME, TEST_TIMEOUT (seconds per
 test), TCMU_DEBUG (start the daemon with -d), HARNESS_SELFTEST (run the test
 scripts against kernel fileio stand-ins, to check the harness itself),
-CONFORMANCE_REPORT_ONLY (t-35 reports mismatches with fileio without failing).
+CONFORMANCE_REPORT_ONLY (t-35 reports mismatches with fileio without failing),
+ISCSI_TEST_CU (iscsi-test-cu families or suites t-80-iscsi runs, e.g.
+SCSI,iSCSI; default: a list of SBC/SPC suites).
 Console: terminal and target/vm/console.log; guest reports and daemon logs:
 target/vm/out/.
 ";

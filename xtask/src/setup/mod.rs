@@ -18,6 +18,13 @@ use crate::vm;
 
 /// Host packages the VM and the guest tests need (the guest runs the host's
 /// binaries over 9p). `qemu-system-x86` comes from bookworm-backports.
+///
+/// `open-iscsi` (iscsid, iscsiadm: the kernel initiator's tools) and
+/// `libiscsi-bin` (iscsi-inq, iscsi-ls, iscsi-test-cu: a user-space
+/// initiator) serve the iSCSI test. open-iscsi depends on udev, and its
+/// postinst enables `iscsid.socket` on a systemd host; that is harmless: with
+/// no node records the host's iscsid does nothing, and the guest starts its
+/// own iscsid with a RAM `/etc/iscsi` (see `tests/vm/lib.sh`).
 pub const PACKAGES: &[&str] = &[
     "busybox-static",
     "kmod",
@@ -26,6 +33,8 @@ pub const PACKAGES: &[&str] = &[
     "sg3-utils",
     "e2fsprogs",
     "util-linux",
+    "open-iscsi",
+    "libiscsi-bin",
 ];
 
 /// The QEMU package, installed with `-t bookworm-backports`.

@@ -211,6 +211,7 @@ fn write_env(path: &PathBuf, paths: &Paths, out: &std::path::Path, run: &GuestRu
         "TCMU_DEBUG",
         "HARNESS_SELFTEST",
         "CONFORMANCE_REPORT_ONLY",
+        "ISCSI_TEST_CU",
     ] {
         if let Ok(v) = std::env::var(name) {
             vars.push((name.into(), v));
