@@ -397,6 +397,15 @@ fn check_limit(what: &str, blocks: u32, limit: u32) {
     );
 }
 
+/// The READ/WRITE limit the device enforces (0 = none).
+fn accepted(params: &DeviceParams) -> u32 {
+    if params.max_transfer_blocks == 0 {
+        0
+    } else {
+        u32::try_from(params.accepted_transfer_blocks()).unwrap_or(u32::MAX)
+    }
+}
+
 /// Checks what [`execute`] asked for against the device.
 fn check_outcome(cmd: &Command, params: &DeviceParams, outcome: &Outcome) {
     match outcome {
@@ -421,11 +430,11 @@ fn check_outcome(cmd: &Command, params: &DeviceParams, outcome: &Outcome) {
         }
         Outcome::Read { lba, blocks, .. } => {
             check_range("READ", params, *lba, *blocks);
-            check_limit("READ", *blocks, params.max_transfer_blocks);
+            check_limit("READ", *blocks, accepted(params));
         }
         Outcome::Write { lba, blocks, .. } => {
             check_range("WRITE", params, *lba, *blocks);
-            check_limit("WRITE", *blocks, params.max_transfer_blocks);
+            check_limit("WRITE", *blocks, accepted(params));
         }
         Outcome::Unmap(ranges) => {
             let Some(limits) = &params.unmap else {

@@ -38,6 +38,10 @@ impl Default for UnmapParams {
     }
 }
 
+/// The transfer size accepted whatever the advertised maximum (the kernel
+/// `fileio` backstore's limit, 8 MiB).
+pub const ACCEPTED_TRANSFER_BYTES: u64 = 8 << 20;
+
 /// Static device parameters, filled by the runtime from configfs and the
 /// handler. The emulation never changes them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,8 +50,10 @@ pub struct DeviceParams {
     pub block_size: u32,
     /// Number of logical blocks (`dev_size / block_size`).
     pub num_blocks: u64,
-    /// MAXIMUM TRANSFER LENGTH in blocks (`hw_max_sectors`); READ/WRITE with
-    /// more blocks fail with INVALID FIELD IN CDB. 0 = no limit.
+    /// MAXIMUM TRANSFER LENGTH in blocks (`hw_max_sectors`), advertised in
+    /// the Block Limits page; READ/WRITE longer than
+    /// [`accepted_transfer_blocks`](Self::accepted_transfer_blocks) fail
+    /// with INVALID FIELD IN CDB. 0 = no limit.
     pub max_transfer_blocks: u32,
     /// OPTIMAL TRANSFER LENGTH in blocks (Block Limits VPD).
     pub optimal_transfer_blocks: u32,
@@ -115,6 +121,18 @@ impl DeviceParams {
             lu_group: None,
             third_party_copy: false,
         }
+    }
+
+    /// The longest READ/WRITE accepted: the advertised maximum, but at
+    /// least [`ACCEPTED_TRANSFER_BYTES`] worth of blocks. TCMU devices
+    /// advertise the kernel's small default (128 blocks), some initiators
+    /// (libiscsi's test suite, for one) ignore the Block Limits page, and
+    /// the kernel's own `fileio` backstore and the C tcmu-runner accept
+    /// such transfers; the kernel refuses whatever does not fit the ring's
+    /// data area before it reaches us.
+    pub fn accepted_transfer_blocks(&self) -> u64 {
+        let floor = ACCEPTED_TRANSFER_BYTES / u64::from(self.block_size.max(1));
+        u64::from(self.max_transfer_blocks).max(floor)
     }
 
     /// The last LBA (0 for an empty device).

@@ -173,9 +173,10 @@ fn param_list(data_out: &[u8], param_len: u32) -> Result<&[u8], Sense> {
         .ok_or_else(Sense::invalid_cdb_field)
 }
 
-/// Reject a transfer longer than the device's maximum transfer length.
+/// Reject a transfer longer than the device accepts
+/// ([`DeviceParams::accepted_transfer_blocks`]).
 fn check_transfer_length(params: &DeviceParams, blocks: u32, cdb_len: u8) -> Result<(), Sense> {
-    if params.max_transfer_blocks != 0 && blocks > params.max_transfer_blocks {
+    if params.max_transfer_blocks != 0 && u64::from(blocks) > params.accepted_transfer_blocks() {
         Err(Sense::invalid_field_in_cdb(
             transfer_length_offset(cdb_len),
             None,
@@ -895,23 +896,51 @@ mod tests {
             sense_of(&run(&[0x28, 0, 0, 0, 0x03, 0xe9], 10)),
             Some(Sense::lba_out_of_range())
         );
-        // Transfer length over the maximum: pointer at the length field.
+        // Over the advertised maximum (128) but within what the kernel's
+        // fileio accepts (8 MiB): fine. Beyond that: pointer at the length.
+        let mut big = DeviceParams::new(512, 100_000);
+        big.max_transfer_blocks = 128;
+        let mut st = DeviceState::default();
         assert_eq!(
-            sense_of(&run(&[0x2a, 0, 0, 0, 0, 0, 0, 0, 129], 10)),
-            Some(Sense::invalid_field_in_cdb(7, None))
+            run_with(&big, &mut st, &[0x2a, 0, 0, 0, 0, 0, 0, 1, 0], 10, &[]),
+            Outcome::Write {
+                lba: 0,
+                blocks: 256,
+                fua: false
+            }
         );
         assert_eq!(
-            sense_of(&run(&[0x08, 0, 0, 0, 0], 6)),
-            Some(Sense::invalid_field_in_cdb(4, None))
-        );
-        assert_eq!(
-            sense_of(&run(&[0xa8, 0, 0, 0, 0, 0, 0, 0, 1, 0], 12)),
-            Some(Sense::invalid_field_in_cdb(6, None))
-        );
-        assert_eq!(
-            sense_of(&run(&[0x88, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0], 16)),
+            sense_of(&run_with(
+                &big,
+                &mut st,
+                &[0x88, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x40, 0x01],
+                16,
+                &[]
+            )),
             Some(Sense::invalid_field_in_cdb(10, None))
         );
+        assert_eq!(
+            sense_of(&run_with(
+                &big,
+                &mut st,
+                &[0xa8, 0, 0, 0, 0, 0, 0, 0, 0x40, 0x01],
+                12,
+                &[]
+            )),
+            Some(Sense::invalid_field_in_cdb(6, None))
+        );
+        // A larger advertised maximum is honoured as it is.
+        big.max_transfer_blocks = 20_000;
+        assert!(matches!(
+            run_with(
+                &big,
+                &mut st,
+                &[0x88, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x40, 0x01],
+                16,
+                &[]
+            ),
+            Outcome::Read { blocks: 16385, .. }
+        ));
         let mut p = params();
         p.max_transfer_blocks = 0;
         assert_eq!(

@@ -90,11 +90,11 @@ const ALL: &[OpcodeInfo] = &[
     ),
     info(
         op::WRITE_VERIFY_10,
-        &[op::WRITE_VERIFY_10, 0, FF, FF, FF, FF, 0, FF, FF, 0],
+        &[op::WRITE_VERIFY_10, 0x10, FF, FF, FF, FF, 0, FF, FF, 0],
     ),
     info(
         op::VERIFY_10,
-        &[op::VERIFY_10, 0x06, FF, FF, FF, FF, 0, FF, FF, 0],
+        &[op::VERIFY_10, 0x16, FF, FF, FF, FF, 0, FF, FF, 0],
     ),
     info(
         op::PRE_FETCH_10,
@@ -163,7 +163,7 @@ const ALL: &[OpcodeInfo] = &[
         op::WRITE_VERIFY_16,
         &[
             op::WRITE_VERIFY_16,
-            0,
+            0x10,
             FF,
             FF,
             FF,
@@ -184,7 +184,7 @@ const ALL: &[OpcodeInfo] = &[
         op::VERIFY_16,
         &[
             op::VERIFY_16,
-            0x06,
+            0x16,
             FF,
             FF,
             FF,
@@ -286,6 +286,14 @@ const ALL: &[OpcodeInfo] = &[
             0,
         ],
     },
+    info(
+        op::READ_12,
+        &[op::READ_12, 0x18, FF, FF, FF, FF, FF, FF, FF, FF, 0, 0],
+    ),
+    info(
+        op::WRITE_12,
+        &[op::WRITE_12, 0x18, FF, FF, FF, FF, FF, FF, FF, FF, 0, 0],
+    ),
     info(op::FORMAT_UNIT, &[op::FORMAT_UNIT, 0x30, 0, 0, 0, 0]),
     info(op::COMPARE_AND_WRITE, CAW_USAGE),
     OpcodeInfo {
