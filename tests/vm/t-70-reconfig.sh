@@ -26,6 +26,11 @@ dd_roundtrip "$DEV" 3
 # --- 1. resize
 log "resizing to $big bytes through attrib/dev_size"
 write_timeout 20 "$RC_BS/attrib/dev_size" "$big" || fail "writing attrib/dev_size failed"
+# The next command gets the unit attention CAPACITY DATA HAS CHANGED.
+rc=0
+sg_turs "$SG" 2>"$WORK/turs.err" || rc=$?
+[[ $rc -eq 6 ]] && grep -qi 'capacity data has changed' "$WORK/turs.err" \
+    || { cat "$WORK/turs.err"; fail "no CAPACITY DATA HAS CHANGED unit attention after the resize (rc $rc)"; }
 echo 1 >"/sys/class/scsi_device/$SCSI_ADDR/device/rescan"
 wait_for 20 "the new capacity of $DEV" test "$(dev_size_bytes "$DEV")" -eq "$big"
 assert_eq "$(stat -c %s "$img")" "$big" "size of the backing file after the resize"

@@ -109,8 +109,37 @@ impl Outcome {
     }
 }
 
+/// Boots before giving up when the guest never reaches its init.
+const BOOT_ATTEMPTS: u32 = 3;
+
 /// Boots the VM, runs `run.script` in it and collects the outcome.
+///
+/// A guest that never reaches its init ran nothing (multi-threaded TCG
+/// occasionally stalls a vCPU's timer during early boot: RCU stall
+/// warnings, then silence), so it is booted again, up to
+/// [`BOOT_ATTEMPTS`] times; the console log of a failed boot is kept as
+/// `console.log.boot<N>`. Every boot failing is still a failure.
 pub fn boot_and_run(paths: &Paths, kernel: &Kernel, run: &GuestRun) -> Result<Outcome> {
+    let mut attempt = 1;
+    loop {
+        let outcome = boot_once(paths, kernel, run)?;
+        if outcome.boot.is_some() || outcome.status.is_some() || attempt >= BOOT_ATTEMPTS {
+            return Ok(outcome);
+        }
+        let kept = outcome
+            .console_log
+            .with_extension(format!("log.boot{attempt}"));
+        fs::rename(&outcome.console_log, &kept).ok();
+        eprintln!(
+            "xtask: WARNING: the guest never reached its init (boot {attempt} of {BOOT_ATTEMPTS}; console log kept as {}); booting again",
+            kept.display()
+        );
+        attempt += 1;
+    }
+}
+
+/// One boot of [`boot_and_run`].
+fn boot_once(paths: &Paths, kernel: &Kernel, run: &GuestRun) -> Result<Outcome> {
     let out = paths.vm.join("out");
     if out.exists() {
         fs::remove_dir_all(&out).with_context(|| format!("cannot clear {}", out.display()))?;
