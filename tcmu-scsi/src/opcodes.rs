@@ -513,6 +513,10 @@ mod tests {
             report(&p, false, 2, op::READ_10, 0),
             Err(Sense::invalid_field_in_cdb(3, None))
         );
+        // A variable-length CDB with its service action.
+        let b = report(&p, false, 2, op::VARIABLE_LENGTH, op::VL_WRITE_SAME_32).unwrap_or_default();
+        assert_eq!(&b[..4], &[0, 0x03, 0, 32]);
+        assert_eq!(b[4], op::VARIABLE_LENGTH);
         let b = report(&p, true, 3, op::READ_10, 0).unwrap_or_default();
         assert_eq!(b[1], 0x83);
         assert_eq!(b.len(), 4 + 10 + 12);
