@@ -33,11 +33,11 @@
 //! with [`set_access_state`] and then the status
 //! [`STATUS_ALTERED_BY_EXPLICIT_STPG`] with [`set_access_status`].
 
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::configfs::{parse_kernel_uint, ConfigfsError, DeviceDir};
+use crate::configfs::{parse_kernel_uint, read_text, write_text, ConfigfsError, DeviceDir};
 
 /// The group every LUN of the device starts in.
 pub const DEFAULT_GROUP: &str = "default_tg_pt_gp";
@@ -186,7 +186,7 @@ pub fn read_group(dev: &DeviceDir, name: &str) -> Result<GroupInfo, ConfigfsErro
 /// The kernel answers `EINVAL` (in [`ConfigfsError::Write`]) when the group
 /// has no ID, lacks implicit ALUA or does not support `state`.
 pub fn set_access_state(dev: &DeviceDir, name: &str, state: u8) -> Result<(), ConfigfsError> {
-    write_value(
+    write_text(
         &group_dir(dev, name)?.join("alua_access_state"),
         &state.to_string(),
     )
@@ -195,7 +195,7 @@ pub fn set_access_state(dev: &DeviceDir, name: &str, state: u8) -> Result<(), Co
 /// Sets the STATUS CODE of group `name` (`STATUS_*`) by writing
 /// `alua_access_status`.
 pub fn set_access_status(dev: &DeviceDir, name: &str, status: u8) -> Result<(), ConfigfsError> {
-    write_value(
+    write_text(
         &group_dir(dev, name)?.join("alua_access_status"),
         &status.to_string(),
     )
@@ -205,7 +205,7 @@ pub fn set_access_status(dev: &DeviceDir, name: &str, status: u8) -> Result<(), 
 /// by writing `alua_tg_pt_offline` in its fabric LUN directory (SET TARGET
 /// PORT GROUPS with the offline state names a port by its RTPI).
 pub fn set_port_offline(member: &GroupMember, offline: bool) -> Result<(), ConfigfsError> {
-    write_value(
+    write_text(
         &member.lun_dir.join("alua_tg_pt_offline"),
         if offline { "1" } else { "0" },
     )
@@ -317,8 +317,7 @@ fn read_error(path: &Path, source: io::Error) -> ConfigfsError {
 
 /// The file's text with surrounding whitespace and NULs removed.
 fn read_trimmed(path: &Path) -> Result<String, ConfigfsError> {
-    let bytes = fs::read(path).map_err(|source| read_error(path, source))?;
-    Ok(String::from_utf8_lossy(&bytes)
+    Ok(read_text(path)?
         .trim_matches(|c: char| c.is_whitespace() || c == '\0')
         .to_owned())
 }
@@ -369,29 +368,6 @@ fn read_access_type(path: &Path) -> Result<u8, ConfigfsError> {
             value: text,
             expected: "None, Implicit, Explicit or Implicit and Explicit",
         }),
-    }
-}
-
-/// Writes `value` to an existing configfs file in one `write(2)`.
-fn write_value(path: &Path, value: &str) -> Result<(), ConfigfsError> {
-    let err = |source| ConfigfsError::Write {
-        path: path.to_owned(),
-        value: value.to_owned(),
-        source,
-    };
-    let mut file = OpenOptions::new()
-        .write(true)
-        .truncate(true)
-        .open(path)
-        .map_err(err)?;
-    let written = file.write(value.as_bytes()).map_err(err)?;
-    if written == value.len() {
-        Ok(())
-    } else {
-        Err(err(io::Error::new(
-            io::ErrorKind::WriteZero,
-            format!("short write: {written} of {} bytes", value.len()),
-        )))
     }
 }
 

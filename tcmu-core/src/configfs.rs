@@ -183,7 +183,7 @@ pub(crate) fn parse_kernel_uint(text: &str) -> Option<u64> {
 }
 
 /// Reads a whole text file, tolerating non-UTF-8 bytes.
-fn read_text(path: &Path) -> Result<String, ConfigfsError> {
+pub(crate) fn read_text(path: &Path) -> Result<String, ConfigfsError> {
     fs::read(path)
         .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
         .map_err(|source| ConfigfsError::Read {
@@ -193,7 +193,7 @@ fn read_text(path: &Path) -> Result<String, ConfigfsError> {
 }
 
 /// Writes `value` to an existing configfs/sysfs file in one `write(2)`.
-fn write_text(path: &Path, value: &str) -> Result<(), ConfigfsError> {
+pub(crate) fn write_text(path: &Path, value: &str) -> Result<(), ConfigfsError> {
     let err = |source| ConfigfsError::Write {
         path: path.to_owned(),
         value: value.to_owned(),
