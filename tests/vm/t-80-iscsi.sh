@@ -19,11 +19,11 @@
 # 4. iscsi-test-cu (destructive tests allowed) runs the suites of
 #    $ISCSI_TEST_CU (default below; "SCSI,iSCSI" families or suite names,
 #    comma-separated), each against fileio then ours, within the time left
-#    of $TEST_TIMEOUT (suites not started are reported). It does NOT
-#    fail the test: the full output goes to the test's log folder
-#    (iscsi-test-cu.fileio.txt, .ours.txt), one line per test with both
-#    results to iscsi-test-cu.compare.txt, and the tests that fail on ours
-#    but not on fileio are printed.
+#    of $TEST_TIMEOUT (suites not started are reported). The full output
+#    goes to the test's log folder (iscsi-test-cu.fileio.txt, .ours.txt),
+#    one line per test with both results to iscsi-test-cu.compare.txt; a
+#    test that fails on ours but not on fileio fails t-80 unless it is in
+#    the short, explained list at the end.
 
 source "$(dirname "$0")/lib.sh"
 
@@ -189,9 +189,24 @@ log "iscsi-test-cu fileio: $(tally "$WORK/cu.fileio")"
 log "iscsi-test-cu ours:   $(tally "$WORK/cu.ours")"
 worse=$(awk '$3 ~ /^(FAIL|NOTRUN|ERROR)$/ && $2 !~ /^(FAIL|NOTRUN|ERROR)$/' "$LOGDIR/iscsi-test-cu.compare.txt")
 if [[ -n $worse ]]; then
-    log "iscsi-test-cu: failing on ours but not on fileio (not a test failure yet):"
+    log "iscsi-test-cu: failing on ours but not on fileio:"
     echo "$worse"
 fi
+# Known and explained; anything else that fails on ours (FAIL or ERROR, not
+# a suite cut short by the time budget) while passing on fileio fails the
+# test:
+# - iSCSIResiduals.Read*: an initiator buffer larger than the transfer is an
+#   iSCSI residual *overflow*, which LIO computes in its SBC parser; TCMU
+#   devices bypass it and the ring can only report a shorter read.
+# - ReportSupportedOpcodes.OneCommand: libiscsi reads usage byte 0 of WRITE
+#   SAME (32) as 0, though the answer (sg_opcodes -o 0x7f -s 0xd) is right;
+#   not explained yet.
+# - Reserve6.Logout, Reserve6.ITNexusLoss: the kernel answers reservations
+#   for both backstores; these depend on LIO's session teardown timing.
+known='^(iSCSIResiduals\.Read(10Invalid|10Residuals|12Residuals|16Residuals)|ReportSupportedOpcodes\.OneCommand|Reserve6\.(Logout|ITNexusLoss))$'
+unexplained=$(awk -v known="$known" '$3 ~ /^(FAIL|ERROR)$/ && $2 !~ /^(FAIL|NOTRUN|ERROR)$/ && $1 !~ known { print $1 }' \
+    "$LOGDIR/iscsi-test-cu.compare.txt")
+[[ -z $unexplained ]] || fail "iscsi-test-cu tests that pass on fileio fail on ours: $(echo $unexplained)"
 log "iscsi-test-cu: full output and comparison in \$XT_OUT/logs/$TEST_NAME/"
 
 undo_all
