@@ -703,7 +703,7 @@ dev_size_bytes() { blockdev --getsize64 "$1"; }
 
 # fio_errors JSON_FILE: total error count over all jobs of a fio JSON report.
 fio_errors() {
-    grep -Eo '"(total_err|error)" *: *[0-9]+' "$1" | awk -F: '{s += $2} END {print s + 0}'
+    grep -Eo '"(total_err|error)" *: *[0-9]+' "$1" | awk -F: '{s += $2} END {printf "%.0f\n", s}'
 }
 
 # fio_bg NAME DEV SECS [EXTRA...]: start a verified random-write fio on DEV in
@@ -735,7 +735,7 @@ fio_wait() {
     assert_eq "$(fio_errors "$WORK/$name.json")" 0 "fio '$name' error count"
     local verified
     verified=$(grep -A3 '"read" *:' "$WORK/$name.json" | grep -Eo '"io_bytes" *: *[0-9]+' |
-        awk -F: '{s += $2} END {print s + 0}')
+        awk -F: '{s += $2} END {printf "%.0f\n", s}')
     ((verified > 0)) || fail "fio '$name' verified no data"
     log "fio '$name' finished: no errors, $((verified / 1048576)) MiB verified"
 }

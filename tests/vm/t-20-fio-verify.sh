@@ -41,11 +41,11 @@ run_fio() {
     # Each job's "read" section holds the verify pass: it must have run.
     local verified
     verified=$(grep -A3 '"read" *:' "$json" | grep -Eo '"io_bytes" *: *[0-9]+' |
-        awk -F: '{s += $2} END {print s + 0}')
+        awk -F: '{s += $2} END {printf "%.0f\n", s}')
     ((verified > 0)) || fail "fio bs=$bs verified no data (no read-back phase)"
     local written
     written=$(grep -A3 '"write" *:' "$json" | grep -Eo '"io_bytes" *: *[0-9]+' |
-        awk -F: '{s += $2} END {print s + 0}')
+        awk -F: '{s += $2} END {printf "%.0f\n", s}')
     log "bs=$bs: wrote $((written / 1048576)) MiB, verified $((verified / 1048576)) MiB, no errors"
 }
 
