@@ -27,14 +27,6 @@
 # stdout: "summary CASES MATCH DEVIATION MISMATCH ERROR" and one
 # "mismatch NAME" line per MISMATCH.
 
-function hexval(s,    i, v) {
-    v = 0
-    s = tolower(s)
-    for (i = 1; i <= length(s); i++)
-        v = v * 16 + index("0123456789abcdef", substr(s, i, 1)) - 1
-    return v
-}
-
 # glob2re(g): an anchored regular expression for the shell glob g.
 function glob2re(g,    re, i, c) {
     re = "^"

@@ -9,14 +9,6 @@
 # Output, one line per buffer written: name TAB file TAB length. A data-out
 # field it cannot read is reported on stderr and makes the exit status 1.
 
-function hexval(s,    i, v) {
-    v = 0
-    s = tolower(s)
-    for (i = 1; i <= length(s); i++)
-        v = v * 16 + index("0123456789abcdef", substr(s, i, 1)) - 1
-    return v
-}
-
 # rep(c, n): the string c repeated n times (by doubling).
 function rep(c, n,    out) {
     out = ""

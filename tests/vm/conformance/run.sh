@@ -20,7 +20,7 @@
 # Speed: under TCG a process started from the 9p root costs ~0.2 s and the
 # shell itself is slow, so sg_raw runs from a copy in guest RAM through the
 # dynamic loader, both LUNs are driven at once, and the data-out buffers and
-# the comparison are awk programs (dataout.awk, compare.awk).
+# the comparison are awk programs (dataout.awk, compare.awk, sharing hex.awk).
 
 # The catalogue's folder (set by the caller: lib.sh changes the directory).
 CONF_DIR=${CONF_DIR:?set CONF_DIR to the conformance folder before sourcing run.sh}
@@ -81,7 +81,7 @@ declare -A DOUT_FILE=() DOUT_LEN=()
 conf_dataout() {
     local side=$1 list=$CONF_OUT/dout.$1 name file len
     LC_ALL=C awk -v dir="$CONF_OUT/dout" -v side="$side" -v naa="$2" -v shared="$3" \
-        -f "$CONF_DIR/dataout.awk" "$CONF_OUT/cases.checked" >"$list" \
+        -f "$CONF_DIR/hex.awk" -f "$CONF_DIR/dataout.awk" "$CONF_OUT/cases.checked" >"$list" \
         || fail "cannot write the data-out buffers (see above)"
     while IFS=$'\t' read -r name file len; do
         DOUT_FILE[$side/$name]=$file DOUT_LEN[$side/$name]=$len
@@ -234,7 +234,7 @@ conformance_main() {
     (cd "$CONF_OUT" && find ref usr -name '*.bin' -print0 | xargs -0r md5sum) >"$CONF_OUT/md5" \
         || fail "cannot hash the data-in"
     summary=$(awk -v dir="$CONF_OUT" -v table="$table" -v raw="$WORK/conformance-raw.txt" \
-        -v selftest="${HARNESS_SELFTEST:-}" -f "$CONF_DIR/compare.awk" \
+        -v selftest="${HARNESS_SELFTEST:-}" -f "$CONF_DIR/hex.awk" -f "$CONF_DIR/compare.awk" \
         "$CONF_OUT/deviations.checked" "$CONF_OUT/md5" "$CONF_OUT/cases.checked") \
         || fail "comparing the answers failed"
     local line
