@@ -143,16 +143,16 @@ fn reply_completion(reply: CmdReply, data: &[DataBuf]) -> Completion {
 
 /// Runs `fut`, turning a panic into an error so one bad command cannot take
 /// its device down.
-async fn guarded<T>(
+async fn guarded<T, E: From<BlockError>>(
     ctx: &DeviceCtx,
     what: &str,
-    fut: impl std::future::Future<Output = Result<T, BlockError>>,
-) -> Result<T, BlockError> {
+    fut: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, E> {
     match AssertUnwindSafe(fut).catch_unwind().await {
         Ok(r) => r,
         Err(_) => {
             error!(device = %ctx.name, "handler panicked during {what}");
-            Err(BlockError::Sense(Sense::internal_target_failure()))
+            Err(BlockError::Sense(Sense::internal_target_failure()).into())
         }
     }
 }
@@ -194,22 +194,6 @@ fn io_result(ctx: &DeviceCtx, what: &str, dir: Dir, r: Result<(), BlockError>) -
                 warn!(device = %ctx.name, "{what} failed: {e}");
             }
             check(&sense_for(&e, dir))
-        }
-    }
-}
-
-/// [`guarded`] for compares.
-async fn guarded_compare(
-    ctx: &DeviceCtx,
-    fut: impl std::future::Future<Output = Result<(), CompareError>>,
-) -> Result<(), CompareError> {
-    match AssertUnwindSafe(fut).catch_unwind().await {
-        Ok(r) => r,
-        Err(_) => {
-            error!(device = %ctx.name, "handler panicked during a compare");
-            Err(CompareError::Block(BlockError::Sense(
-                Sense::internal_target_failure(),
-            )))
         }
     }
 }
@@ -378,11 +362,17 @@ pub(crate) async fn run(ctx: &DeviceCtx, cmd: CmdEntry) -> Completion {
             let off = lba * bs;
             let r = match h.as_compare_and_write() {
                 Some(native) => {
-                    guarded_compare(ctx, native.compare_and_write(off, &compare, write)).await
+                    guarded(
+                        ctx,
+                        "compare and write",
+                        native.compare_and_write(off, &compare, write),
+                    )
+                    .await
                 }
                 None => {
-                    guarded_compare(
+                    guarded(
                         ctx,
+                        "compare and write",
                         fallback::compare_and_write(h.as_ref(), off, &compare, write),
                     )
                     .await
@@ -417,7 +407,12 @@ pub(crate) async fn run(ctx: &DeviceCtx, cmd: CmdEntry) -> Completion {
                     expected[at as usize..at as usize + n].to_vec()
                 }
             };
-            let r = guarded_compare(ctx, fallback::verify(h.as_ref(), lba * bs, len, want)).await;
+            let r = guarded(
+                ctx,
+                "verify",
+                fallback::verify(h.as_ref(), lba * bs, len, want),
+            )
+            .await;
             compare_result(ctx, "verify", Dir::Read, r)
         }
         Outcome::Format => {
