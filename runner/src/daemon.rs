@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::devices::{DeviceInfo, DeviceTable};
 use tcmu_core::configfs::{self, DeviceDir, RingResetLevel};
 use tcmu_core::netlink::{ControlSocket, DeviceEvent, EventKind, EventSocket, Reconfig};
 use tcmu_core::uio::{self, UioDevice};
@@ -34,6 +35,8 @@ pub struct Daemon {
     control: ControlSocket,
     /// Served devices by UIO minor.
     devices: HashMap<u32, Served>,
+    /// The same devices, as the reporting side (D-Bus, metrics) sees them.
+    table: DeviceTable,
 }
 
 /// Errors a device can be refused with, as the errno the kernel gets.
@@ -111,7 +114,11 @@ impl Daemon {
     /// Connects to the kernel: joins the event group before anything else
     /// (so no event between scan and join is lost), then tells the kernel
     /// this daemon replies to events.
-    pub fn connect(registry: Registry, workers: Workers) -> anyhow::Result<(Self, EventSocket)> {
+    pub fn connect(
+        registry: Registry,
+        workers: Workers,
+        table: DeviceTable,
+    ) -> anyhow::Result<(Self, EventSocket)> {
         load_module();
         let events = EventSocket::open()?;
         events.set_nonblocking(true)?;
@@ -123,6 +130,7 @@ impl Daemon {
                 workers,
                 control,
                 devices: HashMap::new(),
+                table,
             },
             events,
         ))
@@ -144,6 +152,13 @@ impl Daemon {
     async fn open(&mut self, uio: &UioDevice) -> Result<(), String> {
         let (spec, factory) = device_spec(&self.registry, uio)?;
         let handle = self.workers.open(spec, factory).await?;
+        self.table.insert(DeviceInfo {
+            minor: uio.index,
+            hba: uio.name.hba,
+            name: uio.name.device.clone(),
+            dev_config: uio.name.dev_config.clone(),
+            stats: handle.stats(),
+        });
         self.devices.insert(
             uio.index,
             Served {
@@ -215,6 +230,7 @@ impl Daemon {
             EventKind::Added => self.added(&ev).await,
             EventKind::Removed => {
                 if let Some(s) = self.devices.remove(&ev.minor) {
+                    self.table.remove(ev.minor);
                     s.handle.close().await;
                     info!("{}: removed", s.label);
                 }
@@ -279,6 +295,9 @@ impl Daemon {
     /// kernel not to wait for replies any more, and stops the workers.
     pub async fn shutdown(mut self) {
         let devices: Vec<Served> = self.devices.drain().map(|(_, s)| s).collect();
+        for minor in self.table.list().iter().map(|d| d.minor) {
+            self.table.remove(minor);
+        }
         futures::future::join_all(devices.iter().map(|s| s.handle.close())).await;
         if let Err(e) = self.control.set_features(false) {
             warn!("cannot tell the kernel to stop waiting for replies: {e}");
@@ -288,11 +307,11 @@ impl Daemon {
 }
 
 /// Runs the daemon until a termination signal.
-pub async fn run(registry: Registry, workers: Workers) -> anyhow::Result<()> {
+pub async fn run(registry: Registry, workers: Workers, table: DeviceTable) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
-    let (mut daemon, events) = Daemon::connect(registry, workers)?;
+    let (mut daemon, events) = Daemon::connect(registry, workers, table)?;
     let mut events = tcmu_core::reactor::register_readable(events)?;
     daemon.recover_all().await;
     info!(

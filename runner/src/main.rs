@@ -7,6 +7,8 @@
 
 mod cli;
 mod daemon;
+#[allow(dead_code)] // read by the D-Bus service and the metrics file (issue 5, in progress)
+mod devices;
 mod handlers;
 mod lock;
 mod logging;
@@ -66,5 +68,6 @@ fn run(cli: &cli::Cli) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(daemon::run(registry, workers))
+    let table = devices::DeviceTable::default();
+    rt.block_on(daemon::run(registry, workers, table))
 }

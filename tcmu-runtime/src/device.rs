@@ -10,6 +10,7 @@
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Instant;
 
 use tcmu_core::{CommandRing, Completion, Doorbell, Entry, Mapping};
 use tokio::sync::{mpsc, oneshot};
@@ -18,6 +19,7 @@ use tracing::{debug, error, info, warn};
 use crate::copy::{self, CopyIo};
 use crate::dispatch::{self, DeviceCtx};
 use crate::handler::ReconfigRequest;
+use crate::stats::Direction;
 
 /// Where a device's ring memory comes from.
 #[derive(Debug)]
@@ -187,7 +189,15 @@ fn drain(
                 let done = done.clone();
                 tokio::task::spawn_local(async move {
                     let id = cmd.cmd_id;
+                    let dir = Direction::of_cdb(&cmd.cdb);
+                    let len = tcmu_core::buf::total_len(&cmd.data) as u64;
+                    let start = Instant::now();
                     let c = dispatch::run(&ctx, cmd).await;
+                    let bytes = match (dir, c.read_len) {
+                        (Direction::Read, Some(n)) => u64::from(n).min(len),
+                        _ => len,
+                    };
+                    ctx.stats.record(dir, bytes, c.status, start.elapsed());
                     let _ = done.send((id, c));
                 });
             }

@@ -13,7 +13,7 @@ use tcmu_core::buf::{self, DataBuf};
 use tcmu_core::{CmdEntry, Completion};
 use tcmu_scsi::lba_status::{self, Extent, Provisioning};
 use tcmu_scsi::{Command, DeviceParams, DeviceState, Outcome, Response, Sense, Status};
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info, trace, warn};
 
 use crate::alua;
 use crate::copy::{self, Peers};
@@ -24,6 +24,21 @@ use crate::range_lock::RangeLocks;
 /// Largest data-out the generic layer copies for parsing (UNMAP lists,
 /// MODE SELECT pages, WRITE SAME blocks).
 const MAX_DATA_OUT_COPY: usize = 1 << 20;
+
+/// A CDB as space-separated hex bytes, formatted lazily for logs.
+struct CdbHex<'a>(&'a [u8]);
+
+impl std::fmt::Display for CdbHex<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, b) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" ")?;
+            }
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
 
 /// Everything a command needs from its device.
 pub(crate) struct DeviceCtx {
@@ -43,6 +58,8 @@ pub(crate) struct DeviceCtx {
     pub id: u64,
     /// Every device of the daemon, for EXTENDED COPY.
     pub peers: Peers,
+    /// Counters of completed commands.
+    pub stats: std::sync::Arc<crate::stats::DeviceStats>,
 }
 
 impl DeviceCtx {
@@ -235,6 +252,9 @@ pub(crate) async fn run(ctx: &DeviceCtx, cmd: CmdEntry) -> Completion {
         mut data,
         ..
     } = cmd;
+    // Log level 5 (DEBUG SCSI CMD): every CDB. The hex is built only when
+    // TRACE is enabled.
+    trace!(device = %ctx.name, cmd_id, "CDB {}", CdbHex(&cdb));
 
     let hooked = AssertUnwindSafe(ctx.handler.handle_cmd(&ScsiCmd {
         cdb: &cdb,

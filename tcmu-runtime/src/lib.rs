@@ -18,6 +18,7 @@ pub mod factory;
 mod fallback;
 pub mod handler;
 mod range_lock;
+pub mod stats;
 mod worker;
 
 pub use device::RingSource;
@@ -26,6 +27,7 @@ pub use handler::{
     BlockError, BlockHandler, CmdReply, CompareAndWrite, CompareError, CopyOffload, LbaStatus,
     ReconfigRequest, ScsiCmd, Unmap, WriteSame,
 };
+pub use stats::{DeviceStats, StatsSnapshot};
 pub use worker::{DeviceHandle, DeviceSpec, Workers};
 
 /// Re-exported so handlers and embedders name the same types.

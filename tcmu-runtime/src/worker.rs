@@ -18,6 +18,7 @@ use crate::device::{self, Control, RingSource};
 use crate::dispatch::DeviceCtx;
 use crate::factory::{DeviceConfig, HandlerFactory};
 use crate::handler::ReconfigRequest;
+use crate::stats::DeviceStats;
 
 /// Everything needed to start serving a device.
 #[derive(Debug)]
@@ -47,12 +48,18 @@ struct OpenRequest {
 pub struct DeviceHandle {
     name: String,
     control: mpsc::UnboundedSender<Control>,
+    stats: Arc<DeviceStats>,
 }
 
 impl DeviceHandle {
     /// The device's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The device's live counters.
+    pub fn stats(&self) -> Arc<DeviceStats> {
+        self.stats.clone()
     }
 
     /// Stops reading new commands, waits for those in flight, closes the
@@ -200,10 +207,12 @@ async fn open_device(req: OpenRequest) {
         locks: Default::default(),
         id,
         peers,
+        stats: Arc::default(),
     });
     let handle = DeviceHandle {
         name: name.clone(),
         control: tx,
+        stats: ctx.stats.clone(),
     };
     info!(device = %name, "serving");
     if reply.send(Ok(handle)).is_err() {

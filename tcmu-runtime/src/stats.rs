@@ -1,0 +1,158 @@
+//! Per-device statistics: command, byte, error and timeout counters and a
+//! latency histogram, updated lock-free by the device's worker and read by
+//! anyone holding the [`DeviceStats`] (the daemon's metrics file, D-Bus).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds (inclusive, microseconds) of the latency histogram's
+/// buckets; a last, unbounded bucket catches everything slower.
+pub const LATENCY_BOUNDS_US: [u64; 16] = [
+    10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000,
+    1_000_000, 10_000_000,
+];
+
+/// Number of histogram buckets, the unbounded one included.
+pub const LATENCY_BUCKETS: usize = LATENCY_BOUNDS_US.len() + 1;
+
+/// Which way a command moved data, for the byte counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Data-in (READ and friends): counted in `read_bytes`.
+    Read,
+    /// Data-out that lands on the medium (WRITE and friends).
+    Write,
+    /// Everything else (INQUIRY, UNMAP, …): counted as a command only.
+    Other,
+}
+
+impl Direction {
+    /// Classifies a CDB by its operation code.
+    pub fn of_cdb(cdb: &[u8]) -> Self {
+        match cdb.first().copied() {
+            // READ 6/10/12/16
+            Some(0x08 | 0x28 | 0xa8 | 0x88) => Direction::Read,
+            // WRITE 6/10/12/16, WRITE AND VERIFY 10/12/16
+            Some(0x0a | 0x2a | 0xaa | 0x8a | 0x2e | 0xae | 0x8e) => Direction::Write,
+            _ => Direction::Other,
+        }
+    }
+}
+
+/// Live counters of one device.
+#[derive(Debug, Default)]
+pub struct DeviceStats {
+    commands: AtomicU64,
+    read_commands: AtomicU64,
+    write_commands: AtomicU64,
+    read_bytes: AtomicU64,
+    write_bytes: AtomicU64,
+    errors: AtomicU64,
+    timeouts: AtomicU64,
+    latency_sum_us: AtomicU64,
+    latency: [AtomicU64; LATENCY_BUCKETS],
+}
+
+/// A point-in-time copy of a device's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// Commands completed (any status).
+    pub commands: u64,
+    /// READ commands completed with GOOD status.
+    pub read_commands: u64,
+    /// WRITE commands completed with GOOD status.
+    pub write_commands: u64,
+    /// Bytes moved by READ commands completed with GOOD status.
+    pub read_bytes: u64,
+    /// Bytes moved by WRITE commands completed with GOOD status.
+    pub write_bytes: u64,
+    /// Commands completed with a status other than GOOD.
+    pub errors: u64,
+    /// Commands that ran past their time-out.
+    pub timeouts: u64,
+    /// Sum of all command latencies, in microseconds.
+    pub latency_sum_us: u64,
+    /// Commands per latency bucket (bounds in [`LATENCY_BOUNDS_US`]), not
+    /// cumulative.
+    pub latency: [u64; LATENCY_BUCKETS],
+}
+
+impl DeviceStats {
+    /// Counts one completed command.
+    pub fn record(&self, dir: Direction, bytes: u64, status: u8, latency: Duration) {
+        self.commands.fetch_add(1, Ordering::Relaxed);
+        if status == 0 {
+            match dir {
+                Direction::Read => {
+                    self.read_commands.fetch_add(1, Ordering::Relaxed);
+                    self.read_bytes.fetch_add(bytes, Ordering::Relaxed);
+                }
+                Direction::Write => {
+                    self.write_commands.fetch_add(1, Ordering::Relaxed);
+                    self.write_bytes.fetch_add(bytes, Ordering::Relaxed);
+                }
+                Direction::Other => {}
+            }
+        } else {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        self.latency_sum_us.fetch_add(us, Ordering::Relaxed);
+        let bucket = LATENCY_BOUNDS_US
+            .iter()
+            .position(|&bound| us <= bound)
+            .unwrap_or(LATENCY_BOUNDS_US.len());
+        self.latency[bucket].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a command that ran past its time-out.
+    pub fn record_timeout(&self) {
+        self.timeouts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Reads every counter.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            commands: self.commands.load(Ordering::Relaxed),
+            read_commands: self.read_commands.load(Ordering::Relaxed),
+            write_commands: self.write_commands.load(Ordering::Relaxed),
+            read_bytes: self.read_bytes.load(Ordering::Relaxed),
+            write_bytes: self.write_bytes.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            timeouts: self.timeouts.load(Ordering::Relaxed),
+            latency_sum_us: self.latency_sum_us.load(Ordering::Relaxed),
+            latency: std::array::from_fn(|i| self.latency[i].load(Ordering::Relaxed)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_reads_writes_errors_and_buckets() {
+        let s = DeviceStats::default();
+        s.record(Direction::Read, 4096, 0, Duration::from_micros(7));
+        s.record(Direction::Write, 8192, 0, Duration::from_micros(300));
+        s.record(Direction::Write, 8192, 2, Duration::from_secs(20));
+        s.record(Direction::Other, 0, 0, Duration::from_micros(10));
+        let snap = s.snapshot();
+        assert_eq!(snap.commands, 4);
+        assert_eq!((snap.read_commands, snap.read_bytes), (1, 4096));
+        assert_eq!((snap.write_commands, snap.write_bytes), (1, 8192));
+        assert_eq!(snap.errors, 1);
+        assert_eq!(snap.latency[0], 2); // 7 µs and 10 µs
+        assert_eq!(snap.latency[5], 1); // 300 µs: the ≤ 500 µs bucket
+        assert_eq!(snap.latency[LATENCY_BUCKETS - 1], 1);
+        assert_eq!(snap.latency.iter().sum::<u64>(), 4);
+    }
+
+    #[test]
+    fn classifies_opcodes() {
+        assert_eq!(Direction::of_cdb(&[0x28]), Direction::Read);
+        assert_eq!(Direction::of_cdb(&[0x8a]), Direction::Write);
+        assert_eq!(Direction::of_cdb(&[0x12]), Direction::Other);
+        assert_eq!(Direction::of_cdb(&[]), Direction::Other);
+    }
+}
