@@ -9,11 +9,14 @@
 //! - `vm-run SCRIPT`: boot the VM and run any guest script (no build).
 //! - `test`: unit tests, clippy, rustfmt, then `vm-test`.
 //! - `fuzz [--runs N] [TARGET]`: run the cargo-fuzz targets under `fuzz/`.
+//! - `install [--prefix P] [--destdir D] [--no-build]`: lay out the daemon
+//!   and its system files as a package does.
 
 mod checks;
 mod cmd;
 mod fuzz;
 mod hash;
+mod install;
 mod paths;
 mod setup;
 mod vm;
@@ -44,6 +47,11 @@ commands:
   fuzz [--runs N] [TARGET]
                         run each cargo-fuzz target under fuzz/ (or TARGET) for
                         N executions (default 1000000); fails on any crash
+  install [--prefix P] [--destdir D] [--no-build]
+                        build tcmu-runner (release) and install it with its
+                        systemd unit, D-Bus policy and activation file,
+                        logrotate file, tcmu.conf (never overwritten) and man
+                        page, at Debian's paths (default prefix /usr)
 
 options (vm-test, demo, vm-run, test):
   --timeout SECS        fail when the guest has not finished after SECS
@@ -196,6 +204,7 @@ fn run() -> Result<()> {
             vm_test(&paths, &opts, None)
         }
         "fuzz" => fuzz::run(&paths, &fuzz::Options::parse(rest)?),
+        "install" => install::run(&paths, &install::Options::parse(rest)?).map(|_| ()),
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
             Ok(())
