@@ -11,13 +11,18 @@
 //! - `fuzz [--runs N] [TARGET]`: run the cargo-fuzz targets under `fuzz/`.
 //! - `install [--prefix P] [--destdir D] [--no-build]`: lay out the daemon
 //!   and its system files as a package does.
+//! - `deb`: build the Debian package (cargo-deb) into `target/debian/`.
+//! - `package-test`: check the unit, the package's files and a dpkg
+//!   upgrade from Debian's C package in a throwaway root (part of `test`).
 
 mod checks;
 mod cmd;
+mod deb;
 mod fuzz;
 mod hash;
 mod install;
 mod paths;
+mod pkgtest;
 mod setup;
 mod vm;
 
@@ -43,7 +48,8 @@ commands:
                         in the VM
   vm-run SCRIPT [ARG]   boot the VM and run SCRIPT (a path on this host) in it,
                         without building anything; ARG goes to $XT_ARG
-  test                  cargo test, clippy -D warnings, fmt --check, vm-test
+  test                  cargo test, clippy -D warnings, fmt --check, doc,
+                        package-test, vm-test
   fuzz [--runs N] [TARGET]
                         run each cargo-fuzz target under fuzz/ (or TARGET) for
                         N executions (default 1000000); fails on any crash
@@ -52,6 +58,12 @@ commands:
                         systemd unit, D-Bus policy and activation file,
                         logrotate file, tcmu.conf (never overwritten) and man
                         page, at Debian's paths (default prefix /usr)
+  deb                   build the Debian package target/debian/tcmu-runner_*.deb
+                        (cargo-deb, installed when missing); `dpkg -i` it to
+                        replace Debian's C tcmu-runner
+  package-test          systemd-analyze verify the unit, compare the .deb with
+                        Debian's tcmu-runner package, install both with dpkg
+                        into a throwaway root under target/pkgtest/ (root)
 
 options (vm-test, demo, vm-run, test):
   --timeout SECS        fail when the guest has not finished after SECS
@@ -201,10 +213,23 @@ fn run() -> Result<()> {
             let opts = VmOptions::parse(rest)?;
             opts.at_most_one("test")?;
             checks::run_host_checks(&paths)?;
+            pkgtest::run(&paths)?;
             vm_test(&paths, &opts, None)
         }
         "fuzz" => fuzz::run(&paths, &fuzz::Options::parse(rest)?),
         "install" => install::run(&paths, &install::Options::parse(rest)?).map(|_| ()),
+        "deb" => {
+            if !rest.is_empty() {
+                bail!("deb takes no arguments");
+            }
+            deb::build(&paths).map(|_| ())
+        }
+        "package-test" => {
+            if !rest.is_empty() {
+                bail!("package-test takes no arguments");
+            }
+            pkgtest::run(&paths)
+        }
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
             Ok(())

@@ -1,0 +1,105 @@
+//! `cargo xtask deb`: the Debian package, built with cargo-deb.
+//!
+//! The packaging itself (`[package.metadata.deb]` in `runner/Cargo.toml`,
+//! maintainer scripts in `runner/dist/debian/`) explains its choices; this
+//! module installs cargo-deb when it is missing and passes the version.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+
+use crate::cmd;
+use crate::paths::Paths;
+
+/// The package's version: Debian's C package is 1.5.4-N; ours sorts above
+/// every such revision, so installing it is an upgrade of `tcmu-runner`.
+/// xtask shares the workspace version with the daemon.
+pub fn version() -> String {
+    format!("1.5.4+rs{}-1", env!("CARGO_PKG_VERSION"))
+}
+
+/// Builds the release binary and the package; returns the `.deb`'s path
+/// (under `target/debian/`).
+pub fn build(paths: &Paths) -> Result<PathBuf> {
+    ensure_cargo_deb()?;
+    let out_dir = paths.root.join("target/debian");
+    let mut c = cmd::cargo();
+    c.args(["deb", "-p", "tcmu-runner", "--strip", "--no-dbgsym"])
+        .args(["--deb-version", &version()])
+        .arg("--output")
+        .arg(&out_dir)
+        .current_dir(&paths.root)
+        // The build's progress shows; stdout names the package.
+        .stderr(Stdio::inherit());
+    eprintln!("xtask: $ {}", cmd::describe(&c));
+    let out = cmd::output(&mut c).context("cargo deb failed")?;
+    // cargo-deb prints the package's path as its last line.
+    let deb = out
+        .lines()
+        .rev()
+        .find(|l| l.trim_end().ends_with(".deb"))
+        .map(|l| PathBuf::from(l.trim()))
+        .context("cargo deb did not name the package it built")?;
+    if !deb.is_file() {
+        bail!("cargo deb reported {}, which does not exist", deb.display());
+    }
+    println!("built      {}", deb.display());
+    Ok(deb)
+}
+
+/// Installs cargo-deb from crates.io (`cargo install --locked`) unless
+/// `cargo deb --version` already works; reports how long that took.
+fn ensure_cargo_deb() -> Result<()> {
+    let present = cmd::cargo()
+        .args(["deb", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if present {
+        return Ok(());
+    }
+    eprintln!("xtask: cargo-deb is missing; installing it from crates.io (about 1.5 min)");
+    let start = Instant::now();
+    cmd::run(cmd::cargo().args(["install", "--locked", "cargo-deb"]))
+        .context("cannot install cargo-deb")?;
+    eprintln!(
+        "xtask: cargo-deb installed in {:.0} s",
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Lists the regular files (and symlinks) of a `.deb`, as absolute paths
+/// (`/usr/bin/tcmu-runner`), sorted.
+pub fn file_list(deb: &Path) -> Result<Vec<String>> {
+    let out = cmd::output(Command::new("dpkg-deb").arg("--contents").arg(deb))?;
+    let mut files: Vec<String> = out
+        .lines()
+        .filter(|l| !l.starts_with('d'))
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .map(|p| p.trim_start_matches('.').to_owned())
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// The `conffiles` of a `.deb`, sorted.
+pub fn conffiles(deb: &Path) -> Result<Vec<String>> {
+    let out = Command::new("dpkg-deb")
+        .arg("--info")
+        .arg(deb)
+        .arg("conffiles")
+        .output()
+        .context("cannot run dpkg-deb")?;
+    // dpkg-deb fails when the package has no conffiles member.
+    let mut list: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim().to_owned())
+        .filter(|l| !l.is_empty())
+        .collect();
+    list.sort();
+    Ok(list)
+}
