@@ -3,7 +3,8 @@
 //!
 //! 1. `systemd-analyze verify` accepts the unit, as laid out by
 //!    `xtask install --destdir` (with `--root`, so `ExecStart` resolves to
-//!    our binary there), and `man` renders the man page without warnings.
+//!    our binary there), `man` renders the man page without warnings and
+//!    logrotate parses our file.
 //! 2. Our `.deb` ships the files Debian's C package ships at the same paths
 //!    (binary, unit, D-Bus policy and activation file, logrotate file,
 //!    `tcmu.conf`, man page), and nothing at a path the C package does not
@@ -49,9 +50,9 @@ const CONFFILES: &[&str] = &[
     "/etc/tcmu/tcmu.conf",
 ];
 
-/// Host packages this step needs: systemd-analyze, man, busybox for the
-/// chroot.
-const HOST_PACKAGES: &[&str] = &["systemd", "man-db", "busybox-static"];
+/// Host packages this step needs: systemd-analyze, man, logrotate (which
+/// parses our file), busybox for the chroot.
+const HOST_PACKAGES: &[&str] = &["systemd", "man-db", "logrotate", "busybox-static"];
 
 /// Busybox applets the maintainer scripts (ours, the C package's,
 /// dpkg-maintscript-helper) use inside the chroot.
@@ -175,6 +176,36 @@ fn verify_unit(paths: &Paths, destdir: &Path) -> Result<()> {
         out.status
     );
     println!("ok   man --warnings: tcmu-runner(8) renders cleanly");
+    check_logrotate(destdir)
+}
+
+/// `logrotate --debug` parses our file (and does nothing else: no
+/// rotation, no postrotate script).
+fn check_logrotate(destdir: &Path) -> Result<()> {
+    let conf = destdir.join("etc/logrotate.d/tcmu-runner");
+    let out = Command::new("logrotate")
+        .arg("--debug")
+        .arg("--state")
+        .arg(destdir.join("logrotate.state"))
+        .arg(&conf)
+        .output()
+        .context("cannot run logrotate")?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(
+        out.status.success()
+            && !text.contains("error")
+            && text.contains(
+                "rotating pattern: /var/log/tcmu-runner*.log  10485760 bytes (7 rotations)"
+            ),
+        "logrotate does not accept {} ({}):\n{text}",
+        conf.display(),
+        out.status
+    );
+    println!("ok   logrotate --debug: /var/log/tcmu-runner*.log, 10 MiB, 7 rotations");
     Ok(())
 }
 
