@@ -570,6 +570,20 @@ fn dpkg_round_trip(dir: &Path, ours: &Path, theirs: &Path) -> Result<()> {
     let audit = root.dpkg(&["--audit"])?;
     ensure!(audit.trim().is_empty(), "dpkg --audit: {audit}");
 
+    // Reinstalling ours (an upgrade from ours) restarts the daemon and
+    // leaves the C package's clean-up alone.
+    root.dpkg(&["--force-depends", "--force-confold", "--install", ours_str])?;
+    let calls = root.take_calls()?;
+    expect_calls(
+        "reinstall",
+        &calls,
+        &["deb-systemd-invoke restart tcmu-runner.service"],
+    )?;
+    ensure!(
+        !calls.contains("update-rc.d"),
+        "reinstalling ours ran update-rc.d:\n{calls}"
+    );
+
     root.dpkg(&["--remove", "tcmu-runner"])?;
     let status = root.query("${db:Status-Abbrev}", "tcmu-runner")?;
     ensure!(
