@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tcmu_core::{CommandRing, Completion, Doorbell, Entry, Mapping};
 use tokio::sync::{mpsc, oneshot};
@@ -19,7 +19,7 @@ use tracing::{debug, error, info, warn};
 use crate::copy::{self, CopyIo};
 use crate::dispatch::{self, DeviceCtx};
 use crate::handler::ReconfigRequest;
-use crate::stats::Direction;
+use crate::stats::{self, Direction};
 
 /// Where a device's ring memory comes from.
 #[derive(Debug)]
@@ -85,7 +85,7 @@ pub(crate) async fn serve(
             return;
         }
     };
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(u16, Completion)>();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
     let mut inflight = 0usize;
     let mut closing: Vec<oneshot::Sender<()>> = Vec::new();
     let mut broken = false;
@@ -121,11 +121,11 @@ pub(crate) async fn serve(
                     tokio::task::spawn_local(async move { copy::serve(&ctx, io).await });
                 }
             },
-            Some((id, c)) = done_rx.recv() => {
+            Some(done) = done_rx.recv() => {
                 let mut n = 1;
-                finish(&ctx, &mut ring, id, &c);
-                while let Ok((id, c)) = done_rx.try_recv() {
-                    finish(&ctx, &mut ring, id, &c);
+                finish(&ctx, &mut ring, done);
+                while let Ok(done) = done_rx.try_recv() {
+                    finish(&ctx, &mut ring, done);
                     n += 1;
                 }
                 inflight -= n;
@@ -174,31 +174,50 @@ pub(crate) async fn serve(
     }
 }
 
+/// A finished command on its way back to the device task.
+struct Done {
+    cmd_id: u16,
+    completion: Completion,
+    /// What the statistics record once the completion is on the ring;
+    /// `None` for entries that are not SCSI commands.
+    sample: Option<Sample>,
+}
+
+/// A command's contribution to the device's statistics.
+struct Sample {
+    dir: Direction,
+    bytes: u64,
+    /// When the command was read off the ring.
+    start: Instant,
+}
+
 fn drain(
     ctx: &Rc<DeviceCtx>,
     ring: &mut CommandRing,
-    done: &mpsc::UnboundedSender<(u16, Completion)>,
+    done: &mpsc::UnboundedSender<Done>,
     inflight: &mut usize,
     broken: &mut bool,
 ) {
     loop {
         match ring.next_entry() {
             Ok(Some(Entry::Cmd(cmd))) => {
+                // Latency starts here, not when the spawned task first
+                // runs: that waits for the rest of the ring to be drained.
+                let start = Instant::now();
                 *inflight += 1;
                 let ctx = ctx.clone();
                 let done = done.clone();
                 tokio::task::spawn_local(async move {
-                    let id = cmd.cmd_id;
+                    let cmd_id = cmd.cmd_id;
                     let dir = Direction::of_cdb(&cmd.cdb);
                     let len = tcmu_core::buf::total_len(&cmd.data) as u64;
-                    let start = Instant::now();
-                    let c = dispatch::run(&ctx, cmd).await;
-                    let bytes = match (dir, c.read_len) {
-                        (Direction::Read, Some(n)) => u64::from(n).min(len),
-                        _ => len,
-                    };
-                    ctx.stats.record(dir, bytes, c.status, start.elapsed());
-                    let _ = done.send((id, c));
+                    let completion = dispatch::run(&ctx, cmd).await;
+                    let bytes = stats::moved_bytes(dir, len, completion.read_len);
+                    let _ = done.send(Done {
+                        cmd_id,
+                        completion,
+                        sample: Some(Sample { dir, bytes, start }),
+                    });
                 });
             }
             Ok(Some(Entry::Tmr(t))) => {
@@ -207,7 +226,11 @@ fn drain(
             Ok(Some(Entry::Unknown { cmd_id, op })) => {
                 warn!(device = %ctx.name, "ring entry with unknown opcode {op}");
                 *inflight += 1;
-                let _ = done.send((cmd_id, Completion::unknown_op()));
+                let _ = done.send(Done {
+                    cmd_id,
+                    completion: Completion::unknown_op(),
+                    sample: None,
+                });
             }
             Ok(None) => return,
             Err(e) => {
@@ -219,9 +242,41 @@ fn drain(
     }
 }
 
-fn finish(ctx: &DeviceCtx, ring: &mut CommandRing, id: u16, c: &Completion) {
-    if let Err(e) = ring.complete(id, c) {
-        error!(device = %ctx.name, "cannot complete command {id}: {e}");
+/// Writes a completion to the ring (published with the rest of its batch)
+/// and records the command: its latency ends here.
+fn finish(ctx: &DeviceCtx, ring: &mut CommandRing, done: Done) {
+    let Done {
+        cmd_id,
+        completion: c,
+        sample,
+    } = done;
+    if let Err(e) = ring.complete(cmd_id, &c) {
+        error!(device = %ctx.name, "cannot complete command {cmd_id}: {e}");
+    }
+    if let Some(s) = sample {
+        let latency = s.start.elapsed();
+        ctx.stats.record(s.dir, s.bytes, c.status, latency);
+        if ctx.cmd_time_out.is_some_and(|limit| latency > limit) {
+            ctx.stats.record_timeout();
+            warn!(
+                device = %ctx.name,
+                "command {cmd_id} completed after {:.1}s, past the device's cmd_time_out",
+                latency.as_secs_f64()
+            );
+        }
+    }
+}
+
+/// The kernel's per-command timeout of a device (`attrib/cmd_time_out`), or
+/// `None` when it is 0 (no timeout) or cannot be read.
+pub(crate) fn cmd_time_out(dir: Option<&tcmu_core::configfs::DeviceDir>) -> Option<Duration> {
+    match dir?.cmd_time_out() {
+        Ok(0) => None,
+        Ok(secs) => Some(Duration::from_secs(u64::from(secs))),
+        Err(e) => {
+            debug!("cannot read cmd_time_out: {e}");
+            None
+        }
     }
 }
 

@@ -60,6 +60,9 @@ pub(crate) struct DeviceCtx {
     pub peers: Peers,
     /// Counters of completed commands.
     pub stats: std::sync::Arc<crate::stats::DeviceStats>,
+    /// The kernel's per-command timeout, read at open; commands slower
+    /// than this are counted as timeouts.
+    pub cmd_time_out: Option<std::time::Duration>,
 }
 
 impl DeviceCtx {

@@ -1,6 +1,28 @@
 //! Per-device statistics: command, byte, error and timeout counters and a
 //! latency histogram, updated lock-free by the device's worker and read by
 //! anyone holding the [`DeviceStats`] (the daemon's metrics file, D-Bus).
+//!
+//! What is counted, and when:
+//!
+//! - A command is recorded once, when the device task writes its completion
+//!   to the ring; its latency runs from the moment it was read off the ring
+//!   to then (queueing behind the range locks and the handler included).
+//!   Unknown ring entries and TMRs are not SCSI commands and are not counted.
+//! - Read and write bytes are what crossed the ring for READ (6/10/12/16)
+//!   and WRITE (6/10/12/16) or WRITE AND VERIFY commands that completed with
+//!   GOOD status: the data-out length of a write, and for a read the bytes
+//!   returned (`read_len` when the answer was shorter than the buffer). That
+//!   is what an initiator counts (fio's `io_bytes`, `iostat`).
+//! - WRITE SAME, UNMAP, COMPARE AND WRITE, VERIFY, EXTENDED COPY and FORMAT
+//!   UNIT count as commands only: the bytes they change are not bytes the
+//!   initiator transferred, and adding them would make the byte counters
+//!   disagree with every initiator-side tool.
+//! - An error is any completion whose status is not GOOD (CHECK CONDITION,
+//!   BUSY, …); such commands add no bytes.
+//! - A timeout is a command that completed later than the device's
+//!   `attrib/cmd_time_out` (read when the device is opened; 0 disables it),
+//!   by which time the kernel has already failed it towards the initiator.
+//!   It is counted when it finally completes, as tcmu-runner logs it then.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -15,7 +37,8 @@ pub const LATENCY_BOUNDS_US: [u64; 16] = [
 /// Number of histogram buckets, the unbounded one included.
 pub const LATENCY_BUCKETS: usize = LATENCY_BOUNDS_US.len() + 1;
 
-/// Which way a command moved data, for the byte counters.
+/// Which way a command moved data, for the byte counters (see the module
+/// documentation for what each class includes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
     /// Data-in (READ and friends): counted in `read_bytes`.
@@ -29,6 +52,10 @@ pub enum Direction {
 impl Direction {
     /// Classifies a CDB by its operation code.
     pub fn of_cdb(cdb: &[u8]) -> Self {
+        // WRITE SAME 0x41/0x93, UNMAP 0x42, COMPARE AND WRITE 0x89, VERIFY
+        // 0x2f/0xaf/0x8f, EXTENDED COPY 0x83 and FORMAT UNIT 0x04 fall
+        // through to Other on purpose: their data-out is not what they
+        // write.
         match cdb.first().copied() {
             // READ 6/10/12/16
             Some(0x08 | 0x28 | 0xa8 | 0x88) => Direction::Read,
@@ -75,6 +102,16 @@ pub struct StatsSnapshot {
     /// Commands per latency bucket (bounds in [`LATENCY_BOUNDS_US`]), not
     /// cumulative.
     pub latency: [u64; LATENCY_BUCKETS],
+}
+
+/// Bytes a completed command moved for the byte counters: `buffer` is the
+/// total length of its data buffers; a READ answered with `read_len` moved
+/// only that much.
+pub fn moved_bytes(dir: Direction, buffer: u64, read_len: Option<u32>) -> u64 {
+    match (dir, read_len) {
+        (Direction::Read, Some(n)) => u64::from(n).min(buffer),
+        _ => buffer,
+    }
 }
 
 impl DeviceStats {
@@ -149,10 +186,29 @@ mod tests {
     }
 
     #[test]
+    fn read_len_limits_read_bytes_only() {
+        assert_eq!(moved_bytes(Direction::Read, 4096, Some(512)), 512);
+        assert_eq!(moved_bytes(Direction::Read, 512, Some(4096)), 512);
+        assert_eq!(moved_bytes(Direction::Read, 4096, None), 4096);
+        assert_eq!(moved_bytes(Direction::Write, 4096, Some(512)), 4096);
+    }
+
+    #[test]
+    fn timeouts_are_counted_apart() {
+        let s = DeviceStats::default();
+        s.record_timeout();
+        let snap = s.snapshot();
+        assert_eq!((snap.timeouts, snap.commands), (1, 0));
+    }
+
+    #[test]
     fn classifies_opcodes() {
         assert_eq!(Direction::of_cdb(&[0x28]), Direction::Read);
         assert_eq!(Direction::of_cdb(&[0x8a]), Direction::Write);
         assert_eq!(Direction::of_cdb(&[0x12]), Direction::Other);
+        for op in [0x41, 0x93, 0x42, 0x89, 0x2f, 0x8f, 0x83, 0x04] {
+            assert_eq!(Direction::of_cdb(&[op]), Direction::Other, "{op:#x}");
+        }
         assert_eq!(Direction::of_cdb(&[]), Direction::Other);
     }
 }

@@ -198,6 +198,7 @@ async fn open_device(req: OpenRequest) {
         control: tx.clone(),
     });
     let write_cache = spec.config.write_cache || handler.has_write_cache();
+    let cmd_time_out = device::cmd_time_out(spec.configfs.as_ref());
     let ctx = Rc::new(DeviceCtx {
         name: name.clone(),
         handler,
@@ -208,6 +209,7 @@ async fn open_device(req: OpenRequest) {
         id,
         peers,
         stats: Arc::default(),
+        cmd_time_out,
     });
     let handle = DeviceHandle {
         name: name.clone(),

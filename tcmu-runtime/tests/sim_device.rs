@@ -20,9 +20,11 @@ use tcmu_runtime::{
 
 const BS: u64 = 512;
 const BLOCKS: u64 = 2048;
+const VERY_SLOW_LBA: u64 = 1777;
 
 /// A memory disk whose reads of LBA 0 are slow (to force out-of-order
-/// completion) and whose reads at LBA 1000 fail.
+/// completion), whose reads at LBA 1000 fail, and whose reads at
+/// [`VERY_SLOW_LBA`] outlast a one-second `cmd_time_out`.
 struct MemDisk(RefCell<Vec<u8>>);
 
 #[async_trait(?Send)]
@@ -33,6 +35,9 @@ impl BlockHandler for MemDisk {
         }
         if offset == 0 {
             tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        if offset == VERY_SLOW_LBA * BS {
+            tokio::time::sleep(Duration::from_millis(1100)).await;
         }
         let d = self.0.borrow();
         let mut at = offset as usize;
@@ -102,6 +107,10 @@ struct Rig {
 
 impl Rig {
     fn new() -> Self {
+        Self::with_configfs(None)
+    }
+
+    fn with_configfs(configfs: Option<tcmu_core::configfs::DeviceDir>) -> Self {
         let (kernel, dev) = SimKernel::new(SimConfig::default()).unwrap();
         let workers = Workers::start(1).unwrap();
         let spec = DeviceSpec {
@@ -117,7 +126,7 @@ impl Rig {
                 map: dev.map,
                 doorbell: dev.doorbell,
             },
-            configfs: None,
+            configfs,
         };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -417,4 +426,79 @@ fn extended_copy_within_the_device() {
     list[24..40].copy_from_slice(&other);
     let c = rig.run(&cdb, SimData::Out(list));
     assert_eq!(c.status, 2);
+}
+
+#[test]
+fn statistics_count_what_crossed_the_ring() {
+    let mut rig = Rig::new();
+    let stats = rig.handle.stats();
+    let ok = |c: SimCompletion| assert_eq!(c.status, 0, "sense {:?}", &c.sense[..18]);
+    ok(rig.run(&rw10(0x2a, 100, 8), SimData::Out(vec![1; 4096])));
+    ok(rig.run(&rw10(0x28, 100, 8), SimData::In(4096)));
+    // One block into a 4 KiB buffer: 512 bytes moved, not 4096.
+    ok(rig.run(&rw10(0x28, 9, 1), SimData::In(4096)));
+    // WRITE AND VERIFY(10) is a write.
+    ok(rig.run(&rw10(0x2e, 300, 2), SimData::Out(vec![2; 1024])));
+    // Failures: a MEDIUM ERROR and a write past the end move nothing.
+    assert_eq!(rig.run(&rw10(0x28, 1000, 1), SimData::In(512)).status, 2);
+    let past_end = rw10(0x2a, BLOCKS as u32 - 1, 2);
+    assert_eq!(rig.run(&past_end, SimData::Out(vec![0; 1024])).status, 2);
+    // WRITE SAME(10) of 16 blocks and UNMAP: commands, not written bytes.
+    ok(rig.run(
+        &[0x41, 0, 0, 0, 0, 200, 0, 0, 16, 0],
+        SimData::Out(vec![7; 512]),
+    ));
+    let mut list = vec![0u8; 24];
+    list[1] = 22;
+    list[3] = 16;
+    list[8..16].copy_from_slice(&200u64.to_be_bytes());
+    list[16..20].copy_from_slice(&4u32.to_be_bytes());
+    ok(rig.run(&[0x42, 0, 0, 0, 0, 0, 0, 0, 24, 0], SimData::Out(list)));
+    // INQUIRY: a command, no data bytes.
+    ok(rig.run(&[0x12, 0, 0, 0, 255, 0], SimData::In(255)));
+
+    // Completions are recorded before they are published: the counters
+    // are complete as soon as the last completion is reaped.
+    let s = stats.snapshot();
+    assert_eq!(s.commands, 9);
+    assert_eq!((s.read_commands, s.read_bytes), (2, 4096 + 512));
+    assert_eq!((s.write_commands, s.write_bytes), (2, 4096 + 1024));
+    assert_eq!(s.errors, 2);
+    assert_eq!(s.timeouts, 0);
+    assert_eq!(s.latency.iter().sum::<u64>(), s.commands);
+    rig.rt.block_on(rig.handle.close());
+}
+
+#[test]
+fn latency_covers_the_handler() {
+    let mut rig = Rig::new();
+    let stats = rig.handle.stats();
+    // The read of LBA 0 sleeps 200 ms in the handler.
+    assert_eq!(rig.run(&rw10(0x28, 0, 1), SimData::In(512)).status, 0);
+    let s = stats.snapshot();
+    assert!(s.latency_sum_us >= 200_000, "{}", s.latency_sum_us);
+    let slow_bucket = tcmu_runtime::stats::LATENCY_BOUNDS_US
+        .iter()
+        .position(|&b| b >= 200_000)
+        .unwrap();
+    assert_eq!(s.latency[slow_bucket], 1, "{:?}", s.latency);
+    rig.rt.block_on(rig.handle.close());
+}
+
+#[test]
+fn commands_slower_than_cmd_time_out_are_timeouts() {
+    let dir = std::env::temp_dir().join(format!("tcmu-sim-timeout-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("attrib")).unwrap();
+    std::fs::write(dir.join("attrib/cmd_time_out"), "1\n").unwrap();
+    let mut rig = Rig::with_configfs(Some(tcmu_core::configfs::DeviceDir::at(dir.clone())));
+    let stats = rig.handle.stats();
+    let fast = rig.run(&rw10(0x28, 5, 1), SimData::In(512));
+    assert_eq!(fast.status, 0);
+    assert_eq!(stats.snapshot().timeouts, 0);
+    let slow = rig.run(&rw10(0x28, VERY_SLOW_LBA as u32, 1), SimData::In(512));
+    assert_eq!(slow.status, 0);
+    let s = stats.snapshot();
+    assert_eq!((s.timeouts, s.commands, s.errors), (1, 2, 0));
+    rig.rt.block_on(rig.handle.close());
+    let _ = std::fs::remove_dir_all(dir);
 }
