@@ -294,10 +294,9 @@ impl Daemon {
     /// Closes every device (waiting for commands in flight), tells the
     /// kernel not to wait for replies any more, and stops the workers.
     pub async fn shutdown(mut self) {
+        // The table keeps the devices: the metrics file's last write
+        // reports their final counters.
         let devices: Vec<Served> = self.devices.drain().map(|(_, s)| s).collect();
-        for minor in self.table.list().iter().map(|d| d.minor) {
-            self.table.remove(minor);
-        }
         futures::future::join_all(devices.iter().map(|s| s.handle.close())).await;
         if let Err(e) = self.control.set_features(false) {
             warn!("cannot tell the kernel to stop waiting for replies: {e}");

@@ -12,6 +12,7 @@ mod devices;
 mod handlers;
 mod lock;
 mod logging;
+mod metrics;
 
 use clap::Parser;
 use tracing::{error, info, warn};
@@ -69,5 +70,12 @@ fn run(cli: &cli::Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let table = devices::DeviceTable::default();
-    rt.block_on(daemon::run(registry, workers, table))
+    // Defaults until tcmu.conf's metrics_file/metrics_interval feed this.
+    let (_metrics_settings, settings) = tokio::sync::watch::channel(Default::default());
+    rt.block_on(async {
+        let metrics = metrics::spawn(table.clone(), settings);
+        let result = daemon::run(registry, workers, table).await;
+        metrics.shutdown().await;
+        result
+    })
 }
