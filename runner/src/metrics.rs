@@ -181,7 +181,11 @@ pub fn render(daemon: &DaemonInfo, devices: &[DeviceSample]) -> String {
         "gauge",
         "When the daemon started, in seconds since the Unix epoch.",
     );
-    let _ = writeln!(out, "tcmu_runner_start_time_seconds {}", daemon.start_time);
+    let _ = writeln!(
+        out,
+        "tcmu_runner_start_time_seconds {:.3}",
+        daemon.start_time
+    );
     family(
         &mut out,
         "tcmu_devices",
@@ -391,7 +395,7 @@ mod tests {
     fn daemon() -> DaemonInfo {
         DaemonInfo {
             version: "0.1.0".into(),
-            start_time: 1_764_100_000.0,
+            start_time: 1_764_100_000.25,
         }
     }
 
@@ -427,7 +431,7 @@ mod tests {
 tcmu_runner_info{version=\"0.1.0\"} 1
 # HELP tcmu_runner_start_time_seconds When the daemon started, in seconds since the Unix epoch.
 # TYPE tcmu_runner_start_time_seconds gauge
-tcmu_runner_start_time_seconds 1764100000
+tcmu_runner_start_time_seconds 1764100000.250
 # HELP tcmu_devices TCMU devices the daemon serves.
 # TYPE tcmu_devices gauge
 tcmu_devices 1
