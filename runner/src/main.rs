@@ -1,11 +1,13 @@
 //! `tcmu-runner`: the tcmu-rs daemon, a drop-in for the C tcmu-runner.
 //!
-//! Start-up: parse flags, set up logging, take the single-instance lock,
+//! Start-up: parse flags, read tcmu.conf ([`conf`]), set up logging, start
+//! watching tcmu.conf for changes ([`start_config`]), take the single-instance lock,
 //! raise the open-files limit, start the worker threads, then hand over to
 //! the control loop in [`daemon`] on a current-thread tokio runtime.
 #![forbid(unsafe_code)]
 
 mod cli;
+mod conf;
 mod daemon;
 #[allow(dead_code)] // read by the D-Bus service and the metrics file (issue 5, in progress)
 mod devices;
@@ -26,14 +28,37 @@ fn raise_nofile(n: u64) {
     }
 }
 
+/// Reads tcmu.conf, installs the logger at its settings and starts the
+/// watcher that re-reads the file on change (applying log level and
+/// directory changes at once). The returned [`conf::ConfWatch`] must live as
+/// long as the daemon; its `subscribe()` gives a
+/// `tokio::sync::watch::Receiver<conf::Settings>` for other parts (the
+/// metrics writer follows `metrics_file` and `metrics_interval` there).
+fn start_config(cli: &cli::Cli) -> anyhow::Result<conf::ConfWatch> {
+    let layers = conf::Layers::from_cli(cli);
+    let loaded = conf::load_initial(&layers);
+    let log = logging::init(&loaded.settings)?;
+    loaded.log_problems(&layers.path);
+    info!(
+        "configuration {}: log level {} ({}), log dir {}",
+        layers.path.display(),
+        loaded.settings.log_level,
+        logging::level_name(loaded.settings.log_level),
+        loaded.settings.log_dir.display()
+    );
+    let watch = conf::watch(layers, loaded.settings, move |old, new| log.apply(old, new))?;
+    Ok(watch)
+}
+
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
-    let level = if cli.debug { 4 } else { logging::DEFAULT_LEVEL };
-    let dir = logging::log_dir(cli.log_dir.as_deref());
-    if let Err(e) = logging::init(level, &dir) {
-        eprintln!("tcmu-runner: {e:#}");
-        return std::process::ExitCode::FAILURE;
-    }
+    let _conf = match start_config(&cli) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("tcmu-runner: {e:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     match run(&cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
