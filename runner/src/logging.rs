@@ -213,17 +213,19 @@ where
 /// Whether stderr is the journal's stream: `$JOURNAL_STREAM` is
 /// `<device>:<inode>` of the stream systemd connected.
 fn stderr_is_journal() -> bool {
-    let Some(v) = std::env::var_os("JOURNAL_STREAM") else {
-        return false;
-    };
-    let v = v.to_string_lossy();
-    let Some((dev, ino)) = v.split_once(':') else {
+    std::env::var_os("JOURNAL_STREAM")
+        .is_some_and(|v| is_stream(&v.to_string_lossy(), std::io::stderr()))
+}
+
+/// Whether `fd` is the file `$JOURNAL_STREAM`'s value `<dev>:<ino>` names.
+fn is_stream(value: &str, fd: impl std::os::fd::AsFd) -> bool {
+    let Some((dev, ino)) = value.split_once(':') else {
         return false;
     };
     let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
         return false;
     };
-    match rustix::fs::fstat(std::io::stderr()) {
+    match rustix::fs::fstat(fd) {
         Ok(st) => st.st_dev == dev && st.st_ino == ino,
         Err(_) => false,
     }
@@ -336,6 +338,17 @@ mod tests {
         assert_eq!(filter_for(4), LevelFilter::DEBUG);
         assert_eq!(filter_for(5), LevelFilter::TRACE);
         assert_eq!(level_name(5), "DEBUG SCSI CMD");
+    }
+
+    #[test]
+    fn journal_stream_is_matched_by_device_and_inode() {
+        use std::os::unix::fs::MetadataExt;
+        let f = tempfile::tempfile().unwrap();
+        let m = f.metadata().unwrap();
+        assert!(is_stream(&format!("{}:{}", m.dev(), m.ino()), &f));
+        assert!(!is_stream(&format!("{}:{}", m.dev(), m.ino() + 1), &f));
+        assert!(!is_stream("", &f));
+        assert!(!is_stream("1:x", &f));
     }
 
     /// A writer into a shared buffer.

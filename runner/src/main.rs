@@ -37,7 +37,21 @@ fn raise_nofile(n: u64) {
 fn start_config(cli: &cli::Cli) -> anyhow::Result<conf::ConfWatch> {
     let layers = conf::Layers::from_cli(cli);
     let loaded = conf::load_initial(&layers);
-    let log = logging::init(&loaded.settings)?;
+    // A log_dir in tcmu.conf that cannot be used must not keep the daemon
+    // (and every LUN) down: log where -l/$TCMU_LOGDIR/the default say. The
+    // settings keep the file's value, so only a new value is tried again.
+    let fallback = layers.defaults().log_dir;
+    let log = match logging::init(&loaded.settings) {
+        Err(e) if loaded.settings.log_dir != fallback => {
+            let log = logging::init(&conf::Settings {
+                log_dir: fallback,
+                ..loaded.settings.clone()
+            })?;
+            error!("{e:#}; log_dir from {} not used", layers.path.display());
+            log
+        }
+        other => other?,
+    };
     loaded.log_problems(&layers.path);
     info!(
         "configuration {}: log level {} ({}), log dir {}",

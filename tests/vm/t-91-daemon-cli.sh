@@ -12,6 +12,8 @@
 #   logged with their line numbers and ignored while the LUN keeps serving.
 # - logrotate's way: `mv tcmu-runner.log tcmu-runner.log.1; kill -HUP`
 #   makes a new tcmu-runner.log that gets the new lines.
+# - With JOURNAL_STREAM naming its stderr (as under systemd), stderr lines
+#   carry <N> syslog priorities and no timestamps, and never the CDB lines.
 
 source "$(dirname "$0")/lib.sh"
 
@@ -77,7 +79,13 @@ log "-V prints '$out', -h exits 0"
 write_conf "# Master TCMU configuration file" "# log_level = 3" '# log_dir = "/var/log"' \
     "log_level = 3   # INFO"
 load_modules
+# Pretend stderr is the journal's stream, as systemd says with
+# JOURNAL_STREAM=<dev>:<ino>: daemon_start sends stderr to stdout.log.
+: >"$LOGDIR/stdout.log"
+JOURNAL_STREAM=$(stat -c '%d:%i' "$LOGDIR/stdout.log")
+export JOURNAL_STREAM
 daemon_start --config "$CONF"
+unset JOURNAL_STREAM
 [[ -s $LOG ]] || fail "no log in the -l directory ($LOG)"
 assert_grep "configuration $CONF: log level 3" "$LOG" "the daemon read $CONF"
 
@@ -110,7 +118,7 @@ mv -f "$WORK/.tcmu.conf.swp" "$CONF"
 edit_ms=$(now_ms)
 wait_cdb_growth "$LOG" "$before" 10
 took=$(($(first_cdb_ms "$LOG" "$before") - edit_ms))
-log "log_level 5: first CDB line ${took}ms after the edit (mv itself took $((edit_ms - mv_start))ms)"
+log "log_level 5: first CDB line ${took}ms after mv returned (mv itself took $((edit_ms - mv_start))ms)"
 ((took <= 1000)) || fail "the first CDB line came ${took}ms after the edit"
 assert_grep 'log level now is DEBUG SCSI CMD' "$LOG" "the level change is logged"
 sleep 1
@@ -164,6 +172,15 @@ if grep -q "$CONF: line 2: expected .*still not valid" "$LOG.1"; then
     fail "a line written after SIGHUP went to the rotated file"
 fi
 log "SIGHUP: new $LOG receives the new lines"
+
+# What "the journal" got: <N> priorities, no timestamps, no CDB lines.
+J=$LOGDIR/stdout.log
+assert_grep '^<6> *INFO .*tcmu-runner ready' "$J" "an INFO line with priority <6> on the journal stream"
+assert_grep '^<2> *ERROR .*log level now is' "$J" "a critical line with priority <2> on the journal stream"
+assert_grep '^<4> *WARN .*unknown key' "$J" "a warning with priority <4> on the journal stream"
+if grep -Eq '^<[0-7]> *[0-9]{4}-' "$J"; then fail "timestamps on the journal stream"; fi
+assert_eq "$(cdb_lines "$J")" 0 "CDB lines on the journal stream"
+log "journal stream: <N> priorities, no timestamps, no CDB lines"
 
 kill "$IO_PID" 2>/dev/null || true
 wait "$IO_PID" 2>/dev/null || true
