@@ -1,38 +1,109 @@
-//! Command-line flags, the same as tcmu-runner's.
+//! Command-line flags: tcmu-runner 1.5.4's (`-d`, `-l`, `-f`,
+//! `--handler-path`, `-V`, `-h`, same short and long names), plus a few of
+//! ours (`--config`, `--workers`, `--lock-file`).
+//!
+//! Differences from tcmu-runner: `-V` and `-h` exit 0 (tcmu-runner exits 1
+//! after printing); `-V` prints to stdout.
 
 use std::path::PathBuf;
 
 use clap::Parser;
 
+/// tcmu-runner 1.5.4 refuses `--nofile` values outside this range.
+const NOFILE_MIN: u64 = 65_536;
+/// See [`NOFILE_MIN`].
+const NOFILE_MAX: u64 = 1_048_576;
+
 /// tcmu-runner: serves LIO TCM-User (`user:<subtype>`) backstores.
+///
+/// Settings are read from /etc/tcmu/tcmu.conf (log_level, log_dir,
+/// metrics_file, metrics_interval) and re-read when it changes; a value
+/// in that file overrides the flags below.
 #[derive(Debug, Parser)]
-#[command(name = "tcmu-runner", version, about, long_about = None)]
+#[command(name = "tcmu-runner", version, about, long_about)]
 pub struct Cli {
-    /// Log at DEBUG level (tcmu-runner log level 4).
+    /// Enable debug messages: log level 5 (DEBUG SCSI CMD) unless
+    /// tcmu.conf sets log_level.
     #[arg(short = 'd', long = "debug")]
     pub debug: bool,
 
-    /// Directory for tcmu-runner.log (default: $TCMU_LOGDIR, then /var/log).
+    /// Directory for tcmu-runner.log (default: $TCMU_LOGDIR, then
+    /// /var/log; log_dir in tcmu.conf wins).
     #[arg(short = 'l', long = "tcmu-log-dir", value_name = "DIR")]
     pub log_dir: Option<PathBuf>,
 
-    /// Raise the open-files limit to N.
-    #[arg(short = 'f', long = "nofile", value_name = "N")]
+    /// Set the maximum number of open files (65536-1048576).
+    #[arg(short = 'f', long = "nofile", value_name = "N",
+          value_parser = clap::value_parser!(u64).range(NOFILE_MIN..=NOFILE_MAX))]
     pub nofile: Option<u64>,
 
-    /// Accepted for compatibility; handlers are compiled in.
+    /// Accepted for compatibility and ignored: handlers are compiled in.
     #[arg(long = "handler-path", value_name = "DIR")]
     pub handler_path: Option<PathBuf>,
 
-    /// Number of worker threads (default: online CPUs).
+    /// Configuration file (tcmu-rs extension; default /etc/tcmu/tcmu.conf).
+    #[arg(long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Number of worker threads (tcmu-rs extension; default: online CPUs).
     #[arg(long = "workers", value_name = "N")]
     pub workers: Option<usize>,
 
-    /// Single-instance lock file.
+    /// Single-instance lock file (tcmu-rs extension).
     #[arg(
         long = "lock-file",
         value_name = "PATH",
         default_value = "/run/tcmu-runner.lock"
     )]
     pub lock_file: PathBuf,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn tcmu_runner_flags_parse() {
+        let c = Cli::try_parse_from([
+            "tcmu-runner",
+            "-d",
+            "-l",
+            "/x",
+            "-f",
+            "1000000",
+            "--handler-path",
+            "/usr/lib/tcmu-runner",
+        ])
+        .unwrap();
+        assert!(c.debug);
+        assert_eq!(c.log_dir, Some(PathBuf::from("/x")));
+        assert_eq!(c.nofile, Some(1_000_000));
+        let c = Cli::try_parse_from([
+            "tcmu-runner",
+            "--debug",
+            "--tcmu-log-dir=/y",
+            "--nofile=65536",
+        ])
+        .unwrap();
+        assert_eq!(c.log_dir, Some(PathBuf::from("/y")));
+        assert!(Cli::try_parse_from(["tcmu-runner", "-f", "10"]).is_err());
+    }
+
+    #[test]
+    fn version_and_help_are_requests_not_errors() {
+        for (arg, kind) in [
+            ("-V", clap::error::ErrorKind::DisplayVersion),
+            ("--version", clap::error::ErrorKind::DisplayVersion),
+            ("-h", clap::error::ErrorKind::DisplayHelp),
+            ("--help", clap::error::ErrorKind::DisplayHelp),
+        ] {
+            let e = Cli::try_parse_from(["tcmu-runner", arg]).unwrap_err();
+            assert_eq!(e.kind(), kind);
+            assert_eq!(e.exit_code(), 0);
+        }
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("--tcmu-log-dir"));
+        Cli::command().debug_assert();
+    }
 }

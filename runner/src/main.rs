@@ -1,11 +1,13 @@
 //! `tcmu-runner`: the tcmu-rs daemon, a drop-in for the C tcmu-runner.
 //!
-//! Start-up: parse flags, set up logging, take the single-instance lock,
+//! Start-up: parse flags, read tcmu.conf ([`conf`]), set up logging, start
+//! watching tcmu.conf for changes ([`start_config`]), take the single-instance lock,
 //! raise the open-files limit, start the worker threads, then hand over to
 //! the control loop in [`daemon`] on a current-thread tokio runtime.
 #![forbid(unsafe_code)]
 
 mod cli;
+mod conf;
 mod daemon;
 #[allow(dead_code)] // read by the D-Bus service and the metrics file (issue 5, in progress)
 mod devices;
@@ -15,6 +17,7 @@ mod logging;
 mod metrics;
 
 use clap::Parser;
+use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 fn raise_nofile(n: u64) {
@@ -27,15 +30,52 @@ fn raise_nofile(n: u64) {
     }
 }
 
+/// Reads tcmu.conf, installs the logger at its settings and starts the
+/// watcher that re-reads the file on change (applying log level and
+/// directory changes at once). The returned [`conf::ConfWatch`] must live as
+/// long as the daemon; its `subscribe()` gives a
+/// `tokio::sync::watch::Receiver<conf::Settings>` for other parts (the
+/// metrics writer follows `metrics_file` and `metrics_interval` there).
+fn start_config(cli: &cli::Cli) -> anyhow::Result<conf::ConfWatch> {
+    let layers = conf::Layers::from_cli(cli);
+    let loaded = conf::load_initial(&layers);
+    // A log_dir in tcmu.conf that cannot be used must not keep the daemon
+    // (and every LUN) down: log where -l/$TCMU_LOGDIR/the default say. The
+    // settings keep the file's value, so only a new value is tried again.
+    let fallback = layers.defaults().log_dir;
+    let log = match logging::init(&loaded.settings) {
+        Err(e) if loaded.settings.log_dir != fallback => {
+            let log = logging::init(&conf::Settings {
+                log_dir: fallback,
+                ..loaded.settings.clone()
+            })?;
+            error!("{e:#}; log_dir from {} not used", layers.path.display());
+            log
+        }
+        other => other?,
+    };
+    loaded.log_problems(&layers.path);
+    info!(
+        "configuration {}: log level {} ({}), log dir {}",
+        layers.path.display(),
+        loaded.settings.log_level,
+        logging::level_name(loaded.settings.log_level),
+        loaded.settings.log_dir.display()
+    );
+    let watch = conf::watch(layers, loaded.settings, move |old, new| log.apply(old, new))?;
+    Ok(watch)
+}
+
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
-    let level = if cli.debug { 4 } else { logging::DEFAULT_LEVEL };
-    let dir = logging::log_dir(cli.log_dir.as_deref());
-    if let Err(e) = logging::init(level, &dir) {
-        eprintln!("tcmu-runner: {e:#}");
-        return std::process::ExitCode::FAILURE;
-    }
-    match run(&cli) {
+    let conf = match start_config(&cli) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("tcmu-runner: {e:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match run(&cli, conf.subscribe()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             error!("{e:#}");
@@ -44,7 +84,7 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn run(cli: &cli::Cli) -> anyhow::Result<()> {
+fn run(cli: &cli::Cli, mut conf: watch::Receiver<conf::Settings>) -> anyhow::Result<()> {
     let _lock = lock::acquire(&cli.lock_file)?;
     if let Some(n) = cli.nofile {
         raise_nofile(n);
@@ -70,10 +110,21 @@ fn run(cli: &cli::Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let table = devices::DeviceTable::default();
-    // Defaults until tcmu.conf's metrics_file/metrics_interval feed this.
-    let (_metrics_settings, settings) = tokio::sync::watch::channel(Default::default());
+    // The metrics writer follows tcmu.conf's metrics_file/metrics_interval.
+    let (metrics_tx, metrics_rx) =
+        watch::channel(metrics::MetricsSettings::from(&*conf.borrow_and_update()));
     rt.block_on(async {
-        let metrics = metrics::spawn(table.clone(), settings);
+        tokio::spawn(async move {
+            while conf.changed().await.is_ok() {
+                let next = metrics::MetricsSettings::from(&*conf.borrow_and_update());
+                metrics_tx.send_if_modified(|cur| {
+                    let changed = *cur != next;
+                    *cur = next;
+                    changed
+                });
+            }
+        });
+        let metrics = metrics::spawn(table.clone(), metrics_rx);
         let result = daemon::run(registry, workers, table).await;
         metrics.shutdown().await;
         result

@@ -46,6 +46,15 @@ pub struct MetricsSettings {
     pub interval: Duration,
 }
 
+impl From<&crate::conf::Settings> for MetricsSettings {
+    fn from(s: &crate::conf::Settings) -> Self {
+        Self {
+            file: s.metrics_file.clone(),
+            interval: s.metrics_interval,
+        }
+    }
+}
+
 impl Default for MetricsSettings {
     fn default() -> Self {
         Self {

@@ -633,7 +633,11 @@ daemon_start() {
     [[ -f $logf ]] && before=$(stat -c %s "$logf")
     local debug=()
     [[ -n "${TCMU_DEBUG:-}" ]] && debug=(-d)
-    "$TCMU_RUNNER" "${debug[@]}" -l "$LOGDIR" "$@" >>"$LOGDIR/stdout.log" 2>&1 &
+    # A test's own tcmu.conf (absent unless the test writes one), so the
+    # host's /etc/tcmu/tcmu.conf never moves the logs tests read.
+    local conf=(--config "$WORK/tcmu.conf")
+    [[ " $* " == *" --config "* ]] && conf=()
+    "$TCMU_RUNNER" "${debug[@]}" "${conf[@]}" -l "$LOGDIR" "$@" >>"$LOGDIR/stdout.log" 2>&1 &
     DAEMON_PID=$!
     local deadline=$((SECONDS + 30))
     while :; do
