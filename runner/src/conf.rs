@@ -866,7 +866,7 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         wait_for(&mut rx, |s| s.log_level == 3);
         assert_eq!(*applied.lock().unwrap(), vec![(3, 4), (4, 5), (5, 3)]);
-        assert_eq!(w.current().log_level, 3);
+        assert_eq!(w.subscribe().borrow().log_level, 3);
     }
 
     #[test]
