@@ -25,6 +25,7 @@ pub struct DeviceInfo {
 
 impl DeviceInfo {
     /// `user_<hba>/<name>`, the configfs path under `target/core`.
+    #[allow(dead_code)] // for the metrics file (in progress)
     pub fn label(&self) -> String {
         format!("user_{}/{}", self.hba, self.name)
     }

@@ -7,7 +7,7 @@
 
 mod cli;
 mod daemon;
-#[allow(dead_code)] // read by the D-Bus service and the metrics file (issue 5, in progress)
+mod dbus;
 mod devices;
 mod handlers;
 mod lock;
@@ -69,5 +69,9 @@ fn run(cli: &cli::Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let table = devices::DeviceTable::default();
-    rt.block_on(daemon::run(registry, workers, table))
+    let external = dbus::ExternalHandlers::default();
+    if let Err(e) = dbus::start(registry.clone(), table.clone(), external.clone()) {
+        warn!("cannot start the D-Bus service: {e}");
+    }
+    rt.block_on(daemon::run(registry, workers, table, external))
 }
