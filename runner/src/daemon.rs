@@ -206,7 +206,18 @@ impl Daemon {
             );
             return;
         }
+        // A running device of a subtype not built in may be served by an
+        // out-of-process handler that has not registered (yet): its ring
+        // is not ours to reset, as with tcmu-runner.
         let configured = dir.enabled().unwrap_or(true);
+        let ours = self.registry.get(&uio.name.subtype).is_some();
+        if configured && !ours {
+            warn!(
+                "{what}: no handler for subtype '{}'; left alone ({})",
+                uio.name.subtype, uio.name.dev_config
+            );
+            return;
+        }
         if configured {
             if let Err(e) = dir.block_dev(true) {
                 warn!("{what}: cannot block the device: {e}");
@@ -329,12 +340,14 @@ impl Daemon {
     }
 }
 
-/// Runs the daemon until a termination signal.
+/// Runs the daemon until a termination signal; `on_ready` runs once the
+/// devices that existed at start-up are served.
 pub async fn run(
     registry: Registry,
     workers: Workers,
     table: DeviceTable,
     external: ExternalHandlers,
+    on_ready: impl FnOnce(),
 ) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -347,6 +360,7 @@ pub async fn run(
         daemon.devices.len(),
         daemon.registry
     );
+    on_ready();
     loop {
         tokio::select! {
             _ = term.recv() => { info!("SIGTERM: shutting down"); break; }

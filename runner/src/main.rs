@@ -70,8 +70,14 @@ fn run(cli: &cli::Cli) -> anyhow::Result<()> {
         .build()?;
     let table = devices::DeviceTable::default();
     let external = dbus::ExternalHandlers::default();
-    if let Err(e) = dbus::start(registry.clone(), table.clone(), external.clone()) {
-        warn!("cannot start the D-Bus service: {e}");
-    }
-    rt.block_on(daemon::run(registry, workers, table, external))
+    // The bus name appears once devices are recovered (systemd's Type=dbus).
+    let start_dbus = {
+        let (registry, table, external) = (registry.clone(), table.clone(), external.clone());
+        move || {
+            if let Err(e) = dbus::start(registry, table, external) {
+                warn!("cannot start the D-Bus service: {e}");
+            }
+        }
+    };
+    rt.block_on(daemon::run(registry, workers, table, external, start_dbus))
 }
