@@ -31,6 +31,18 @@ tc() {
     return $rc
 }
 
+# tc_batch CMD...: run several targetcli commands in one session (targetcli
+# starts slowly under TCG), read from stdin; prints the session's output.
+# Every session first turns auto_save_on_exit off again, so leaving it can
+# never save to the host's /etc.
+tc_batch() {
+    printf '%s\n' "set global auto_save_on_exit=false" "$@" >"$WORK/tc.in"
+    targetcli <"$WORK/tc.in" >"$WORK/tc.raw" 2>&1 || true
+    sed 's/\x1b\[[0-9;]*m//g' "$WORK/tc.raw" >"$WORK/tc.out"
+    { echo "\$ targetcli <<<'$*'"; cat "$WORK/tc.out"; } >>"$WORK/targetcli.txt"
+    cat "$WORK/tc.out"
+}
+
 # prop PATH IFACE NAME: a property's value as busctl prints it ("t 42").
 prop() { busctl --system get-property "$SVC" "$1" "$2" "$3"; }
 
@@ -51,11 +63,11 @@ for h in file ram; do
     assert_grep "o- user:$h " "$WORK/ls.txt" "targetcli lists user:$h"
 done
 assert_eq "$(grep -c 'o- user:' "$WORK/ls.txt")" 2 "user:* backstores listed (only the handlers)"
+tc_batch "/backstores/user:file help create" "/backstores/user:ram help create" >"$WORK/help.txt"
 for h in file ram; do
     desc=$(prop "/org/kernel/TCMUService1/$h" "$SVC" ConfigDesc | sed -E 's/^s "(.*)"$/\1/')
     [[ -n $desc ]] || fail "no ConfigDesc for $h"
-    tc "/backstores/user:$h" help create >"$WORK/help-$h.txt" || fail "targetcli help create failed"
-    grep -qF -- "$desc" "$WORK/help-$h.txt" || fail "targetcli's help for user:$h lacks our ConfigDesc '$desc'"
+    grep -qF -- "$desc" "$WORK/help.txt" || fail "targetcli's help for user:$h lacks our ConfigDesc '$desc'"
     log "user:$h help shows our ConfigDesc: $desc"
 done
 
@@ -83,12 +95,11 @@ assert_grep '"WriteBytes"' "$WORK/devices.txt" "the device object carries WriteB
 log "D-Bus device object $dev_obj: WriteBytes $before -> $after"
 
 # Bad cfgstrings: refused with our message, nothing left behind.
-out=$(tc /backstores/user:file create name=bad0 size=16M cfgstring=/nonexistent-dir/x.img) || true
+out=$(tc_batch "/backstores/user:file create name=bad0 size=16M cfgstring=/nonexistent-dir/x.img" \
+    "/backstores/user:ram create name=bad1 size=16M cfgstring=lots")
 echo "$out"
 grep -qF "cfgstring invalid: file handler: directory /nonexistent-dir does not exist" <<<"$out" ||
     fail "targetcli did not show our refusal for a file in a missing directory"
-out=$(tc /backstores/user:ram create name=bad1 size=16M cfgstring=lots) || true
-echo "$out"
 grep -qF "cfgstring invalid: ram handler: invalid size 'lots'" <<<"$out" ||
     fail "targetcli did not show our refusal for a bad ram size"
 for n in bad0 bad1; do
@@ -113,9 +124,8 @@ assert_grep 'ConfigDesc' "$WORK/managed-nobody.txt" "nobody reads the handlers' 
 
 # 5. saveconfig / clearconfig / restoreconfig.
 loop_unexport "$LOOP_TPG" || fail "cannot remove the tcm_loop export"
-tc saveconfig "$WORK/saved.json" || fail "targetcli saveconfig failed"
+tc_batch "saveconfig $WORK/saved.json" "clearconfig confirm=True"
 assert_grep "\"config\": \"file/$img\"" "$WORK/saved.json" "the saved configuration has tf0's cfgstring"
-tc clearconfig confirm=True || fail "targetcli clearconfig failed"
 [[ -z $(so_path tf0) ]] || fail "clearconfig left tf0"
 wait_for 10 "$dev_obj to go" sh -c "! busctl --system get-property $SVC $dev_obj $SVC.Device1 Name"
 tc restoreconfig "$WORK/saved.json" clear_existing=true || fail "targetcli restoreconfig failed"
