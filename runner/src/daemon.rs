@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::dbus::ExternalHandlers;
 use crate::devices::{DeviceInfo, DeviceTable};
 use tcmu_core::configfs::{self, DeviceDir, RingResetLevel};
 use tcmu_core::netlink::{ControlSocket, DeviceEvent, EventKind, EventSocket, Reconfig};
@@ -37,6 +38,9 @@ pub struct Daemon {
     devices: HashMap<u32, Served>,
     /// The same devices, as the reporting side (D-Bus, metrics) sees them.
     table: DeviceTable,
+    /// Subtypes served by another process (D-Bus `RegisterHandler`):
+    /// their devices are left to it, events unanswered (it answers).
+    external: ExternalHandlers,
 }
 
 /// Errors a device can be refused with, as the errno the kernel gets.
@@ -118,6 +122,7 @@ impl Daemon {
         registry: Registry,
         workers: Workers,
         table: DeviceTable,
+        external: ExternalHandlers,
     ) -> anyhow::Result<(Self, EventSocket)> {
         load_module();
         let events = EventSocket::open()?;
@@ -131,6 +136,7 @@ impl Daemon {
                 control,
                 devices: HashMap::new(),
                 table,
+                external,
             },
             events,
         ))
@@ -193,7 +199,25 @@ impl Daemon {
     async fn recover(&mut self, uio: &UioDevice) {
         let dir: DeviceDir = uio.configfs();
         let what = label(uio);
+        if self.external.contains(&uio.name.subtype) {
+            info!(
+                "{what}: left to the out-of-process '{}' handler",
+                uio.name.subtype
+            );
+            return;
+        }
+        // A running device of a subtype not built in may be served by an
+        // out-of-process handler that has not registered (yet): its ring
+        // is not ours to reset, as with tcmu-runner.
         let configured = dir.enabled().unwrap_or(true);
+        let ours = self.registry.get(&uio.name.subtype).is_some();
+        if configured && !ours {
+            warn!(
+                "{what}: no handler for subtype '{}'; left alone ({})",
+                uio.name.subtype, uio.name.dev_config
+            );
+            return;
+        }
         if configured {
             if let Err(e) = dir.block_dev(true) {
                 warn!("{what}: cannot block the device: {e}");
@@ -226,6 +250,10 @@ impl Daemon {
     pub async fn handle_event(&mut self, ev: DeviceEvent) {
         let what = ev.device.clone();
         debug!("event {:?} for {what} (minor {})", ev.kind, ev.minor);
+        if !self.devices.contains_key(&ev.minor) && self.is_external(&ev.device) {
+            info!("{what}: {:?} left to its out-of-process handler", ev.kind);
+            return;
+        }
         let status = match ev.kind {
             EventKind::Added => self.added(&ev).await,
             EventKind::Removed => {
@@ -239,6 +267,12 @@ impl Daemon {
             EventKind::Reconfig => self.reconfig(&ev).await,
         };
         self.reply(ev.kind, ev.device_id, status, &what);
+    }
+
+    /// Whether the device named `uio_name` (`tcm-user/<hba>/<dev>/<subtype>/…`)
+    /// belongs to an out-of-process handler.
+    fn is_external(&self, uio_name: &str) -> bool {
+        uio::parse_uio_name(uio_name).is_ok_and(|n| self.external.contains(&n.subtype))
     }
 
     async fn added(&mut self, ev: &DeviceEvent) -> i32 {
@@ -305,12 +339,19 @@ impl Daemon {
     }
 }
 
-/// Runs the daemon until a termination signal.
-pub async fn run(registry: Registry, workers: Workers, table: DeviceTable) -> anyhow::Result<()> {
+/// Runs the daemon until a termination signal; `on_ready` runs once the
+/// devices that existed at start-up are served.
+pub async fn run(
+    registry: Registry,
+    workers: Workers,
+    table: DeviceTable,
+    external: ExternalHandlers,
+    on_ready: impl FnOnce(),
+) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
-    let (mut daemon, events) = Daemon::connect(registry, workers, table)?;
+    let (mut daemon, events) = Daemon::connect(registry, workers, table, external)?;
     let mut events = tcmu_core::reactor::register_readable(events)?;
     daemon.recover_all().await;
     info!(
@@ -318,6 +359,7 @@ pub async fn run(registry: Registry, workers: Workers, table: DeviceTable) -> an
         daemon.devices.len(),
         daemon.registry
     );
+    on_ready();
     loop {
         tokio::select! {
             _ = term.recv() => { info!("SIGTERM: shutting down"); break; }

@@ -9,7 +9,7 @@
 mod cli;
 mod conf;
 mod daemon;
-#[allow(dead_code)] // read by the D-Bus service and the metrics file (issue 5, in progress)
+mod dbus;
 mod devices;
 mod handlers;
 mod lock;
@@ -110,6 +110,16 @@ fn run(cli: &cli::Cli, mut conf: watch::Receiver<conf::Settings>) -> anyhow::Res
         .enable_all()
         .build()?;
     let table = devices::DeviceTable::default();
+    let external = dbus::ExternalHandlers::default();
+    // The bus name appears once devices are recovered (systemd's Type=dbus).
+    let start_dbus = {
+        let (registry, table, external) = (registry.clone(), table.clone(), external.clone());
+        move || {
+            if let Err(e) = dbus::start(registry, table, external) {
+                warn!("cannot start the D-Bus service: {e}");
+            }
+        }
+    };
     // The metrics writer follows tcmu.conf's metrics_file/metrics_interval.
     let (metrics_tx, metrics_rx) =
         watch::channel(metrics::MetricsSettings::from(&*conf.borrow_and_update()));
@@ -125,7 +135,7 @@ fn run(cli: &cli::Cli, mut conf: watch::Receiver<conf::Settings>) -> anyhow::Res
             }
         });
         let metrics = metrics::spawn(table.clone(), metrics_rx);
-        let result = daemon::run(registry, workers, table).await;
+        let result = daemon::run(registry, workers, table, external, start_dbus).await;
         metrics.shutdown().await;
         result
     })

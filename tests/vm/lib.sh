@@ -27,6 +27,8 @@
 set -euo pipefail
 
 TEST_NAME=${TEST_NAME:-$(basename "$0" .sh)}
+# The repository (the workspace root), found before the cd below.
+REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 CFG=/sys/kernel/config/target
 LOOP=$CFG/loopback
 WORK=/run/tcmu-test/$TEST_NAME
@@ -614,6 +616,81 @@ iscsi_test_cu_results() {
         }
         END { if (failed) finish("FAIL"); end_block() }
     ' "$1"
+}
+
+# ---------------------------------------------------------------------------
+# A system D-Bus (targetcli finds user:* backstores through it)
+
+DBUS_SOCKET=/run/dbus/system_bus_socket
+# PID of the dbus-daemon we started, if running.
+DBUS_PID=
+
+# dbus_start: start a system bus listening on $DBUS_SOCKET (guest RAM) as
+# user messagebus, configured from $WORK/dbus-system.conf: the stock
+# system bus's deny-by-default rules plus the repository's policy file for
+# our daemon (runner/dist/dbus-1/system.d/tcmu-runner.conf); no service
+# activation, nothing read from the host's /etc. Sets DBUS_PID; cleanup
+# stops it.
+dbus_start() {
+    local conf=$WORK/dbus-system.conf
+    local policy=$REPO_DIR/runner/dist/dbus-1/system.d/tcmu-runner.conf
+    [[ -f $policy ]] || fail "no D-Bus policy at $policy"
+    cat >"$conf" <<CONF
+<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <user>messagebus</user>
+  <auth>EXTERNAL</auth>
+  <listen>unix:path=$DBUS_SOCKET</listen>
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
+    <deny send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus" send_member="UpdateActivationEnvironment"/>
+  </policy>
+  <include>$policy</include>
+</busconfig>
+CONF
+    mkdir -p "$(dirname "$DBUS_SOCKET")"
+    rm -f "$DBUS_SOCKET"
+    dbus-daemon --config-file="$conf" --nofork --nopidfile --nosyslog >>"$LOGDIR/dbus-daemon.log" 2>&1 &
+    DBUS_PID=$!
+    push_cleanup dbus_stop
+    wait_for 10 "the system bus at $DBUS_SOCKET" dbus-send --system --print-reply \
+        --dest=org.freedesktop.DBus / org.freedesktop.DBus.GetId
+    log "system bus started (pid $DBUS_PID)"
+}
+
+# dbus_stop: stop the bus started by dbus_start (SIGTERM, then SIGKILL).
+dbus_stop() {
+    [[ -n $DBUS_PID ]] || return 0
+    kill -TERM "$DBUS_PID" 2>/dev/null || true
+    local i
+    for i in $(seq 50); do
+        kill -0 "$DBUS_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$DBUS_PID" 2>/dev/null || true
+    wait "$DBUS_PID" 2>/dev/null || true
+    DBUS_PID=
+    rm -f "$DBUS_SOCKET"
+}
+
+# dbus_has_name NAME: NAME has an owner on the system bus.
+dbus_has_name() {
+    dbus-send --system --print-reply --dest=org.freedesktop.DBus / \
+        org.freedesktop.DBus.GetNameOwner "string:$1" >/dev/null 2>&1
 }
 
 # ---------------------------------------------------------------------------

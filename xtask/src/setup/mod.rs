@@ -35,6 +35,8 @@ pub const PACKAGES: &[&str] = &[
     "util-linux",
     "open-iscsi",
     "libiscsi-bin",
+    "targetcli-fb",
+    "dbus",
 ];
 
 /// The QEMU package, installed with `-t bookworm-backports`.
