@@ -1,4 +1,5 @@
-//! `cargo xtask test`'s host-side checks: tests, clippy, rustfmt, rustdoc.
+//! `cargo xtask test`'s host-side checks: tests, clippy, rustfmt, rustdoc,
+//! and the D-Bus service against a private bus.
 
 use anyhow::{Context, Result};
 
@@ -31,5 +32,15 @@ pub fn run_host_checks(paths: &Paths) -> Result<()> {
         )
         .with_context(|| format!("`cargo {}` failed", args.join(" ")))?;
     }
-    Ok(())
+    run_bus_test(paths)
+}
+
+/// The D-Bus service against a private `dbus-daemon` with our policy file
+/// (root and nobody as callers): ignored by plain `cargo test` because it
+/// needs root and the dbus package, which this step installs.
+fn run_bus_test(paths: &Paths) -> Result<()> {
+    crate::setup::Apt::default().ensure(&["dbus", "util-linux"])?;
+    let args = ["test", "-p", "tcmu-runner", "--", "--ignored", "bus_"];
+    cmd::run(cmd::cargo().args(args).current_dir(&paths.root))
+        .with_context(|| format!("`cargo {}` failed", args.join(" ")))
 }
