@@ -626,7 +626,7 @@ DBUS_SOCKET=/run/dbus/system_bus_socket
 DBUS_PID=
 
 # dbus_start: start a system bus listening on $DBUS_SOCKET (guest RAM) as
-# user messagebus, configured from $WORK/dbus-system.conf: the stock
+# user messagebus, configured from tests/vm/dbus-system.conf.in: the stock
 # system bus's deny-by-default rules plus the repository's policy file for
 # our daemon (runner/dist/dbus-1/system.d/tcmu-runner.conf); no service
 # activation, nothing read from the host's /etc. Sets DBUS_PID; cleanup
@@ -635,33 +635,8 @@ dbus_start() {
     local conf=$WORK/dbus-system.conf
     local policy=$REPO_DIR/runner/dist/dbus-1/system.d/tcmu-runner.conf
     [[ -f $policy ]] || fail "no D-Bus policy at $policy"
-    cat >"$conf" <<CONF
-<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <user>messagebus</user>
-  <auth>EXTERNAL</auth>
-  <listen>unix:path=$DBUS_SOCKET</listen>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
-    <deny send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus" send_member="UpdateActivationEnvironment"/>
-  </policy>
-  <include>$policy</include>
-</busconfig>
-CONF
+    sed -e "s|@USER@|messagebus|" -e "s|@SOCKET@|$DBUS_SOCKET|" -e "s|@POLICY@|$policy|" \
+        "$REPO_DIR/tests/vm/dbus-system.conf.in" >"$conf"
     mkdir -p "$(dirname "$DBUS_SOCKET")"
     rm -f "$DBUS_SOCKET"
     dbus-daemon --config-file="$conf" --nofork --nopidfile --nosyslog >>"$LOGDIR/dbus-daemon.log" 2>&1 &

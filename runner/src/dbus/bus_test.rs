@@ -32,36 +32,19 @@ impl Bus {
         );
         let socket = dir.join("socket");
         let conf = dir.join("bus.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <auth>EXTERNAL</auth>
-  <listen>unix:path={}</listen>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
-  </policy>
-  <include>{policy}</include>
-</busconfig>
-"#,
-                socket.display()
-            ),
-        )
-        .unwrap();
+        // The same bus configuration the VM tests use, minus its <user>
+        // line: this bus runs as root with its socket in a private folder.
+        let template = include_str!("../../../tests/vm/dbus-system.conf.in");
+        let text: String = template
+            .lines()
+            .filter(|l| !l.contains("@USER@"))
+            .map(|l| {
+                l.replace("@SOCKET@", &socket.display().to_string())
+                    .replace("@POLICY@", policy)
+                    + "\n"
+            })
+            .collect();
+        std::fs::write(&conf, text).unwrap();
         let _ = std::fs::remove_file(&socket);
         let child = Command::new("dbus-daemon")
             .arg(format!("--config-file={}", conf.display()))
@@ -202,16 +185,7 @@ async fn bus_service_end_to_end() {
     let conn = wait_for_name(&addr).await;
 
     // What targetcli reads: exactly the handler objects, with ConfigDesc.
-    let reply = call(
-        &conn,
-        "/org/kernel/TCMUService1",
-        "org.freedesktop.DBus.ObjectManager",
-        "GetManagedObjects",
-        &(),
-    )
-    .await
-    .unwrap();
-    let objects: ManagedObjects = reply.body().deserialize().unwrap();
+    let objects = managed(&conn).await;
     let mut paths: Vec<String> = objects.keys().map(|p| p.to_string()).collect();
     paths.sort();
     assert_eq!(
@@ -378,16 +352,7 @@ async fn bus_service_end_to_end() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let mut bus = Bus::start(&dir);
     let conn = wait_for_name(&bus.address()).await;
-    let reply = call(
-        &conn,
-        "/org/kernel/TCMUService1",
-        "org.freedesktop.DBus.ObjectManager",
-        "GetManagedObjects",
-        &(),
-    )
-    .await
-    .unwrap();
-    let objects: ManagedObjects = reply.body().deserialize().unwrap();
+    let objects = managed(&conn).await;
     assert_eq!(objects.len(), 2);
     task.abort();
     bus.stop();
