@@ -23,6 +23,8 @@
 #   run JOB BACKSTORE ROUND FILE CPU_TICKS      (CPU_TICKS: the daemon's
 #       utime+stime over the run, "-" for fileio)
 #   mem DAEMON DEVICES VMRSS_KIB RSSANON_KIB RSSFILE_KIB RSSSHMEM_KIB
+#   idle DAEMON DEVICES SECONDS CPU_TICKS    (CPU burnt with no I/O, taken
+#       once per daemon after its first start)
 #
 # Environment: BENCH_RUNTIME (seconds per fio run, default 10),
 # BENCH_ROUNDS (default 2), BENCH_SIZE_MIB (per LUN file, default 128),
@@ -71,13 +73,25 @@ daemon_pid() {
     esac
 }
 
-# user_disks_answer: every exported user disk answers a 4k direct read.
+# user_disks_answer: every exported user disk answers a 4k direct read
+# (all at once: each costs an exec over 9p).
 user_disks_answer() {
-    local d
+    local d pids=() i=0
     for d in "${U_DEVS[@]}"; do
-        timeout 30 dd if="$d" of=/dev/null bs=4k count=1 iflag=direct status=none ||
-            fail "$d did not answer a read with the $CURRENT daemon"
+        timeout 30 dd if="$d" of=/dev/null bs=4k count=1 iflag=direct status=none &
+        pids+=($!)
     done
+    for d in "${U_DEVS[@]}"; do
+        wait "${pids[i]}" || fail "$d did not answer a read with the $CURRENT daemon"
+        i=$((i + 1))
+    done
+}
+
+# user_devices: how many user backstores exist (the daemons serve them all).
+user_devices() {
+    local n=0 d
+    for d in "$CFG"/core/user_1/*/; do [[ -f ${d}enable ]] && n=$((n + 1)); done
+    echo "$n"
 }
 
 # use_daemon ours|c: make that daemon the one serving the user LUNs.
@@ -88,7 +102,8 @@ use_daemon() {
         c) c_daemon_stop ;;
     esac
     CURRENT=$1
-    local n=${#U_DEVS[@]} t0=$SECONDS
+    local n t0=$SECONDS
+    n=$(user_devices)
     case $1 in
         ours) daemon_start ;;
         c) c_daemon_start ;;
@@ -97,7 +112,19 @@ use_daemon() {
     local t1=$SECONDS
     user_disks_answer
     log "$1 daemon serves $n device(s): UIOs open after $((t1 - t0)) s, disks answer after $((SECONDS - t0)) s"
+    if [[ -z ${IDLE_DONE[$1]:-} ]]; then
+        IDLE_DONE[$1]=1
+        local pid a
+        pid=$(daemon_pid)
+        a=$(proc_cpu_ticks "$pid")
+        sleep "$IDLE_SECS"
+        record idle "$1" "$n" "$IDLE_SECS" "$(($(proc_cpu_ticks "$pid") - a))"
+    fi
 }
+
+# Daemons whose idle CPU was taken, and for how long.
+declare -A IDLE_DONE=()
+IDLE_SECS=3
 
 # fio_run OUTFILE LUNS DEVS_VAR OPTS...: one time-based fio run over the
 # first LUNS disks of the array named DEVS_VAR (one job per disk, reported
@@ -131,7 +158,7 @@ run_job() {
         t1=$(proc_cpu_ticks "$pid")
         ticks=$((t1 - t0))
         # shellcheck disable=SC2046 # four numbers
-        record mem "$bs" "${#U_DEVS[@]}" $(proc_mem "$pid")
+        record mem "$bs" "$(user_devices)" $(proc_mem "$pid")
     fi
     record run "$name" "$bs" "$round" "$file" "$ticks"
     log "$name $bs round $round: $(iops_of "$OUT/$file") IOPS"
@@ -194,9 +221,12 @@ done
 loop_target
 U_TPG=$LOOP_TPG
 
-# Phase 0: u0 made while no daemon runs; ours picks it up at start.
+# Phase 0: u0 made while no daemon runs; ours picks it up at start. (Its
+# idle CPU is taken at its next start, with 8 devices.)
 user_backstore u0 "$SIZE" "file/$FILES/f0.img" || fail "enabling u0 failed"
+IDLE_DONE[ours]=skip
 use_daemon ours
+IDLE_DONE[ours]=
 loop_add_lun "$U_TPG" 0 "$CFG/core/user_1/u0"
 U_DEVS+=("$DEV")
 user_disks_answer

@@ -886,6 +886,7 @@ loop_target() {
 loop_add_lun() {
     local tpg=$1 n=$2 bs=$3
     mkdir "$tpg/lun/lun_$n" || fail "cannot create lun_$n"
+    push_cleanup "loop_remove_lun $tpg $n"
     ln -s "$bs" "$tpg/lun/lun_$n/$(basename "$bs")" || fail "cannot link $bs into lun_$n"
     SCSI_ADDR="$(cat "$tpg/address"):$n"
     local blockdir=/sys/class/scsi_device/$SCSI_ADDR/device/block
@@ -898,7 +899,17 @@ loop_add_lun() {
     log "exported $(basename "$bs") as $DEV ($SG, $SCSI_ADDR)"
 }
 
-# loop_untarget TPG: undo loop_target and its loop_add_lun LUNs.
+# loop_remove_lun TPG N: undo loop_add_lun (before the backstore goes).
+loop_remove_lun() {
+    local l rc=0
+    for l in "$1/lun/lun_$2"/*; do
+        [[ -L $l ]] && { rm -f "$l" || rc=1; }
+    done
+    [[ -d $1/lun/lun_$2 ]] && { rmdir "$1/lun/lun_$2" || rc=1; }
+    return $rc
+}
+
+# loop_untarget TPG: undo loop_target (and any LUN still in it).
 loop_untarget() {
     local tpg=$1 rc=0 l
     [[ -d $tpg ]] || return 0

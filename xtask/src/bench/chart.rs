@@ -65,7 +65,7 @@ fn draw(r: &Results, out: &Path, with_text: bool) -> Result<(), Box<dyn std::err
         .y_label_area_size(if with_text { 70 } else { 10 });
     if with_text {
         let title = format!(
-            "IOPS relative to the kernel's fileio backstore (= 1.0), {} rounds of {} s, kernel {}",
+            "IOPS relative to the kernel's fileio backstore (= 1.0), {} round(s) of {} s, kernel {}",
             r.info.get("rounds").map_or("?", String::as_str),
             r.info.get("runtime").map_or("?", String::as_str),
             r.info.get("kernel").map_or("?", String::as_str),
@@ -74,7 +74,7 @@ fn draw(r: &Results, out: &Path, with_text: bool) -> Result<(), Box<dyn std::err
     }
     let mut chart = builder.build_cartesian_2d(0.0..n, 0.0..y_max)?;
     let mut mesh = chart.configure_mesh();
-    mesh.disable_x_mesh().x_labels(0);
+    mesh.disable_x_mesh().max_light_lines(0).x_labels(0);
     if with_text {
         mesh.y_desc("IOPS / fileio IOPS")
             .y_label_formatter(&|y| format!("{y:.1}"))

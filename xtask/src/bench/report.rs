@@ -150,6 +150,19 @@ pub struct Mem {
     pub shmem_kib: u64,
 }
 
+/// CPU a daemon burnt while no I/O ran.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Idle {
+    /// Which daemon.
+    pub daemon: Backstore,
+    /// TCMU devices it served.
+    pub devices: u32,
+    /// How long it was watched, seconds.
+    pub seconds: u64,
+    /// utime+stime over that time, clock ticks.
+    pub ticks: u64,
+}
+
 /// One run, parsed.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Run {
@@ -176,6 +189,8 @@ pub struct Results {
     pub runs: Vec<Run>,
     /// Memory samples.
     pub mem: Vec<Mem>,
+    /// Idle CPU samples.
+    pub idle: Vec<Idle>,
 }
 
 /// Reads `bench.tsv` and the fio reports it names from `dir`.
@@ -248,6 +263,12 @@ fn parse_tsv(tsv: &str) -> Result<(Results, Vec<RunRecord>)> {
                 anon_kib: num(anon)?,
                 file_kib: num(file)?,
                 shmem_kib: num(shmem)?,
+            }),
+            ["idle", daemon, devices, seconds, ticks] => results.idle.push(Idle {
+                daemon: Backstore::parse(daemon).with_context(bad)?,
+                devices: devices.parse().with_context(bad)?,
+                seconds: num(seconds)?,
+                ticks: num(ticks)?,
             }),
             _ => bail!("{}: unknown record", bad()),
         }
@@ -423,6 +444,22 @@ pub fn resource_lines(r: &Results) -> String {
         );
     }
     s.push('\n');
+    let clk_tck: f64 = r
+        .info
+        .get("clk_tck")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100.0);
+    for i in &r.idle {
+        let _ = writeln!(
+            s,
+            "- {} idle with {} devices: {:.1}% of a CPU ({} ticks in {} s)",
+            i.daemon.label(),
+            i.devices,
+            i.ticks as f64 / clk_tck / i.seconds.max(1) as f64 * 100.0,
+            i.ticks,
+            i.seconds
+        );
+    }
     let mut devices: Vec<u32> = r.mem.iter().map(|m| m.devices).collect();
     devices.sort_unstable();
     devices.dedup();
@@ -654,7 +691,8 @@ pub(crate) mod tests {
         let tsv = "info\tkernel\t6.1.0-56-amd64\njob\trr\t1\t4k random read\n\
                    run\trr\tfileio\t1\trr.fileio.r1.json\t-\n\
                    run\trr\tours\t1\trr.ours.r1.json\t12\n\
-                   mem\tours\t8\t10240\t2048\t4096\t4096\n";
+                   mem\tours\t8\t10240\t2048\t4096\t4096\n\
+                   idle\tc\t8\t3\t6\n";
         let (r, runs) = parse_tsv(tsv).unwrap();
         assert_eq!(r.info["kernel"], "6.1.0-56-amd64");
         assert_eq!(r.jobs.len(), 1);
@@ -664,6 +702,9 @@ pub(crate) mod tests {
         assert_eq!(runs[1].cpu_ticks, Some(12));
         assert_eq!(runs[1].backstore, Backstore::Ours);
         assert_eq!(r.mem[0].anon_kib, 2048);
+        assert_eq!(r.idle[0].ticks, 6);
+        assert!(resource_lines(&r)
+            .contains("- C tcmu-runner idle with 8 devices: 2.0% of a CPU (6 ticks in 3 s)"));
         assert!(parse_tsv("run\tx\tzfs\t1\tf\t-\n").is_err());
         assert!(parse_tsv("what\tever\n").is_err());
     }
