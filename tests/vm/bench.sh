@@ -161,7 +161,16 @@ run_job() {
         record mem "$bs" "$(user_devices)" $(proc_mem "$pid")
     fi
     record run "$name" "$bs" "$round" "$file" "$ticks"
+    # The daemon's threads right after the run (io_uring's io-wq workers,
+    # iou-wrk-*, linger a few seconds): where its CPU time may go.
+    [[ -n $pid ]] && echo "$name $bs r$round: $(thread_names "$pid")" >>"$OUT/threads.txt"
     log "$name $bs round $round: $(iops_of "$OUT/$file") IOPS"
+}
+
+# thread_names PID: "N name" for each thread name of process PID.
+thread_names() {
+    cat /proc/"$1"/task/*/comm 2>/dev/null | sed 's/[0-9]*$//' | sort | uniq -c |
+        awk '{ printf "%s%s x%d", (NR > 1 ? ", " : ""), $2, $1 }'
 }
 
 # iops_of JSON: read + write IOPS of a fio report (for the console).

@@ -433,7 +433,7 @@ pub fn resource_lines(r: &Results) -> String {
     for job in &r.jobs {
         let cpu = |bs| r.cell(&job.name, bs).and_then(|c| c.cpu_us_per_io);
         let (c, o) = (cpu(Backstore::C), cpu(Backstore::Ours));
-        let f = |x: Option<f64>| x.map_or("–".to_owned(), |x| format!("{x:.1}"));
+        let f = |x: Option<f64>| x.map_or("–".to_owned(), |x| fmt_num(x, 1));
         let _ = writeln!(
             s,
             "| {} | {} | {} | {} |",
@@ -554,8 +554,7 @@ pub fn markdown(r: &Results, host: &HostInfo) -> String {
                         fmt_num(c.fio.mib_s, 1),
                         fmt_num(c.fio.lat_mean_us, 1),
                         fmt_num(c.fio.lat_p99_us, 1),
-                        c.cpu_us_per_io
-                            .map_or("–".to_owned(), |x| format!("{x:.1}")),
+                        c.cpu_us_per_io.map_or("–".to_owned(), |x| fmt_num(x, 1)),
                         c.runs
                     );
                 }
@@ -787,7 +786,7 @@ pub(crate) mod tests {
             "{md}"
         );
         assert!(
-            md.contains("| tcmu-rs | 30 | 0.0 | 0.5 | 5.0 | 1500.0 | 2 |"),
+            md.contains("| tcmu-rs | 30 | 0.0 | 0.5 | 5.0 | 1,500.0 | 2 |"),
             "{md}"
         );
         assert!(
@@ -803,7 +802,7 @@ pub(crate) mod tests {
             "{md}"
         );
         assert!(
-            md.contains("| randread-4k-qd32 | 3750.0 | 1500.0 | 0.40× |"),
+            md.contains("| randread-4k-qd32 | 3,750.0 | 1,500.0 | 0.40× |"),
             "{md}"
         );
         assert_eq!(
