@@ -818,3 +818,160 @@ dd_roundtrip() {
     dd if="$dev" bs=1M skip="$off" count=1 iflag=direct status=none | cmp -s - "$WORK/rt.bin" \
         || fail "data read back from $dev differs from what was written"
 }
+
+# ---------------------------------------------------------------------------
+# The C peer (Debian's tcmu-runner with a handler_file.so built from the same
+# source package; `cargo xtask bench` prepares it under target/bench/) and
+# process accounting, for comparisons such as tests/vm/bench.sh.
+#
+# Environment: C_TCMU_BIN (the C daemon), C_TCMU_LIBDIR (holding its
+# libtcmu.so.2), C_TCMU_HANDLERS (its --handler-path folder).
+
+# PID of the C daemon c_daemon_start started, if running.
+C_DAEMON_PID=
+
+# etc_overlay: put a RAM overlay over /etc, so a test can write files there
+# (the C daemon reads /etc/tcmu/tcmu.conf, and waits 5 s for it when it is
+# missing) without touching the host's /etc. Undone by cleanup.
+etc_overlay() {
+    mountpoint -q /etc && return 0
+    local d=/run/tcmu-test/etc-overlay
+    mkdir -p "$d"
+    mountpoint -q "$d" || mount -t tmpfs -o mode=755 tmpfs "$d" || fail "cannot mount a tmpfs on $d"
+    mkdir -p "$d/upper" "$d/work"
+    mount -t overlay overlay -o "lowerdir=/etc,upperdir=$d/upper,workdir=$d/work" /etc ||
+        fail "cannot overlay /etc"
+    push_cleanup "umount -l /etc; umount -l $d"
+}
+
+# c_daemon_start: start the C tcmu-runner (log in $LOGDIR/c/) with a
+# tcmu.conf of log level 3 in the /etc overlay. Sets C_DAEMON_PID. It needs
+# no D-Bus to serve I/O; wait for its devices with daemon_holds_uios. Not
+# on the cleanup stack (LUNs must go while a daemon still answers): a test
+# using it calls c_daemon_kill from its own EXIT trap after undo_all.
+c_daemon_start() {
+    [[ -x "${C_TCMU_BIN:-}" ]] || fail "C_TCMU_BIN='${C_TCMU_BIN:-}' is not an executable"
+    [[ -d "${C_TCMU_HANDLERS:-}" ]] || fail "C_TCMU_HANDLERS='${C_TCMU_HANDLERS:-}' is not a folder"
+    etc_overlay
+    mkdir -p /etc/tcmu "$LOGDIR/c"
+    [[ -f /etc/tcmu/tcmu.conf ]] || printf 'log_level = 3\n' >/etc/tcmu/tcmu.conf
+    LD_LIBRARY_PATH=${C_TCMU_LIBDIR:-} "$C_TCMU_BIN" --handler-path "$C_TCMU_HANDLERS" \
+        -l "$LOGDIR/c" >>"$LOGDIR/c/stdout.log" 2>&1 &
+    C_DAEMON_PID=$!
+    sleep 0.2
+    if ! kill -0 "$C_DAEMON_PID" 2>/dev/null; then
+        local rc=0
+        wait "$C_DAEMON_PID" || rc=$?
+        C_DAEMON_PID=
+        tail -n 30 "$LOGDIR/c/stdout.log" "$LOGDIR/c/tcmu-runner.log" 2>/dev/null
+        fail "the C tcmu-runner exited at once (status $rc)"
+    fi
+    log "C tcmu-runner started (pid $C_DAEMON_PID)"
+}
+
+# c_daemon_stop: SIGTERM the C daemon and wait (20 s); fails the test if it
+# does not exit, or exits non-zero.
+c_daemon_stop() {
+    [[ -n $C_DAEMON_PID ]] || return 0
+    kill -TERM "$C_DAEMON_PID" 2>/dev/null || true
+    local deadline=$((SECONDS + 20))
+    while kill -0 "$C_DAEMON_PID" 2>/dev/null; do
+        if ((SECONDS >= deadline)); then
+            c_daemon_kill
+            fail "the C tcmu-runner did not exit within 20s of SIGTERM"
+        fi
+        sleep 0.1
+    done
+    local rc=0
+    wait "$C_DAEMON_PID" || rc=$?
+    C_DAEMON_PID=
+    [[ $rc -eq 0 ]] || fail "the C tcmu-runner exited with status $rc after SIGTERM"
+    log "C tcmu-runner stopped"
+}
+
+# c_daemon_kill: kill -9 the C daemon, if running, and reap it.
+c_daemon_kill() {
+    [[ -n $C_DAEMON_PID ]] || return 0
+    kill -KILL "$C_DAEMON_PID" 2>/dev/null || true
+    wait "$C_DAEMON_PID" 2>/dev/null || true
+    C_DAEMON_PID=
+}
+
+# daemon_holds_uios PID N: process PID has N or more /dev/uio* open (a TCMU
+# daemon keeps each device's UIO node open while it serves it).
+daemon_holds_uios() {
+    local n
+    n=$(find "/proc/$1/fd" -lname '/dev/uio*' 2>/dev/null | wc -l)
+    ((n >= $2))
+}
+
+# proc_cpu_ticks PID: user + system CPU time of process PID (all its
+# threads) in clock ticks (getconf CLK_TCK a second).
+proc_cpu_ticks() {
+    local stat
+    stat=$(cat "/proc/$1/stat") || return 1
+    # Fields after "(comm) ": state is 3, utime 14, stime 15.
+    echo "${stat##*) }" | awk '{ print $12 + $13 }'
+}
+
+# proc_mem PID: "VmRSS RssAnon RssFile RssShmem" of process PID, in KiB.
+proc_mem() {
+    awk '$1 == "VmRSS:" { r = $2 } $1 == "RssAnon:" { a = $2 }
+         $1 == "RssFile:" { f = $2 } $1 == "RssShmem:" { s = $2 }
+         END { print r + 0, a + 0, f + 0, s + 0 }' "/proc/$1/status"
+}
+
+# loop_target: a tcm_loop target with its nexus and no LUN yet, for
+# several LUNs behind one SCSI host (creating a target costs a host scan,
+# seconds under TCG). Sets LOOP_TPG. Add LUNs with loop_add_lun.
+loop_target() {
+    local tpg
+    tpg=$LOOP/$(naa_wwn)/tpgt_1
+    mkdir -p "$tpg" || fail "cannot create tcm_loop target $tpg"
+    push_cleanup "loop_untarget $tpg"
+    echo "$(naa_wwn)" >"$tpg/nexus" || fail "cannot create the tcm_loop nexus"
+    LOOP_TPG=$tpg
+}
+
+# loop_add_lun TPG N BACKSTORE_PATH: export a backstore as LUN N of a
+# loop_target. Sets DEV (/dev/sdX), SG (/dev/sgN) and SCSI_ADDR (H:C:T:L).
+loop_add_lun() {
+    local tpg=$1 n=$2 bs=$3
+    mkdir "$tpg/lun/lun_$n" || fail "cannot create lun_$n"
+    push_cleanup "loop_remove_lun $tpg $n"
+    ln -s "$bs" "$tpg/lun/lun_$n/$(basename "$bs")" || fail "cannot link $bs into lun_$n"
+    SCSI_ADDR="$(cat "$tpg/address"):$n"
+    local blockdir=/sys/class/scsi_device/$SCSI_ADDR/device/block
+    local sgdir=/sys/class/scsi_device/$SCSI_ADDR/device/scsi_generic
+    wait_for 30 "a disk at SCSI address $SCSI_ADDR" compgen -G "$blockdir/*"
+    DEV=/dev/$(ls "$blockdir" | head -n1)
+    wait_for 10 "$DEV" test -b "$DEV"
+    wait_for 10 "the sg node of $SCSI_ADDR" compgen -G "$sgdir/*"
+    SG=/dev/$(ls "$sgdir" | head -n1)
+    log "exported $(basename "$bs") as $DEV ($SG, $SCSI_ADDR)"
+}
+
+# loop_remove_lun TPG N: undo loop_add_lun (before the backstore goes).
+loop_remove_lun() {
+    local l rc=0
+    for l in "$1/lun/lun_$2"/*; do
+        [[ -L $l ]] && { rm -f "$l" || rc=1; }
+    done
+    [[ -d $1/lun/lun_$2 ]] && { rmdir "$1/lun/lun_$2" || rc=1; }
+    return $rc
+}
+
+# loop_untarget TPG: undo loop_target (and any LUN still in it).
+loop_untarget() {
+    local tpg=$1 rc=0 l
+    [[ -d $tpg ]] || return 0
+    for l in "$tpg"/lun/lun_*/*; do
+        [[ -L $l ]] && { rm -f "$l" || rc=1; }
+    done
+    for l in "$tpg"/lun/lun_*; do
+        [[ -d $l ]] && { rmdir "$l" || rc=1; }
+    done
+    rmdir "$tpg" || rc=1
+    rmdir "$(dirname "$tpg")" || rc=1
+    return $rc
+}

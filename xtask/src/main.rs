@@ -12,9 +12,12 @@
 //! - `install [--prefix P] [--destdir D] [--no-build]`: lay out the daemon
 //!   and its system files as a package does.
 //! - `deb`: build the Debian package (cargo-deb) into `target/debian/`.
+//! - `bench`: fio on the kernel's `fileio`, Debian's C tcmu-runner and
+//!   ours in one VM boot; `target/bench/report.md` and `report.png`.
 //! - `package-test`: check the unit, the package's files and a dpkg
 //!   upgrade from Debian's C package in a throwaway root (part of `test`).
 
+mod bench;
 mod checks;
 mod cmd;
 mod deb;
@@ -34,8 +37,9 @@ use anyhow::{bail, Context, Result};
 use crate::paths::Paths;
 use crate::vm::GuestRun;
 
-/// What `cargo xtask help` prints.
-const USAGE: &str = "\
+/// What `cargo xtask help` prints (`{BENCH}` stands for
+/// [`bench::USAGE`]).
+const USAGE_TEMPLATE: &str = "\
 usage: cargo xtask <command> [options]
 
 commands:
@@ -61,7 +65,7 @@ commands:
   deb                   build the Debian package target/debian/tcmu-runner_*.deb
                         (cargo-deb, installed when missing); `dpkg -i` it to
                         replace Debian's C tcmu-runner
-  package-test          systemd-analyze verify the unit, compare the .deb with
+{BENCH}  package-test          systemd-analyze verify the unit, compare the .deb with
                         Debian's tcmu-runner package, install both with dpkg
                         into a throwaway root under target/pkgtest/ (root)
 
@@ -81,6 +85,11 @@ SCSI,iSCSI; default: a list of SBC/SPC suites).
 Console: terminal and target/vm/console.log; guest reports and daemon logs:
 target/vm/out/.
 ";
+
+/// The usage text.
+fn usage() -> String {
+    USAGE_TEMPLATE.replace("{BENCH}", bench::USAGE)
+}
 
 /// Options shared by the commands that boot the VM.
 struct VmOptions {
@@ -116,7 +125,7 @@ impl VmOptions {
                     opts.fio_runtime = parse_u64("--fio-runtime", v)?;
                 }
                 "--no-build" => opts.no_build = true,
-                s if s.starts_with("--") => bail!("unknown option {s}\n\n{USAGE}"),
+                s if s.starts_with("--") => bail!("unknown option {s}\n\n{}", usage()),
                 s => opts.positional.push(s.to_owned()),
             }
         }
@@ -168,7 +177,7 @@ fn main() -> ExitCode {
 fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some((command, rest)) = args.split_first() else {
-        eprint!("{USAGE}");
+        eprint!("{}", usage());
         bail!("no command given");
     };
     let paths = Paths::discover()?;
@@ -224,6 +233,7 @@ fn run() -> Result<()> {
             }
             deb::build(&paths).map(|_| ())
         }
+        "bench" => bench::run(&paths, &bench::Options::parse(rest)?),
         "package-test" => {
             if !rest.is_empty() {
                 bail!("package-test takes no arguments");
@@ -231,10 +241,10 @@ fn run() -> Result<()> {
             pkgtest::run(&paths)
         }
         "help" | "-h" | "--help" => {
-            print!("{USAGE}");
+            print!("{}", usage());
             Ok(())
         }
-        other => bail!("unknown command {other:?}\n\n{USAGE}"),
+        other => bail!("unknown command {other:?}\n\n{}", usage()),
     }
 }
 

@@ -29,6 +29,13 @@ impl Apt {
         Ok(())
     }
 
+    /// Runs `apt-get update` again even if it already ran (after adding a
+    /// source).
+    pub fn refresh(&mut self) -> Result<()> {
+        self.updated = false;
+        self.update()
+    }
+
     /// Installs whatever is missing from [`PACKAGES`] and [`QEMU_PACKAGE`];
     /// does not touch apt at all when everything is installed.
     pub fn ensure_packages(&mut self) -> Result<()> {
@@ -133,6 +140,61 @@ fn ensure_backports_source() -> Result<()> {
         .with_context(|| format!("cannot write {BACKPORTS_FILE} (are you root?)"))
 }
 
+/// The sources file [`ensure_deb_src_source`] adds.
+const DEB_SRC_FILE: &str = "/etc/apt/sources.list.d/bookworm-src.sources";
+
+/// Adds a `deb-src` source for bookworm (for `apt-get source`) as a deb822
+/// `.sources` file unless some apt source already has one, with the mirror
+/// and keyring of the machine's Debian `bookworm` source. Returns whether it
+/// added one (apt's lists then need an update).
+pub fn ensure_deb_src_source() -> Result<bool> {
+    let sources = read_sources()?;
+    if sources.iter().any(|(path, text)| has_deb_src(path, text)) {
+        return Ok(false);
+    }
+    let (uri, signed_by) = sources
+        .iter()
+        .find_map(|(path, text)| debian_source(path, text))
+        .context(
+            "found no Debian bookworm source in /etc/apt/sources.list* to take the mirror from",
+        )?;
+    let mut stanza = format!("Types: deb-src\nURIs: {uri}\nSuites: bookworm\nComponents: main\n");
+    if let Some(key) = signed_by {
+        stanza.push_str(&format!("Signed-By: {key}\n"));
+    }
+    eprintln!("xtask: adding {DEB_SRC_FILE} (mirror {uri})");
+    fs::write(DEB_SRC_FILE, stanza)
+        .with_context(|| format!("cannot write {DEB_SRC_FILE} (are you root?)"))?;
+    Ok(true)
+}
+
+/// Whether one sources file has a `deb-src` entry for the `bookworm` suite.
+fn has_deb_src(path: &str, text: &str) -> bool {
+    if path.ends_with(".sources") {
+        text.split("\n\n").any(|stanza| {
+            let field = |name: &str| {
+                stanza
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.trim().eq_ignore_ascii_case(name).then(|| v.to_owned())
+                    })
+                    .unwrap_or_default()
+            };
+            let enabled = !field("Enabled").trim().eq_ignore_ascii_case("no");
+            enabled
+                && field("Types").split_whitespace().any(|t| t == "deb-src")
+                && field("Suites").split_whitespace().any(|s| s == "bookworm")
+        })
+    } else {
+        text.lines().any(|line| {
+            let line = line.split('#').next().unwrap_or_default();
+            let mut words = line.split_whitespace();
+            words.next() == Some("deb-src") && words.any(|w| w == "bookworm")
+        })
+    }
+}
+
 /// Reads `/etc/apt/sources.list` and every `.list`/`.sources` file under
 /// `/etc/apt/sources.list.d/` as (path, text).
 fn read_sources() -> Result<Vec<(String, String)>> {
@@ -223,6 +285,30 @@ mod tests {
             debian_source("/d.sources", text),
             Some(("http://mirror.example/debian".into(), Some("/k.gpg".into())))
         );
+    }
+
+    #[test]
+    fn deb_src_sources() {
+        use super::has_deb_src;
+        let src = "Types: deb-src\nURIs: http://m/debian\nSuites: bookworm\nComponents: main\n";
+        assert!(has_deb_src("/a.sources", src));
+        assert!(!has_deb_src("/a.sources", &format!("{src}Enabled: no\n")));
+        assert!(!has_deb_src(
+            "/a.sources",
+            "Types: deb\nURIs: http://m/debian\nSuites: bookworm\n"
+        ));
+        assert!(has_deb_src(
+            "/x.list",
+            "deb-src http://m/debian bookworm main\n"
+        ));
+        assert!(!has_deb_src(
+            "/x.list",
+            "# deb-src http://m/debian bookworm main\n"
+        ));
+        assert!(!has_deb_src(
+            "/x.list",
+            "deb-src http://m/debian bookworm-updates main\n"
+        ));
     }
 
     #[test]

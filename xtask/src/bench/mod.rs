@@ -1,0 +1,275 @@
+//! `cargo xtask bench`: the kernel's `fileio` backstore, Debian's C
+//! tcmu-runner and ours under the same fio jobs in one VM boot
+//! (`tests/vm/bench.sh`), reported in `target/bench/report.md` with a bar
+//! chart `target/bench/report.png`.
+//!
+//! `target/bench/` also caches the C peer (see [`cpeer`]) and keeps the
+//! last run's raw results under `results/` (fio JSON reports, the guest's
+//! `bench.tsv`, `host.tsv`), from which `--report-only` renders again.
+
+mod chart;
+mod cpeer;
+pub mod report;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+use crate::paths::Paths;
+use crate::setup::{self, Apt};
+use crate::vm::{self, GuestRun};
+use report::HostInfo;
+
+/// `bench`'s options.
+pub struct Options {
+    /// Seconds per fio run (`BENCH_RUNTIME`).
+    runtime: u64,
+    /// Rounds (`BENCH_ROUNDS`).
+    rounds: u64,
+    /// Size of each LUN's file, MiB (`BENCH_SIZE_MIB`).
+    size_mib: u64,
+    /// VM time limit; derived from the above unless given.
+    timeout: Option<Duration>,
+    /// Use the existing release build.
+    no_build: bool,
+    /// Render the report of the last run again, without a VM.
+    report_only: bool,
+}
+
+/// What `cargo xtask help` says of `bench`.
+pub const USAGE: &str = "\
+  bench [--runtime SECS] [--rounds N] [--size-mib MIB] [--timeout SECS]
+        [--no-build] [--report-only]
+                        fio in the VM on the kernel's fileio backstore,
+                        Debian's C tcmu-runner (user:file, its file handler
+                        built from Debian's source package, cached under
+                        target/bench/) and ours: 4k random read/write at
+                        iodepth 1 and 32, 128k sequential, a 70/30 mix and
+                        8 LUNs, interleaved rounds; writes
+                        target/bench/report.md and report.png and prints the
+                        table. Defaults: $BENCH_RUNTIME or 10 s a run,
+                        $BENCH_ROUNDS or 2 rounds, $BENCH_SIZE_MIB or 128 MiB
+                        a LUN; --report-only renders the last results again
+";
+
+impl Options {
+    /// Parses the command line; defaults from the environment.
+    pub fn parse(args: &[String]) -> Result<Self> {
+        let env = |name: &str, default: u64| -> Result<u64> {
+            match std::env::var(name) {
+                Ok(v) if !v.is_empty() => v
+                    .parse()
+                    .with_context(|| format!("{name}={v:?} is not a number")),
+                _ => Ok(default),
+            }
+        };
+        let mut o = Options {
+            runtime: env("BENCH_RUNTIME", 10)?,
+            rounds: env("BENCH_ROUNDS", 2)?,
+            size_mib: env("BENCH_SIZE_MIB", 128)?,
+            timeout: None,
+            no_build: false,
+            report_only: false,
+        };
+        let mut it = args.iter();
+        while let Some(arg) = it.next() {
+            let mut value = |name: &str| -> Result<u64> {
+                let v = it.next().with_context(|| format!("{name} needs a value"))?;
+                v.parse()
+                    .with_context(|| format!("{name}: {v:?} is not a number"))
+            };
+            match arg.as_str() {
+                "--runtime" => o.runtime = value("--runtime")?,
+                "--rounds" => o.rounds = value("--rounds")?,
+                "--size-mib" => o.size_mib = value("--size-mib")?,
+                "--timeout" => o.timeout = Some(Duration::from_secs(value("--timeout")?)),
+                "--no-build" => o.no_build = true,
+                "--report-only" => o.report_only = true,
+                other => bail!("bench: unknown argument {other:?}"),
+            }
+        }
+        if o.runtime == 0 || o.rounds == 0 || o.size_mib < 16 {
+            bail!("bench: runtime and rounds must be at least 1, the LUN size at least 16 MiB");
+        }
+        // 8 files of this size live in the guest's 2 GiB of RAM.
+        if o.size_mib > 160 {
+            bail!("bench: --size-mib {} is too large: 8 LUN files must fit in the guest's RAM (at most 160)", o.size_mib);
+        }
+        Ok(o)
+    }
+}
+
+/// Runs the benchmark (or renders the last one again).
+pub fn run(paths: &Paths, opts: &Options) -> Result<()> {
+    let dir = paths.root.join("target/bench");
+    let results = dir.join("results");
+    if opts.report_only {
+        return render(&dir, &results);
+    }
+    let kernel = setup::run(paths)?;
+    let mut apt = Apt::default();
+    apt.ensure(&["fonts-dejavu-core"])?;
+    let peer = cpeer::ensure(&dir, &mut apt)?;
+    if !opts.no_build {
+        crate::build_runner(paths)?;
+    }
+
+    let jobs_runs = 8 * 3 * opts.rounds;
+    let timeout = opts
+        .timeout
+        .unwrap_or(Duration::from_secs(jobs_runs * (opts.runtime + 15) + 900));
+    let str_path = |p: &Path| p.display().to_string();
+    let run = GuestRun {
+        script: paths.tests_vm.join("bench.sh"),
+        timeout,
+        extra_env: vec![
+            (
+                "TCMU_RUNNER".into(),
+                str_path(&paths.root.join("target/release/tcmu-runner")),
+            ),
+            ("C_TCMU_BIN".into(), str_path(&peer.bin)),
+            ("C_TCMU_LIBDIR".into(), str_path(&peer.lib_dir)),
+            ("C_TCMU_HANDLERS".into(), str_path(&peer.handlers)),
+            ("BENCH_RUNTIME".into(), opts.runtime.to_string()),
+            ("BENCH_ROUNDS".into(), opts.rounds.to_string()),
+            ("BENCH_SIZE_MIB".into(), opts.size_mib.to_string()),
+        ],
+    };
+    eprintln!(
+        "xtask: bench: C peer {} vs ours; {} rounds × 8 jobs × 3 backstores × {} s (VM limit {} s)",
+        peer.version,
+        opts.rounds,
+        opts.runtime,
+        timeout.as_secs()
+    );
+    let mut host = HostInfo {
+        load_before: load_average(),
+        other_vms: other_vms(),
+        ..HostInfo::default()
+    };
+    if host.other_vms > 0 {
+        eprintln!(
+            "xtask: WARNING: {} other VM(s) running: the figures will be skewed",
+            host.other_vms
+        );
+    }
+    let outcome = vm::boot_and_run(paths, &kernel, &run)?;
+    host.vm_seconds = outcome.elapsed.as_secs_f64();
+    host.load_after = load_average();
+    host.date = date_utc();
+    outcome.into_result()?;
+
+    // Keep the raw results beside the report.
+    let guest_out = paths.vm.join("out/bench");
+    if results.exists() {
+        fs::remove_dir_all(&results)
+            .with_context(|| format!("cannot clear {}", results.display()))?;
+    }
+    copy_dir(&guest_out, &results)?;
+    fs::write(results.join("host.tsv"), host.to_tsv())
+        .with_context(|| format!("cannot write {}/host.tsv", results.display()))?;
+    render(&dir, &results)
+}
+
+/// Writes report.md and report.png from `results` and prints the tables.
+fn render(dir: &Path, results: &Path) -> Result<()> {
+    let r = report::load(results)?;
+    let host = fs::read_to_string(results.join("host.tsv"))
+        .map(|t| HostInfo::from_tsv(&t))
+        .unwrap_or_default();
+    let md_path = dir.join("report.md");
+    fs::write(&md_path, report::markdown(&r, &host))
+        .with_context(|| format!("cannot write {}", md_path.display()))?;
+    let png = dir.join("report.png");
+    let font = chart::load_font(Path::new(chart::FONT_PATH));
+    if !font {
+        eprintln!(
+            "xtask: note: no {} (Debian's fonts-dejavu-core): the chart has no text",
+            chart::FONT_PATH
+        );
+    }
+    chart::render(&r, &png, font)?;
+    println!("\n{}", report::summary_table(&r));
+    println!("{}", report::resource_lines(&r));
+    println!(
+        "host: load {} before, {} after, {} other VM(s) at the start",
+        host.load_before, host.load_after, host.other_vms
+    );
+    println!("report: {}\nchart:  {}", md_path.display(), png.display());
+    Ok(())
+}
+
+impl HostInfo {
+    /// `key<TAB>value` lines.
+    fn to_tsv(&self) -> String {
+        format!(
+            "date\t{}\nload_before\t{}\nload_after\t{}\nother_vms\t{}\nvm_seconds\t{:.1}\n",
+            self.date, self.load_before, self.load_after, self.other_vms, self.vm_seconds
+        )
+    }
+
+    /// Reads [`HostInfo::to_tsv`]'s lines; unknown or bad ones are skipped.
+    fn from_tsv(text: &str) -> Self {
+        let mut h = HostInfo::default();
+        for line in text.lines() {
+            let Some((k, v)) = line.split_once('\t') else {
+                continue;
+            };
+            match k {
+                "date" => h.date = v.to_owned(),
+                "load_before" => h.load_before = v.to_owned(),
+                "load_after" => h.load_after = v.to_owned(),
+                "other_vms" => h.other_vms = v.parse().unwrap_or_default(),
+                "vm_seconds" => h.vm_seconds = v.parse().unwrap_or_default(),
+                _ => {}
+            }
+        }
+        h
+    }
+}
+
+/// The host's 1/5/15-minute load averages.
+fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// QEMU processes running now (other VMs: CI, other worktrees).
+fn other_vms() -> usize {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return 0;
+    };
+    dir.filter_map(|e| e.ok())
+        .filter(|e| {
+            fs::read_to_string(e.path().join("comm"))
+                .is_ok_and(|c| c.trim().starts_with("qemu-system"))
+        })
+        .count()
+}
+
+/// Now, as `YYYY-MM-DD HH:MM UTC`.
+fn date_utc() -> String {
+    crate::cmd::output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// Copies the files of `from` (not recursively) into a new folder `to`.
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    fs::create_dir_all(to).with_context(|| format!("cannot create {}", to.display()))?;
+    let entries: Vec<PathBuf> = fs::read_dir(from)
+        .with_context(|| format!("the guest left no results in {}", from.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file())
+        .collect();
+    for p in entries {
+        if let Some(name) = p.file_name() {
+            fs::copy(&p, to.join(name)).with_context(|| format!("cannot copy {}", p.display()))?;
+        }
+    }
+    Ok(())
+}
