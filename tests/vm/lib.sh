@@ -289,11 +289,11 @@ loop_export() {
     LOOP_TPG=$tpg
     SCSI_ADDR="$(cat "$tpg/address"):0"
     local blockdir=/sys/class/scsi_device/$SCSI_ADDR/device/block
-    wait_for 30 "a disk at SCSI address $SCSI_ADDR" test -n "$(ls "$blockdir" 2>/dev/null)"
+    wait_for 30 "a disk at SCSI address $SCSI_ADDR" compgen -G "$blockdir/*"
     DEV=/dev/$(ls "$blockdir" | head -n1)
     wait_for 10 "$DEV" test -b "$DEV"
     local sgdir=/sys/class/scsi_device/$SCSI_ADDR/device/scsi_generic
-    wait_for 10 "the sg node of $SCSI_ADDR" test -n "$(ls "$sgdir" 2>/dev/null)"
+    wait_for 10 "the sg node of $SCSI_ADDR" compgen -G "$sgdir/*"
     SG=/dev/$(ls "$sgdir" | head -n1)
     wait_for 10 "$SG" test -c "$SG"
     log "exported $(basename "$bs") as $DEV ($SG, $SCSI_ADDR)"
