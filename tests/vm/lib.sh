@@ -719,20 +719,29 @@ daemon_start() {
 # or exits non-zero (a clean shutdown is part of the contract).
 daemon_stop() {
     [[ -n $DAEMON_PID ]] || return 0
-    kill -TERM "$DAEMON_PID" 2>/dev/null || true
+    local pid=$DAEMON_PID
+    DAEMON_PID=
+    term_and_reap "$pid" "the daemon"
+    log "daemon stopped"
+}
+
+# term_and_reap PID WHAT: SIGTERM PID and wait up to 20 s for it (then
+# SIGKILL it and fail); fails the test unless it exits with status 0.
+term_and_reap() {
+    local pid=$1 what=$2
+    kill -TERM "$pid" 2>/dev/null || true
     local deadline=$((SECONDS + 20))
-    while kill -0 "$DAEMON_PID" 2>/dev/null; do
+    while kill -0 "$pid" 2>/dev/null; do
         if ((SECONDS >= deadline)); then
-            daemon_kill9
-            fail "the daemon did not exit within 20s of SIGTERM"
+            kill -KILL "$pid" 2>/dev/null || true
+            wait "$pid" 2>/dev/null || true
+            fail "$what did not exit within 20s of SIGTERM"
         fi
         sleep 0.1
     done
     local rc=0
-    wait "$DAEMON_PID" || rc=$?
-    DAEMON_PID=
-    [[ $rc -eq 0 ]] || fail "the daemon exited with status $rc after SIGTERM"
-    log "daemon stopped"
+    wait "$pid" || rc=$?
+    [[ $rc -eq 0 ]] || fail "$what exited with status $rc after SIGTERM"
 }
 
 # daemon_kill9: kill -9 the daemon (crash simulation) and reap it.
@@ -873,19 +882,9 @@ c_daemon_start() {
 # does not exit, or exits non-zero.
 c_daemon_stop() {
     [[ -n $C_DAEMON_PID ]] || return 0
-    kill -TERM "$C_DAEMON_PID" 2>/dev/null || true
-    local deadline=$((SECONDS + 20))
-    while kill -0 "$C_DAEMON_PID" 2>/dev/null; do
-        if ((SECONDS >= deadline)); then
-            c_daemon_kill
-            fail "the C tcmu-runner did not exit within 20s of SIGTERM"
-        fi
-        sleep 0.1
-    done
-    local rc=0
-    wait "$C_DAEMON_PID" || rc=$?
+    local pid=$C_DAEMON_PID
     C_DAEMON_PID=
-    [[ $rc -eq 0 ]] || fail "the C tcmu-runner exited with status $rc after SIGTERM"
+    term_and_reap "$pid" "the C tcmu-runner"
     log "C tcmu-runner stopped"
 }
 

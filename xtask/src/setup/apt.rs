@@ -124,20 +124,24 @@ fn ensure_backports_source() -> Result<()> {
     {
         return Ok(());
     }
+    add_source(&sources, BACKPORTS_FILE, "deb", "bookworm-backports")
+}
+
+/// Writes a deb822 `.sources` file at `file` for `types` and `suite`, with
+/// the mirror and keyring of the machine's Debian `bookworm` source.
+fn add_source(sources: &[(String, String)], file: &str, types: &str, suite: &str) -> Result<()> {
     let (uri, signed_by) = sources
         .iter()
         .find_map(|(path, text)| debian_source(path, text))
         .context(
             "found no Debian bookworm source in /etc/apt/sources.list* to take the mirror from",
         )?;
-    let mut stanza =
-        format!("Types: deb\nURIs: {uri}\nSuites: bookworm-backports\nComponents: main\n");
+    let mut stanza = format!("Types: {types}\nURIs: {uri}\nSuites: {suite}\nComponents: main\n");
     if let Some(key) = signed_by {
         stanza.push_str(&format!("Signed-By: {key}\n"));
     }
-    eprintln!("xtask: adding {BACKPORTS_FILE} (mirror {uri})");
-    fs::write(BACKPORTS_FILE, stanza)
-        .with_context(|| format!("cannot write {BACKPORTS_FILE} (are you root?)"))
+    eprintln!("xtask: adding {file} (mirror {uri})");
+    fs::write(file, stanza).with_context(|| format!("cannot write {file} (are you root?)"))
 }
 
 /// The sources file [`ensure_deb_src_source`] adds.
@@ -152,19 +156,7 @@ pub fn ensure_deb_src_source() -> Result<bool> {
     if sources.iter().any(|(path, text)| has_deb_src(path, text)) {
         return Ok(false);
     }
-    let (uri, signed_by) = sources
-        .iter()
-        .find_map(|(path, text)| debian_source(path, text))
-        .context(
-            "found no Debian bookworm source in /etc/apt/sources.list* to take the mirror from",
-        )?;
-    let mut stanza = format!("Types: deb-src\nURIs: {uri}\nSuites: bookworm\nComponents: main\n");
-    if let Some(key) = signed_by {
-        stanza.push_str(&format!("Signed-By: {key}\n"));
-    }
-    eprintln!("xtask: adding {DEB_SRC_FILE} (mirror {uri})");
-    fs::write(DEB_SRC_FILE, stanza)
-        .with_context(|| format!("cannot write {DEB_SRC_FILE} (are you root?)"))?;
+    add_source(&sources, DEB_SRC_FILE, "deb-src", "bookworm")?;
     Ok(true)
 }
 
