@@ -99,6 +99,15 @@ impl Mapping {
         self.len == 0
     }
 
+    /// The address of the first mapped byte, for handing ring memory to the
+    /// kernel by address (e.g. an io_uring buffer registration attempt, see
+    /// `examples/fixed_buffers_probe.rs`). Getting it is safe; reading or
+    /// writing through it is the caller's `unsafe` business, and it dangles
+    /// once `self` is dropped.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.base.as_ptr()
+    }
+
     /// Checks that `[offset, offset + len)` lies inside the mapping.
     pub fn check(&self, offset: usize, len: usize) -> Result<(), OutOfBounds> {
         match offset.checked_add(len) {
