@@ -50,8 +50,15 @@ pub const DEFAULT_METRICS_FILE: &str = "/run/tcmu-runner/metrics.prom";
 pub const DEFAULT_METRICS_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The keys this daemon reads. tcmu-runner 1.5.4 reads `log_level` and
-/// `log_dir` only; `metrics_file` and `metrics_interval` are ours.
-pub const KNOWN_KEYS: &[&str] = &["log_level", "log_dir", "metrics_file", "metrics_interval"];
+/// `log_dir` only; `metrics_file`, `metrics_interval` and `ring_poll_us` are
+/// ours.
+pub const KNOWN_KEYS: &[&str] = &[
+    "log_level",
+    "log_dir",
+    "metrics_file",
+    "metrics_interval",
+    "ring_poll_us",
+];
 
 /// How long the watcher waits for a burst of file events to settle.
 const DEBOUNCE: Duration = Duration::from_millis(100);
@@ -72,6 +79,9 @@ pub struct Settings {
     pub metrics_file: Option<PathBuf>,
     /// How often to refresh the metrics file (at least one second).
     pub metrics_interval: Duration,
+    /// How long an idle device polls its ring before sleeping (zero: off;
+    /// see `tcmu_runtime::poll`).
+    pub ring_poll: Duration,
 }
 
 /// Everything except the file that decides the settings: the file's path,
@@ -120,6 +130,7 @@ impl Layers {
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_LOG_DIR)),
             metrics_file: Some(PathBuf::from(DEFAULT_METRICS_FILE)),
             metrics_interval: DEFAULT_METRICS_INTERVAL,
+            ring_poll: Duration::ZERO,
         }
     }
 }
@@ -341,6 +352,18 @@ fn metrics_file_of(v: &Value) -> Result<Option<PathBuf>, String> {
     Ok(Some(PathBuf::from(s)))
 }
 
+fn ring_poll_of(v: &Value) -> Result<Duration, String> {
+    let s = text_of(v).ok_or("expected a number of microseconds")?;
+    let max = tcmu_runtime::poll::MAX_RING_POLL;
+    match s.trim().parse::<u64>() {
+        Ok(n) if Duration::from_micros(n) <= max => Ok(Duration::from_micros(n)),
+        _ => Err(format!(
+            "`{s}` is not a whole number of microseconds from 0 to {}",
+            max.as_micros()
+        )),
+    }
+}
+
 fn interval_of(v: &Value) -> Result<Duration, String> {
     let s = text_of(v).ok_or("expected a number of seconds")?;
     match s.trim().parse::<u64>() {
@@ -391,6 +414,7 @@ fn resolve(map: &Map<String, Value>, prev: &Settings, problems: &mut Vec<String>
             problems,
             interval_of,
         ),
+        ring_poll: pick(map, "ring_poll_us", prev.ring_poll, problems, ring_poll_of),
     }
 }
 
@@ -407,6 +431,10 @@ fn layered(layers: &Layers, text: Option<&str>, format: &TcmuConf) -> Result<Con
             )
         })
         .and_then(|b| b.set_default("metrics_interval", d.metrics_interval.as_secs()))
+        .and_then(|b| {
+            let us = u64::try_from(d.ring_poll.as_micros()).unwrap_or(u64::MAX);
+            b.set_default("ring_poll_us", us)
+        })
         .map_err(|e| e.to_string())?;
     if let Some(text) = text {
         b = b.add_source(File::from_str(text, format.clone()));
@@ -725,7 +753,7 @@ mod tests {
     #[test]
     fn typed_values() {
         let l = settings(
-            "log_level = 5\nlog_dir = /tmp/logs\nmetrics_file = \"\"\nmetrics_interval = 30\n",
+            "log_level = 5\nlog_dir = /tmp/logs\nmetrics_file = \"\"\nmetrics_interval = 30\nring_poll_us = 50\n",
         );
         assert!(l.problems.is_empty(), "{:?}", l.problems);
         assert_eq!(
@@ -735,6 +763,7 @@ mod tests {
                 log_dir: PathBuf::from("/tmp/logs"),
                 metrics_file: None,
                 metrics_interval: Duration::from_secs(30),
+                ring_poll: Duration::from_micros(50),
             }
         );
     }
@@ -747,14 +776,15 @@ mod tests {
             log_dir: PathBuf::from("/prev"),
             metrics_file: Some(PathBuf::from("/prev.prom")),
             metrics_interval: Duration::from_secs(9),
+            ring_poll: Duration::from_micros(7),
         };
         let got = load_text(
             &l,
-            Some("log_level = loud\nlog_dir = relative\nmetrics_file\nmetrics_interval = 0\n"),
+            Some("log_level = loud\nlog_dir = relative\nmetrics_file\nmetrics_interval = 0\nring_poll_us = 5000\n"),
             &prev,
         );
         assert_eq!(got.settings, prev);
-        assert_eq!(got.problems.len(), 4, "{:?}", got.problems);
+        assert_eq!(got.problems.len(), 5, "{:?}", got.problems);
         assert!(got.problems.iter().all(|p| p.starts_with("bad value for")));
         // A bare key is no level either.
         let got = load_text(&l, Some("log_level\n"), &prev);

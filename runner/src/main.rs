@@ -121,12 +121,18 @@ fn run(cli: &cli::Cli, mut conf: watch::Receiver<conf::Settings>) -> anyhow::Res
         }
     };
     // The metrics writer follows tcmu.conf's metrics_file/metrics_interval.
-    let (metrics_tx, metrics_rx) =
-        watch::channel(metrics::MetricsSettings::from(&*conf.borrow_and_update()));
+    // Ring polling follows ring_poll_us.
+    let (metrics_tx, metrics_rx) = {
+        let first = conf.borrow_and_update();
+        tcmu_runtime::set_ring_poll(first.ring_poll);
+        watch::channel(metrics::MetricsSettings::from(&*first))
+    };
     rt.block_on(async {
         tokio::spawn(async move {
             while conf.changed().await.is_ok() {
-                let next = metrics::MetricsSettings::from(&*conf.borrow_and_update());
+                let settings = conf.borrow_and_update().clone();
+                tcmu_runtime::set_ring_poll(settings.ring_poll);
+                let next = metrics::MetricsSettings::from(&settings);
                 metrics_tx.send_if_modified(|cur| {
                     let changed = *cur != next;
                     *cur = next;

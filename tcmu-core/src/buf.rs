@@ -11,6 +11,8 @@
 //! buffers is still inside an I/O operation, because completion hands the
 //! pages back to the kernel for the next command.
 
+use std::io::{self, IoSlice, IoSliceMut};
+use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 
 use crate::mmap::{Mapping, OutOfBounds};
@@ -153,8 +155,7 @@ impl DataBuf {
         v
     }
 
-    #[cfg(feature = "tokio-uring")]
-    fn base_ptr(&self) -> *mut u8 {
+    fn raw_ptr(&self) -> *mut u8 {
         // `new` checked the range, so this cannot fail; a zero-length buffer
         // at the end of the mapping yields the one-past-the-end pointer.
         self.map
@@ -240,6 +241,74 @@ pub fn gather(bufs: &[DataBuf], max: usize) -> Vec<u8> {
     out
 }
 
+/// Most iovecs one `preadv2`/`pwritev2` takes (Linux `UIO_MAXIOV`).
+pub const IOV_MAX: usize = 1024;
+
+/// Buffers up to this count build their iovec array on the stack.
+const STACK_IOVECS: usize = 8;
+
+/// Reads from `fd` at `pos` into `bufs`, in order, with one `preadv2`
+/// (at most [`IOV_MAX`] buffers), and returns how many bytes arrived.
+///
+/// This is the synchronous twin of an io_uring `readv`: the kernel copies
+/// straight from the page cache into the data area. With `nowait` the call
+/// passes `RWF_NOWAIT`, so it fails with `EAGAIN` instead of waiting for a
+/// device (and with `EOPNOTSUPP` on files that cannot promise that).
+/// Buffers' io_uring fill counts are not touched.
+pub fn preadv(fd: BorrowedFd<'_>, pos: u64, bufs: &[DataBuf], nowait: bool) -> io::Result<usize> {
+    let bufs = &bufs[..bufs.len().min(IOV_MAX)];
+    let flags = rw_flags(nowait);
+    let slice = |b: &DataBuf| -> IoSliceMut<'_> {
+        // SAFETY: `DataBuf::new` checked `[offset, offset + len)` against
+        // the live mapping (kept alive by the buffer's `Arc`), and the
+        // kernel lent that range to this command alone until it completes,
+        // so nothing else reads or writes it while the slice exists; the
+        // slice lives only for this call.
+        IoSliceMut::new(unsafe { std::slice::from_raw_parts_mut(b.raw_ptr(), b.len) })
+    };
+    if bufs.len() <= STACK_IOVECS {
+        let mut iov: [IoSliceMut<'_>; STACK_IOVECS] =
+            std::array::from_fn(|_| IoSliceMut::new(&mut []));
+        for (slot, b) in iov.iter_mut().zip(bufs) {
+            *slot = slice(b);
+        }
+        Ok(rustix::io::preadv2(fd, &mut iov[..bufs.len()], pos, flags)?)
+    } else {
+        let mut iov: Vec<IoSliceMut<'_>> = bufs.iter().map(slice).collect();
+        Ok(rustix::io::preadv2(fd, &mut iov, pos, flags)?)
+    }
+}
+
+/// Writes `bufs`, in order, to `fd` at `pos` with one `pwritev2` (at most
+/// [`IOV_MAX`] buffers) and returns how many bytes were written. `nowait`
+/// as for [`preadv`].
+pub fn pwritev(fd: BorrowedFd<'_>, pos: u64, bufs: &[DataBuf], nowait: bool) -> io::Result<usize> {
+    let bufs = &bufs[..bufs.len().min(IOV_MAX)];
+    let flags = rw_flags(nowait);
+    let slice = |b: &DataBuf| -> IoSlice<'_> {
+        // SAFETY: as in `preadv`; the slice is only read from.
+        IoSlice::new(unsafe { std::slice::from_raw_parts(b.raw_ptr(), b.len) })
+    };
+    if bufs.len() <= STACK_IOVECS {
+        let mut iov: [IoSlice<'_>; STACK_IOVECS] = [IoSlice::new(&[]); STACK_IOVECS];
+        for (slot, b) in iov.iter_mut().zip(bufs) {
+            *slot = slice(b);
+        }
+        Ok(rustix::io::pwritev2(fd, &iov[..bufs.len()], pos, flags)?)
+    } else {
+        let iov: Vec<IoSlice<'_>> = bufs.iter().map(slice).collect();
+        Ok(rustix::io::pwritev2(fd, &iov, pos, flags)?)
+    }
+}
+
+fn rw_flags(nowait: bool) -> rustix::io::ReadWriteFlags {
+    if nowait {
+        rustix::io::ReadWriteFlags::NOWAIT
+    } else {
+        rustix::io::ReadWriteFlags::empty()
+    }
+}
+
 #[cfg(feature = "tokio-uring")]
 mod uring {
     use super::DataBuf;
@@ -249,7 +318,7 @@ mod uring {
     // exceeds `len`, which is the total.
     unsafe impl tokio_uring::buf::IoBuf for DataBuf {
         fn stable_ptr(&self) -> *const u8 {
-            self.base_ptr()
+            self.raw_ptr()
         }
 
         fn bytes_init(&self) -> usize {
@@ -265,7 +334,7 @@ mod uring {
     // range to our command exclusively until the command completes.
     unsafe impl tokio_uring::buf::IoBufMut for DataBuf {
         fn stable_mut_ptr(&mut self) -> *mut u8 {
-            self.base_ptr()
+            self.raw_ptr()
         }
 
         unsafe fn set_init(&mut self, pos: usize) {
@@ -328,6 +397,30 @@ mod tests {
         assert_eq!(total_len(&split_list(&mut again, 9)), 0);
         assert_eq!(total_len(&split_list(&mut again, 0)), 4);
         assert!(again.is_empty());
+    }
+
+    #[test]
+    fn vectored_syscalls_move_bytes_between_file_and_buffers() {
+        use rustix::fs::{memfd_create, MemfdFlags};
+        use std::os::fd::AsFd;
+        let fd = memfd_create("buf-test", MemfdFlags::CLOEXEC).unwrap();
+        let m = Arc::new(Mapping::anonymous(4096).unwrap());
+        let bytes: Vec<u8> = (1..=12).collect();
+        // More buffers than fit the stack array, to cover both paths.
+        for count in [3usize, 12] {
+            let each = 12 / count;
+            let bufs: Vec<DataBuf> = (0..count)
+                .map(|i| DataBuf::new(m.clone(), 1000 - i * 64, each).unwrap())
+                .collect();
+            scatter(&bufs, &bytes);
+            assert_eq!(pwritev(fd.as_fd(), 100, &bufs, false).unwrap(), 12);
+            scatter(&bufs, &[0; 12]);
+            assert_eq!(preadv(fd.as_fd(), 100, &bufs, false).unwrap(), 12);
+            assert_eq!(gather(&bufs, 100), bytes);
+            // Reading past the end of the file returns what is there.
+            assert_eq!(preadv(fd.as_fd(), 106, &bufs, false).unwrap(), 6);
+            assert_eq!(preadv(fd.as_fd(), 4096, &bufs, false).unwrap(), 0);
+        }
     }
 
     #[test]

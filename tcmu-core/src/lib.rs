@@ -17,7 +17,8 @@
 //! [`Doorbell::kick`].
 //!
 //! `unsafe` is confined to [`mmap`] (the mapping itself) and [`buf`] (the
-//! buffer traits io_uring needs); every block carries a `// SAFETY:` note.
+//! buffer traits io_uring needs, and slices of the data area for
+//! synchronous vectored I/O); every block carries a `// SAFETY:` note.
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 

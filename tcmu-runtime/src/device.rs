@@ -99,6 +99,16 @@ pub(crate) async fn serve(
         if !closing.is_empty() && inflight == 0 {
             break;
         }
+        // Idle with polling on: watch the ring a little before sleeping.
+        // Never with commands in flight, which need the worker to run.
+        if inflight == 0
+            && closing.is_empty()
+            && !broken
+            && crate::poll::spin_until(|| ring.has_pending().unwrap_or(true))
+        {
+            wake = true;
+            continue;
+        }
         // Control first: a doorbell that is always ready (a device the
         // kernel already tore down) must not starve Close.
         tokio::select! {

@@ -17,6 +17,7 @@ mod dispatch;
 pub mod factory;
 mod fallback;
 pub mod handler;
+pub mod poll;
 mod range_lock;
 pub mod stats;
 mod worker;
@@ -27,6 +28,7 @@ pub use handler::{
     BlockError, BlockHandler, CmdReply, CompareAndWrite, CompareError, CopyOffload, LbaStatus,
     ReconfigRequest, ScsiCmd, Unmap, WriteSame,
 };
+pub use poll::set_ring_poll;
 pub use stats::{DeviceStats, StatsSnapshot};
 pub use worker::{DeviceHandle, DeviceSpec, Workers};
 

@@ -28,6 +28,11 @@
 #
 # Environment: BENCH_RUNTIME (seconds per fio run, default 10),
 # BENCH_ROUNDS (default 2), BENCH_SIZE_MIB (per LUN file, default 128),
+# BENCH_JOBS (extended regex: run only the jobs whose names match),
+# BENCH_HW_MAX_SECTORS (hw_max_sectors of the user:file devices, default
+# 1024: 512 KiB commands, so 128k I/O is not split in two; the kernel's
+# TCMU default is 128), BENCH_RING_POLL_US (our tcmu.conf ring_poll_us,
+# default 0),
 # C_TCMU_BIN, C_TCMU_LIBDIR, C_TCMU_HANDLERS (see lib.sh), TCMU_RUNNER.
 
 TEST_NAME=bench
@@ -55,6 +60,18 @@ JOBS=(
     "randrw70-4k-qd32|1|4k random 70% read / 30% write, iodepth 32|--rw=randrw --rwmixread=70 --bs=4k --iodepth=32 --norandommap"
     "randread-4k-qd32-8luns|8|4k random read, iodepth 32 on each of 8 LUNs (aggregate)|--rw=randread --bs=4k --iodepth=32 --norandommap"
 )
+if [[ -n ${BENCH_JOBS:-} ]]; then
+    kept=()
+    for spec in "${JOBS[@]}"; do
+        [[ ${spec%%|*} =~ $BENCH_JOBS ]] && kept+=("$spec")
+    done
+    ((${#kept[@]})) || fail "BENCH_JOBS='$BENCH_JOBS' matches no job"
+    JOBS=("${kept[@]}")
+fi
+# Both daemons' devices get the same command size limit.
+export BS_HW_MAX_SECTORS=${BENCH_HW_MAX_SECTORS:-1024}
+RING_POLL_US=${BENCH_RING_POLL_US:-0}
+echo "ring_poll_us = $RING_POLL_US" >"$WORK/tcmu.conf"
 
 # record FIELD...: one TAB-separated line of bench.tsv.
 record() { (IFS=$'\t'; echo "$*") >>"$TSV"; }
@@ -201,6 +218,8 @@ record info memory_mib "$(awk '$1 == "MemTotal:" { printf "%d", $2 / 1024 }' /pr
 record info runtime "$RUNTIME"
 record info rounds "$ROUNDS"
 record info size_mib "$SIZE_MIB"
+record info hw_max_sectors "$BS_HW_MAX_SECTORS"
+record info ring_poll_us "$RING_POLL_US"
 record info fio "$(fio --version)"
 record info clk_tck "$(getconf CLK_TCK)"
 record info c_version "$(LD_LIBRARY_PATH=${C_TCMU_LIBDIR:-} "$C_TCMU_BIN" -V 2>&1 | head -n1)"

@@ -207,9 +207,10 @@ set_serial() {
 
 # user_backstore NAME SIZE CFGSTRING [TIMEOUT]: create the TCMU backstore
 # core/user_1/NAME with dev_size=SIZE and dev_config=CFGSTRING (e.g.
-# "file//run/x.img") and enable it. Sets BS_PATH. Returns enable's status
-# (non-zero on failure, 124 when it did not return within TIMEOUT, default
-# 20 s); it does not fail the test itself.
+# "file//run/x.img") and enable it; with BS_HW_MAX_SECTORS set, also that
+# hw_max_sectors. Sets BS_PATH. Returns enable's status (non-zero on
+# failure, 124 when it did not return within TIMEOUT, default 20 s); it does
+# not fail the test itself.
 user_backstore() {
     local name=$1 size=$2 cfg=$3 secs=${4:-20}
     BS_PATH=$CFG/core/user_1/$name
@@ -217,6 +218,10 @@ user_backstore() {
     push_cleanup "rmdir_timeout $BS_PATH"
     echo "dev_size=$size" >"$BS_PATH/control" || fail "cannot set dev_size of $name"
     echo "dev_config=$cfg" >"$BS_PATH/control" || fail "cannot set dev_config of $name"
+    if [[ -n ${BS_HW_MAX_SECTORS:-} ]]; then
+        echo "hw_max_sectors=$BS_HW_MAX_SECTORS" >"$BS_PATH/control" ||
+            fail "cannot set hw_max_sectors of $name"
+    fi
     set_serial "$BS_PATH"
     write_timeout "$secs" "$BS_PATH/enable" 1
 }

@@ -51,7 +51,8 @@ commands:
   demo                  build tcmu-runner (release) and run tests/vm/demo.sh
                         in the VM
   vm-run SCRIPT [ARG]   boot the VM and run SCRIPT (a path on this host) in it,
-                        without building anything; ARG goes to $XT_ARG
+                        without building anything; ARG goes to $XT_ARG, and
+                        each host variable GUEST_<NAME> to $<NAME>
   test                  cargo test, clippy -D warnings, fmt --check, doc,
                         package-test, vm-test
   fuzz [--runs N] [TARGET]
@@ -216,6 +217,11 @@ fn run() -> Result<()> {
             let mut run = guest_run(&paths, &opts, script, None)?;
             run.extra_env
                 .push(("XT_ARG".into(), arg.unwrap_or_default()));
+            run.extra_env.extend(std::env::vars().filter_map(|(k, v)| {
+                k.strip_prefix("GUEST_")
+                    .filter(|name| !name.is_empty())
+                    .map(|name| (name.to_owned(), v))
+            }));
             vm::boot_and_run(&paths, &kernel, &run)?.into_result()
         }
         "test" => {

@@ -14,6 +14,7 @@
 use std::cell::Cell;
 use std::fs::OpenOptions;
 use std::io::{self, Seek, SeekFrom};
+use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -27,7 +28,7 @@ use tcmu_scsi::UnmapParams;
 
 use crate::config::FileConfig;
 use crate::extents;
-use crate::io::{read_at, write_at, write_pattern};
+use crate::io::{self as file_io, write_pattern, Inline};
 
 /// Largest buffer built for WRITE SAME.
 const WRITE_SAME_CHUNK: usize = 1 << 20;
@@ -47,6 +48,10 @@ pub struct FileHandler {
     punch_hole: Cell<bool>,
     /// `FALLOC_FL_ZERO_RANGE` works here (cleared by the first `EOPNOTSUPP`).
     zero_range: Cell<bool>,
+    /// How reads are issued (see [`Inline`]).
+    read_policy: Cell<Inline>,
+    /// How writes are issued.
+    write_policy: Cell<Inline>,
 }
 
 fn is_unsupported(e: &io::Error) -> bool {
@@ -114,6 +119,14 @@ impl FileHandler {
         let meta = std_file
             .try_clone()
             .map_err(|e| format!("file handler: cannot duplicate {}: {e}", path.display()))?;
+        let policy = match std::env::var(file_io::INLINE_ENV).as_deref() {
+            Ok("never") => Inline::Never,
+            Ok("nowait") => Inline::NoWait,
+            // A block device node lives on devtmpfs, whose magic is tmpfs's:
+            // never take it for memory.
+            _ if block_device => Inline::NoWait,
+            _ => file_io::policy_for(meta.as_fd()),
+        };
         let file = tokio_uring::fs::File::from_std(std_file);
         let handler = Self {
             cfgstring: config.cfgstring.clone(),
@@ -123,6 +136,8 @@ impl FileHandler {
             block_device,
             punch_hole: Cell::new(true),
             zero_range: Cell::new(true),
+            read_policy: Cell::new(policy),
+            write_policy: Cell::new(policy),
         };
         handler.probe_punch_hole(config.block_size).await;
         tracing::debug!(
@@ -130,6 +145,7 @@ impl FileHandler {
             size = config.size,
             block_device,
             punch_hole = handler.punch_hole.get(),
+            inline = ?policy,
             "file handler: opened"
         );
         Ok(handler)
@@ -188,16 +204,23 @@ impl FileHandler {
 #[async_trait(?Send)]
 impl BlockHandler for FileHandler {
     async fn read(&self, offset: u64, bufs: Vec<DataBuf>) -> Result<(), BlockError> {
-        Ok(read_at(&self.file, offset, bufs).await?)
+        let fd = self.meta.as_fd();
+        Ok(file_io::read(&self.file, fd, &self.read_policy, offset, bufs).await?)
     }
 
     async fn write(&self, offset: u64, bufs: Vec<DataBuf>) -> Result<(), BlockError> {
         // Durability (FUA, write cache off) is the runtime's business: it
         // calls `flush` after the writes that need it.
-        Ok(write_at(&self.file, offset, bufs).await?)
+        let fd = self.meta.as_fd();
+        Ok(file_io::write(&self.file, fd, &self.write_policy, offset, bufs).await?)
     }
 
     async fn flush(&self) -> Result<(), BlockError> {
+        if self.write_policy.get() == Inline::Always {
+            // Memory: nothing to wait for (tmpfs's fsync does nothing), so
+            // no trip through io_uring's worker threads.
+            return Ok(rustix::fs::fdatasync(&self.meta).map_err(std::io::Error::from)?);
+        }
         Ok(self.file.sync_data().await?)
     }
 

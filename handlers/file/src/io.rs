@@ -1,31 +1,205 @@
 //! Zero-copy vectored I/O between a file and ring buffers.
 //!
-//! [`read_at`] and [`write_at`] hand the command's [`DataBuf`]s to io_uring
-//! `readv`/`writev` as they are (the kernel copies straight between the page
-//! cache and the ring's data area) and finish short transfers:
+//! Two ways of moving bytes, both straight between the page cache and the
+//! ring's data area (no copy of ours):
 //!
-//! - a short read is resubmitted with the same buffers: tokio-uring advances
-//!   each buffer's initialised length, so the next `readv` continues where
-//!   the last one stopped; end of file zero-fills the rest, so no stale bytes
-//!   of an earlier command reach the initiator;
-//! - a short write is resubmitted with the unwritten tail, expressed as
-//!   tokio-uring [`Slice`]s of the same buffers (no copy).
+//! - **inline**: a synchronous `preadv2`/`pwritev2` on the worker thread,
+//!   chosen per file by [`Inline`]. Linux 6.1's io_uring cannot do buffered
+//!   I/O on tmpfs (or buffered writes on ext4) without handing each one to
+//!   an `iou-wrk` thread, which costs two thread switches per command; a
+//!   copy from memory costs less than that. On files that can say "this
+//!   would wait" (`RWF_NOWAIT`) the inline attempt is only a first try.
+//! - **io_uring** `readv`/`writev`, for everything that might wait for a
+//!   device. Short transfers are finished here:
+//!   - a short read is resubmitted with the same buffers: tokio-uring
+//!     advances each buffer's initialised length, so the next `readv`
+//!     continues where the last one stopped; end of file zero-fills the
+//!     rest, so no stale bytes of an earlier command reach the initiator;
+//!   - a short write is resubmitted with the unwritten tail, expressed as
+//!     tokio-uring [`Slice`]s of the same buffers (no copy).
 //!
 //! At most [`IOV_MAX`] buffers go into one submission. The buffers move into
-//! each operation and back; if the caller's future is dropped, tokio-uring
-//! keeps them alive until the kernel has finished with them.
+//! each io_uring operation and back; if the caller's future is dropped,
+//! tokio-uring keeps them alive until the kernel has finished with them.
 //!
 //! (`File::writev_at_all` is not used: it panics when a `writev` makes no
 //! progress, e.g. with a trailing zero-length buffer.)
 
+use std::cell::Cell;
 use std::io;
+use std::os::fd::BorrowedFd;
 
+use tcmu_core::buf::split_list;
 use tcmu_core::DataBuf;
 use tokio_uring::buf::{BoundedBuf, Slice};
 use tokio_uring::fs::File;
 
-/// Most iovecs one `readv`/`writev` takes (Linux `UIO_MAXIOV`).
-pub const IOV_MAX: usize = 1024;
+pub use tcmu_core::buf::IOV_MAX;
+
+/// Largest transfer done inline; bigger ones go to io_uring, whose worker
+/// threads copy in parallel instead of holding up the device's other
+/// commands.
+pub const INLINE_MAX_BYTES: usize = 256 * 1024;
+
+/// Environment variable that overrides the policy of every file opened
+/// afterwards: `never` (io_uring only) or `nowait` (no inline copy without
+/// `RWF_NOWAIT`), for comparing the paths on one machine.
+pub const INLINE_ENV: &str = "TCMU_FILE_INLINE";
+
+/// Whether a transfer is first tried as a synchronous syscall on the
+/// worker thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inline {
+    /// Always (memory-backed files: tmpfs, ramfs). Such a file never waits
+    /// for a device, and io_uring in Linux 6.1 would punt it to a worker.
+    Always,
+    /// First with `RWF_NOWAIT`, which the page cache serves at once or
+    /// refuses with `EAGAIN`; then through io_uring. A file that refuses
+    /// `RWF_NOWAIT` itself (`EOPNOTSUPP`) is moved to [`Inline::Never`].
+    NoWait,
+    /// Never: io_uring only.
+    Never,
+}
+
+/// The inline policy of a file, from its filesystem.
+pub fn policy_for(file: BorrowedFd<'_>) -> Inline {
+    // Linux's `TMPFS_MAGIC` and `RAMFS_MAGIC` (include/uapi/linux/magic.h).
+    const MEMORY_FILESYSTEMS: [i64; 2] = [0x0102_1994, 0x8584_58f6];
+    match rustix::fs::fstatfs(file) {
+        #[allow(clippy::unnecessary_cast)] // f_type's width differs per arch
+        Ok(st) if MEMORY_FILESYSTEMS.contains(&(st.f_type as i64)) => Inline::Always,
+        _ => Inline::NoWait,
+    }
+}
+
+/// What an inline attempt left for io_uring.
+enum Rest {
+    /// Nothing: the transfer is complete.
+    Done,
+    /// The file would have waited (or cannot promise not to): these
+    /// buffers, from this position.
+    Wait {
+        pos: u64,
+        bufs: Vec<DataBuf>,
+        /// The file refused `RWF_NOWAIT` itself.
+        unsupported: bool,
+    },
+}
+
+/// Whether to try `bufs` inline under `policy`, and if so with
+/// `RWF_NOWAIT` or not.
+fn inline_attempt(policy: &Cell<Inline>, bufs: &[DataBuf]) -> Option<bool> {
+    match policy.get() {
+        Inline::Never => None,
+        _ if tcmu_core::buf::total_len(bufs) > INLINE_MAX_BYTES => None,
+        Inline::Always => Some(false),
+        Inline::NoWait => Some(true),
+    }
+}
+
+/// Moves on to io_uring after an inline attempt: what is left, from where.
+fn after_inline(policy: &Cell<Inline>, rest: Rest) -> Option<(u64, Vec<DataBuf>)> {
+    match rest {
+        Rest::Done => None,
+        Rest::Wait {
+            pos,
+            bufs,
+            unsupported,
+        } => {
+            if unsupported {
+                tracing::debug!("file handler: RWF_NOWAIT unsupported here, using io_uring only");
+                policy.set(Inline::Never);
+            }
+            Some((pos, bufs))
+        }
+    }
+}
+
+/// Whether a `RWF_NOWAIT` transfer should go to io_uring after `e`.
+fn leave_for_uring(nowait: bool, e: &io::Error) -> Option<bool> {
+    if !nowait {
+        None
+    } else if e.kind() == io::ErrorKind::WouldBlock {
+        Some(false)
+    } else if e.raw_os_error() == Some(libc::EOPNOTSUPP) {
+        Some(true)
+    } else {
+        None
+    }
+}
+
+/// Reads inline into `bufs` until done, end of file (zero-filled) or, with
+/// `nowait`, until the file would wait.
+fn read_inline(
+    fd: BorrowedFd<'_>,
+    mut pos: u64,
+    mut bufs: Vec<DataBuf>,
+    nowait: bool,
+) -> io::Result<Rest> {
+    while tcmu_core::buf::total_len(&bufs) > 0 {
+        match tcmu_core::buf::preadv(fd, pos, &bufs, nowait) {
+            Ok(0) => {
+                // End of file: the rest of the device reads as zeroes.
+                tcmu_core::buf::zero_beyond(&bufs, 0);
+                break;
+            }
+            Ok(n) => {
+                pos += n as u64;
+                bufs = split_list(&mut bufs, n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => match leave_for_uring(nowait, &e) {
+                Some(unsupported) => {
+                    return Ok(Rest::Wait {
+                        pos,
+                        bufs,
+                        unsupported,
+                    })
+                }
+                None => return Err(e),
+            },
+        }
+    }
+    Ok(Rest::Done)
+}
+
+/// Writes `bufs` inline until done or, with `nowait`, until the file would
+/// wait.
+fn write_inline(
+    fd: BorrowedFd<'_>,
+    mut pos: u64,
+    mut bufs: Vec<DataBuf>,
+    nowait: bool,
+) -> io::Result<Rest> {
+    while tcmu_core::buf::total_len(&bufs) > 0 {
+        match tcmu_core::buf::pwritev(fd, pos, &bufs, nowait) {
+            Ok(0) => return Err(no_progress(pos)),
+            Ok(n) => {
+                pos += n as u64;
+                bufs = split_list(&mut bufs, n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => match leave_for_uring(nowait, &e) {
+                Some(unsupported) => {
+                    return Ok(Rest::Wait {
+                        pos,
+                        bufs,
+                        unsupported,
+                    })
+                }
+                None => return Err(e),
+            },
+        }
+    }
+    Ok(Rest::Done)
+}
+
+fn no_progress(pos: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::WriteZero,
+        format!("write made no progress at offset {pos}"),
+    )
+}
 
 /// Splits `bufs` into groups of at most [`IOV_MAX`].
 fn batches(mut bufs: Vec<DataBuf>) -> Vec<Vec<DataBuf>> {
@@ -37,6 +211,46 @@ fn batches(mut bufs: Vec<DataBuf>) -> Vec<Vec<DataBuf>> {
     }
     out.push(bufs);
     out
+}
+
+/// Fills `bufs`, in order, from `file` (whose descriptor is `fd`) at `pos`,
+/// inline as `policy` allows and through io_uring otherwise; bytes past
+/// the end of the file read as zeroes.
+pub async fn read(
+    file: &File,
+    fd: BorrowedFd<'_>,
+    policy: &Cell<Inline>,
+    pos: u64,
+    bufs: Vec<DataBuf>,
+) -> io::Result<()> {
+    let (pos, bufs) = match inline_attempt(policy, &bufs) {
+        None => (pos, bufs),
+        Some(nowait) => match after_inline(policy, read_inline(fd, pos, bufs, nowait)?) {
+            None => return Ok(()),
+            Some(rest) => rest,
+        },
+    };
+    read_at(file, pos, bufs).await
+}
+
+/// Writes `bufs`, in order, to `file` (descriptor `fd`) at `pos`, inline
+/// as `policy` allows and through io_uring otherwise; all of them or an
+/// error.
+pub async fn write(
+    file: &File,
+    fd: BorrowedFd<'_>,
+    policy: &Cell<Inline>,
+    pos: u64,
+    bufs: Vec<DataBuf>,
+) -> io::Result<()> {
+    let (pos, bufs) = match inline_attempt(policy, &bufs) {
+        None => (pos, bufs),
+        Some(nowait) => match after_inline(policy, write_inline(fd, pos, bufs, nowait)?) {
+            None => return Ok(()),
+            Some(rest) => rest,
+        },
+    };
+    write_at(file, pos, bufs).await
 }
 
 /// Fills `bufs`, in order, from `file` at `pos`; bytes past the end of the
@@ -96,12 +310,7 @@ async fn write_batch(file: &File, pos: u64, bufs: Vec<DataBuf>) -> io::Result<u6
     while !rest.is_empty() {
         let (res, back) = file.writev_at(rest, pos + done as u64).await;
         match res {
-            Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::WriteZero,
-                    format!("write made no progress at offset {}", pos + done as u64),
-                ))
-            }
+            Ok(0) => return Err(no_progress(pos + done as u64)),
             Ok(n) => {
                 done += n;
                 rest = advance(back, n);
@@ -176,9 +385,82 @@ mod tests {
 
     use std::sync::Arc;
 
+    use std::os::fd::AsFd;
+
     use tcmu_core::Mapping;
 
     use super::*;
+
+    /// Writes then reads a pattern under each policy, through many small
+    /// buffers, one transfer larger than [`INLINE_MAX_BYTES`] and a read
+    /// that runs past the end of the file.
+    #[test]
+    fn every_policy_moves_the_same_bytes() {
+        let dir = std::env::temp_dir();
+        tokio_uring::start(async {
+            for policy in [Inline::Always, Inline::NoWait, Inline::Never] {
+                let path = dir.join(format!("tcmu-file-io-{}-{policy:?}", std::process::id()));
+                let std_file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(&path)
+                    .unwrap();
+                let fd_file = std_file.try_clone().unwrap();
+                let file = File::from_std(std_file);
+                let cell = Cell::new(policy);
+                let size = 2 * INLINE_MAX_BYTES;
+                let map = Arc::new(Mapping::anonymous(size).unwrap());
+                let pattern: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+                map.write(0, &pattern).unwrap();
+                // 4k in 8 pieces of 512 bytes.
+                let small = |base: usize| -> Vec<DataBuf> {
+                    (0..8)
+                        .map(|i| DataBuf::new(map.clone(), base + i * 512, 512).unwrap())
+                        .collect()
+                };
+                write(&file, fd_file.as_fd(), &cell, 0, small(0))
+                    .await
+                    .unwrap();
+                let big = vec![DataBuf::new(map.clone(), 0, size).unwrap()];
+                write(&file, fd_file.as_fd(), &cell, 4096, big)
+                    .await
+                    .unwrap();
+                map.fill(0, size, 0xee).unwrap();
+                read(&file, fd_file.as_fd(), &cell, 0, small(0))
+                    .await
+                    .unwrap();
+                assert_eq!(tcmu_core::buf::gather(&small(0), 4096), pattern[..4096]);
+                // The last 2k of the file, then 2k past its end.
+                let end = 4096 + size as u64;
+                read(&file, fd_file.as_fd(), &cell, end - 2048, small(8192))
+                    .await
+                    .unwrap();
+                let got = tcmu_core::buf::gather(&small(8192), 4096);
+                assert_eq!(got[..2048], pattern[size - 2048..]);
+                assert!(
+                    got[2048..].iter().all(|&b| b == 0),
+                    "{policy:?}: tail not zeroed"
+                );
+                let big = vec![DataBuf::new(map.clone(), 0, size).unwrap()];
+                read(&file, fd_file.as_fd(), &cell, 4096, big)
+                    .await
+                    .unwrap();
+                let mut back = vec![0u8; size];
+                map.read(0, &mut back).unwrap();
+                assert!(back == pattern, "{policy:?}: large read differs");
+                std::fs::remove_file(&path).unwrap();
+            }
+        });
+    }
+
+    #[test]
+    fn memory_files_are_served_inline() {
+        use rustix::fs::{memfd_create, MemfdFlags};
+        let fd = memfd_create("policy", MemfdFlags::CLOEXEC).unwrap();
+        assert_eq!(policy_for(fd.as_fd()), Inline::Always);
+    }
 
     #[test]
     fn advance_skips_written_bytes() {

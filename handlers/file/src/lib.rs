@@ -5,9 +5,11 @@
 //! missing, grown — never shrunk — to the device size). A block device path
 //! works too.
 //!
-//! The data path is io_uring `readv`/`writev` straight between the file and
-//! the ring's data area ([`io`]), buffered like the kernel's `fileio`
-//! backstore. SYNCHRONIZE CACHE is `fdatasync`; UNMAP punches holes
+//! The data path moves bytes straight between the file and the ring's data
+//! area ([`io`]), buffered like the kernel's `fileio` backstore: inline
+//! `preadv2`/`pwritev2` where that cannot wait for a device (memory-backed
+//! files, `RWF_NOWAIT` page-cache hits), io_uring `readv`/`writev`
+//! otherwise. SYNCHRONIZE CACHE is `fdatasync`; UNMAP punches holes
 //! (advertised with LBPRZ, since holes read as zeroes) when the filesystem
 //! supports it; an all-zero WRITE SAME uses `FALLOC_FL_ZERO_RANGE` when it
 //! can.

@@ -31,6 +31,12 @@ pub struct Options {
     rounds: u64,
     /// Size of each LUN's file, MiB (`BENCH_SIZE_MIB`).
     size_mib: u64,
+    /// Only the jobs whose names match this extended regex (`BENCH_JOBS`).
+    jobs: Option<String>,
+    /// hw_max_sectors of the user:file devices (`BENCH_HW_MAX_SECTORS`).
+    hw_max_sectors: u64,
+    /// Our tcmu.conf `ring_poll_us` (`BENCH_RING_POLL_US`).
+    ring_poll_us: u64,
     /// VM time limit; derived from the above unless given.
     timeout: Option<Duration>,
     /// Use the existing release build.
@@ -42,6 +48,7 @@ pub struct Options {
 /// What `cargo xtask help` says of `bench`.
 pub const USAGE: &str = "\
   bench [--runtime SECS] [--rounds N] [--size-mib MIB] [--timeout SECS]
+        [--jobs REGEX] [--hw-max-sectors N] [--ring-poll-us US]
         [--no-build] [--report-only]
                         fio in the VM on the kernel's fileio backstore,
                         Debian's C tcmu-runner (user:file, its file handler
@@ -52,7 +59,11 @@ pub const USAGE: &str = "\
                         target/bench/report.md and report.png and prints the
                         table. Defaults: $BENCH_RUNTIME or 10 s a run,
                         $BENCH_ROUNDS or 2 rounds, $BENCH_SIZE_MIB or 128 MiB
-                        a LUN; --report-only renders the last results again
+                        a LUN, all jobs ($BENCH_JOBS: those matching), the
+                        user:file devices' hw_max_sectors 1024
+                        ($BENCH_HW_MAX_SECTORS), our ring_poll_us 0
+                        ($BENCH_RING_POLL_US); --report-only renders the
+                        last results again
 ";
 
 impl Options {
@@ -70,6 +81,9 @@ impl Options {
             runtime: env("BENCH_RUNTIME", 10)?,
             rounds: env("BENCH_ROUNDS", 2)?,
             size_mib: env("BENCH_SIZE_MIB", 128)?,
+            jobs: std::env::var("BENCH_JOBS").ok().filter(|v| !v.is_empty()),
+            hw_max_sectors: env("BENCH_HW_MAX_SECTORS", 1024)?,
+            ring_poll_us: env("BENCH_RING_POLL_US", 0)?,
             timeout: None,
             no_build: false,
             report_only: false,
@@ -85,6 +99,11 @@ impl Options {
                 "--runtime" => o.runtime = value("--runtime")?,
                 "--rounds" => o.rounds = value("--rounds")?,
                 "--size-mib" => o.size_mib = value("--size-mib")?,
+                "--hw-max-sectors" => o.hw_max_sectors = value("--hw-max-sectors")?,
+                "--ring-poll-us" => o.ring_poll_us = value("--ring-poll-us")?,
+                "--jobs" => {
+                    o.jobs = Some(it.next().context("--jobs needs a value")?.clone());
+                }
                 "--timeout" => o.timeout = Some(Duration::from_secs(value("--timeout")?)),
                 "--no-build" => o.no_build = true,
                 "--report-only" => o.report_only = true,
@@ -136,6 +155,9 @@ pub fn run(paths: &Paths, opts: &Options) -> Result<()> {
             ("BENCH_RUNTIME".into(), opts.runtime.to_string()),
             ("BENCH_ROUNDS".into(), opts.rounds.to_string()),
             ("BENCH_SIZE_MIB".into(), opts.size_mib.to_string()),
+            ("BENCH_JOBS".into(), opts.jobs.clone().unwrap_or_default()),
+            ("BENCH_HW_MAX_SECTORS".into(), opts.hw_max_sectors.to_string()),
+            ("BENCH_RING_POLL_US".into(), opts.ring_poll_us.to_string()),
         ],
     };
     eprintln!(

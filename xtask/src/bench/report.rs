@@ -510,6 +510,12 @@ pub fn markdown(r: &Results, host: &HostInfo) -> String {
     );
     let _ = writeln!(
         s,
+        "- user:file devices (C and ours): hw_max_sectors {}; ours with ring_poll_us {}",
+        info("hw_max_sectors"),
+        info("ring_poll_us"),
+    );
+    let _ = writeln!(
+        s,
         "- C peer: Debian's {} with handler_file built from its source package; ours: {}",
         info("c_version"),
         info("ours_version"),
