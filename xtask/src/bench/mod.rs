@@ -40,8 +40,7 @@ pub struct Options {
 }
 
 /// What `cargo xtask help` says of `bench`.
-pub const USAGE: &str = "\
-  bench [--runtime SECS] [--rounds N] [--size-mib MIB] [--timeout SECS]
+pub const USAGE: &str = "  bench [--runtime SECS] [--rounds N] [--size-mib MIB] [--timeout SECS]
         [--no-build] [--report-only]
                         fio in the VM on the kernel's fileio backstore,
                         Debian's C tcmu-runner (user:file, its file handler
