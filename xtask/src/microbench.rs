@@ -33,11 +33,12 @@ pub fn run(paths: &Paths, args: &[String]) -> Result<()> {
             .current_dir(&paths.root),
     )
     .context("the micro-benchmark failed")?;
-    let criterion = target_dir(paths).join("criterion");
+    // No HTML: criterion draws its charts with gnuplot or plotters, and
+    // the bench builds neither; the numbers are in the JSON.
     eprintln!(
-        "xtask: criterion's report: {} (per case: {}/<case>/new/estimates.json)",
-        criterion.join("report/index.html").display(),
-        criterion.join(BENCH).display()
+        "xtask: criterion's results: {}/<case>/new/estimates.json (cases such as read4k_qd32; \
+         `cargo xtask microbench --save-baseline NAME` keeps a run to compare with `--baseline NAME`)",
+        target_dir(paths).join("criterion").join(BENCH).display()
     );
     Ok(())
 }
