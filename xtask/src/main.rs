@@ -14,6 +14,8 @@
 //! - `deb`: build the Debian package (cargo-deb) into `target/debian/`.
 //! - `bench`: fio on the kernel's `fileio`, Debian's C tcmu-runner and
 //!   ours in one VM boot; `target/bench/report.md` and `report.png`.
+//! - `microbench [ARGS]`: the criterion micro-benchmark of the data path
+//!   over the simulated kernel (no VM), in seconds.
 //! - `package-test`: check the unit, the package's files and a dpkg
 //!   upgrade from Debian's C package in a throwaway root (part of `test`).
 
@@ -24,6 +26,7 @@ mod deb;
 mod fuzz;
 mod hash;
 mod install;
+mod microbench;
 mod paths;
 mod pkgtest;
 mod setup;
@@ -37,8 +40,8 @@ use anyhow::{bail, Context, Result};
 use crate::paths::Paths;
 use crate::vm::GuestRun;
 
-/// What `cargo xtask help` prints (`{BENCH}` stands for
-/// [`bench::USAGE`]).
+/// What `cargo xtask help` prints (`{BENCH}` and `{MICROBENCH}` stand for
+/// [`bench::USAGE`] and [`microbench::USAGE`]).
 const USAGE_TEMPLATE: &str = "\
 usage: cargo xtask <command> [options]
 
@@ -66,7 +69,7 @@ commands:
   deb                   build the Debian package target/debian/tcmu-runner_*.deb
                         (cargo-deb, installed when missing); `dpkg -i` it to
                         replace Debian's C tcmu-runner
-{BENCH}  package-test          systemd-analyze verify the unit, compare the .deb with
+{BENCH}{MICROBENCH}  package-test          systemd-analyze verify the unit, compare the .deb with
                         Debian's tcmu-runner package, install both with dpkg
                         into a throwaway root under target/pkgtest/ (root)
 
@@ -89,7 +92,9 @@ target/vm/out/.
 
 /// The usage text.
 fn usage() -> String {
-    USAGE_TEMPLATE.replace("{BENCH}", bench::USAGE)
+    USAGE_TEMPLATE
+        .replace("{BENCH}", bench::USAGE)
+        .replace("{MICROBENCH}", microbench::USAGE)
 }
 
 /// Options shared by the commands that boot the VM.
@@ -240,6 +245,7 @@ fn run() -> Result<()> {
             deb::build(&paths).map(|_| ())
         }
         "bench" => bench::run(&paths, &bench::Options::parse(rest)?),
+        "microbench" => microbench::run(&paths, rest),
         "package-test" => {
             if !rest.is_empty() {
                 bail!("package-test takes no arguments");

@@ -46,8 +46,7 @@ pub struct Options {
 }
 
 /// What `cargo xtask help` says of `bench`.
-pub const USAGE: &str = "\
-  bench [--runtime SECS] [--rounds N] [--size-mib MIB] [--timeout SECS]
+pub const USAGE: &str = "  bench [--runtime SECS] [--rounds N] [--size-mib MIB] [--timeout SECS]
         [--jobs REGEX] [--hw-max-sectors N] [--ring-poll-us US]
         [--no-build] [--report-only]
                         fio in the VM on the kernel's fileio backstore,

@@ -1,0 +1,38 @@
+//! Heap allocations per command in steady state, on the device's worker
+//! thread: a `ram` device under the real runtime and the simulated kernel,
+//! 4 KiB READ(10) and WRITE(10) at queue depth 32.
+//!
+//! The bounds sit just above today's figures (see the README's Performance
+//! section), so that a change that adds an allocation to the data path
+//! fails here rather than showing up, much later, as lost IOPS.
+//! `cargo xtask microbench` prints the same figures.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::alloc::CountingAlloc;
+use common::{Op, Rig};
+
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
+
+/// Commands measured per case.
+const COMMANDS: u64 = 8192;
+
+#[test]
+fn steady_state_allocations_per_command() {
+    let mut rig = Rig::new();
+    // Today: 5 for READ and WRITE (the command's task, its CDB, its iovec
+    // list, the boxed futures of `handle_cmd` and of the handler's
+    // read/write), 3 for TEST UNIT READY (task, CDB, `handle_cmd`).
+    for (op, bound) in [(Op::Read, 5.1), (Op::Write, 5.1), (Op::Tur, 3.1)] {
+        let per = rig.allocations_per_command(op, 32, COMMANDS);
+        eprintln!("{}: {per:.3} allocations per command at QD32", op.name());
+        assert!(
+            per <= bound,
+            "{}: {per:.3} heap allocations per command, more than the {bound} allowed",
+            op.name()
+        );
+    }
+}
