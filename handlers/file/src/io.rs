@@ -38,7 +38,10 @@ pub use tcmu_core::buf::IOV_MAX;
 
 /// Largest transfer done inline; bigger ones go to io_uring, whose worker
 /// threads copy in parallel instead of holding up the device's other
-/// commands.
+/// commands. (Below this, inline wins at every queue depth measured: in
+/// the test VM, `tests/vm/ab.sh` with `TCMU_FILE_INLINE=never` against the
+/// default gave +33% IOPS at 4k QD1 and equal IOPS with 7–16% less daemon
+/// CPU per I/O at QD8 and QD32.)
 pub const INLINE_MAX_BYTES: usize = 256 * 1024;
 
 /// Environment variable that overrides the policy of every file opened
