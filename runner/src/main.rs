@@ -66,6 +66,19 @@ fn start_config(cli: &cli::Cli) -> anyhow::Result<conf::ConfWatch> {
     Ok(watch)
 }
 
+/// Sets the workers' ring polling (tcmu.conf `ring_poll_us`) and says so.
+fn apply_ring_poll(window: std::time::Duration) {
+    tcmu_runtime::set_ring_poll(window);
+    if window.is_zero() {
+        info!("ring_poll_us 0: idle devices sleep at once");
+    } else {
+        info!(
+            "ring_poll_us {}: idle devices poll their rings that long before sleeping",
+            window.as_micros()
+        );
+    }
+}
+
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     let conf = match start_config(&cli) {
@@ -122,16 +135,20 @@ fn run(cli: &cli::Cli, mut conf: watch::Receiver<conf::Settings>) -> anyhow::Res
     };
     // The metrics writer follows tcmu.conf's metrics_file/metrics_interval.
     // Ring polling follows ring_poll_us.
-    let (metrics_tx, metrics_rx) = {
+    let (metrics_tx, metrics_rx, mut ring_poll) = {
         let first = conf.borrow_and_update();
-        tcmu_runtime::set_ring_poll(first.ring_poll);
-        watch::channel(metrics::MetricsSettings::from(&*first))
+        apply_ring_poll(first.ring_poll);
+        let (tx, rx) = watch::channel(metrics::MetricsSettings::from(&*first));
+        (tx, rx, first.ring_poll)
     };
     rt.block_on(async {
         tokio::spawn(async move {
             while conf.changed().await.is_ok() {
                 let settings = conf.borrow_and_update().clone();
-                tcmu_runtime::set_ring_poll(settings.ring_poll);
+                if settings.ring_poll != ring_poll {
+                    ring_poll = settings.ring_poll;
+                    apply_ring_poll(ring_poll);
+                }
                 let next = metrics::MetricsSettings::from(&settings);
                 metrics_tx.send_if_modified(|cur| {
                     let changed = *cur != next;

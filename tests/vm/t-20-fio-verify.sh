@@ -2,9 +2,13 @@
 # t-20-fio-verify: random writes with verification, then a byte-for-byte
 # comparison of the device with its backing file.
 #
-# Two fio runs on a user:file LUN (libaio, direct, iodepth 32, 2 jobs each on
-# its own half of the disk, time_based for $FIO_RUNTIME s): randwrite with
-# verify=crc32c at bs=4k, then at bs=64k. With time_based, fio's final verify
+# Three fio runs on a user:file LUN (libaio, direct, iodepth 32, 2 jobs each
+# on its own half of the disk, time_based for $FIO_RUNTIME s): randwrite with
+# verify=crc32c at bs=4k, at bs=64k with ring polling switched on through a
+# live tcmu.conf change, and at bs=512k (the device takes 512 KiB commands:
+# hw_max_sectors 1024). The backing file is on tmpfs, so the file handler
+# copies commands up to 256 KiB inline and hands 512 KiB ones to io_uring:
+# both data paths are checked. With time_based, fio's final verify
 # phase never runs (the run time is used up by writing), so blocks are read
 # back and checked while writing (verify_backlog). fio must exit 0 with no
 # errors and must actually have verified data; afterwards `cmp` the whole
@@ -17,8 +21,9 @@ daemon_start
 
 size=$((256 * 1024 * 1024))
 img=$WORK/v0.img
-user_file_backstore v0 "$size" "$img"
+BS_HW_MAX_SECTORS=1024 user_file_backstore v0 "$size" "$img"
 loop_export "$BS_PATH"
+assert_eq "$(cat "/sys/block/${DEV#/dev/}/queue/max_sectors_kb")" 512 "max_sectors_kb of $DEV"
 half=$((size / 2))
 
 # run_fio BS: one verified randwrite run; fails the test on any error.
@@ -50,7 +55,12 @@ run_fio() {
 }
 
 run_fio 4k
+log_mark
+echo "ring_poll_us = 100" >"$WORK/tcmu.conf"
+polling_on() { log_since | grep -q "ring_poll_us 100:"; }
+wait_for 10 "the daemon to take ring_poll_us 100 from tcmu.conf" polling_on
 run_fio 64k
+run_fio 512k
 
 log "cmp $DEV against the backing file"
 echo 3 >/proc/sys/vm/drop_caches

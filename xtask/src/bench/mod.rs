@@ -155,7 +155,10 @@ pub fn run(paths: &Paths, opts: &Options) -> Result<()> {
             ("BENCH_ROUNDS".into(), opts.rounds.to_string()),
             ("BENCH_SIZE_MIB".into(), opts.size_mib.to_string()),
             ("BENCH_JOBS".into(), opts.jobs.clone().unwrap_or_default()),
-            ("BENCH_HW_MAX_SECTORS".into(), opts.hw_max_sectors.to_string()),
+            (
+                "BENCH_HW_MAX_SECTORS".into(),
+                opts.hw_max_sectors.to_string(),
+            ),
             ("BENCH_RING_POLL_US".into(), opts.ring_poll_us.to_string()),
         ],
     };
