@@ -149,22 +149,22 @@ pub(crate) async fn serve(
             ready = bell.readable(), if closing.is_empty() && !broken => {
                 match ready {
                     Ok(mut guard) => {
-                        loop {
-                            match guard.get_inner().ack() {
-                                Ok(true) => continue,
-                                Ok(false) => {
-                                    guard.clear_ready();
-                                    wake = true;
-                                    break;
-                                }
-                                Err(e) => {
-                                    // EIO: the kernel unregistered the UIO
-                                    // device (removed without waiting for
-                                    // us). Nothing more will come.
-                                    warn!(device = %ctx.name, "doorbell failed, no longer reading the ring: {e}");
-                                    broken = true;
-                                    break;
-                                }
+                        // One read consumes every pending wake-up (UIO and
+                        // eventfd both hand over the whole count), so a
+                        // second read would only say EAGAIN. Clearing
+                        // readiness cannot lose a wake-up that arrives
+                        // meanwhile: tokio keeps any newer edge.
+                        match guard.get_inner().ack() {
+                            Ok(_) => {
+                                guard.clear_ready();
+                                wake = true;
+                            }
+                            Err(e) => {
+                                // EIO: the kernel unregistered the UIO
+                                // device (removed without waiting for us).
+                                // Nothing more will come.
+                                warn!(device = %ctx.name, "doorbell failed, no longer reading the ring: {e}");
+                                broken = true;
                             }
                         }
                     }

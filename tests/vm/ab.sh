@@ -10,7 +10,8 @@
 # (fio options of each job, `|`-separated; default 4k randread and
 # randwrite at iodepth 1 and 32).
 # Prints, per job and variant, the median IOPS, mean latency and the
-# daemon's CPU time per I/O.
+# daemon's CPU time per I/O; the log lines also give, per I/O, the daemon's
+# read and write syscalls and context switches (r/w/cs).
 source "$(dirname "$0")/lib.sh"
 
 RUNTIME=${AB_RUNTIME:-8}
@@ -39,6 +40,15 @@ start_variant() {
     TCMU_RUNNER=$saved
 }
 
+# proc_counters PID: "read-syscalls write-syscalls context-switches" of
+# process PID (all threads), for per-I/O figures.
+proc_counters() {
+    local r w
+    r=$(awk '$1 == "syscr:" { print $2 }' "/proc/$1/io")
+    w=$(awk '$1 == "syscw:" { print $2 }' "/proc/$1/io")
+    echo "$r $w $(cat /proc/"$1"/task/*/status | awk '/ctxt_switches/ { s += $2 } END { print s }')"
+}
+
 # The device exists before either daemon starts; each attaches at start.
 start_variant A
 user_file_backstore ab "$SIZE" "$FILE"
@@ -48,15 +58,17 @@ daemon_stop
 
 # run_one JOB: "IOPS MEAN_LAT_US CPU_US_PER_IO" of one fio run on U_DEV.
 run_one() {
-    local pid=$DAEMON_PID t0 t1 out=$WORK/ab.json
+    local pid=$DAEMON_PID t0 t1 out=$WORK/ab.json c0 c1
     t0=$(proc_cpu_ticks "$pid")
+    c0=$(proc_counters "$pid")
     # shellcheck disable=SC2086 # the job's options are split on purpose
     fio --name=ab --filename="$U_DEV" --bs=4k --norandommap --ioengine=libaio \
         --direct=1 --time_based --runtime="$RUNTIME" --randrepeat=0 \
         --output-format=json --output="$out" $1 >/dev/null 2>"$WORK/fio.err" ||
         { cat "$WORK/fio.err"; fail "fio failed: $1"; }
     t1=$(proc_cpu_ticks "$pid")
-    python3 - "$out" $((t1 - t0)) "$(getconf CLK_TCK)" <<'PY'
+    c1=$(proc_counters "$pid")
+    python3 - "$out" $((t1 - t0)) "$(getconf CLK_TCK)" "$c0" "$c1" <<'PY'
 import json, sys
 j = json.load(open(sys.argv[1]))["jobs"][0]
 ios = j["read"]["total_ios"] + j["write"]["total_ios"]
@@ -64,7 +76,8 @@ iops = j["read"]["iops"] + j["write"]["iops"]
 side = j["read"] if j["read"]["total_ios"] else j["write"]
 lat = side["clat_ns"]["mean"] / 1000 + side["slat_ns"]["mean"] / 1000
 cpu = int(sys.argv[2]) / int(sys.argv[3]) * 1e6 / max(ios, 1)
-print(f"{iops:.0f} {lat:.0f} {cpu:.0f}")
+d = [(b - a) / max(ios, 1) for a, b in zip(map(int, sys.argv[4].split()), map(int, sys.argv[5].split()))]
+print(f"{iops:.0f} {lat:.0f} {cpu:.0f} " + "/".join(f"{x:.1f}" for x in d))
 PY
 }
 
@@ -73,8 +86,9 @@ for ((r = 1; r <= ROUNDS; r++)); do
     for v in A B; do
         start_variant "$v"
         for j in "${!JOBS[@]}"; do
-            RES[$j.$v]+="$(run_one "${JOBS[j]}");"
-            log "round $r $v job $j (${JOBS[j]}): ${RES[$j.$v]##*;}"
+            one=$(run_one "${JOBS[j]}")
+            RES[$j.$v]+="$one;"
+            log "round $r $v job $j (${JOBS[j]}): IOPS lat cpu r/w/cs = $one"
         done
         daemon_stop
     done
