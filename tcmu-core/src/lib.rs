@@ -18,10 +18,15 @@
 //!
 //! `unsafe` is confined to [`mmap`] (the mapping itself) and [`buf`] (the
 //! buffer traits io_uring needs, and slices of the data area for
-//! synchronous vectored I/O); every block carries a `// SAFETY:` note.
+//! synchronous vectored I/O), plus, with feature `alloc-count`, the
+//! test-only counting allocator ([`alloc_count`]); every block carries a
+//! `// SAFETY:` note.
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
+#[cfg(feature = "alloc-count")]
+#[allow(unsafe_code)]
+pub mod alloc_count;
 pub mod alua;
 #[allow(unsafe_code)]
 pub mod buf;

@@ -18,9 +18,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::alloc::CountingAlloc;
 use common::{Op, Rig};
 use criterion::{criterion_main, Criterion, Throughput};
+use tcmu_core::alloc_count::CountingAlloc;
 
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc;

@@ -11,8 +11,8 @@
 
 mod common;
 
-use common::alloc::CountingAlloc;
 use common::{Op, Rig};
+use tcmu_core::alloc_count::CountingAlloc;
 
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc;

@@ -10,8 +10,6 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-pub mod alloc;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -56,7 +54,7 @@ impl Op {
 }
 
 /// [`RamFactory`], plus: the thread that opens the device (its worker)
-/// has its heap allocations counted by [`alloc::CountingAlloc`].
+/// has its heap allocations counted by [`tcmu_core::alloc_count::CountingAlloc`].
 struct CountedRam;
 
 #[async_trait(?Send)]
@@ -71,7 +69,7 @@ impl HandlerFactory for CountedRam {
         RamFactory.check_config(cfgstring)
     }
     async fn open(&self, config: &DeviceConfig) -> Result<Handler, String> {
-        alloc::count_this_thread();
+        tcmu_core::alloc_count::count_this_thread();
         RamFactory.open(config).await
     }
 }
@@ -193,9 +191,9 @@ impl Rig {
     /// `n` commands of `op` at `depth` after a warm-up.
     pub fn allocations_per_command(&mut self, op: Op, depth: usize, n: u64) -> f64 {
         self.run(op, depth, n / 4 + 64);
-        let before = alloc::allocations();
+        let before = tcmu_core::alloc_count::allocations();
         self.run(op, depth, n);
-        (alloc::allocations() - before) as f64 / n as f64
+        (tcmu_core::alloc_count::allocations() - before) as f64 / n as f64
     }
 }
 

@@ -1,6 +1,7 @@
 //! A global allocator that counts heap allocations made on chosen threads
-//! (the device's worker), so that the simulated kernel's own allocations on
-//! the driving thread do not blur the daemon's figure.
+//! (feature `alloc-count`, for tests and benchmarks): e.g. a device's
+//! worker, so that a simulated kernel's own allocations on the driving
+//! thread do not blur the daemon's figure.
 //!
 //! Install it in the test or bench binary:
 //! `#[global_allocator] static A: CountingAlloc = CountingAlloc;`
