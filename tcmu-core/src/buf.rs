@@ -256,8 +256,6 @@ const STACK_IOVECS: usize = 8;
 /// device (and with `EOPNOTSUPP` on files that cannot promise that).
 /// Buffers' io_uring fill counts are not touched.
 pub fn preadv(fd: BorrowedFd<'_>, pos: u64, bufs: &[DataBuf], nowait: bool) -> io::Result<usize> {
-    let bufs = &bufs[..bufs.len().min(IOV_MAX)];
-    let flags = rw_flags(nowait);
     let slice = |b: &DataBuf| -> IoSliceMut<'_> {
         // SAFETY: `DataBuf::new` checked `[offset, offset + len)` against
         // the live mapping (kept alive by the buffer's `Arc`), and the
@@ -266,38 +264,49 @@ pub fn preadv(fd: BorrowedFd<'_>, pos: u64, bufs: &[DataBuf], nowait: bool) -> i
         // slice lives only for this call.
         IoSliceMut::new(unsafe { std::slice::from_raw_parts_mut(b.raw_ptr(), b.len) })
     };
-    if bufs.len() <= STACK_IOVECS {
-        let mut iov: [IoSliceMut<'_>; STACK_IOVECS] =
-            std::array::from_fn(|_| IoSliceMut::new(&mut []));
-        for (slot, b) in iov.iter_mut().zip(bufs) {
-            *slot = slice(b);
-        }
-        Ok(rustix::io::preadv2(fd, &mut iov[..bufs.len()], pos, flags)?)
-    } else {
-        let mut iov: Vec<IoSliceMut<'_>> = bufs.iter().map(slice).collect();
-        Ok(rustix::io::preadv2(fd, &mut iov, pos, flags)?)
-    }
+    with_iovecs(
+        bufs,
+        || IoSliceMut::new(&mut []),
+        slice,
+        |iov| Ok(rustix::io::preadv2(fd, iov, pos, rw_flags(nowait))?),
+    )
 }
 
 /// Writes `bufs`, in order, to `fd` at `pos` with one `pwritev2` (at most
 /// [`IOV_MAX`] buffers) and returns how many bytes were written. `nowait`
 /// as for [`preadv`].
 pub fn pwritev(fd: BorrowedFd<'_>, pos: u64, bufs: &[DataBuf], nowait: bool) -> io::Result<usize> {
-    let bufs = &bufs[..bufs.len().min(IOV_MAX)];
-    let flags = rw_flags(nowait);
     let slice = |b: &DataBuf| -> IoSlice<'_> {
         // SAFETY: as in `preadv`; the slice is only read from.
         IoSlice::new(unsafe { std::slice::from_raw_parts(b.raw_ptr(), b.len) })
     };
+    with_iovecs(
+        bufs,
+        || IoSlice::new(&[]),
+        slice,
+        |iov| Ok(rustix::io::pwritev2(fd, iov, pos, rw_flags(nowait))?),
+    )
+}
+
+/// Calls `f` with the iovecs `make` builds for the first [`IOV_MAX`] of
+/// `bufs`: on the stack for up to `STACK_IOVECS` of them (`empty` fills
+/// the unused slots), in a vector otherwise.
+fn with_iovecs<'a, T, R>(
+    bufs: &'a [DataBuf],
+    empty: impl Fn() -> T,
+    make: impl Fn(&'a DataBuf) -> T,
+    f: impl FnOnce(&mut [T]) -> R,
+) -> R {
+    let bufs = &bufs[..bufs.len().min(IOV_MAX)];
     if bufs.len() <= STACK_IOVECS {
-        let mut iov: [IoSlice<'_>; STACK_IOVECS] = [IoSlice::new(&[]); STACK_IOVECS];
+        let mut iov: [T; STACK_IOVECS] = std::array::from_fn(|_| empty());
         for (slot, b) in iov.iter_mut().zip(bufs) {
-            *slot = slice(b);
+            *slot = make(b);
         }
-        Ok(rustix::io::pwritev2(fd, &iov[..bufs.len()], pos, flags)?)
+        f(&mut iov[..bufs.len()])
     } else {
-        let iov: Vec<IoSlice<'_>> = bufs.iter().map(slice).collect();
-        Ok(rustix::io::pwritev2(fd, &iov, pos, flags)?)
+        let mut iov: Vec<T> = bufs.iter().map(make).collect();
+        f(&mut iov)
     }
 }
 

@@ -89,21 +89,32 @@ enum Rest {
     },
 }
 
-/// Whether to try `bufs` inline under `policy`, and if so with
-/// `RWF_NOWAIT` or not.
-fn inline_attempt(policy: &Cell<Inline>, bufs: &[DataBuf]) -> Option<bool> {
-    match policy.get() {
-        Inline::Never => None,
-        _ if tcmu_core::buf::total_len(bufs) > INLINE_MAX_BYTES => None,
-        Inline::Always => Some(false),
-        Inline::NoWait => Some(true),
-    }
+/// Which way a transfer goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dir {
+    /// File to buffers.
+    Read,
+    /// Buffers to file.
+    Write,
 }
 
-/// Moves on to io_uring after an inline attempt: what is left, from where.
-fn after_inline(policy: &Cell<Inline>, rest: Rest) -> Option<(u64, Vec<DataBuf>)> {
-    match rest {
-        Rest::Done => None,
+/// Tries `bufs` inline as `policy` allows; returns what is left for
+/// io_uring (all of it when `policy` says no), `None` when nothing is.
+fn inline_first(
+    policy: &Cell<Inline>,
+    dir: Dir,
+    fd: BorrowedFd<'_>,
+    pos: u64,
+    bufs: Vec<DataBuf>,
+) -> io::Result<Option<(u64, Vec<DataBuf>)>> {
+    let nowait = match policy.get() {
+        Inline::Never => return Ok(Some((pos, bufs))),
+        _ if tcmu_core::buf::total_len(&bufs) > INLINE_MAX_BYTES => return Ok(Some((pos, bufs))),
+        Inline::Always => false,
+        Inline::NoWait => true,
+    };
+    match transfer_inline(dir, fd, pos, bufs, nowait)? {
+        Rest::Done => Ok(None),
         Rest::Wait {
             pos,
             bufs,
@@ -113,7 +124,7 @@ fn after_inline(policy: &Cell<Inline>, rest: Rest) -> Option<(u64, Vec<DataBuf>)
                 tracing::debug!("file handler: RWF_NOWAIT unsupported here, using io_uring only");
                 policy.set(Inline::Never);
             }
-            Some((pos, bufs))
+            Ok(Some((pos, bufs)))
         }
     }
 }
@@ -131,51 +142,26 @@ fn leave_for_uring(nowait: bool, e: &io::Error) -> Option<bool> {
     }
 }
 
-/// Reads inline into `bufs` until done, end of file (zero-filled) or, with
-/// `nowait`, until the file would wait.
-fn read_inline(
+/// Moves `bufs` inline until done or, with `nowait`, until the file would
+/// wait. A read past the end of the file zero-fills the rest.
+fn transfer_inline(
+    dir: Dir,
     fd: BorrowedFd<'_>,
     mut pos: u64,
     mut bufs: Vec<DataBuf>,
     nowait: bool,
 ) -> io::Result<Rest> {
     while tcmu_core::buf::total_len(&bufs) > 0 {
-        match tcmu_core::buf::preadv(fd, pos, &bufs, nowait) {
-            Ok(0) => {
+        let moved = match dir {
+            Dir::Read => tcmu_core::buf::preadv(fd, pos, &bufs, nowait),
+            Dir::Write => tcmu_core::buf::pwritev(fd, pos, &bufs, nowait),
+        };
+        match moved {
+            Ok(0) if dir == Dir::Read => {
                 // End of file: the rest of the device reads as zeroes.
                 tcmu_core::buf::zero_beyond(&bufs, 0);
                 break;
             }
-            Ok(n) => {
-                pos += n as u64;
-                bufs = split_list(&mut bufs, n);
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => match leave_for_uring(nowait, &e) {
-                Some(unsupported) => {
-                    return Ok(Rest::Wait {
-                        pos,
-                        bufs,
-                        unsupported,
-                    })
-                }
-                None => return Err(e),
-            },
-        }
-    }
-    Ok(Rest::Done)
-}
-
-/// Writes `bufs` inline until done or, with `nowait`, until the file would
-/// wait.
-fn write_inline(
-    fd: BorrowedFd<'_>,
-    mut pos: u64,
-    mut bufs: Vec<DataBuf>,
-    nowait: bool,
-) -> io::Result<Rest> {
-    while tcmu_core::buf::total_len(&bufs) > 0 {
-        match tcmu_core::buf::pwritev(fd, pos, &bufs, nowait) {
             Ok(0) => return Err(no_progress(pos)),
             Ok(n) => {
                 pos += n as u64;
@@ -226,14 +212,10 @@ pub async fn read(
     pos: u64,
     bufs: Vec<DataBuf>,
 ) -> io::Result<()> {
-    let (pos, bufs) = match inline_attempt(policy, &bufs) {
-        None => (pos, bufs),
-        Some(nowait) => match after_inline(policy, read_inline(fd, pos, bufs, nowait)?) {
-            None => return Ok(()),
-            Some(rest) => rest,
-        },
-    };
-    read_at(file, pos, bufs).await
+    match inline_first(policy, Dir::Read, fd, pos, bufs)? {
+        None => Ok(()),
+        Some((pos, bufs)) => read_at(file, pos, bufs).await,
+    }
 }
 
 /// Writes `bufs`, in order, to `file` (descriptor `fd`) at `pos`, inline
@@ -246,14 +228,10 @@ pub async fn write(
     pos: u64,
     bufs: Vec<DataBuf>,
 ) -> io::Result<()> {
-    let (pos, bufs) = match inline_attempt(policy, &bufs) {
-        None => (pos, bufs),
-        Some(nowait) => match after_inline(policy, write_inline(fd, pos, bufs, nowait)?) {
-            None => return Ok(()),
-            Some(rest) => rest,
-        },
-    };
-    write_at(file, pos, bufs).await
+    match inline_first(policy, Dir::Write, fd, pos, bufs)? {
+        None => Ok(()),
+        Some((pos, bufs)) => write_at(file, pos, bufs).await,
+    }
 }
 
 /// Fills `bufs`, in order, from `file` at `pos`; bytes past the end of the
