@@ -19,7 +19,7 @@
 //! `unsafe` is confined to [`mmap`] (the mapping itself) and [`buf`] (the
 //! buffer traits io_uring needs, and slices of the data area for
 //! synchronous vectored I/O), plus, with feature `alloc-count`, the
-//! test-only counting allocator ([`alloc_count`]); every block carries a
+//! test-only counting allocator (module `alloc_count`); every block carries a
 //! `// SAFETY:` note.
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
