@@ -16,8 +16,8 @@ use tcmu_core::netlink::{ControlSocket, DeviceEvent, EventKind, EventSocket, Rec
 use tcmu_core::uio::{self, UioDevice};
 use tcmu_runtime::tcmu_scsi::DeviceParams;
 use tcmu_runtime::{
-    split_dev_config, DeviceConfig, DeviceHandle, DeviceSpec, HandlerFactory, ReconfigRequest,
-    Registry, RingSource, Workers,
+    split_dev_config, take_runner_options, DeviceConfig, DeviceHandle, DeviceSpec, HandlerFactory,
+    ReconfigRequest, Registry, RingSource, Workers,
 };
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{debug, error, info, warn};
@@ -78,7 +78,8 @@ fn device_spec(
     let factory = registry
         .get(&name.subtype)
         .ok_or_else(|| format!("no handler for subtype '{}'", name.subtype))?;
-    factory.check_config(&name.handler_config)?;
+    let (handler_config, options) = take_runner_options(&name.handler_config)?;
+    factory.check_config(&handler_config)?;
     let dir = uio.configfs();
     let cfs = |e: configfs::ConfigfsError| format!("cannot read configfs: {e}");
     let size = dir.dev_size().map_err(cfs)?;
@@ -99,7 +100,7 @@ fn device_spec(
     let spec = DeviceSpec {
         config: DeviceConfig {
             name: name.device.clone(),
-            cfgstring: name.handler_config.clone(),
+            cfgstring: handler_config,
             size,
             block_size,
             write_cache,
@@ -110,6 +111,7 @@ fn device_spec(
             map_size: uio.map_size as usize,
         },
         configfs: Some(dir),
+        options,
     };
     Ok((spec, factory))
 }
@@ -307,13 +309,15 @@ impl Daemon {
         let req = match &ev.reconfig {
             Some(Reconfig::DevSize(n)) => ReconfigRequest::Size(*n),
             Some(Reconfig::WriteCache(on)) => ReconfigRequest::WriteCache(*on),
-            Some(Reconfig::DevConfig(cfg)) => match split_dev_config(cfg.trim_end()) {
-                Ok((_, c)) => ReconfigRequest::Config(c.to_owned()),
-                Err(msg) => {
-                    error!("{}: {msg}", served.label);
-                    return REFUSED;
+            Some(Reconfig::DevConfig(cfg)) => {
+                match split_dev_config(cfg.trim_end()).and_then(|(_, c)| take_runner_options(c)) {
+                    Ok((c, _)) => ReconfigRequest::Config(c),
+                    Err(msg) => {
+                        error!("{}: {msg}", served.label);
+                        return REFUSED;
+                    }
                 }
-            },
+            }
             None => return 0,
         };
         match served.handle.reconfig(req).await {

@@ -84,12 +84,15 @@ impl Registry {
 
     /// Checks a full `dev_config` string (`<subtype>/<cfgstring>`), as
     /// targetcli's CheckConfig passes it.
+    /// The daemon's own options (`;tcmur_cmd_time_out=N`) are checked and
+    /// taken out first, as the handler never sees them.
     pub fn check_dev_config(&self, dev_config: &str) -> Result<(), String> {
         let (subtype, cfg) = split_dev_config(dev_config)?;
         let factory = self
             .get(subtype)
             .ok_or_else(|| format!("no handler for subtype '{subtype}'"))?;
-        factory.check_config(cfg)
+        let (cfg, _) = take_runner_options(cfg)?;
+        factory.check_config(&cfg)
     }
 }
 
@@ -104,6 +107,64 @@ pub fn split_dev_config(dev_config: &str) -> Result<(&str, &str), String> {
     }
 }
 
+/// Options of the daemon itself that ride in a handler's configuration
+/// string, as tcmu-runner's do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunnerOptions {
+    /// `tcmur_cmd_time_out=N`: seconds after which a command still in
+    /// flight is logged (with its CDB), counted as timed out and reported to
+    /// the handler; `Some(0)` turns the check off.
+    pub cmd_time_out: Option<u32>,
+}
+
+/// The key of the per-device command timeout, as tcmu-runner spells it.
+const CMD_TIME_OUT_KEY: &str = "tcmur_cmd_time_out=";
+
+/// Takes the daemon's own options out of a handler's configuration string.
+///
+/// tcmu-runner accepts `;tcmur_cmd_time_out=N` anywhere in the string:
+/// gluster-block appends it (`vol@host/dir/id;tcmur_cmd_time_out=130`), and
+/// it may lead the string (`;tcmur_cmd_time_out=30;/var/disk.img`). The
+/// option and its leading `;` are removed (a leading option takes its
+/// trailing `;` too), so the handler sees `/var/disk.img`; other `;key=value`
+/// parts (`rbd/pool/img;osd_op_timeout=30`) are left to the handler. Unlike
+/// tcmu-runner, which reads the number with `atoi`, a value that is not a
+/// whole number of seconds is refused. The last of repeated options wins.
+pub fn take_runner_options(cfgstring: &str) -> Result<(String, RunnerOptions), String> {
+    let mut rest = cfgstring.to_owned();
+    let mut options = RunnerOptions::default();
+    let mut from = 0;
+    while let Some(found) = rest[from..].find(';') {
+        let semi = from + found;
+        let arg = semi + 1;
+        if !rest[arg..].starts_with(CMD_TIME_OUT_KEY) {
+            from = arg;
+            continue;
+        }
+        let value_start = arg + CMD_TIME_OUT_KEY.len();
+        let value_end = rest[value_start..]
+            .find(';')
+            .map_or(rest.len(), |i| value_start + i);
+        let value = &rest[value_start..value_end];
+        let secs = value.parse::<u32>().map_err(|_| {
+            format!(
+                "invalid tcmur_cmd_time_out '{value}' in '{cfgstring}': expected a whole number of seconds"
+            )
+        })?;
+        options.cmd_time_out = Some(secs);
+        // A leading option goes with both of its `;`; elsewhere the next
+        // part keeps its own separator.
+        let remove_end = if semi == 0 && value_end < rest.len() {
+            value_end + 1
+        } else {
+            value_end
+        };
+        rest.replace_range(semi..remove_end, "");
+        from = semi;
+    }
+    Ok((rest, options))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,5 +175,49 @@ mod tests {
         assert_eq!(split_dev_config("ram/64M").unwrap(), ("ram", "64M"));
         assert!(split_dev_config("noslash").is_err());
         assert!(split_dev_config("/x").is_err());
+    }
+
+    fn take(s: &str) -> (String, Option<u32>) {
+        let (rest, o) = take_runner_options(s).unwrap();
+        (rest, o.cmd_time_out)
+    }
+
+    #[test]
+    fn runner_options_are_taken_out() {
+        assert_eq!(take("/var/disk.img"), ("/var/disk.img".into(), None));
+        assert_eq!(
+            take(";tcmur_cmd_time_out=30;/var/disk.img"),
+            ("/var/disk.img".into(), Some(30))
+        );
+        assert_eq!(
+            take("vol@host/dir/id;tcmur_cmd_time_out=130"),
+            ("vol@host/dir/id".into(), Some(130))
+        );
+        assert_eq!(
+            take("pool/img;tcmur_cmd_time_out=5;osd_op_timeout=30"),
+            ("pool/img;osd_op_timeout=30".into(), Some(5))
+        );
+        assert_eq!(
+            take("pool/img;osd_op_timeout=30"),
+            ("pool/img;osd_op_timeout=30".into(), None)
+        );
+        assert_eq!(
+            take(";tcmur_cmd_time_out=1;;tcmur_cmd_time_out=0"),
+            ("".into(), Some(0))
+        );
+        assert_eq!(take(";tcmur_cmd_time_out=7"), ("".into(), Some(7)));
+    }
+
+    #[test]
+    fn bad_runner_options_are_refused() {
+        for bad in [
+            ";tcmur_cmd_time_out=;/x",
+            ";tcmur_cmd_time_out=-1;/x",
+            "/x;tcmur_cmd_time_out=ten",
+            "/x;tcmur_cmd_time_out=99999999999",
+        ] {
+            let e = take_runner_options(bad).unwrap_err();
+            assert!(e.contains("tcmur_cmd_time_out"), "{bad}: {e}");
+        }
     }
 }

@@ -23,7 +23,10 @@ pub mod stats;
 mod worker;
 
 pub use device::RingSource;
-pub use factory::{split_dev_config, DeviceConfig, Handler, HandlerFactory, Registry};
+pub use factory::{
+    split_dev_config, take_runner_options, DeviceConfig, Handler, HandlerFactory, Registry,
+    RunnerOptions,
+};
 pub use handler::{
     BlockError, BlockHandler, CmdReply, CompareAndWrite, CompareError, CopyOffload, LbaStatus,
     ReconfigRequest, ScsiCmd, Unmap, WriteSame,

@@ -33,6 +33,9 @@ pub struct DeviceSpec {
     /// The device's configfs directory, to read the unit serial number
     /// when an initiator asks for it (targetcli sets it after `enable`).
     pub configfs: Option<tcmu_core::configfs::DeviceDir>,
+    /// The daemon's options from the configuration string
+    /// ([`take_runner_options`](crate::take_runner_options)).
+    pub options: crate::RunnerOptions,
 }
 
 struct OpenRequest {
@@ -198,7 +201,11 @@ async fn open_device(req: OpenRequest) {
         control: tx.clone(),
     });
     let write_cache = spec.config.write_cache || handler.has_write_cache();
-    let cmd_time_out = device::cmd_time_out(spec.configfs.as_ref());
+    let cmd_time_out = match spec.options.cmd_time_out {
+        Some(0) => None,
+        Some(secs) => Some(std::time::Duration::from_secs(u64::from(secs))),
+        None => device::cmd_time_out(spec.configfs.as_ref()),
+    };
     let ctx = Rc::new(DeviceCtx {
         name: name.clone(),
         handler,

@@ -127,6 +127,7 @@ impl Rig {
                 doorbell: dev.doorbell,
             },
             configfs,
+            options: Default::default(),
         };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -104,6 +104,7 @@ impl Rig {
                 doorbell: dev.doorbell,
             },
             configfs: None,
+            options: Default::default(),
         };
         let handle = futures::executor::block_on(workers.open(spec, Arc::new(CountedRam)))
             .expect("open the ram device");
