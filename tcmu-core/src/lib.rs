@@ -44,7 +44,7 @@ pub mod ring;
 pub mod sim;
 pub mod uio;
 
-pub use buf::DataBuf;
+pub use buf::{BufLease, DataBuf};
 pub use doorbell::Doorbell;
 pub use mmap::Mapping;
 pub use ring::{CmdEntry, CommandRing, Completion, Entry, RingError, TmrNotice};
