@@ -479,7 +479,7 @@ fn release_aborted(ctx: &DeviceCtx, ring: &mut CommandRing, st: &mut DeviceState
     for id in freed {
         let Some(dir) = &ctx.configfs else { continue };
         match dir.free_kept_buf(id) {
-            Ok(()) => debug!(device = %ctx.name, "buffer of aborted command {id} freed"),
+            Ok(()) => info!(device = %ctx.name, "kept buffer of aborted command {id} freed"),
             Err(e) => warn!(device = %ctx.name, "cannot free the kept buffer of command {id}: {e}"),
         }
     }
