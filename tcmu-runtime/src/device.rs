@@ -279,12 +279,14 @@ fn arm_timer(
 ) {
     let scan = scan_every.filter(|_| st.inflight > 0);
     let aborted = st.commands.has_aborted();
-    if scan.is_none() && !aborted && close_deadline.is_none() {
-        *timer_at = None;
+    // Armed: it fires soon enough (and, when nothing needs it any more,
+    // once more for nothing) — unless aborted commands need a closer look.
+    // Leaving it armed keeps the clock read and timer reset off the path of
+    // every command at queue depth 1.
+    if timer_at.is_some() && !aborted {
         return;
     }
-    // Armed: keep it unless aborted commands need a closer look.
-    if timer_at.is_some() && !aborted {
+    if scan.is_none() && !aborted && close_deadline.is_none() {
         return;
     }
     let now = tokio::time::Instant::now();
