@@ -19,6 +19,7 @@ use std::mem::offset_of;
 use std::sync::Arc;
 
 use crate::buf::{BufLease, DataBuf};
+use crate::cdb::Cdb;
 use crate::layout::{
     CmdRequest, CmdResponse, EntryHeader, Mailbox, RingIovec, TmrEntry, CMD_ENTRY_SIZE,
     MAILBOX_VERSION, OP_ALIGN_SIZE, OP_CMD, OP_MASK, OP_PAD, OP_TMR, SENSE_BUFFER_SIZE,
@@ -67,7 +68,7 @@ pub struct CmdEntry {
     /// Kernel command id, echoed in the completion.
     pub cmd_id: u16,
     /// The CDB bytes (6 to 260 bytes).
-    pub cdb: Vec<u8>,
+    pub cdb: Cdb,
     /// Data buffers: data-out to read from, or data-in to fill.
     pub data: Vec<DataBuf>,
     /// Data-in buffers of a bidirectional command.
@@ -440,8 +441,7 @@ impl CommandRing {
         if cdb_off + clen > entry_end {
             return Err(corrupt("CDB runs past its entry"));
         }
-        let mut cdb = vec![0u8; clen];
-        self.map.read(cdb_off, &mut cdb)?;
+        let cdb = Cdb::try_filled(clen, |b| self.map.read(cdb_off, b))?;
         Ok(CmdEntry {
             cmd_id,
             cdb,
