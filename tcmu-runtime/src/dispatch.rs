@@ -94,12 +94,17 @@ enum Dir {
     Write,
 }
 
+fn medium_error(dir: Dir) -> Sense {
+    match dir {
+        Dir::Read => Sense::medium_error_read(),
+        Dir::Write => Sense::medium_error_write(),
+    }
+}
+
 fn sense_for(err: &BlockError, dir: Dir) -> Sense {
     match err {
-        BlockError::Io(_) => match dir {
-            Dir::Read => Sense::medium_error_read(),
-            Dir::Write => Sense::medium_error_write(),
-        },
+        BlockError::Io(_) => medium_error(dir),
+        BlockError::IoAt { lba, .. } => medium_error(dir).with_information(*lba),
         BlockError::NotReady(_) => Sense::not_ready(),
         BlockError::Unsupported => Sense::invalid_command_opcode(),
         BlockError::Sense(s) => *s,

@@ -29,6 +29,16 @@ pub enum BlockError {
     /// The backend's I/O failed: MEDIUM ERROR (read or write flavour).
     #[error("I/O error: {0}")]
     Io(#[from] io::Error),
+    /// The backend's I/O failed at a known logical block: MEDIUM ERROR
+    /// (read or write flavour) reporting `lba` in the INFORMATION field.
+    #[error("I/O error at LBA {lba}: {source}")]
+    IoAt {
+        /// The first logical block that could not be read or written.
+        lba: u64,
+        /// What went wrong.
+        #[source]
+        source: io::Error,
+    },
     /// The backend is temporarily unreachable: NOT READY.
     #[error("backend not ready: {0}")]
     NotReady(String),
