@@ -7,7 +7,8 @@ use crate::config::RamConfig;
 use crate::handler::RamHandler;
 
 /// The `ram` handler type: `dev_config=ram/<size>` (or `ram/` for the
-/// device size). Construct with `RamFactory` (a unit struct) or
+/// device size), optionally followed by injected faults
+/// (`ram/64M;fail_read=100-199`, see [`crate::config`]). Construct with `RamFactory` (a unit struct) or
 /// `RamFactory::default()`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RamFactory;
@@ -19,7 +20,10 @@ impl HandlerFactory for RamFactory {
     }
 
     fn cfg_desc(&self) -> &str {
-        "RAM disk size (bytes, or with a K/M/G/T suffix such as 64M); empty for the device size"
+        "RAM disk size (bytes, or with a K/M/G/T suffix such as 64M); empty for the device size. \
+         Test faults may follow, ';'-separated (RANGE = LBA or FIRST-LAST): fail_read=RANGE, \
+         fail_write=RANGE, short_read=RANGE, hang_read=RANGE, hang_write=RANGE, \
+         panic_read=RANGE, panic_write=RANGE, not_ready, delay_ms=N"
     }
 
     fn check_config(&self, cfgstring: &str) -> Result<(), String> {
@@ -43,7 +47,12 @@ impl HandlerFactory for RamFactory {
             None => config.size,
         };
         tracing::debug!(device = %config.name, size, "ram handler: opening");
-        Ok(Box::new(RamHandler::new(size)?))
+        let handler = RamHandler::new(size)?.with_geometry(config.size, config.block_size);
+        handler.check_faults(&parsed.faults)?;
+        if !parsed.faults.is_empty() {
+            tracing::warn!(device = %config.name, "ram handler: injecting faults: {}", parsed.faults);
+        }
+        Ok(Box::new(handler.with_faults(parsed.faults)))
     }
 }
 
@@ -82,6 +91,31 @@ mod tests {
             let msg = f.open(&dev("4K", 1 << 20)).await.err().unwrap();
             assert!(msg.contains("smaller than device ram0"), "{msg}");
             assert!(f.open(&dev("nope", 1 << 20)).await.is_err());
+        });
+    }
+
+    #[test]
+    fn faults_are_checked_and_opened() {
+        let f = RamFactory;
+        assert!(f.cfg_desc().contains("fail_read=RANGE"));
+        assert!(f.check_config("64M;fail_read=0-7;delay_ms=5").is_ok());
+        let msg = f.check_config("64M;fail_read=7-0").unwrap_err();
+        assert!(
+            msg.contains("fail_read=7-0: LAST is smaller than FIRST"),
+            "{msg}"
+        );
+        tokio_uring::start(async {
+            // 2048 blocks of 512 bytes: 2047 is the last.
+            assert!(f.open(&dev(";short_read=2047", 1 << 20)).await.is_ok());
+            let msg = f
+                .open(&dev(";hang_read=2048-4000", 1 << 20))
+                .await
+                .err()
+                .unwrap();
+            assert!(
+                msg.contains("hang_read=2048-4000 starts beyond the device's last block (2047)"),
+                "{msg}"
+            );
         });
     }
 }

@@ -6,19 +6,27 @@
 //! (there are none: every operation is a plain copy), so borrows never
 //! conflict. Commands copy between the store and the ring's data area with
 //! [`DataBuf::copy_from`] / [`DataBuf::copy_to`].
+//!
+//! Injected faults ([`FaultSet`]) are checked before an access touches the
+//! store, so a failed write writes nothing. The only awaits are an injected
+//! delay and an injected hang, both before any borrow: dropping a delayed
+//! or hung command's future at any point (a TMR abort, a timeout) leaves
+//! the store as it was. Short reads change the answer to a READ command,
+//! so they are served from [`BlockHandler::handle_cmd`].
 
-use std::cell::{RefCell, RefMut};
+use std::cell::{Cell, RefCell, RefMut};
 use std::io;
 
 use async_trait::async_trait;
 use tcmu_core::DataBuf;
 use tcmu_runtime::{
-    BlockError, BlockHandler, CompareAndWrite, CompareError, CopyOffload, ReconfigRequest, Unmap,
-    WriteSame,
+    BlockError, BlockHandler, CmdReply, CompareAndWrite, CompareError, CopyOffload,
+    ReconfigRequest, ScsiCmd, Unmap, WriteSame,
 };
-use tcmu_scsi::UnmapParams;
+use tcmu_scsi::{Command, Status, UnmapParams};
 
 use crate::config::RamConfig;
+use crate::faults::{Access, Effect, FaultSet, Verdict};
 use crate::store::Store;
 
 /// A RAM-backed [`BlockHandler`]. Memory is allocated as data is written;
@@ -26,6 +34,13 @@ use crate::store::Store;
 #[derive(Debug)]
 pub struct RamHandler {
     store: RefCell<Store>,
+    /// Logical block size in bytes: the unit of fault ranges and CDBs.
+    block_size: u64,
+    /// The device's size in bytes (the store may be larger).
+    device_size: Cell<u64>,
+    /// The faults injected; replaced whole, never borrowed across an
+    /// `.await`.
+    faults: RefCell<FaultSet>,
 }
 
 /// The buffer holding byte `done` of a list laid end to end, and the
@@ -43,12 +58,46 @@ fn locate(bufs: &[DataBuf], done: usize) -> Option<(&DataBuf, usize)> {
 
 impl RamHandler {
     /// A zero-filled RAM disk of `size` bytes (nothing is allocated until
-    /// written).
+    /// written), for a device of the same size with 512-byte blocks and no
+    /// faults.
     pub fn new(size: u64) -> Result<Self, String> {
         let store = Store::new(size).map_err(|e| format!("ram handler: {e}"))?;
         Ok(Self {
             store: RefCell::new(store),
+            block_size: 512,
+            device_size: Cell::new(size),
+            faults: RefCell::default(),
         })
+    }
+
+    /// The same disk serving a device of `device_size` bytes in
+    /// `block_size`-byte logical blocks.
+    pub fn with_geometry(mut self, device_size: u64, block_size: u32) -> Self {
+        self.device_size.set(device_size);
+        self.block_size = u64::from(block_size.max(1));
+        self
+    }
+
+    /// The same disk injecting `faults`.
+    pub fn with_faults(self, faults: FaultSet) -> Self {
+        self.set_faults(faults);
+        self
+    }
+
+    /// Replaces the injected faults (commands already waiting out a delay
+    /// see the new ones; hung commands stay hung).
+    pub fn set_faults(&self, faults: FaultSet) {
+        if let Ok(mut current) = self.faults.try_borrow_mut() {
+            *current = faults;
+        }
+    }
+
+    /// The faults injected now.
+    pub fn faults(&self) -> FaultSet {
+        self.faults
+            .try_borrow()
+            .map(|f| f.clone())
+            .unwrap_or_default()
     }
 
     /// The current size in bytes.
@@ -68,6 +117,135 @@ impl RamHandler {
     }
 }
 
+impl RamHandler {
+    /// The blocks that bytes `offset..offset + len` touch, as (first,
+    /// count).
+    fn blocks_of(&self, offset: u64, len: u64) -> (u64, u64) {
+        let first = offset / self.block_size;
+        if len == 0 {
+            return (first, 0);
+        }
+        let last = offset.saturating_add(len - 1) / self.block_size;
+        (first, last - first + 1)
+    }
+
+    /// Refuses faults that could never apply to this device.
+    pub(crate) fn check_faults(&self, faults: &FaultSet) -> Result<(), String> {
+        let blocks = self.device_size.get() / self.block_size;
+        match faults.outside(blocks) {
+            Some(f) => Err(format!(
+                "ram handler: {f} starts beyond the device's last block ({})",
+                blocks.saturating_sub(1)
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Carries out the injected faults for an access of `len` bytes at
+    /// byte `offset`, before it touches the store: waits out the delay,
+    /// then lets it proceed (`Ok`), fails it, hangs (never returns) or
+    /// panics. Cancellation-safe: it holds nothing across its awaits.
+    async fn inject(&self, access: Access, offset: u64, len: u64) -> Result<(), BlockError> {
+        let delay = match self.faults.try_borrow() {
+            Ok(f) if f.is_empty() => return Ok(()),
+            Ok(f) => f.delay,
+            Err(_) => None,
+        };
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
+        let (lba, blocks) = self.blocks_of(offset, len);
+        let verdict = self
+            .faults
+            .try_borrow()
+            .map_or(Verdict::Serve, |f| f.for_access(access, lba, blocks));
+        match verdict {
+            Verdict::Serve => Ok(()),
+            Verdict::NotReady => Err(not_ready()),
+            Verdict::Hit { fault, lba } => match fault.effect {
+                Effect::Fail => Err(BlockError::IoAt {
+                    lba,
+                    source: io::Error::other(format!("ram handler: injected fault {fault}")),
+                }),
+                Effect::Hang => {
+                    tracing::debug!("ram handler: injected fault {fault}: LBA {lba} hangs");
+                    std::future::pending().await
+                }
+                // Deliberate: proves that a panicking handler fails only
+                // its own command.
+                Effect::Panic => panic!("ram handler: injected fault {fault}: panic at LBA {lba}"),
+                // Never a verdict for a plain access (see `handle_cmd`).
+                Effect::Short => Ok(()),
+            },
+        }
+    }
+
+    /// Serves a READ command that an injected `short_read` cuts short:
+    /// `None` when none does (the generic layer then serves it, and
+    /// answers commands out of range).
+    async fn short_read(&self, cmd: &ScsiCmd<'_>) -> Option<CmdReply> {
+        let Ok(Command::Read { lba, blocks, .. }) = tcmu_scsi::decode(cmd.cdb) else {
+            return None;
+        };
+        let blocks = u64::from(blocks);
+        let device_blocks = self.device_size.get() / self.block_size;
+        if lba.checked_add(blocks)? > device_blocks {
+            return None;
+        }
+        let (delay, verdict) = {
+            let f = self.faults.try_borrow().ok()?;
+            (f.delay, f.for_read_command(lba, blocks))
+        };
+        let cut = match verdict {
+            Verdict::Hit { fault, lba: cut } if fault.effect == Effect::Short => cut,
+            _ => return None,
+        };
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
+        // Only blocks before the cut: no other fault lies there (the
+        // lowest faulty block decides).
+        let len = usize::try_from((cut - lba).checked_mul(self.block_size)?).ok()?;
+        let len = len.min(tcmu_core::buf::total_len(cmd.data));
+        let copied = self.store.try_borrow().map_err(|_| ()).and_then(|store| {
+            copy_out(&store, lba * self.block_size, len, cmd.data).map_err(|_| ())
+        });
+        Some(match copied {
+            Ok(()) => CmdReply {
+                status: Status::Good,
+                sense: None,
+                data_in_len: u32::try_from(len).ok(),
+            },
+            Err(()) => CmdReply::check(tcmu_scsi::Sense::medium_error_read()),
+        })
+    }
+}
+
+/// NOT READY, as the `not_ready` fault answers.
+fn not_ready() -> BlockError {
+    BlockError::NotReady("ram handler: injected fault not_ready".into())
+}
+
+/// Copies `len` bytes of the store from `offset` into `bufs` laid end to
+/// end.
+fn copy_out(store: &Store, offset: u64, len: usize, bufs: &[DataBuf]) -> io::Result<()> {
+    // Store pieces and buffers are split at different places: copy each
+    // piece across however many buffers it spans.
+    store.read(offset, len as u64, |mut done, mut bytes| {
+        while !bytes.is_empty() {
+            let Some((buf, at)) = locate(bufs, done) else {
+                return;
+            };
+            let n = buf.copy_from(at, bytes);
+            if n == 0 {
+                return;
+            }
+            bytes = &bytes[n..];
+            done += n;
+        }
+    })
+}
+
 fn io_err(e: io::Error) -> BlockError {
     BlockError::Io(io::Error::new(e.kind(), format!("ram handler: {e}")))
 }
@@ -75,30 +253,15 @@ fn io_err(e: io::Error) -> BlockError {
 #[async_trait(?Send)]
 impl BlockHandler for RamHandler {
     async fn read(&self, offset: u64, bufs: Vec<DataBuf>) -> Result<(), BlockError> {
-        let store = self.store()?;
-        let total = tcmu_core::buf::total_len(&bufs) as u64;
-        // Store pieces and buffers are split at different places: copy each
-        // piece across however many buffers it spans.
-        store
-            .read(offset, total, |mut done, mut bytes| {
-                while !bytes.is_empty() {
-                    let Some((buf, at)) = locate(&bufs, done) else {
-                        return;
-                    };
-                    let n = buf.copy_from(at, bytes);
-                    if n == 0 {
-                        return;
-                    }
-                    bytes = &bytes[n..];
-                    done += n;
-                }
-            })
-            .map_err(io_err)
+        let total = tcmu_core::buf::total_len(&bufs);
+        self.inject(Access::Read, offset, total as u64).await?;
+        copy_out(&*self.store()?, offset, total, &bufs).map_err(io_err)
     }
 
     async fn write(&self, offset: u64, bufs: Vec<DataBuf>) -> Result<(), BlockError> {
-        let mut store = self.store()?;
         let total = tcmu_core::buf::total_len(&bufs) as u64;
+        self.inject(Access::Write, offset, total).await?;
+        let mut store = self.store()?;
         store
             .write(offset, total, |mut done, mut bytes| {
                 while !bytes.is_empty() {
@@ -117,7 +280,18 @@ impl BlockHandler for RamHandler {
     }
 
     async fn flush(&self) -> Result<(), BlockError> {
-        Ok(())
+        match self.faults.try_borrow() {
+            Ok(f) if f.not_ready => Err(not_ready()),
+            _ => Ok(()),
+        }
+    }
+
+    async fn handle_cmd(&self, cmd: &ScsiCmd<'_>) -> Option<CmdReply> {
+        // The common case costs one borrow: no short reads injected.
+        if !self.faults.try_borrow().is_ok_and(|f| f.has_short_reads()) {
+            return None;
+        }
+        self.short_read(cmd).await
     }
 
     fn as_unmap(&self) -> Option<&dyn Unmap> {
@@ -144,19 +318,30 @@ impl BlockHandler for RamHandler {
                     .try_borrow_mut()
                     .map_err(|_| "ram handler: store busy".to_owned())?
                     .resize(*size)
-                    .map_err(|e| format!("ram handler: cannot resize to {size} bytes: {e}"))
+                    .map_err(|e| format!("ram handler: cannot resize to {size} bytes: {e}"))?;
+                self.device_size.set(*size);
+                Ok(())
             }
             ReconfigRequest::WriteCache(_) => Ok(()),
             ReconfigRequest::Config(cfg) => {
                 let parsed = RamConfig::parse(cfg).map_err(|e| e.to_string())?;
-                match parsed.size {
-                    Some(size) if size != self.size() => Err(format!(
-                        "ram handler: cannot resize through dev_config ({size} bytes requested, \
-                         {} in use); change dev_size instead",
+                if let Some(size) = parsed.size.filter(|size| *size != self.size()) {
+                    return Err(format!(
+                        "ram handler: cannot resize through dev_config ({size} bytes \
+                         requested, {} in use); change dev_size instead",
                         self.size()
-                    )),
-                    _ => Ok(()),
+                    ));
                 }
+                self.check_faults(&parsed.faults)?;
+                if parsed.faults != self.faults() {
+                    if parsed.faults.is_empty() {
+                        tracing::info!("ram handler: no faults injected any more");
+                    } else {
+                        tracing::warn!("ram handler: injecting faults: {}", parsed.faults);
+                    }
+                }
+                self.set_faults(parsed.faults);
+                Ok(())
             }
         }
     }
@@ -172,6 +357,7 @@ impl BlockHandler for RamHandler {
 #[async_trait(?Send)]
 impl Unmap for RamHandler {
     async fn unmap(&self, offset: u64, len: u64) -> Result<(), BlockError> {
+        self.inject(Access::Write, offset, len).await?;
         self.store()?.zero(offset, len).map_err(io_err)
     }
 
@@ -193,6 +379,7 @@ impl WriteSame for RamHandler {
                 "ram handler: empty WRITE SAME pattern",
             )));
         }
+        self.inject(Access::Write, offset, len).await?;
         let mut store = self.store()?;
         if pattern.iter().all(|&b| b == 0) {
             return store.zero(offset, len).map_err(io_err);
@@ -223,6 +410,8 @@ impl CompareAndWrite for RamHandler {
         compare: &[u8],
         write: Vec<DataBuf>,
     ) -> Result<(), CompareError> {
+        self.inject(Access::Read, offset, compare.len() as u64)
+            .await?;
         let mut current = vec![0u8; compare.len()];
         self.store()?
             .read(offset, compare.len() as u64, |at, bytes| {
@@ -241,6 +430,8 @@ impl CompareAndWrite for RamHandler {
 impl CopyOffload for RamHandler {
     async fn copy(&self, src: u64, dst: u64, len: u64) -> Result<(), BlockError> {
         let n = usize::try_from(len).map_err(|_| io_err(io::ErrorKind::InvalidInput.into()))?;
+        self.inject(Access::Read, src, len).await?;
+        self.inject(Access::Write, dst, len).await?;
         let mut bytes = vec![0u8; n];
         let mut store = self.store()?;
         store
@@ -417,6 +608,246 @@ mod tests {
             // All-zero WRITE SAME frees instead of writing.
             h.write_same(0, 4 * chunk as u64, &[0; 512]).await.unwrap();
             assert_eq!(h.allocated(), 0);
+        });
+    }
+
+    fn with_faults(size: u64, block_size: u32, cfg: &str) -> RamHandler {
+        let faults = RamConfig::parse(cfg).unwrap().faults;
+        RamHandler::new(size)
+            .unwrap()
+            .with_geometry(size, block_size)
+            .with_faults(faults)
+    }
+
+    fn read10(lba: u32, blocks: u16) -> [u8; 10] {
+        let mut cdb = [0x28, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        cdb[2..6].copy_from_slice(&lba.to_be_bytes());
+        cdb[7..9].copy_from_slice(&blocks.to_be_bytes());
+        cdb
+    }
+
+    #[test]
+    fn failed_accesses_report_the_first_bad_block_and_write_nothing() {
+        tokio_uring::start(async {
+            let h = with_faults(1 << 20, 4096, "fail_read=10-11;fail_write=20");
+            let map = Arc::new(Mapping::anonymous(64 << 10).unwrap());
+            map.fill(0, 64 << 10, 0x5a).unwrap();
+            // Blocks 8..16 (4096-byte blocks): the first failing one is 10.
+            let err = h.read(8 * 4096, bufs(&map, &[(0, 32768)])).await;
+            assert!(
+                matches!(err, Err(BlockError::IoAt { lba: 10, .. })),
+                "{err:?}"
+            );
+            let err = h.write(18 * 4096, bufs(&map, &[(0, 16384)])).await;
+            assert!(
+                matches!(err, Err(BlockError::IoAt { lba: 20, .. })),
+                "{err:?}"
+            );
+            assert_eq!(h.allocated(), 0, "a failed write wrote nothing");
+            // Around the ranges everything works; a write to a read-only
+            // fault's range works too.
+            let scratch = Arc::new(Mapping::anonymous(32768).unwrap());
+            h.read(12 * 4096, bufs(&scratch, &[(0, 32768)]))
+                .await
+                .unwrap();
+            h.write(0, bufs(&map, &[(0, 40960)])).await.unwrap();
+            h.write(10 * 4096, bufs(&map, &[(0, 8192)])).await.unwrap();
+            // Every other way in and out is covered too.
+            assert!(matches!(
+                h.unmap(20 * 4096, 4096).await,
+                Err(BlockError::IoAt { lba: 20, .. })
+            ));
+            assert!(matches!(
+                h.write_same(19 * 4096, 8192, &[1; 4096]).await,
+                Err(BlockError::IoAt { lba: 20, .. })
+            ));
+            assert!(matches!(
+                h.copy(10 * 4096, 30 * 4096, 4096).await,
+                Err(BlockError::IoAt { lba: 10, .. })
+            ));
+            assert!(matches!(
+                h.compare_and_write(11 * 4096, &[0; 4096], bufs(&map, &[(0, 4096)]))
+                    .await,
+                Err(CompareError::Block(BlockError::IoAt { lba: 11, .. }))
+            ));
+            // Clearing the faults keeps the data.
+            h.reconfig(&ReconfigRequest::Config(String::new()))
+                .await
+                .unwrap();
+            assert!(h.faults().is_empty());
+            map.fill(0, 16384, 0).unwrap();
+            h.read(8 * 4096, bufs(&map, &[(0, 16384)])).await.unwrap();
+            assert!(gather(&map, 0, 16384).iter().all(|&b| b == 0x5a));
+        });
+    }
+
+    #[test]
+    fn not_ready_answers_reads_writes_and_flushes() {
+        tokio_uring::start(async {
+            let h = with_faults(65536, 512, "not_ready");
+            let map = Arc::new(Mapping::anonymous(4096).unwrap());
+            for r in [
+                h.read(0, bufs(&map, &[(0, 512)])).await,
+                h.write(0, bufs(&map, &[(0, 512)])).await,
+                h.flush().await,
+            ] {
+                assert!(matches!(r, Err(BlockError::NotReady(_))), "{r:?}");
+            }
+        });
+    }
+
+    #[test]
+    fn delays_every_read_and_write() {
+        tokio_uring::start(async {
+            let h = with_faults(65536, 512, "delay_ms=60");
+            let map = Arc::new(Mapping::anonymous(4096).unwrap());
+            let start = std::time::Instant::now();
+            h.write(0, bufs(&map, &[(0, 512)])).await.unwrap();
+            h.read(0, bufs(&map, &[(0, 512)])).await.unwrap();
+            assert!(start.elapsed() >= std::time::Duration::from_millis(120));
+            assert!(h.flush().await.is_ok(), "flush is not delayed");
+        });
+    }
+
+    #[test]
+    fn a_hung_access_stays_pending_and_is_safe_to_drop() {
+        use futures::FutureExt;
+
+        tokio_uring::start(async {
+            let h = with_faults(65536, 512, "hang_read=4;hang_write=6-7;delay_ms=1");
+            let map = Arc::new(Mapping::anonymous(4096).unwrap());
+            map.fill(0, 4096, 0x33).unwrap();
+            let mut read = h.read(0, bufs(&map, &[(0, 4096)]));
+            let mut write = h.write(0, bufs(&map, &[(0, 4096)]));
+            // Past the delay, both reach their hang and stay there.
+            tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+            for _ in 0..3 {
+                assert!((&mut read).now_or_never().is_none());
+                assert!((&mut write).now_or_never().is_none());
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            // Meanwhile other blocks are served.
+            h.write(4096, bufs(&map, &[(0, 4096)])).await.unwrap();
+            drop(read);
+            drop(write);
+            // Dropped: nothing was written, nothing is held.
+            assert_eq!(h.allocated(), 4096 * 256, "only the other write allocated");
+            h.set_faults(FaultSet::default());
+            h.read(0, bufs(&map, &[(0, 4096)])).await.unwrap();
+            assert!(gather(&map, 0, 4096).iter().all(|&b| b == 0));
+        });
+    }
+
+    #[test]
+    fn an_injected_panic_unwinds() {
+        use futures::FutureExt;
+        use std::panic::AssertUnwindSafe;
+
+        tokio_uring::start(async {
+            let h = with_faults(65536, 512, "panic_write=3");
+            let map = Arc::new(Mapping::anonymous(4096).unwrap());
+            let r = AssertUnwindSafe(h.write(1024, bufs(&map, &[(0, 1024)])))
+                .catch_unwind()
+                .await;
+            let msg = r.unwrap_err();
+            let msg = msg.downcast_ref::<String>().unwrap();
+            assert!(msg.contains("panic_write=3: panic at LBA 3"), "{msg}");
+            // The handler is intact afterwards.
+            h.write(0, bufs(&map, &[(0, 1024)])).await.unwrap();
+        });
+    }
+
+    #[test]
+    fn short_reads_answer_read_commands_with_a_residual() {
+        tokio_uring::start(async {
+            let h = with_faults(65536, 512, "short_read=10-19;fail_read=12");
+            let map = Arc::new(Mapping::anonymous(16384).unwrap());
+            let data: Vec<u8> = (0..8192u32).map(|i| (i % 253) as u8).collect();
+            map.write(0, &data).unwrap();
+            h.write(4 * 512, bufs(&map, &[(0, 8192)])).await.unwrap();
+
+            // Blocks 4..20: the first 6 come back.
+            map.fill(0, 16384, 0xee).unwrap();
+            let data_in = bufs(&map, &[(0, 1000), (1000, 7192)]);
+            let cdb = read10(4, 16);
+            let reply = h
+                .handle_cmd(&ScsiCmd {
+                    cdb: &cdb,
+                    data: &data_in,
+                })
+                .await
+                .unwrap();
+            assert_eq!(reply.status, Status::Good);
+            assert_eq!(reply.data_in_len, Some(6 * 512));
+            assert_eq!(gather(&map, 0, 3072), data[..3072]);
+
+            // Starting inside the range: nothing, still GOOD.
+            let cdb = read10(10, 1);
+            let reply = h
+                .handle_cmd(&ScsiCmd {
+                    cdb: &cdb,
+                    data: &data_in[..1],
+                })
+                .await
+                .unwrap();
+            assert_eq!(reply.data_in_len, Some(0));
+
+            // Not touching it, past the end of the device, not a READ:
+            // the generic layer's.
+            for cdb in [read10(0, 10), read10(127, 2)] {
+                let cmd = ScsiCmd {
+                    cdb: &cdb,
+                    data: &data_in,
+                };
+                assert!(h.handle_cmd(&cmd).await.is_none());
+            }
+            let tur = [0u8; 6];
+            let cmd = ScsiCmd {
+                cdb: &tur,
+                data: &[],
+            };
+            assert!(h.handle_cmd(&cmd).await.is_none());
+            // A plain read ignores short reads (it cannot return fewer
+            // bytes) but not the failure inside the range.
+            let err = h.read(10 * 512, bufs(&map, &[(0, 2048)])).await;
+            assert!(
+                matches!(err, Err(BlockError::IoAt { lba: 12, .. })),
+                "{err:?}"
+            );
+        });
+    }
+
+    #[test]
+    fn reconfig_replaces_faults_but_not_the_size() {
+        tokio_uring::start(async {
+            let h = with_faults(65536, 512, "fail_read=1");
+            let err = h
+                .reconfig(&ReconfigRequest::Config("64K;fail_write=128".into()))
+                .await
+                .unwrap_err();
+            assert!(
+                err.contains("fail_write=128 starts beyond the device's last block (127)"),
+                "{err}"
+            );
+            let err = h
+                .reconfig(&ReconfigRequest::Config("fail_writ=1".into()))
+                .await
+                .unwrap_err();
+            assert!(err.contains("unknown option 'fail_writ'"), "{err}");
+            assert_eq!(
+                h.faults().to_string(),
+                "fail_read=1",
+                "refusals change nothing"
+            );
+            h.reconfig(&ReconfigRequest::Config("64K;not_ready".into()))
+                .await
+                .unwrap();
+            assert_eq!(h.faults().to_string(), "not_ready");
+            h.reconfig(&ReconfigRequest::Size(32768)).await.unwrap();
+            assert!(h
+                .reconfig(&ReconfigRequest::Config("fail_read=64".into()))
+                .await
+                .is_err());
         });
     }
 }
