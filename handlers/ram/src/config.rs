@@ -19,7 +19,7 @@
 //! |---|---|
 //! | `fail_read=RANGE` | READ fails: MEDIUM ERROR, UNRECOVERED READ ERROR (03/11/00), INFORMATION = first failing block |
 //! | `fail_write=RANGE` | WRITE fails: MEDIUM ERROR, WRITE ERROR (03/0C/00), INFORMATION = first failing block; nothing is written |
-//! | `short_read=RANGE` | READ returns only the blocks before the range: GOOD with a residual |
+//! | `short_read=RANGE` | READ returns only the blocks before the range: GOOD with a residual; a READ starting inside it: as `fail_read` (TCMU cannot return GOOD with no data) |
 //! | `hang_read=RANGE`, `hang_write=RANGE` | the command never completes on its own |
 //! | `panic_read=RANGE`, `panic_write=RANGE` | the handler panics: HARDWARE ERROR, INTERNAL TARGET FAILURE (04/44/00) for that command only |
 //! | `not_ready` | every read, write and flush: NOT READY, CAUSE NOT REPORTABLE (02/04/00) |

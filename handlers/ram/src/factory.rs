@@ -21,7 +21,7 @@ impl HandlerFactory for RamFactory {
 
     fn cfg_desc(&self) -> &str {
         "RAM disk size (bytes, or with a K/M/G/T suffix such as 64M); empty for the device size. \
-         Test faults may follow, ';'-separated (RANGE = LBA or FIRST-LAST): fail_read=RANGE, \
+         Test faults may follow, each after a semicolon (RANGE = LBA or FIRST-LAST): fail_read=RANGE, \
          fail_write=RANGE, short_read=RANGE, hang_read=RANGE, hang_write=RANGE, \
          panic_read=RANGE, panic_write=RANGE, not_ready, delay_ms=N"
     }

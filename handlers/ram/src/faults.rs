@@ -73,7 +73,9 @@ pub enum Effect {
     /// INFORMATION. A failed write writes nothing.
     Fail,
     /// A READ command returns only the blocks before the range, with GOOD
-    /// status and a residual.
+    /// status and a residual; one that starts inside the range has none to
+    /// return and fails like [`Effect::Fail`] (the kernel ignores a
+    /// residual of the whole transfer).
     Short,
 }
 

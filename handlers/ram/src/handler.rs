@@ -203,6 +203,14 @@ impl RamHandler {
         if let Some(delay) = delay {
             tokio::time::sleep(delay).await;
         }
+        if cut == lba {
+            // No block to return, and a GOOD answer cannot say so: the
+            // kernel ignores a read_len of 0 and would hand the initiator
+            // the whole (zeroed) buffer.
+            return Some(CmdReply::check(
+                tcmu_scsi::Sense::medium_error_read().with_information(lba),
+            ));
+        }
         // Only blocks before the cut: no other fault lies there (the
         // lowest faulty block decides).
         let len = usize::try_from((cut - lba).checked_mul(self.block_size)?).ok()?;
@@ -781,7 +789,8 @@ mod tests {
             assert_eq!(reply.data_in_len, Some(6 * 512));
             assert_eq!(gather(&map, 0, 3072), data[..3072]);
 
-            // Starting inside the range: nothing, still GOOD.
+            // Starting inside the range: no block to return, so MEDIUM
+            // ERROR at its first block.
             let cdb = read10(10, 1);
             let reply = h
                 .handle_cmd(&ScsiCmd {
@@ -790,7 +799,10 @@ mod tests {
                 })
                 .await
                 .unwrap();
-            assert_eq!(reply.data_in_len, Some(0));
+            assert_eq!(
+                reply,
+                CmdReply::check(tcmu_scsi::Sense::medium_error_read().with_information(10))
+            );
 
             // Not touching it, past the end of the device, not a READ:
             // the generic layer's.
