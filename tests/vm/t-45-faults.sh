@@ -19,7 +19,10 @@
 # 3. panic_read / panic_write: HARDWARE ERROR 04/44/00 (INTERNAL TARGET
 #    FAILURE) without INFORMATION; the next READ is served.
 # 4. not_ready: NOT READY 02/04/00 for READ, WRITE, SYNCHRONIZE CACHE.
-# 5. delay_ms: a READ takes at least that long (timed around sg_raw).
+# 5. delay_ms: a READ takes at least that long around sg_raw, and the
+#    daemon's latency histogram (the metrics file) has it in its 1-10 s
+#    bucket (sg_raw's own run time under TCG varies by seconds).
+#    A malformed fault in a new dev_config is refused, named in the log.
 # 6. No faults any more: the blocks read back what was written before the
 #    faults (the failed and panicked writes wrote nothing).
 # A hung command is not tested here: the sd driver's error handling would
@@ -28,6 +31,10 @@
 source "$(dirname "$0")/lib.sh"
 
 load_modules
+# The metrics file, rewritten every second, gives the daemon's own
+# per-command latency (sg_raw's run time under TCG varies by seconds).
+METRICS=$WORK/metrics.prom
+printf 'metrics_file = %s\nmetrics_interval = 1\n' "$METRICS" >"$WORK/tcmu.conf"
 daemon_start
 
 size0=$((16 << 20))
@@ -146,6 +153,15 @@ expect "WRITE 1041+1 at panic_write" "CHECK 4/44/00 valid=0 info=0" \
 assert_grep 'handler panicked during read' "$(daemon_log)" "the daemon's log of the panic"
 daemon_alive || fail "the daemon died after the injected panics"
 
+# A malformed fault is refused (the write fails) and the log names it.
+rc=0
+write_timeout 20 "$BS0/attrib/dev_config" "ram/;fail_read=1019-1010" || rc=$?
+[[ $rc -ne 124 ]] || fail "writing a malformed dev_config hung"
+[[ $rc -ne 0 ]] || fail "dev_config with fail_read=1019-1010 was accepted"
+assert_grep 'f0: reconfiguration refused: ram handler: fail_read=1019-1010: LAST is smaller than FIRST' \
+    "$(daemon_log)" "the daemon's log of the refused faults"
+log "dev_config with fail_read=1019-1010 refused"
+
 # --- 4: not ready
 set_faults "ram/;not_ready"
 expect "READ when not_ready" "CHECK 2/04/00 valid=0 info=0" \
@@ -156,6 +172,24 @@ expect "SYNCHRONIZE CACHE when not_ready" "CHECK 2/04/00 valid=0 info=0" \
     "$SG0" 35 00 00 00 00 00 00 00 00 00
 
 # --- 5: delay
+# slow_commands: how many of f0's commands took the daemon over 1 s (its
+# latency histogram, buckets le="1" and le="10"), from a metrics file
+# rendered after this call began (the second rewrite from now).
+slow_commands() {
+    local changes=0 deadline=$((SECONDS + 20)) ino now
+    ino=$(stat -c %i "$METRICS" 2>/dev/null || echo none)
+    while ((changes < 2)); do
+        ((SECONDS < deadline)) || fail "$METRICS was not rewritten twice within 20s"
+        sleep 0.2
+        now=$(stat -c %i "$METRICS" 2>/dev/null || echo none)
+        [[ $now == "$ino" ]] || { ino=$now; changes=$((changes + 1)); }
+    done
+    cp "$METRICS" "$WORK/metrics.txt"
+    awk -v pfx='tcmu_command_latency_seconds_bucket{device="user_1/f0",' '
+        index($0, pfx) == 1 && /,le="1"\}/ { one = $NF; n++ }
+        index($0, pfx) == 1 && /,le="10"\}/ { ten = $NF; n++ }
+        END { if (n == 2) print ten - one; else print "absent" }' "$WORK/metrics.txt"
+}
 # timed_read: one READ of LBA 1000 through sg_raw; sets READ_MS to the
 # milliseconds it took.
 timed_read() {
@@ -167,11 +201,15 @@ timed_read() {
 set_faults "ram/"
 timed_read
 plain=$READ_MS
+slow_before=$(slow_commands)
+[[ $slow_before =~ ^[0-9]+$ ]] || fail "no latency histogram of user_1/f0 in $METRICS"
 set_faults "ram/;delay_ms=3000"
 timed_read
 took=$READ_MS
 ((took >= 3000)) || fail "a READ with delay_ms=3000 took ${took} ms"
 log "a READ took ${took} ms with delay_ms=3000, ${plain} ms without (sg_raw under TCG)"
+assert_eq "$(slow_commands)" $((slow_before + 1)) "f0's commands that took the daemon 1-10 s, after the delayed READ"
+log "the daemon's latency histogram has the delayed READ in its 1-10 s bucket"
 
 # --- 6: faults gone, data kept
 set_faults "ram/"
