@@ -95,6 +95,28 @@ mod tests {
     }
 
     #[test]
+    fn the_daemons_own_options_ride_along() {
+        // tcmu-runner's `;tcmur_cmd_time_out=N` shares the separator; the
+        // registry takes it out before the handler parses the rest.
+        let mut registry = tcmu_runtime::Registry::default();
+        registry.register(std::sync::Arc::new(RamFactory));
+        for dev_config in [
+            "ram/;tcmur_cmd_time_out=30;fail_read=1-2",
+            "ram/64M;tcmur_cmd_time_out=5;not_ready",
+            "ram/;fail_write=3;tcmur_cmd_time_out=5",
+        ] {
+            assert!(
+                registry.check_dev_config(dev_config).is_ok(),
+                "{dev_config}"
+            );
+        }
+        let msg = registry
+            .check_dev_config("ram/;tcmur_cmd_time_out=30;fail_read=2-1")
+            .unwrap_err();
+        assert!(msg.contains("fail_read=2-1"), "{msg}");
+    }
+
+    #[test]
     fn faults_are_checked_and_opened() {
         let f = RamFactory;
         assert!(f.cfg_desc().contains("fail_read=RANGE"));

@@ -47,6 +47,7 @@ impl Lun {
                 doorbell: dev.doorbell,
             },
             configfs: None,
+            options: Default::default(),
         };
         let handle = futures::executor::block_on(workers.open(spec, Arc::new(RamFactory)))
             .unwrap_or_else(|e| panic!("open {name} ({cfgstring}): {e}"));
@@ -135,12 +136,6 @@ impl Rig {
             faulty,
             clean,
         }
-    }
-
-    /// Leaves the devices and their worker running: a device with a hung
-    /// command in flight cannot close (until TMR aborts exist).
-    fn abandon(mut self) {
-        std::mem::forget(self.workers.take());
     }
 }
 
@@ -414,7 +409,27 @@ fn a_hung_command_stays_pending_while_others_complete() {
     rig.faulty.reconfig("").unwrap();
     rig.faulty.round_trip(505, 5);
     assert_eq!(rig.faulty.kernel.inflight(), 2);
-    rig.abandon();
+    // ABORT TASK drops their futures: TASK ABORTED, and the hung write
+    // wrote nothing (blocks 596-600; 601 on were written above).
+    rig.faulty
+        .kernel
+        .post_tmr(tcmu_core::layout::tmr::ABORT_TASK, &[hung_read, hung_write])
+        .unwrap();
+    rig.faulty.kernel.notify().unwrap();
+    let mut aborted: Vec<(u16, u8)> = rig
+        .faulty
+        .collect(2)
+        .iter()
+        .map(|c| (c.cmd_id, c.status))
+        .collect();
+    aborted.sort_unstable();
+    let mut want = vec![(hung_read, 0x40), (hung_write, 0x40)];
+    want.sort_unstable();
+    assert_eq!(aborted, want, "TASK ABORTED for both");
+    let c = rig.faulty.read(596, 5);
+    assert_eq!(c.status, 0);
+    assert!(c.data_in.iter().all(|&b| b == 0), "the aborted write wrote");
+    rig.clean.round_trip(505, 6);
 }
 
 #[test]
