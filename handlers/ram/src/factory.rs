@@ -47,7 +47,9 @@ impl HandlerFactory for RamFactory {
             None => config.size,
         };
         tracing::debug!(device = %config.name, size, "ram handler: opening");
-        let handler = RamHandler::new(size)?.with_geometry(config.size, config.block_size);
+        let handler = RamHandler::new(size)?
+            .named(&config.name)
+            .with_geometry(config.size, config.block_size);
         handler.check_faults(&parsed.faults)?;
         if !parsed.faults.is_empty() {
             tracing::warn!(device = %config.name, "ram handler: injecting faults: {}", parsed.faults);

@@ -34,6 +34,8 @@ use crate::store::Store;
 #[derive(Debug)]
 pub struct RamHandler {
     store: RefCell<Store>,
+    /// The device's name, for logs.
+    name: String,
     /// Logical block size in bytes: the unit of fault ranges and CDBs.
     block_size: u64,
     /// The device's size in bytes (the store may be larger).
@@ -64,6 +66,7 @@ impl RamHandler {
         let store = Store::new(size).map_err(|e| format!("ram handler: {e}"))?;
         Ok(Self {
             store: RefCell::new(store),
+            name: String::new(),
             block_size: 512,
             device_size: Cell::new(size),
             faults: RefCell::default(),
@@ -75,6 +78,12 @@ impl RamHandler {
     pub fn with_geometry(mut self, device_size: u64, block_size: u32) -> Self {
         self.device_size.set(device_size);
         self.block_size = u64::from(block_size.max(1));
+        self
+    }
+
+    /// The same disk, logging as device `name`.
+    pub fn named(mut self, name: &str) -> Self {
+        self.name = name.to_owned();
         self
     }
 
@@ -168,7 +177,7 @@ impl RamHandler {
                     source: io::Error::other(format!("ram handler: injected fault {fault}")),
                 }),
                 Effect::Hang => {
-                    tracing::debug!("ram handler: injected fault {fault}: LBA {lba} hangs");
+                    tracing::debug!(device = %self.name, "ram handler: injected fault {fault}: LBA {lba} hangs");
                     std::future::pending().await
                 }
                 // Deliberate: proves that a panicking handler fails only
@@ -321,7 +330,7 @@ impl BlockHandler for RamHandler {
     async fn reconfig(&self, change: &ReconfigRequest) -> Result<(), String> {
         match change {
             ReconfigRequest::Size(size) => {
-                tracing::info!(size, "ram handler: resizing");
+                tracing::info!(device = %self.name, size, "ram handler: resizing");
                 self.store
                     .try_borrow_mut()
                     .map_err(|_| "ram handler: store busy".to_owned())?
@@ -343,9 +352,9 @@ impl BlockHandler for RamHandler {
                 self.check_faults(&parsed.faults)?;
                 if parsed.faults != self.faults() {
                     if parsed.faults.is_empty() {
-                        tracing::info!("ram handler: no faults injected any more");
+                        tracing::info!(device = %self.name, "ram handler: no faults injected any more");
                     } else {
-                        tracing::warn!("ram handler: injecting faults: {}", parsed.faults);
+                        tracing::warn!(device = %self.name, "ram handler: injecting faults: {}", parsed.faults);
                     }
                 }
                 self.set_faults(parsed.faults);
