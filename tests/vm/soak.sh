@@ -46,7 +46,7 @@ write_summary() {
         echo "rounds: kill9=${ROUNDS[kill9]} sigterm=${ROUNDS[term]} takeover=${ROUNDS[takeover]} resize=${ROUNDS[resize]} spare_remove_readd=${ROUNDS[spare]}"
         echo "fio_runs=$FIO_RUNS fio_errors=$FIO_ERRS verify_errors=$VERIFY_ERRS"
         echo "blocked_for_more_than=$HUNG"
-        echo "max_recovery_pause_ms=$MAX_RECOVERY_MS (kill -9 / SIGTERM to every disk serving I/O again, or to the new daemon's ready when fio was between runs)"
+        echo "max_recovery_pause_ms=$MAX_RECOVERY_MS (kill -9 / SIGTERM to the new daemon's ready)"
         echo "max_fio_completion_ms=$FIO_CLAT_MS (longest any I/O waited, over all runs)"
         echo "max_takeover_pause_ms=$MAX_TAKEOVER_MS (old daemon blocks to new daemon ready)"
     } >"$SUMMARY"
@@ -93,22 +93,15 @@ fio_loop_bg s3 "${DEVS[3]}" 30 --rw=write --bs=128k --iodepth=4
 PIDS+=($FIO_PID)
 log "fio on ${DEVS[*]} for $MINUTES minute(s); an event every ${EVENT_SECS}s"
 
-# fio_runs_started: fio runs begun so far on the 4 disks (each has its .out).
-shopt -s nullglob
-fio_runs_started() {
-    local outs=("$WORK"/s[0-3].*.out)
-    FIO_STARTED=${#outs[@]}
-}
-
-# restart KIND: kill -9 or SIGTERM the daemon, start a new one, measure
-# the time until every disk serves I/O again (builtins only on the timed
-# path). When a fio run ended meanwhile (its disk idles until the next one
-# has started, seconds under TCG) the new daemon's "ready" times it.
+# restart KIND: kill -9 or SIGTERM the daemon and start a new one; the
+# recovery is the time from the kill to the new daemon's "ready" (from its
+# log); the disks must serve I/O again within 30 s. (Timing the disks'
+# progress instead measures fio: a run that ends or starts around a kill
+# leaves its disk idle for seconds under TCG; fio's own longest completion
+# is in the summary.)
 restart() {
-    local t0 ms old=$DAEMON_PID rc=0 before ready how="every disk served again"
+    local t0 ms old=$DAEMON_PID rc=0 ready
     log_mark
-    fio_runs_started
-    before=$FIO_STARTED
     DAEMON_PID=
     t0=${EPOCHREALTIME/./}
     if [[ $1 == kill9 ]]; then
@@ -121,15 +114,10 @@ restart() {
     io_snapshot "${DISKS[@]}"
     daemon_launch
     wait_io_moved 30
-    ms=$(ms_since "$t0")
-    fio_runs_started
     ready=$(daemon_ready_since_mark)
-    if ((FIO_STARTED != before)); then
-        ms=$((($(log_line_us "$ready") - t0) / 1000))
-        how="daemon ready (a fio run restarted meanwhile)"
-    fi
+    ms=$((($(log_line_us "$ready") - t0) / 1000))
     ((ms > MAX_RECOVERY_MS)) && MAX_RECOVERY_MS=$ms
-    log "$1: $how after ${ms} ms"
+    log "$1: new daemon ready ${ms} ms after the kill; every disk served again"
 }
 
 takeover() {
