@@ -157,6 +157,13 @@ fio_loop_bg() {
     FIO_PID=$!
 }
 
+# fio_loop_stop NAME...: ask fio loops to stop after their current run
+# (fio_loop_wait does it too; stopping them all first saves waiting).
+fio_loop_stop() {
+    local n
+    for n in "$@"; do touch "$WORK/$n.stop"; done
+}
+
 # fio_loop_wait NAME PID: stop a fio_loop_bg after its current run and
 # check every run: exit status 0, no errors, data verified. Sets
 # FIO_LOOP_RUNS and FIO_LOOP_CLAT_MS (longest completion of all runs).

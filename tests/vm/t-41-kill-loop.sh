@@ -15,9 +15,10 @@
 # daemon's first line and to its "ready". A command
 # that sits in the ring of a dead daemon is failed by the kernel after
 # attrib/cmd_time_out (30 s) and the sd driver aborts it after its own
-# timeout (30 s): every recovery must stay below both, which the test
-# asserts with a margin (20 s, MAX_RECOVERY_MS; typically well under 2 s,
-# more on a loaded host).
+# timeout (30 s): every recovery (kill to the new daemon's ready, the
+# supervisor's delay excluded) must stay below both, which the test asserts
+# with a margin (20 s, MAX_RECOVERY_MS; typically under 1 s), and no I/O
+# may take a third of the sd timeout (fio's longest completion latency).
 
 source "$(dirname "$0")/lib.sh"
 source "$REPO_DIR/tests/vm/restart-lib.sh"
@@ -62,12 +63,20 @@ sleep 4
 REPORT=$WORK/kill-loop.txt
 printf 'round\tkind\tdelay_s\tkill_to_gone_ms\tkill_to_new_daemon_log_ms\tkill_to_ready_ms\tkill_to_served_ms\n' >"$REPORT"
 max_ms=0
+shopt -s nullglob
+# fio_runs_started: fio runs begun so far on both disks (each has its .out).
+fio_runs_started() {
+    local outs=("$WORK"/k0.*.out "$WORK"/k1.*.out)
+    FIO_STARTED=${#outs[@]}
+}
 for i in "${!KINDS[@]}"; do
     nap "${GAPS[i]}"
     kill -0 "$FIO0" 2>/dev/null && kill -0 "$FIO1" 2>/dev/null ||
         fail "fio failed before round $((i + 1)) (see k0.*.out, k1.*.out)"
     kind=${KINDS[i]}
     log_mark
+    fio_runs_started
+    runs_before=$FIO_STARTED
     old=$DAEMON_PID
     DAEMON_PID=
     t0=${EPOCHREALTIME/./}
@@ -96,16 +105,34 @@ for i in "${!KINDS[@]}"; do
     daemon_launch
     wait_io_moved $((MAX_RECOVERY_MS / 1000 + 10))
     served_ms=$(ms_since "$t0")
+    fio_runs_started
+    # A fio run that ended around the kill leaves the disk idle until the
+    # next one has started (seconds, under TCG): then the disks' progress
+    # does not time the recovery, the daemon's "ready" does.
+    FIO_BOUNDARY[i]=$((FIO_STARTED != runs_before))
     # The daemon's own times come from its log after the rounds (reading
     # it starts processes, slow while fio runs).
-    MARKS[i]=$LOG_MARK T0S[i]=$t0 ROW[i]="$((i + 1))	$kind	$delay_s	$gone_ms"
+    MARKS[i]=$LOG_MARK
+    T0S[i]=$t0
+    ROW[i]="$((i + 1))	$kind	$delay_s	$gone_ms"
     SERVED[i]=$served_ms
-    log "round $((i + 1)) ($kind, restart after ${delay_s}s): old daemon gone after ${gone_ms} ms, both disks served again after ${served_ms} ms"
-    # The deliberate delay is the supervisor's, not the recovery's.
-    ((served_ms - delay_ms <= MAX_RECOVERY_MS)) || fail "round $((i + 1)): recovery took $((served_ms - delay_ms)) ms (limit $MAX_RECOVERY_MS)"
-    ((served_ms - delay_ms > max_ms)) && max_ms=$((served_ms - delay_ms))
+    DELAY[i]=$delay_ms
+    note=
+    ((FIO_BOUNDARY[i])) && note=" (a new fio run started meanwhile)"
+    log "round $((i + 1)) ($kind, restart after ${delay_s}s): old daemon gone after ${gone_ms} ms, both disks served again after ${served_ms} ms$note"
 done
-log "all ${#KINDS[@]} rounds done; longest recovery (kill to both disks served, supervisor delay excluded): ${max_ms} ms"
+log "all ${#KINDS[@]} rounds done"
+fio_loop_stop k0 k1
+for n in k0 k1; do
+    pid=$FIO0
+    [[ $n == k1 ]] && pid=$FIO1
+    fio_loop_wait "$n" "$pid"
+    clat=$FIO_LOOP_CLAT_MS
+    echo "fio_${n}_runs=$FIO_LOOP_RUNS fio_${n}_clat_max_ms=$clat" >>"$REPORT"
+    # The longest any I/O waited, kills included: well inside the sd
+    # timeout, so no command is aborted (a third of it as the margin).
+    ((clat < sd_timeout * 1000 / 3)) || fail "fio $n: an I/O took ${clat} ms (limit a third of the ${sd_timeout}s sd timeout)"
+done
 for i in "${!KINDS[@]}"; do
     LOG_MARK=${MARKS[i]}
     start_ms=-1 ready_ms=-1
@@ -114,18 +141,20 @@ for i in "${!KINDS[@]}"; do
     ready=$(log_since | grep -m1 'tcmu-runner ready' || true)
     [[ -n $ready ]] || fail "round $((i + 1)): no daemon logged ready"
     ready_ms=$((($(log_line_us "$ready") - T0S[i]) / 1000))
-    printf '%b\t%d\t%d\t%d\n' "${ROW[i]}" "$start_ms" "$ready_ms" "${SERVED[i]}" >>"$REPORT"
+    printf '%b\t%d\t%d\t%d%s\n' "${ROW[i]}" "$start_ms" "$ready_ms" "${SERVED[i]}" \
+        "$( ((FIO_BOUNDARY[i])) && echo ' (fio restarted)')" >>"$REPORT"
+    # Recovery: kill to the new daemon's ready (both devices unblocked);
+    # the deliberate delay is the supervisor's, not the recovery's. The
+    # disks' progress is reported, not judged: a fio run that ends or
+    # starts around a kill leaves its disk idle for seconds under TCG
+    # (fio's own latencies, judged above, show no I/O waited that long).
+    rec=$((ready_ms - DELAY[i]))
+    ((rec <= MAX_RECOVERY_MS)) || fail "round $((i + 1)): recovery took $rec ms (limit $MAX_RECOVERY_MS)"
+    ((rec > max_ms)) && max_ms=$rec
 done
+log "longest recovery (kill to the new daemon ready, supervisor delay excluded): ${max_ms} ms"
 echo "max_recovery_ms=$max_ms" >>"$REPORT"
 
-for n in k0 k1; do
-    pid=$FIO0
-    [[ $n == k1 ]] && pid=$FIO1
-    fio_loop_wait "$n" "$pid"
-    clat=$FIO_LOOP_CLAT_MS
-    echo "fio_${n}_runs=$FIO_LOOP_RUNS fio_${n}_clat_max_ms=$clat" >>"$REPORT"
-    ((clat < sd_timeout * 1000)) || fail "fio $n: an I/O took ${clat} ms, past the sd timeout"
-done
 daemon_alive || fail "the daemon died"
 dmesg_check "$WORK/kill-loop.dmesg.txt" "${DISKS[@]}"
 
