@@ -125,13 +125,15 @@ remove_luns() {
 }
 
 # own_threads: the daemon's threads without tokio's blocking pool
-# ("tokio-runtime-w"): that pool grows and shrinks with use (the metrics
-# writer uses it every 5 s, its threads idle out after 10 s), 8 or 9 seen.
+# ("tokio-runtime-w": it grows and shrinks with use, its threads idle out
+# after 10 s) and io_uring's kernel workers ("iou-wrk-*", "iou-sqp-*",
+# created and ended by the kernel as blocking I/O comes and goes): 8 or 9
+# seen without these exclusions.
 own_threads() {
     local c n=0
     for c in /proc/"$DAEMON_PID"/task/*/comm; do
         read -r c <"$c" || continue
-        [[ $c == tokio-runtime-w ]] || n=$((n + 1))
+        [[ $c == tokio-runtime-w || $c == iou-* ]] || n=$((n + 1))
     done
     echo "$n"
 }
