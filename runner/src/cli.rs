@@ -1,6 +1,6 @@
 //! Command-line flags: tcmu-runner 1.5.4's (`-d`, `-l`, `-f`,
 //! `--handler-path`, `-V`, `-h`, same short and long names), plus a few of
-//! ours (`--config`, `--workers`, `--lock-file`).
+//! ours (`--config`, `--workers`, `--lock-file`, `--takeover`).
 //!
 //! Differences from tcmu-runner: `-V` and `-h` exit 0 (tcmu-runner exits 1
 //! after printing); `-V` prints to stdout.
@@ -56,6 +56,14 @@ pub struct Cli {
         default_value = "/run/tcmu-runner.lock"
     )]
     pub lock_file: PathBuf,
+
+    /// Take over from a running tcmu-runner (graceful upgrade; tcmu-rs
+    /// extension): ask it (SIGUSR2) to pause its devices, finish the
+    /// commands in flight and exit, then serve the devices in its place.
+    /// I/O pauses for well under a second and is not failed. Waits at most
+    /// 30 s for the running daemon; starts normally when none runs.
+    #[arg(long = "takeover")]
+    pub takeover: bool,
 }
 
 #[cfg(test)]
@@ -87,7 +95,13 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.log_dir, Some(PathBuf::from("/y")));
+        assert!(!c.takeover);
         assert!(Cli::try_parse_from(["tcmu-runner", "-f", "10"]).is_err());
+        assert!(
+            Cli::try_parse_from(["tcmu-runner", "--takeover"])
+                .unwrap()
+                .takeover
+        );
     }
 
     #[test]
@@ -104,6 +118,7 @@ mod tests {
         }
         let help = Cli::command().render_long_help().to_string();
         assert!(help.contains("--tcmu-log-dir"));
+        assert!(help.contains("--takeover"));
         Cli::command().debug_assert();
     }
 }

@@ -1,5 +1,6 @@
 //! The control loop: attach to existing devices, then serve the kernel's
-//! netlink device events until SIGTERM/SIGINT.
+//! netlink device events until SIGTERM/SIGINT, or until SIGUSR2 asks this
+//! daemon to hand its devices over to a successor (see [`crate::takeover`]).
 //!
 //! Every event the kernel sends gets a `*_DONE` reply, success or not: once
 //! this daemon has told the kernel it replies (SET_FEATURES), the kernel
@@ -19,6 +20,7 @@ use tcmu_runtime::{
     split_dev_config, take_runner_options, DeviceConfig, DeviceHandle, DeviceSpec, HandlerFactory,
     ReconfigRequest, Registry, RingSource, Workers,
 };
+use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{debug, error, info, warn};
 
@@ -27,6 +29,8 @@ struct Served {
     handle: DeviceHandle,
     /// `<hba>/<device>`, for logs.
     label: String,
+    /// Its configfs directory (to block it at a hand-over).
+    dir: DeviceDir,
 }
 
 /// The daemon's state on the control thread.
@@ -172,6 +176,7 @@ impl Daemon {
             Served {
                 handle,
                 label: label(uio),
+                dir: uio.configfs(),
             },
         );
         Ok(())
@@ -234,8 +239,10 @@ impl Daemon {
             Err(msg) => error!("{what}: cannot serve device: {msg}"),
         }
         if configured {
-            if let Err(e) = dir.block_dev(false) {
-                warn!("{what}: cannot unblock the device: {e}");
+            match dir.block_dev(false) {
+                // The end of a take-over's pause (tests measure it here).
+                Ok(()) => debug!("{what}: unblocked"),
+                Err(e) => warn!("{what}: cannot unblock the device: {e}"),
             }
         } else {
             match dir.dev_index() {
@@ -329,6 +336,76 @@ impl Daemon {
         }
     }
 
+    /// Reads and handles every event already queued on `events`, without
+    /// waiting for more.
+    async fn drain_events(&mut self, events: &mut AsyncFd<EventSocket>) {
+        loop {
+            match events.get_mut().recv() {
+                Ok(evs) => {
+                    for ev in evs {
+                        self.handle_event(ev).await;
+                    }
+                }
+                Err(e) if e.is_would_block() => return,
+                Err(e) if e.is_overrun() => {
+                    warn!("netlink events were lost; rescanning devices");
+                    self.recover_all().await;
+                }
+                Err(e) => {
+                    if let Some(id) = e.pending_device_id() {
+                        self.reply(EventKind::Added, id, REFUSED, "malformed event");
+                    }
+                    error!("bad netlink message: {e}");
+                }
+            }
+        }
+    }
+
+    /// Hands every device over to a successor (SIGUSR2, see
+    /// [`crate::takeover`]) and stops.
+    ///
+    /// Replies are switched off first, then the events already sent are
+    /// answered: the kernel waits for a reply only to an event it sent
+    /// while replies were on, and each of those is in `events` by now. So
+    /// no `enable`/`rmdir` waits on this daemon once it is gone; one made
+    /// in the gap before the successor starts returns at once and the
+    /// successor finds the device at its scan. Then every device is
+    /// blocked (new commands are answered BUSY and retried by the
+    /// initiator), the commands in flight finish, the handlers close. The
+    /// devices stay blocked: the successor resets their rings (empty but
+    /// for entries never started, which the reset answers BUSY) and
+    /// unblocks them.
+    pub async fn hand_over(mut self, events: &mut AsyncFd<EventSocket>) {
+        if let Err(e) = self.control.set_features(false) {
+            warn!("hand-over: cannot tell the kernel to stop waiting for replies: {e}");
+        }
+        self.drain_events(events).await;
+        let start = std::time::Instant::now();
+        for s in self.devices.values() {
+            if let Err(e) = s.dir.block_dev(true) {
+                warn!(
+                    "{}: cannot block the device for the hand-over: {e}",
+                    s.label
+                );
+            }
+        }
+        info!(
+            "hand-over: {} device(s) blocked; finishing the commands in flight",
+            self.devices.len()
+        );
+        // A doorbell rung just before the block still reaches the device
+        // tasks: let them read those entries before they are told to close.
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        let devices: Vec<Served> = self.devices.drain().map(|(_, s)| s).collect();
+        futures::future::join_all(devices.iter().map(|s| s.handle.close())).await;
+        info!(
+            "hand-over: {} device(s) closed {} ms after blocking them; left blocked for the successor",
+            devices.len(),
+            start.elapsed().as_millis()
+        );
+        self.workers.shutdown();
+    }
+
     /// Closes every device (waiting for commands in flight), tells the
     /// kernel not to wait for replies any more, and stops the workers.
     pub async fn shutdown(mut self) {
@@ -355,6 +432,8 @@ pub async fn run(
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
+    let mut usr2 = signal(SignalKind::user_defined2())?;
+    let mut handing_over = false;
     let (mut daemon, events) = Daemon::connect(registry, workers, table, external)?;
     let mut events = tcmu_core::reactor::register_readable(events)?;
     daemon.recover_all().await;
@@ -368,6 +447,11 @@ pub async fn run(
         tokio::select! {
             _ = term.recv() => { info!("SIGTERM: shutting down"); break; }
             _ = int.recv() => { info!("SIGINT: shutting down"); break; }
+            _ = usr2.recv() => {
+                info!("SIGUSR2: handing the devices over to a successor");
+                handing_over = true;
+                break;
+            }
             _ = hup.recv() => match crate::logging::reopen() {
                 Ok(()) => info!("SIGHUP: log file reopened"),
                 Err(e) => error!("SIGHUP: cannot reopen the log file: {e}"),
@@ -399,6 +483,11 @@ pub async fn run(
                 }
             }
         }
+    }
+    if handing_over {
+        daemon.hand_over(&mut events).await;
+        info!("tcmu-runner stopped (handed over)");
+        return Ok(());
     }
     daemon.shutdown().await;
     info!("tcmu-runner stopped");

@@ -1,9 +1,11 @@
 //! `tcmu-runner`: the tcmu-rs daemon, a drop-in for the C tcmu-runner.
 //!
 //! Start-up: parse flags, read tcmu.conf ([`conf`]), set up logging, start
-//! watching tcmu.conf for changes ([`start_config`]), take the single-instance lock,
-//! raise the open-files limit, start the worker threads, then hand over to
-//! the control loop in [`daemon`] on a current-thread tokio runtime.
+//! watching tcmu.conf for changes ([`start_config`]), start the worker
+//! threads, take the single-instance lock (with `--takeover`, after asking
+//! the running daemon to hand over: see [`takeover`]), raise the open-files
+//! limit, then hand over to the control loop in [`daemon`] on a
+//! current-thread tokio runtime.
 #![forbid(unsafe_code)]
 
 mod cli;
@@ -15,6 +17,7 @@ mod handlers;
 mod lock;
 mod logging;
 mod metrics;
+mod takeover;
 
 use clap::Parser;
 use tokio::sync::watch;
@@ -98,7 +101,20 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(cli: &cli::Cli, mut conf: watch::Receiver<conf::Settings>) -> anyhow::Result<()> {
-    let _lock = lock::acquire(&cli.lock_file)?;
+    let registry = handlers::registry();
+    let count = cli.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    // Workers first: a successor (--takeover) does its slow start-up
+    // before the running daemon pauses the devices.
+    let workers = tcmu_runtime::Workers::start(count)?;
+    let _lock = if cli.takeover {
+        takeover::take_over(&cli.lock_file)?
+    } else {
+        lock::acquire(&cli.lock_file)?
+    };
     if let Some(n) = cli.nofile {
         raise_nofile(n);
     }
@@ -108,13 +124,6 @@ fn run(cli: &cli::Cli, mut conf: watch::Receiver<conf::Settings>) -> anyhow::Res
             p.display()
         );
     }
-    let registry = handlers::registry();
-    let count = cli.workers.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    });
-    let workers = tcmu_runtime::Workers::start(count)?;
     info!(
         "tcmu-runner {} starting with {count} worker(s)",
         env!("CARGO_PKG_VERSION")

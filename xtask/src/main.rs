@@ -16,6 +16,8 @@
 //!   ours in one VM boot; `target/bench/report.md` and `report.png`.
 //! - `microbench [ARGS]`: the criterion micro-benchmark of the data path
 //!   over the simulated kernel (no VM), in seconds.
+//! - `soak [--minutes N]`: the long restart and takeover test in the VM
+//!   (`tests/vm/soak.sh`); summary in `target/soak/summary.txt`.
 //! - `package-test`: check the unit, the package's files and a dpkg
 //!   upgrade from Debian's C package in a throwaway root (part of `test`).
 
@@ -30,6 +32,7 @@ mod microbench;
 mod paths;
 mod pkgtest;
 mod setup;
+mod soak;
 mod vm;
 
 use std::process::ExitCode;
@@ -40,8 +43,8 @@ use anyhow::{bail, Context, Result};
 use crate::paths::Paths;
 use crate::vm::GuestRun;
 
-/// What `cargo xtask help` prints (`{BENCH}` and `{MICROBENCH}` stand for
-/// [`bench::USAGE`] and [`microbench::USAGE`]).
+/// What `cargo xtask help` prints (`{BENCH}`, `{MICROBENCH}` and `{SOAK}`
+/// stand for [`bench::USAGE`], [`microbench::USAGE`] and [`soak::USAGE`]).
 const USAGE_TEMPLATE: &str = "\
 usage: cargo xtask <command> [options]
 
@@ -69,7 +72,7 @@ commands:
   deb                   build the Debian package target/debian/tcmu-runner_*.deb
                         (cargo-deb, installed when missing); `dpkg -i` it to
                         replace Debian's C tcmu-runner
-{BENCH}{MICROBENCH}  package-test          systemd-analyze verify the unit, compare the .deb with
+{BENCH}{MICROBENCH}{SOAK}  package-test          systemd-analyze verify the unit, compare the .deb with
                         Debian's tcmu-runner package, install both with dpkg
                         into a throwaway root under target/pkgtest/ (root)
 
@@ -95,6 +98,7 @@ fn usage() -> String {
     USAGE_TEMPLATE
         .replace("{BENCH}", bench::USAGE)
         .replace("{MICROBENCH}", microbench::USAGE)
+        .replace("{SOAK}", soak::USAGE)
 }
 
 /// Options shared by the commands that boot the VM.
@@ -246,6 +250,7 @@ fn run() -> Result<()> {
         }
         "bench" => bench::run(&paths, &bench::Options::parse(rest)?),
         "microbench" => microbench::run(&paths, rest),
+        "soak" => soak::run(&paths, &soak::Options::parse(rest)?),
         "package-test" => {
             if !rest.is_empty() {
                 bail!("package-test takes no arguments");
