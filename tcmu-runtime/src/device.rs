@@ -4,9 +4,9 @@
 //! The task owns the [`CommandRing`] (no locks): command futures send their
 //! completion over a channel, and the task writes every completion that is
 //! ready, publishes `cmd_tail` once and rings the doorbell once per batch.
-//! Closing stops reading the ring, waits for the commands in flight (for at
-//! most [`CLOSE_GRACE`]; hung ones are then cancelled and left unanswered),
-//! then closes the handler.
+//! Closing reads the ring a last time, waits for the commands in flight (for
+//! at most [`CLOSE_GRACE`]; hung ones are then cancelled and left
+//! unanswered), then closes the handler.
 //!
 //! Task management: with `attrib/tmr_notification` on, the kernel posts a
 //! TMR entry naming the commands an initiator aborted (ABORT TASK, LUN
@@ -184,7 +184,16 @@ pub(crate) async fn serve(
         tokio::select! {
             biased;
             msg = control.recv() => match msg {
-                Some(Control::Close(reply)) => closing.push(reply),
+                Some(Control::Close(reply)) => {
+                    // Take what the kernel queued up to now (a device
+                    // blocked for a hand-over gets nothing newer), so
+                    // nothing already on the ring is left for a successor
+                    // to bounce with BUSY.
+                    if closing.is_empty() && !st.broken {
+                        drain(&ctx, &mut ring, &done_tx, &mut st);
+                    }
+                    closing.push(reply);
+                }
                 None => {
                     // Every handle is gone: nobody can close us later.
                     let (tx, _rx) = oneshot::channel();
