@@ -209,7 +209,7 @@ pub struct CommandRing {
     data_start: usize,
     /// Buffer leases by command id (the kernel hands out the lowest free
     /// ids, so this stays as long as the deepest queue seen).
-    leases: Vec<Arc<BufLease>>,
+    leases: Vec<Option<Arc<BufLease>>>,
 }
 
 impl CommandRing {
@@ -280,16 +280,18 @@ impl CommandRing {
     pub fn buffers_in_use(&self, cmd_id: u16) -> bool {
         self.leases
             .get(usize::from(cmd_id))
+            .and_then(Option::as_ref)
             .is_some_and(|l| Arc::strong_count(l) > 1)
     }
 
-    /// The lease for command `cmd_id`'s buffers.
-    fn lease(&mut self, cmd_id: u16) -> &Arc<BufLease> {
+    /// The lease for command `cmd_id`'s buffers (made the first time the
+    /// id is seen, then reused).
+    fn lease(&mut self, cmd_id: u16) -> Arc<BufLease> {
         let i = usize::from(cmd_id);
         if self.leases.len() <= i {
-            self.leases.resize_with(i + 1, Arc::default);
+            self.leases.resize(i + 1, None);
         }
-        &self.leases[i]
+        self.leases[i].get_or_insert_with(Arc::default).clone()
     }
 
     /// Whether the kernel has posted entries not yet read.
@@ -323,6 +325,15 @@ impl CommandRing {
         Ok((len, op, cmd_id))
     }
 
+    /// Bytes from `from` forward to `to` (the whole ring when equal).
+    fn distance(&self, from: u32, to: u32) -> u32 {
+        if to > from {
+            to - from
+        } else {
+            self.cmdr_size - from + to
+        }
+    }
+
     fn advance(&self, pos: u32, len: u32) -> u32 {
         let n = pos + len;
         if n >= self.cmdr_size {
@@ -348,6 +359,14 @@ impl CommandRing {
             }
             let pos = self.next;
             let (len, op, cmd_id) = self.header(pos)?;
+            // An entry reaching past cmd_head would have the reader lap the
+            // ring over entries it already took.
+            if len > self.distance(pos, head) {
+                return Err(RingError::Corrupt {
+                    pos,
+                    why: "entry runs past cmd_head",
+                });
+            }
             let entry = match op {
                 OP_PAD => None,
                 OP_CMD => Some(self.command(pos, len, cmd_id)?),
@@ -371,7 +390,7 @@ impl CommandRing {
                 why: "command id reused while its previous command's buffers are in use",
             });
         }
-        let lease = self.lease(cmd_id).clone();
+        let lease = self.lease(cmd_id);
         match self.parse_cmd(pos, len, cmd_id, &lease) {
             Ok(cmd) => Ok(Entry::Cmd(cmd)),
             Err(RingError::Corrupt { why, .. }) => Ok(Entry::Invalid { cmd_id, why }),
@@ -490,6 +509,14 @@ impl CommandRing {
                 return Err(RingError::NoSlot);
             }
             let (len, op, _) = self.header(self.tail)?;
+            // Slots were checked when read; one rewritten since must not
+            // carry the tail past the read position.
+            if len > self.distance(self.tail, self.next) {
+                return Err(RingError::Corrupt {
+                    pos: self.tail,
+                    why: "completion slot runs past the entries read",
+                });
+            }
             if op == OP_PAD || op == OP_TMR {
                 self.tail = self.advance(self.tail, len);
                 continue;

@@ -133,6 +133,7 @@ const CMD_TIME_OUT_KEY: &str = "tcmur_cmd_time_out=";
 pub fn take_runner_options(cfgstring: &str) -> Result<(String, RunnerOptions), String> {
     let mut rest = cfgstring.to_owned();
     let mut options = RunnerOptions::default();
+    let mut leading = false;
     let mut from = 0;
     while let Some(found) = rest[from..].find(';') {
         let semi = from + found;
@@ -152,15 +153,15 @@ pub fn take_runner_options(cfgstring: &str) -> Result<(String, RunnerOptions), S
             )
         })?;
         options.cmd_time_out = Some(secs);
-        // A leading option goes with both of its `;`; elsewhere the next
-        // part keeps its own separator.
-        let remove_end = if semi == 0 && value_end < rest.len() {
-            value_end + 1
-        } else {
-            value_end
-        };
-        rest.replace_range(semi..remove_end, "");
+        leading |= semi == 0;
+        // The next part keeps its own separator.
+        rest.replace_range(semi..value_end, "");
         from = semi;
+    }
+    // Options that led the string leave the separator before the handler's
+    // part: `;tcmur_cmd_time_out=30;/path` is `/path`.
+    if leading && rest.starts_with(';') {
+        rest.remove(0);
     }
     Ok((rest, options))
 }
@@ -206,6 +207,11 @@ mod tests {
             ("".into(), Some(0))
         );
         assert_eq!(take(";tcmur_cmd_time_out=7"), ("".into(), Some(7)));
+        // Found by the cfgstring fuzz target: two leading options.
+        assert_eq!(
+            take(";tcmur_cmd_time_out=1;tcmur_cmd_time_out=2;/x"),
+            ("/x".into(), Some(2))
+        );
     }
 
     #[test]
