@@ -100,7 +100,7 @@ pub struct DeviceSample {
 /// A per-device counter family: name, help text, value.
 type Counter = (&'static str, &'static str, fn(&StatsSnapshot) -> u64);
 
-const COUNTERS: [Counter; 7] = [
+const COUNTERS: [Counter; 8] = [
     (
         "tcmu_commands_total",
         "SCSI commands completed, any status.",
@@ -133,8 +133,13 @@ const COUNTERS: [Counter; 7] = [
     ),
     (
         "tcmu_timeouts_total",
-        "Commands that completed later than the device's cmd_time_out.",
+        "Commands that ran longer than the device's time-out (tcmur_cmd_time_out, else cmd_time_out).",
         |s| s.timeouts,
+    ),
+    (
+        "tcmu_aborts_total",
+        "Commands aborted by a task management request (ABORT TASK, LUN RESET) and answered TASK ABORTED.",
+        |s| s.aborts,
     ),
 ];
 
@@ -421,6 +426,7 @@ mod tests {
             write_bytes: 8192,
             errors: 1,
             timeouts: 1,
+            aborts: 2,
             latency_sum_us: 12_000_807,
             latency,
         }
@@ -462,9 +468,12 @@ tcmu_write_bytes_total{L} 8192
 # HELP tcmu_errors_total Commands completed with a status other than GOOD.
 # TYPE tcmu_errors_total counter
 tcmu_errors_total{L} 1
-# HELP tcmu_timeouts_total Commands that completed later than the device's cmd_time_out.
+# HELP tcmu_timeouts_total Commands that ran longer than the device's time-out (tcmur_cmd_time_out, else cmd_time_out).
 # TYPE tcmu_timeouts_total counter
 tcmu_timeouts_total{L} 1
+# HELP tcmu_aborts_total Commands aborted by a task management request (ABORT TASK, LUN RESET) and answered TASK ABORTED.
+# TYPE tcmu_aborts_total counter
+tcmu_aborts_total{L} 2
 # HELP tcmu_command_latency_seconds Time from reading a command off the ring to writing its completion.
 # TYPE tcmu_command_latency_seconds histogram
 ",

@@ -9,7 +9,11 @@
 //!
 //! Ownership rule: the runtime must not complete a command while any of its
 //! buffers is still inside an I/O operation, because completion hands the
-//! pages back to the kernel for the next command.
+//! pages back to the kernel for the next command — unless it completes with
+//! `KEEP_BUF` and frees the buffer later. Every buffer the ring hands out
+//! holds its command's [`BufLease`], so the ring can tell when the last one
+//! of a command is gone ([`CommandRing::buffers_in_use`](crate::CommandRing::buffers_in_use)):
+//! e.g. once an io_uring operation of an aborted command has finished.
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::BorrowedFd;
@@ -17,10 +21,20 @@ use std::sync::Arc;
 
 use crate::mmap::{Mapping, OutOfBounds};
 
+/// One command's claim on its data-area buffers: each of the command's
+/// [`DataBuf`]s (and every alias or piece of one) holds a clone, so the
+/// claim ends when the last buffer is dropped.
+#[derive(Debug, Default)]
+pub struct BufLease {
+    _private: (),
+}
+
 /// A range of the data area belonging to one command's iovec.
 #[derive(Debug)]
 pub struct DataBuf {
     map: Arc<Mapping>,
+    /// The owning command's lease; `None` for buffers outside a ring.
+    lease: Option<Arc<BufLease>>,
     offset: usize,
     len: usize,
     /// Bytes counted as initialised, as tokio-uring's buffer traits see them:
@@ -35,10 +49,17 @@ impl DataBuf {
         map.check(offset, len)?;
         Ok(Self {
             map,
+            lease: None,
             offset,
             len,
             init: len,
         })
+    }
+
+    /// The same buffer, counted under `lease` (see [`BufLease`]).
+    pub(crate) fn leased(mut self, lease: &Arc<BufLease>) -> Self {
+        self.lease = Some(lease.clone());
+        self
     }
 
     /// A zero-filled buffer of `len` bytes in fresh anonymous memory, for
@@ -55,6 +76,7 @@ impl DataBuf {
     pub fn alias(&self) -> Self {
         Self {
             map: self.map.clone(),
+            lease: self.lease.clone(),
             offset: self.offset,
             len: self.len,
             init: self.init,
@@ -67,6 +89,7 @@ impl DataBuf {
         let at = at.min(self.len);
         let tail = Self {
             map: self.map.clone(),
+            lease: self.lease.clone(),
             offset: self.offset + at,
             len: self.len - at,
             init: self.init.saturating_sub(at),

@@ -278,8 +278,8 @@ impl DeviceDir {
     }
 
     /// Blocks (`true`) or unblocks (`false`) the device through
-    /// `action/block_dev`: while blocked the kernel queues new commands
-    /// instead of putting them on the ring.
+    /// `action/block_dev`: while blocked the kernel puts no new command on
+    /// the ring and answers them BUSY instead (initiators retry).
     pub fn block_dev(&self, blocked: bool) -> Result<(), ConfigfsError> {
         self.write("action/block_dev", if blocked { "1" } else { "0" })
     }

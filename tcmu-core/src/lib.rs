@@ -30,6 +30,7 @@ pub mod alloc_count;
 pub mod alua;
 #[allow(unsafe_code)]
 pub mod buf;
+pub mod cdb;
 pub mod configfs;
 pub mod doorbell;
 pub mod layout;
@@ -44,7 +45,8 @@ pub mod ring;
 pub mod sim;
 pub mod uio;
 
-pub use buf::DataBuf;
+pub use buf::{BufLease, DataBuf};
+pub use cdb::Cdb;
 pub use doorbell::Doorbell;
 pub use mmap::Mapping;
 pub use ring::{CmdEntry, CommandRing, Completion, Entry, RingError, TmrNotice};

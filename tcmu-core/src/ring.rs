@@ -18,11 +18,12 @@
 use std::mem::offset_of;
 use std::sync::Arc;
 
-use crate::buf::DataBuf;
+use crate::buf::{BufLease, DataBuf};
+use crate::cdb::Cdb;
 use crate::layout::{
     CmdRequest, CmdResponse, EntryHeader, Mailbox, RingIovec, TmrEntry, CMD_ENTRY_SIZE,
     MAILBOX_VERSION, OP_ALIGN_SIZE, OP_CMD, OP_MASK, OP_PAD, OP_TMR, SENSE_BUFFER_SIZE,
-    UFLAG_READ_LEN, UFLAG_UNKNOWN_OP,
+    UFLAG_KEEP_BUF, UFLAG_READ_LEN, UFLAG_UNKNOWN_OP,
 };
 use crate::mmap::{Mapping, OutOfBounds};
 
@@ -67,7 +68,7 @@ pub struct CmdEntry {
     /// Kernel command id, echoed in the completion.
     pub cmd_id: u16,
     /// The CDB bytes (6 to 260 bytes).
-    pub cdb: Vec<u8>,
+    pub cdb: Cdb,
     /// Data buffers: data-out to read from, or data-in to fill.
     pub data: Vec<DataBuf>,
     /// Data-in buffers of a bidirectional command.
@@ -85,6 +86,7 @@ pub struct TmrNotice {
 
 /// One entry read from the ring.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Entry {
     /// A SCSI command to execute and complete.
     Cmd(CmdEntry),
@@ -97,6 +99,15 @@ pub enum Entry {
         cmd_id: u16,
         /// The unknown opcode.
         op: u8,
+    },
+    /// A command entry whose header is sound but whose iovecs or CDB lie
+    /// outside the data area or the entry: nothing it points at is
+    /// followed; it must be failed (completed with an error) by its id.
+    Invalid {
+        /// Command id from the header.
+        cmd_id: u16,
+        /// What is wrong with it.
+        why: &'static str,
     },
 }
 
@@ -111,6 +122,10 @@ pub struct Completion {
     pub read_len: Option<u32>,
     /// Whether to flag the entry as not understood.
     pub unknown_op: bool,
+    /// Whether the kernel must keep the command's data buffer after this
+    /// completion (`UFLAG_KEEP_BUF`, only where the kernel offers
+    /// `CAP_KEEP_BUF`) until the daemon frees it (`action/free_kept_buf`).
+    pub keep_buf: bool,
 }
 
 impl Completion {
@@ -126,6 +141,7 @@ impl Completion {
             sense: Vec::new(),
             read_len: None,
             unknown_op: false,
+            keep_buf: false,
         }
     }
 
@@ -136,6 +152,7 @@ impl Completion {
             sense: sense.to_vec(),
             read_len: None,
             unknown_op: false,
+            keep_buf: false,
         }
     }
 
@@ -145,6 +162,12 @@ impl Completion {
             unknown_op: true,
             ..Self::good()
         }
+    }
+
+    /// Asks the kernel to keep the data buffer (see [`Completion::keep_buf`]).
+    pub fn keeping_buffer(mut self) -> Self {
+        self.keep_buf = true;
+        self
     }
 
     /// Sets the number of data-in bytes produced.
@@ -184,6 +207,9 @@ pub struct CommandRing {
     tail: u32,
     /// Start of the data area (end of the command ring).
     data_start: usize,
+    /// Buffer leases by command id (the kernel hands out the lowest free
+    /// ids, so this stays as long as the deepest queue seen).
+    leases: Vec<Arc<BufLease>>,
 }
 
 impl CommandRing {
@@ -225,6 +251,7 @@ impl CommandRing {
             tail,
             data_start: off as usize + size as usize,
             map,
+            leases: Vec::new(),
         })
     }
 
@@ -241,6 +268,28 @@ impl CommandRing {
     /// Size of the command ring in bytes.
     pub fn size(&self) -> u32 {
         self.cmdr_size
+    }
+
+    /// Whether the kernel offers `KEEP_BUF` completions.
+    pub fn can_keep_buffers(&self) -> bool {
+        self.flags & crate::layout::MAILBOX_FLAG_CAP_KEEP_BUF != 0
+    }
+
+    /// Whether any data buffer of command `cmd_id` is still alive (held by
+    /// a handler, or by an I/O operation that outlived its future).
+    pub fn buffers_in_use(&self, cmd_id: u16) -> bool {
+        self.leases
+            .get(usize::from(cmd_id))
+            .is_some_and(|l| Arc::strong_count(l) > 1)
+    }
+
+    /// The lease for command `cmd_id`'s buffers.
+    fn lease(&mut self, cmd_id: u16) -> &Arc<BufLease> {
+        let i = usize::from(cmd_id);
+        if self.leases.len() <= i {
+            self.leases.resize_with(i + 1, Arc::default);
+        }
+        &self.leases[i]
     }
 
     /// Whether the kernel has posted entries not yet read.
@@ -301,7 +350,7 @@ impl CommandRing {
             let (len, op, cmd_id) = self.header(pos)?;
             let entry = match op {
                 OP_PAD => None,
-                OP_CMD => Some(Entry::Cmd(self.parse_cmd(pos, len, cmd_id)?)),
+                OP_CMD => Some(self.command(pos, len, cmd_id)?),
                 OP_TMR => Some(Entry::Tmr(self.parse_tmr(pos, len)?)),
                 other => Some(Entry::Unknown { cmd_id, op: other }),
             };
@@ -312,7 +361,31 @@ impl CommandRing {
         }
     }
 
-    fn parse_cmd(&self, pos: u32, len: u32, cmd_id: u16) -> Result<CmdEntry, RingError> {
+    /// A command entry: the command, or an [`Entry::Invalid`] to fail when
+    /// its own fields are wrong. A command id whose previous command still
+    /// has buffers alive means the ring cannot be trusted: an error.
+    fn command(&mut self, pos: u32, len: u32, cmd_id: u16) -> Result<Entry, RingError> {
+        if self.buffers_in_use(cmd_id) {
+            return Err(RingError::Corrupt {
+                pos,
+                why: "command id reused while its previous command's buffers are in use",
+            });
+        }
+        let lease = self.lease(cmd_id).clone();
+        match self.parse_cmd(pos, len, cmd_id, &lease) {
+            Ok(cmd) => Ok(Entry::Cmd(cmd)),
+            Err(RingError::Corrupt { why, .. }) => Ok(Entry::Invalid { cmd_id, why }),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn parse_cmd(
+        &self,
+        pos: u32,
+        len: u32,
+        cmd_id: u16,
+        lease: &Arc<BufLease>,
+    ) -> Result<CmdEntry, RingError> {
         let off = self.entry_off(pos);
         let corrupt = |why| RingError::Corrupt { pos, why };
         if (len as usize) < CMD_ENTRY_SIZE {
@@ -347,7 +420,8 @@ impl CommandRing {
                 _ => return Err(corrupt("iovec outside the data area")),
             };
             let buf = DataBuf::new(self.map.clone(), base, blen)
-                .map_err(|_| corrupt("iovec outside the data area"))?;
+                .map_err(|_| corrupt("iovec outside the data area"))?
+                .leased(lease);
             if i < iov_cnt {
                 data.push(buf);
             } else {
@@ -367,8 +441,7 @@ impl CommandRing {
         if cdb_off + clen > entry_end {
             return Err(corrupt("CDB runs past its entry"));
         }
-        let mut cdb = vec![0u8; clen];
-        self.map.read(cdb_off, &mut cdb)?;
+        let cdb = Cdb::try_filled(clen, |b| self.map.read(cdb_off, b))?;
         Ok(CmdEntry {
             cmd_id,
             cdb,
@@ -436,6 +509,9 @@ impl CommandRing {
         }
         if c.read_len.is_some() && self.flags & crate::layout::MAILBOX_FLAG_CAP_READ_LEN != 0 {
             uflags |= UFLAG_READ_LEN;
+        }
+        if c.keep_buf && self.can_keep_buffers() {
+            uflags |= UFLAG_KEEP_BUF;
         }
         let mut rsp = [0u8; CMD_ENTRY_SIZE - 8];
         rsp[offset_of!(CmdResponse, scsi_status) - 8] = c.status;

@@ -4,9 +4,11 @@
 //! [`SimKernel`] lays out a mailbox, command ring and data area in anonymous
 //! shared memory exactly as `target_core_user` does, posts commands (with
 //! PAD entries at the wrap, data blocks allocated lowest-free-first so
-//! buffers fragment into several iovecs, the CDB after the iovecs), and
-//! reaps completions slot by slot from its last reaped position to
-//! `cmd_tail`, the way the kernel does. It never replaces the real kernel in
+//! buffers fragment into several iovecs, the CDB after the iovecs, command
+//! ids lowest-free-first from 1), and reaps completions slot by slot from
+//! its last reaped position to `cmd_tail`, the way the kernel does. A
+//! completion flagged `KEEP_BUF` keeps its id and data blocks until
+//! [`SimKernel::free_kept_buf`], like the kernel's `action/free_kept_buf`. It never replaces the real kernel in
 //! acceptance tests.
 
 use std::collections::HashMap;
@@ -20,9 +22,9 @@ use rustix::event::{eventfd, EventfdFlags};
 use crate::doorbell::Doorbell;
 use crate::layout::{
     CmdRequest, CmdResponse, EntryHeader, Mailbox, RingIovec, TmrEntry, CMD_ENTRY_SIZE,
-    MAILBOX_FLAG_CAP_OOOC, MAILBOX_FLAG_CAP_READ_LEN, MAILBOX_FLAG_CAP_TMR, MAILBOX_VERSION,
-    OP_ALIGN_SIZE, OP_CMD, OP_MASK, OP_PAD, OP_TMR, SENSE_BUFFER_SIZE, UFLAG_READ_LEN,
-    UFLAG_UNKNOWN_OP,
+    MAILBOX_FLAG_CAP_KEEP_BUF, MAILBOX_FLAG_CAP_OOOC, MAILBOX_FLAG_CAP_READ_LEN,
+    MAILBOX_FLAG_CAP_TMR, MAILBOX_VERSION, OP_ALIGN_SIZE, OP_CMD, OP_MASK, OP_PAD, OP_TMR,
+    SENSE_BUFFER_SIZE, UFLAG_KEEP_BUF, UFLAG_READ_LEN, UFLAG_UNKNOWN_OP,
 };
 use crate::mmap::{Mapping, OutOfBounds};
 
@@ -45,7 +47,10 @@ impl Default for SimConfig {
             ring_bytes: 64 * 1024,
             block_size: 4096,
             data_blocks: 256,
-            flags: MAILBOX_FLAG_CAP_OOOC | MAILBOX_FLAG_CAP_READ_LEN | MAILBOX_FLAG_CAP_TMR,
+            flags: MAILBOX_FLAG_CAP_OOOC
+                | MAILBOX_FLAG_CAP_READ_LEN
+                | MAILBOX_FLAG_CAP_TMR
+                | MAILBOX_FLAG_CAP_KEEP_BUF,
         }
     }
 }
@@ -60,6 +65,12 @@ pub enum SimError {
     /// The daemon completed a command id that is not in flight.
     #[error("completion for unknown command id {0}")]
     UnknownId(u16),
+    /// `free_kept_buf` for a command not completed with `KEEP_BUF`.
+    #[error("command id {0} holds no kept buffer")]
+    NotKept(u16),
+    /// Every command id is in use.
+    #[error("no free command id")]
+    NoId,
     /// A malformed slot at the reap position.
     #[error("malformed completion slot at {0:#x}")]
     Corrupt(u32),
@@ -97,6 +108,8 @@ pub struct SimCompletion {
     pub read_len: Option<u32>,
     /// Whether the daemon set `UFLAG_UNKNOWN_OP`.
     pub unknown_op: bool,
+    /// Whether the daemon set `UFLAG_KEEP_BUF` (and the mailbox offers it).
+    pub keep_buf: bool,
 }
 
 #[derive(Debug)]
@@ -125,7 +138,8 @@ pub struct SimKernel {
     last_cleaned: u32,
     free: Vec<bool>,
     inflight: HashMap<u16, InFlight>,
-    next_id: u16,
+    /// Completed with `KEEP_BUF`: id and blocks held until freed.
+    kept: HashMap<u16, InFlight>,
     wake: OwnedFd,
     kick: OwnedFd,
 }
@@ -168,7 +182,7 @@ impl SimKernel {
             last_cleaned: 0,
             free: vec![true; cfg.data_blocks],
             inflight: HashMap::new(),
-            next_id: 1,
+            kept: HashMap::new(),
             wake,
             kick,
             cfg,
@@ -179,6 +193,29 @@ impl SimKernel {
     /// Number of commands posted and not yet reaped.
     pub fn inflight(&self) -> usize {
         self.inflight.len()
+    }
+
+    /// Ids of the commands completed with `KEEP_BUF` and not yet freed.
+    pub fn kept(&self) -> Vec<u16> {
+        let mut ids: Vec<u16> = self.kept.keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Frees the data buffer of a command completed with `KEEP_BUF` (the
+    /// kernel's `action/free_kept_buf`); its id becomes free again.
+    pub fn free_kept_buf(&mut self, cmd_id: u16) -> Result<(), SimError> {
+        let cmd = self.kept.remove(&cmd_id).ok_or(SimError::NotKept(cmd_id))?;
+        for &b in &cmd.blocks {
+            self.free[b] = true;
+        }
+        Ok(())
+    }
+
+    /// The lowest id neither in flight nor kept, as the kernel's
+    /// `xa_alloc` in 1..=0xffff picks it.
+    fn free_id(&self) -> Option<u16> {
+        (1..=u16::MAX).find(|id| !self.inflight.contains_key(id) && !self.kept.contains_key(id))
     }
 
     /// Current `cmd_head`.
@@ -290,8 +327,12 @@ impl SimKernel {
                 return Err(e);
             }
         };
-        let id = self.next_id;
-        self.next_id = self.next_id.wrapping_add(1).max(1);
+        let Some(id) = self.free_id() else {
+            for &b in &blocks {
+                self.free[b] = true;
+            }
+            return Err(SimError::NoId);
+        };
         let off = (self.cmdr_off + pos) as usize;
         self.map.fill(off, size as usize, 0)?;
         self.map
@@ -410,8 +451,12 @@ impl SimKernel {
                 self.map.read(b as usize, &mut data_in[done..done + n])?;
                 done += n;
             }
-            for &b in &cmd.blocks {
-                self.free[b] = true;
+            let keep_buf =
+                uflags[0] & UFLAG_KEEP_BUF != 0 && self.cfg.flags & MAILBOX_FLAG_CAP_KEEP_BUF != 0;
+            if !keep_buf {
+                for &b in &cmd.blocks {
+                    self.free[b] = true;
+                }
             }
             out.push(SimCompletion {
                 cmd_id: id,
@@ -420,7 +465,11 @@ impl SimKernel {
                 data_in,
                 read_len,
                 unknown_op: uflags[0] & UFLAG_UNKNOWN_OP != 0,
+                keep_buf,
             });
+            if keep_buf {
+                self.kept.insert(id, cmd);
+            }
         }
         Ok(out)
     }

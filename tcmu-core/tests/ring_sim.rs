@@ -217,3 +217,78 @@ fn full_ring_refuses_posts() {
     }
     assert!(n >= 3);
 }
+
+#[test]
+fn an_entry_pointing_outside_the_data_area_is_failed_not_followed() {
+    use std::mem::{offset_of, size_of};
+    use tcmu_core::layout::{CmdRequest, Mailbox, RingIovec};
+    let (mut k, dev) = SimKernel::new(SimConfig::default()).unwrap();
+    let map = dev.map.clone();
+    let mut ring = CommandRing::new(dev.map).unwrap();
+    let pos = k.head() as usize;
+    let id = k
+        .post(&[0x28, 0, 0, 0, 0, 0, 0, 0, 8, 0], SimData::In(4096))
+        .unwrap();
+    let iov0 = size_of::<Mailbox>() + pos + size_of::<CmdRequest>();
+    // A buffer running past the end of the mapping.
+    map.write_u64(iov0 + offset_of!(RingIovec, base), map.len() as u64 - 100)
+        .unwrap();
+    match ring.next_entry().unwrap() {
+        Some(Entry::Invalid { cmd_id, why }) => {
+            assert_eq!(cmd_id, id);
+            assert!(why.contains("iovec"), "{why}");
+        }
+        other => panic!("expected an invalid entry, got {other:?}"),
+    }
+    // Failing it completes normally; the next command is read as usual.
+    ring.complete(id, &Completion::status(2)).unwrap();
+    ring.publish().unwrap();
+    assert_eq!(k.reap().unwrap()[0].status, 2);
+    k.post(&[0; 6], SimData::None).unwrap();
+    read_cmd(&mut ring);
+}
+
+#[test]
+fn a_command_id_reused_while_its_buffers_live_is_refused() {
+    let (mut k, mut ring, _bell) = setup(SimConfig::default());
+    k.post(&[0x28, 0, 0, 0, 0, 0, 0, 0, 8, 0], SimData::In(4096))
+        .unwrap();
+    let a = read_cmd(&mut ring);
+    assert!(ring.buffers_in_use(a.cmd_id));
+    let kept = a.data[0].alias();
+    drop(a.data);
+    assert!(
+        ring.buffers_in_use(a.cmd_id),
+        "an alias still holds the lease"
+    );
+    ring.complete(a.cmd_id, &Completion::good()).unwrap();
+    ring.publish().unwrap();
+    k.reap().unwrap();
+    // The kernel hands the lowest free id out again.
+    assert_eq!(k.post(&[0; 6], SimData::None).unwrap(), a.cmd_id);
+    assert!(matches!(
+        ring.next_entry(),
+        Err(tcmu_core::RingError::Corrupt { .. })
+    ));
+    drop(kept);
+    assert!(!ring.buffers_in_use(a.cmd_id));
+}
+
+#[test]
+fn kept_buffers_hold_their_id_until_freed() {
+    let (mut k, mut ring, _bell) = setup(SimConfig::default());
+    k.post(&[0x28, 0, 0, 0, 0, 0, 0, 0, 8, 0], SimData::In(4096))
+        .unwrap();
+    let a = read_cmd(&mut ring);
+    ring.complete(a.cmd_id, &Completion::status(0x40).keeping_buffer())
+        .unwrap();
+    ring.publish().unwrap();
+    let done = k.reap().unwrap();
+    assert!(done[0].keep_buf);
+    assert_eq!(k.kept(), vec![a.cmd_id]);
+    let b = k.post(&[0; 6], SimData::None).unwrap();
+    assert_ne!(b, a.cmd_id, "a kept id is not handed out");
+    k.free_kept_buf(a.cmd_id).unwrap();
+    assert!(k.free_kept_buf(a.cmd_id).is_err());
+    assert!(k.kept().is_empty());
+}

@@ -4,22 +4,49 @@
 //! The task owns the [`CommandRing`] (no locks): command futures send their
 //! completion over a channel, and the task writes every completion that is
 //! ready, publishes `cmd_tail` once and rings the doorbell once per batch.
-//! Closing stops reading the ring, waits for the commands in flight, then
-//! closes the handler.
+//! Closing stops reading the ring, waits for the commands in flight (for at
+//! most [`CLOSE_GRACE`]; hung ones are then cancelled and left unanswered),
+//! then closes the handler.
+//!
+//! Task management: with `attrib/tmr_notification` on, the kernel posts a
+//! TMR entry naming the commands an initiator aborted (ABORT TASK, LUN
+//! RESET, …); their tasks are cancelled and the commands answered TASK
+//! ABORTED, with their buffers kept until nothing writes into them any more
+//! (see [`crate::inflight`]). So a hung backend plus an initiator abort never
+//! wedges the ring.
+//!
+//! Time-outs: a command running longer than the device's time-out
+//! (`tcmur_cmd_time_out`, else `attrib/cmd_time_out`) is logged with its CDB,
+//! counted, and reported to the handler ([`BlockHandler::cmd_timed_out`](crate::BlockHandler::cmd_timed_out)),
+//! once, while it still runs.
 
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tcmu_core::{CommandRing, Completion, Doorbell, Entry, Mapping};
+use tcmu_core::{CommandRing, Completion, Doorbell, Entry, Mapping, TmrNotice};
+use tcmu_scsi::{Sense, Status};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
 use crate::copy::{self, CopyIo};
 use crate::dispatch::{self, DeviceCtx};
 use crate::handler::ReconfigRequest;
+use crate::inflight::{AbortOutcome, CdbCopy, Commands};
 use crate::stats::{self, Direction};
+
+/// How long closing waits for commands in flight before it cancels them.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// How often aborted commands are checked for released buffers.
+const ABORT_POLL: Duration = Duration::from_millis(10);
+
+/// Longest wait between two looks for commands past their time-out.
+const TIMEOUT_SCAN: Duration = Duration::from_secs(1);
+
+/// Shortest wait between two such looks.
+const TIMEOUT_SCAN_MIN: Duration = Duration::from_millis(100);
 
 /// Where a device's ring memory comes from.
 #[derive(Debug)]
@@ -86,29 +113,72 @@ pub(crate) async fn serve(
         }
     };
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
-    let mut inflight = 0usize;
+    let mut st = DeviceState {
+        inflight: 0,
+        commands: Commands::default(),
+        broken: false,
+        keep_buffers: ring.can_keep_buffers() && ctx.configfs.is_some(),
+        dirty: false,
+    };
     let mut closing: Vec<oneshot::Sender<()>> = Vec::new();
-    let mut broken = false;
+    let mut close_deadline: Option<tokio::time::Instant> = None;
     let mut wake = true; // drain once at start: entries may already wait
+                         // One timer for everything periodic: aborted commands waiting for their
+                         // buffers, the time-out scan, the end of the close grace period.
+    let timer = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(timer);
+    let mut timer_at: Option<tokio::time::Instant> = None;
+    let scan_every = ctx
+        .cmd_time_out
+        .map(|t| (t / 4).clamp(TIMEOUT_SCAN_MIN, TIMEOUT_SCAN));
 
     loop {
-        if wake && !broken && closing.is_empty() {
+        if wake && !st.broken && closing.is_empty() {
             wake = false;
-            drain(&ctx, &mut ring, &done_tx, &mut inflight, &mut broken);
+            drain(&ctx, &mut ring, &done_tx, &mut st);
         }
-        if !closing.is_empty() && inflight == 0 {
-            break;
+        if st.commands.has_aborted() {
+            release_aborted(&ctx, &mut ring, &mut st);
+        }
+        if st.dirty {
+            publish(&ctx, &mut ring, bell.get_ref(), &mut st);
+        }
+        if !closing.is_empty() {
+            if st.inflight == 0 && !st.commands.has_aborted() {
+                break;
+            }
+            let now = tokio::time::Instant::now();
+            let deadline = *close_deadline.get_or_insert(now + CLOSE_GRACE);
+            if now >= deadline {
+                let n = st.commands.abandon_all();
+                warn!(
+                    device = %ctx.name,
+                    "{n} command(s) still running {}s after close began: cancelled, left unanswered",
+                    CLOSE_GRACE.as_secs()
+                );
+                // Let the cancelled tasks drop their futures, then give up
+                // on buffers still inside I/O: the device is going away.
+                tokio::task::yield_now().await;
+                break;
+            }
         }
         // Idle with polling on: watch the ring a little before sleeping.
         // Never with commands in flight, which need the worker to run.
-        if inflight == 0
+        if st.inflight == 0
             && closing.is_empty()
-            && !broken
+            && !st.broken
             && crate::poll::spin_until(|| ring.has_pending().unwrap_or(true))
         {
             wake = true;
             continue;
         }
+        arm_timer(
+            &st,
+            scan_every,
+            close_deadline,
+            timer.as_mut(),
+            &mut timer_at,
+        );
         // Control first: a doorbell that is always ready (a device the
         // kernel already tore down) must not starve Close.
         tokio::select! {
@@ -132,21 +202,18 @@ pub(crate) async fn serve(
                 }
             },
             Some(done) = done_rx.recv() => {
-                let mut n = 1;
-                finish(&ctx, &mut ring, done);
+                finish(&ctx, &mut ring, &mut st, done);
                 while let Ok(done) = done_rx.try_recv() {
-                    finish(&ctx, &mut ring, done);
-                    n += 1;
-                }
-                inflight -= n;
-                if let Err(e) = ring.publish() {
-                    error!(device = %ctx.name, "cannot publish completions: {e}");
-                }
-                if let Err(e) = bell.get_ref().kick() {
-                    error!(device = %ctx.name, "cannot ring the doorbell: {e}");
+                    finish(&ctx, &mut ring, &mut st, done);
                 }
             }
-            ready = bell.readable(), if closing.is_empty() && !broken => {
+            () = &mut timer, if timer_at.is_some() => {
+                timer_at = None;
+                if let Some(limit) = ctx.cmd_time_out {
+                    report_overdue(&ctx, &mut st, limit);
+                }
+            }
+            ready = bell.readable(), if closing.is_empty() && !st.broken => {
                 match ready {
                     Ok(mut guard) => {
                         // One read consumes every pending wake-up (UIO and
@@ -164,13 +231,13 @@ pub(crate) async fn serve(
                                 // device (removed without waiting for us).
                                 // Nothing more will come.
                                 warn!(device = %ctx.name, "doorbell failed, no longer reading the ring: {e}");
-                                broken = true;
+                                st.broken = true;
                             }
                         }
                     }
                     Err(e) => {
                         error!(device = %ctx.name, "doorbell poll failed: {e}");
-                        broken = true;
+                        st.broken = true;
                     }
                 }
             }
@@ -184,12 +251,76 @@ pub(crate) async fn serve(
     }
 }
 
+/// The device task's bookkeeping.
+struct DeviceState {
+    /// Entries read and not yet completed on the ring.
+    inflight: usize,
+    /// Commands in flight by id.
+    commands: Commands,
+    /// The ring or doorbell failed: nothing more is read.
+    broken: bool,
+    /// Aborted commands are completed at once with `KEEP_BUF` (the kernel
+    /// offers it and `action/free_kept_buf` is at hand).
+    keep_buffers: bool,
+    /// Completions written but not yet published.
+    dirty: bool,
+}
+
+/// Arms the device task's timer for what needs it: aborted commands
+/// waiting for their buffers (soon), the time-out scan while commands run,
+/// the end of the close grace period. The clock is read only when the timer
+/// is (re-)armed, not on every wake-up.
+fn arm_timer(
+    st: &DeviceState,
+    scan_every: Option<Duration>,
+    close_deadline: Option<tokio::time::Instant>,
+    timer: std::pin::Pin<&mut tokio::time::Sleep>,
+    timer_at: &mut Option<tokio::time::Instant>,
+) {
+    let scan = scan_every.filter(|_| st.inflight > 0);
+    let aborted = st.commands.has_aborted();
+    // Armed: it fires soon enough (and, when nothing needs it any more,
+    // once more for nothing) — unless aborted commands need a closer look.
+    // Leaving it armed keeps the clock read and timer reset off the path of
+    // every command at queue depth 1.
+    if timer_at.is_some() && !aborted {
+        return;
+    }
+    if scan.is_none() && !aborted && close_deadline.is_none() {
+        return;
+    }
+    let now = tokio::time::Instant::now();
+    let mut at = close_deadline;
+    let mut earliest = |t: tokio::time::Instant| at = Some(at.map_or(t, |a| a.min(t)));
+    if aborted {
+        earliest(now + ABORT_POLL);
+    }
+    if let Some(every) = scan {
+        earliest(now + every);
+    }
+    if let (Some(want), true) = (at, timer_at.is_none_or(|cur| at < Some(cur))) {
+        timer.reset(want);
+        *timer_at = Some(want);
+    }
+}
+
+/// Makes the completions written so far visible and rings the doorbell.
+fn publish(ctx: &DeviceCtx, ring: &mut CommandRing, bell: &Doorbell, st: &mut DeviceState) {
+    st.dirty = false;
+    if let Err(e) = ring.publish() {
+        error!(device = %ctx.name, "cannot publish completions: {e}");
+    }
+    if let Err(e) = bell.kick() {
+        error!(device = %ctx.name, "cannot ring the doorbell: {e}");
+    }
+}
+
 /// A finished command on its way back to the device task.
 struct Done {
     cmd_id: u16,
     completion: Completion,
     /// What the statistics record once the completion is on the ring;
-    /// `None` for entries that are not SCSI commands.
+    /// `None` for entries that are not SCSI commands (not in the table).
     sample: Option<Sample>,
 }
 
@@ -205,23 +336,32 @@ fn drain(
     ctx: &Rc<DeviceCtx>,
     ring: &mut CommandRing,
     done: &mpsc::UnboundedSender<Done>,
-    inflight: &mut usize,
-    broken: &mut bool,
+    st: &mut DeviceState,
 ) {
     loop {
         match ring.next_entry() {
             Ok(Some(Entry::Cmd(cmd))) => {
+                if st.commands.is_taken(cmd.cmd_id) {
+                    error!(
+                        device = %ctx.name,
+                        "command id {} reused while still in flight: ring no longer trusted, device stopped",
+                        cmd.cmd_id
+                    );
+                    st.broken = true;
+                    return;
+                }
                 // Latency starts here, not when the spawned task first
                 // runs: that waits for the rest of the ring to be drained.
                 let start = Instant::now();
-                *inflight += 1;
-                let ctx = ctx.clone();
+                st.inflight += 1;
+                let cmd_id = cmd.cmd_id;
+                let cdb = CdbCopy::of(&cmd.cdb);
+                let ctx2 = ctx.clone();
                 let done = done.clone();
-                tokio::task::spawn_local(async move {
-                    let cmd_id = cmd.cmd_id;
+                let task = tokio::task::spawn_local(async move {
                     let dir = Direction::of_cdb(&cmd.cdb);
                     let len = tcmu_core::buf::total_len(&cmd.data) as u64;
-                    let completion = dispatch::run(&ctx, cmd).await;
+                    let completion = dispatch::run(&ctx2, cmd).await;
                     let bytes = stats::moved_bytes(dir, len, completion.read_len);
                     let _ = done.send(Done {
                         cmd_id,
@@ -229,48 +369,170 @@ fn drain(
                         sample: Some(Sample { dir, bytes, start }),
                     });
                 });
+                st.commands.start(cmd_id, task, start, cdb);
             }
-            Ok(Some(Entry::Tmr(t))) => {
-                debug!(device = %ctx.name, "TMR {} for {:?}", t.tmr_type, t.cmd_ids);
-            }
+            Ok(Some(Entry::Tmr(t))) => tmr(ctx, ring, st, &t),
             Ok(Some(Entry::Unknown { cmd_id, op })) => {
                 warn!(device = %ctx.name, "ring entry with unknown opcode {op}");
-                *inflight += 1;
+                st.inflight += 1;
                 let _ = done.send(Done {
                     cmd_id,
                     completion: Completion::unknown_op(),
                     sample: None,
                 });
             }
+            Ok(Some(Entry::Invalid { cmd_id, why })) => {
+                error!(device = %ctx.name, "command {cmd_id} failed without being read: {why}");
+                st.inflight += 1;
+                let sense = Sense::internal_target_failure().to_fixed();
+                let _ = done.send(Done {
+                    cmd_id,
+                    completion: Completion::check_condition(&sense),
+                    sample: None,
+                });
+            }
+            Ok(Some(other)) => {
+                error!(device = %ctx.name, "unexpected ring entry {other:?}; device stopped");
+                st.broken = true;
+                return;
+            }
             Ok(None) => return,
             Err(e) => {
                 error!(device = %ctx.name, "command ring is corrupt, device stopped: {e}");
-                *broken = true;
+                st.broken = true;
                 return;
             }
         }
     }
 }
 
+/// The name of a TMR type, for logs.
+fn tmr_name(t: u8) -> &'static str {
+    use tcmu_core::layout::tmr;
+    match t {
+        tmr::ABORT_TASK => "ABORT TASK",
+        tmr::ABORT_TASK_SET => "ABORT TASK SET",
+        tmr::CLEAR_ACA => "CLEAR ACA",
+        tmr::CLEAR_TASK_SET => "CLEAR TASK SET",
+        tmr::LUN_RESET => "LUN RESET",
+        tmr::TARGET_WARM_RESET => "TARGET WARM RESET",
+        tmr::TARGET_COLD_RESET => "TARGET COLD RESET",
+        tmr::LUN_RESET_PRO => "LUN RESET (PRO)",
+        _ => "unknown TMR",
+    }
+}
+
+/// Answers a TMR entry: every named command still running is cancelled and
+/// answered TASK ABORTED (see the module documentation).
+fn tmr(ctx: &DeviceCtx, ring: &mut CommandRing, st: &mut DeviceState, t: &TmrNotice) {
+    let name = tmr_name(t.tmr_type);
+    if t.cmd_ids.is_empty() {
+        info!(device = %ctx.name, "{name}: no command of ours affected");
+        return;
+    }
+    for &id in &t.cmd_ids {
+        let Some((outcome, cdb)) = st.commands.abort(id, st.keep_buffers) else {
+            debug!(device = %ctx.name, "{name}: command {id} already completed");
+            continue;
+        };
+        ctx.stats.record_abort();
+        info!(
+            device = %ctx.name,
+            "{name}: command {id} (CDB {}) aborted",
+            crate::dispatch::CdbHex(cdb.bytes())
+        );
+        if outcome == AbortOutcome::CompleteKeeping {
+            complete_aborted(ctx, ring, st, id, true);
+        }
+    }
+}
+
+/// Writes the TASK ABORTED completion of an aborted command.
+fn complete_aborted(
+    ctx: &DeviceCtx,
+    ring: &mut CommandRing,
+    st: &mut DeviceState,
+    cmd_id: u16,
+    keep: bool,
+) {
+    let mut c = Completion::status(Status::TaskAborted.code());
+    if keep {
+        c = c.keeping_buffer();
+    }
+    if let Err(e) = ring.complete(cmd_id, &c) {
+        error!(device = %ctx.name, "cannot complete aborted command {cmd_id}: {e}");
+    }
+    st.inflight = st.inflight.saturating_sub(1);
+    st.dirty = true;
+}
+
+/// Completes or frees the aborted commands whose buffers are released.
+fn release_aborted(ctx: &DeviceCtx, ring: &mut CommandRing, st: &mut DeviceState) {
+    let mut deferred: Vec<u16> = Vec::new();
+    let mut freed: Vec<u16> = Vec::new();
+    st.commands.release_aborted(
+        |id| ring.buffers_in_use(id),
+        |id| deferred.push(id),
+        |id| freed.push(id),
+    );
+    for id in deferred {
+        complete_aborted(ctx, ring, st, id, false);
+    }
+    for id in freed {
+        let Some(dir) = &ctx.configfs else { continue };
+        match dir.free_kept_buf(id) {
+            Ok(()) => info!(device = %ctx.name, "kept buffer of aborted command {id} freed"),
+            Err(e) => warn!(device = %ctx.name, "cannot free the kept buffer of command {id}: {e}"),
+        }
+    }
+}
+
+/// Logs, counts and reports to the handler every command newly past the
+/// device's time-out.
+fn report_overdue(ctx: &DeviceCtx, st: &mut DeviceState, limit: Duration) {
+    for o in st.commands.overdue(limit, Instant::now()) {
+        ctx.stats.record_timeout();
+        warn!(
+            device = %ctx.name,
+            "command {} (CDB {}) still running after {:.1}s, past the device's time-out of {}s",
+            o.cmd_id,
+            crate::dispatch::CdbHex(o.cdb.bytes()),
+            o.running_for.as_secs_f64(),
+            limit.as_secs()
+        );
+        ctx.handler.cmd_timed_out(o.cdb.bytes());
+    }
+}
+
 /// Writes a completion to the ring (published with the rest of its batch)
-/// and records the command: its latency ends here.
-fn finish(ctx: &DeviceCtx, ring: &mut CommandRing, done: Done) {
+/// and records the command: its latency ends here. The late completion of
+/// an aborted command is dropped: the abort answered it.
+fn finish(ctx: &DeviceCtx, ring: &mut CommandRing, st: &mut DeviceState, done: Done) {
     let Done {
         cmd_id,
         completion: c,
         sample,
     } = done;
+    let reported_overdue = match sample {
+        Some(_) => match st.commands.finish(cmd_id) {
+            Some(overdue) => overdue,
+            None => return,
+        },
+        None => false,
+    };
+    st.inflight = st.inflight.saturating_sub(1);
+    st.dirty = true;
     if let Err(e) = ring.complete(cmd_id, &c) {
         error!(device = %ctx.name, "cannot complete command {cmd_id}: {e}");
     }
     if let Some(s) = sample {
         let latency = s.start.elapsed();
         ctx.stats.record(s.dir, s.bytes, c.status, latency);
-        if ctx.cmd_time_out.is_some_and(|limit| latency > limit) {
+        if !reported_overdue && ctx.cmd_time_out.is_some_and(|limit| latency > limit) {
             ctx.stats.record_timeout();
             warn!(
                 device = %ctx.name,
-                "command {cmd_id} completed after {:.1}s, past the device's cmd_time_out",
+                "command {cmd_id} completed after {:.1}s, past the device's time-out",
                 latency.as_secs_f64()
             );
         }

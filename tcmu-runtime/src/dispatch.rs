@@ -26,7 +26,7 @@ use crate::range_lock::RangeLocks;
 const MAX_DATA_OUT_COPY: usize = 1 << 20;
 
 /// A CDB as space-separated hex bytes, formatted lazily for logs.
-struct CdbHex<'a>(&'a [u8]);
+pub(crate) struct CdbHex<'a>(pub(crate) &'a [u8]);
 
 impl std::fmt::Display for CdbHex<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -104,6 +104,13 @@ pub trait BlockHandler {
     /// Makes every acknowledged write durable.
     async fn flush(&self) -> Result<(), BlockError>;
 
+    /// Called once for a command still running past the device's time-out
+    /// (`tcmur_cmd_time_out`, else `attrib/cmd_time_out`), with its CDB (at
+    /// most 16 bytes), after the runtime logged and counted it. A backend
+    /// can react here (reconnect, fence a stuck client); the command keeps
+    /// running until it completes or an initiator aborts it.
+    fn cmd_timed_out(&self, _cdb: &[u8]) {}
+
     /// Thin provisioning (UNMAP, WRITE SAME with UNMAP), if the backend
     /// can deallocate blocks.
     fn as_unmap(&self) -> Option<&dyn Unmap> {

@@ -17,12 +17,13 @@ mod dispatch;
 pub mod factory;
 mod fallback;
 pub mod handler;
+mod inflight;
 pub mod poll;
 mod range_lock;
 pub mod stats;
 mod worker;
 
-pub use device::RingSource;
+pub use device::{RingSource, CLOSE_GRACE};
 pub use factory::{
     split_dev_config, take_runner_options, DeviceConfig, Handler, HandlerFactory, Registry,
     RunnerOptions,

@@ -19,10 +19,14 @@
 //!   disagree with every initiator-side tool.
 //! - An error is any completion whose status is not GOOD (CHECK CONDITION,
 //!   BUSY, …); such commands add no bytes.
-//! - A timeout is a command that completed later than the device's
-//!   `attrib/cmd_time_out` (read when the device is opened; 0 disables it),
-//!   by which time the kernel has already failed it towards the initiator.
-//!   It is counted when it finally completes, as tcmu-runner logs it then.
+//! - A timeout is a command that ran longer than the device's time-out:
+//!   `tcmur_cmd_time_out` from its configuration string, else
+//!   `attrib/cmd_time_out` (read when the device is opened; 0 disables it).
+//!   It is counted once, as soon as the device task sees it past the limit
+//!   while it still runs (the task looks at least once a second), or when
+//!   it completes, whichever comes first.
+//! - An abort is a command cancelled by a TMR (ABORT TASK, LUN RESET, …)
+//!   and answered TASK ABORTED; it is not counted as a command.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -76,6 +80,7 @@ pub struct DeviceStats {
     write_bytes: AtomicU64,
     errors: AtomicU64,
     timeouts: AtomicU64,
+    aborts: AtomicU64,
     latency_sum_us: AtomicU64,
     latency: [AtomicU64; LATENCY_BUCKETS],
 }
@@ -97,6 +102,8 @@ pub struct StatsSnapshot {
     pub errors: u64,
     /// Commands that ran past their time-out.
     pub timeouts: u64,
+    /// Commands aborted by a TMR.
+    pub aborts: u64,
     /// Sum of all command latencies, in microseconds.
     pub latency_sum_us: u64,
     /// Commands per latency bucket (bounds in [`LATENCY_BOUNDS_US`]), not
@@ -147,6 +154,11 @@ impl DeviceStats {
         self.timeouts.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts one command aborted by a TMR.
+    pub fn record_abort(&self) {
+        self.aborts.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Reads every counter.
     pub fn snapshot(&self) -> StatsSnapshot {
         StatsSnapshot {
@@ -157,6 +169,7 @@ impl DeviceStats {
             write_bytes: self.write_bytes.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
             timeouts: self.timeouts.load(Ordering::Relaxed),
+            aborts: self.aborts.load(Ordering::Relaxed),
             latency_sum_us: self.latency_sum_us.load(Ordering::Relaxed),
             latency: std::array::from_fn(|i| self.latency[i].load(Ordering::Relaxed)),
         }

@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 
 use tcmu_scsi::{DeviceParams, DeviceState};
 use tokio::sync::{mpsc, oneshot};
-use tracing::{error, info};
+use tracing::{debug, error, info, warn};
 
 use crate::copy::{Peer, Peers};
 use crate::device::{self, Control, RingSource};
@@ -200,6 +200,13 @@ async fn open_device(req: OpenRequest) {
         block_size: params.block_size,
         control: tx.clone(),
     });
+    if let Some(dir) = &spec.configfs {
+        // Without it the kernel never tells us about aborted commands.
+        match dir.set_attr("tmr_notification", "1") {
+            Ok(()) => debug!(device = %name, "TMR notifications on"),
+            Err(e) => warn!(device = %name, "cannot turn TMR notifications on: {e}"),
+        }
+    }
     let write_cache = spec.config.write_cache || handler.has_write_cache();
     let cmd_time_out = match spec.options.cmd_time_out {
         Some(0) => None,

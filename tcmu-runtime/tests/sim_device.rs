@@ -21,10 +21,12 @@ use tcmu_runtime::{
 const BS: u64 = 512;
 const BLOCKS: u64 = 2048;
 const VERY_SLOW_LBA: u64 = 1777;
+const HUNG_LBA: u64 = 1900;
 
 /// A memory disk whose reads of LBA 0 are slow (to force out-of-order
-/// completion), whose reads at LBA 1000 fail, and whose reads at
-/// [`VERY_SLOW_LBA`] outlast a one-second `cmd_time_out`.
+/// completion), whose reads at LBA 1000 fail, whose reads at
+/// [`VERY_SLOW_LBA`] outlast a one-second `cmd_time_out` and whose reads at
+/// [`HUNG_LBA`] never finish.
 struct MemDisk(RefCell<Vec<u8>>);
 
 #[async_trait(?Send)]
@@ -32,6 +34,12 @@ impl BlockHandler for MemDisk {
     async fn read(&self, offset: u64, bufs: Vec<DataBuf>) -> Result<(), BlockError> {
         if offset == 1000 * BS {
             return Err(BlockError::Io(std::io::Error::other("injected")));
+        }
+        if offset == HUNG_LBA * BS {
+            // Holds its buffers until cancelled.
+            let _bufs = bufs;
+            std::future::pending::<()>().await;
+            return Ok(());
         }
         if offset == 0 {
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -59,6 +67,11 @@ impl BlockHandler for MemDisk {
     async fn flush(&self) -> Result<(), BlockError> {
         Ok(())
     }
+    fn cmd_timed_out(&self, cdb: &[u8]) {
+        if let Ok(mut all) = TIMED_OUT_ALL.lock() {
+            all.push(cdb.to_vec());
+        }
+    }
     fn as_unmap(&self) -> Option<&dyn Unmap> {
         Some(self)
     }
@@ -79,6 +92,9 @@ impl Unmap for MemDisk {
         }
     }
 }
+
+/// Every CDB reported through `cmd_timed_out`, from any worker thread.
+static TIMED_OUT_ALL: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
 
 struct MemFactory;
 
@@ -111,6 +127,13 @@ impl Rig {
     }
 
     fn with_configfs(configfs: Option<tcmu_core::configfs::DeviceDir>) -> Self {
+        Self::with(configfs, Default::default())
+    }
+
+    fn with(
+        configfs: Option<tcmu_core::configfs::DeviceDir>,
+        options: tcmu_runtime::RunnerOptions,
+    ) -> Self {
         let (kernel, dev) = SimKernel::new(SimConfig::default()).unwrap();
         let workers = Workers::start(1).unwrap();
         let spec = DeviceSpec {
@@ -127,7 +150,7 @@ impl Rig {
                 doorbell: dev.doorbell,
             },
             configfs,
-            options: Default::default(),
+            options,
         };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -502,4 +525,136 @@ fn commands_slower_than_cmd_time_out_are_timeouts() {
     assert_eq!((s.timeouts, s.commands, s.errors), (1, 2, 0));
     rig.rt.block_on(rig.handle.close());
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A temporary stand-in for a device's configfs directory, with the files
+/// the runtime writes.
+fn fake_configfs(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("tcmu-sim-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("attrib")).unwrap();
+    std::fs::create_dir_all(dir.join("action")).unwrap();
+    std::fs::write(dir.join("attrib/cmd_time_out"), "0\n").unwrap();
+    std::fs::write(dir.join("attrib/tmr_notification"), "0\n").unwrap();
+    std::fs::write(dir.join("action/free_kept_buf"), "").unwrap();
+    dir
+}
+
+#[test]
+fn an_aborted_hung_command_is_answered_and_the_device_goes_on() {
+    // No configfs: no KEEP_BUF; the answer waits for the buffers.
+    let mut rig = Rig::new();
+    let stats = rig.handle.stats();
+    let hung = rig
+        .kernel
+        .post(&rw10(0x28, HUNG_LBA as u32, 8), SimData::In(4096))
+        .unwrap();
+    assert_eq!(rig.run(&rw10(0x28, 5, 1), SimData::In(512)).status, 0);
+    assert_eq!(rig.kernel.inflight(), 1, "the hung read is still in flight");
+    rig.kernel
+        .post_tmr(tcmu_core::layout::tmr::ABORT_TASK, &[hung])
+        .unwrap();
+    let done = rig.collect(1);
+    assert_eq!(done[0].cmd_id, hung);
+    assert_eq!(done[0].status, 0x40, "TASK ABORTED");
+    assert!(!done[0].keep_buf);
+    assert_eq!(stats.snapshot().aborts, 1);
+    // A TMR naming a command that already finished changes nothing.
+    rig.kernel
+        .post_tmr(tcmu_core::layout::tmr::LUN_RESET, &[hung])
+        .unwrap();
+    assert_eq!(rig.run(&rw10(0x28, 6, 1), SimData::In(512)).status, 0);
+    assert_eq!(stats.snapshot().aborts, 1);
+    rig.rt.block_on(rig.handle.close());
+}
+
+#[test]
+fn an_aborted_command_keeps_its_buffer_until_it_is_freed() {
+    let dir = fake_configfs("keep");
+    let mut rig = Rig::with_configfs(Some(tcmu_core::configfs::DeviceDir::at(dir.clone())));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("attrib/tmr_notification")).unwrap(),
+        "1",
+        "the device turns TMR notifications on"
+    );
+    let hung = rig
+        .kernel
+        .post(&rw10(0x28, HUNG_LBA as u32, 8), SimData::In(4096))
+        .unwrap();
+    rig.kernel.notify().unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    rig.kernel
+        .post_tmr(tcmu_core::layout::tmr::LUN_RESET, &[hung])
+        .unwrap();
+    let done = rig.collect(1);
+    assert_eq!((done[0].cmd_id, done[0].status), (hung, 0x40));
+    assert!(done[0].keep_buf, "completed with KEEP_BUF");
+    assert_eq!(rig.kernel.kept(), vec![hung]);
+    // Once the cancelled future dropped its buffers, the runtime frees the
+    // kept buffer through action/free_kept_buf.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let freed = std::fs::read_to_string(dir.join("action/free_kept_buf")).unwrap();
+        if freed == hung.to_string() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "kept buffer never freed ({freed:?})"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    rig.kernel.free_kept_buf(hung).unwrap();
+    assert_eq!(rig.run(&rw10(0x28, 7, 1), SimData::In(512)).status, 0);
+    rig.rt.block_on(rig.handle.close());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_command_past_tcmur_cmd_time_out_is_reported_while_it_runs() {
+    let options = tcmu_runtime::RunnerOptions {
+        cmd_time_out: Some(1),
+    };
+    let mut rig = Rig::with(None, options);
+    let stats = rig.handle.stats();
+    let cdb = rw10(0x28, HUNG_LBA as u32, 1);
+    let hung = rig.kernel.post(&cdb, SimData::In(512)).unwrap();
+    rig.kernel.notify().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while stats.snapshot().timeouts == 0 {
+        assert!(Instant::now() < deadline, "no time-out reported");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let waited = deadline - Duration::from_secs(5);
+    assert!(waited.elapsed() >= Duration::from_secs(1));
+    assert!(
+        TIMED_OUT_ALL.lock().unwrap().contains(&cdb),
+        "the handler hook saw the CDB"
+    );
+    assert_eq!(rig.kernel.inflight(), 1, "still running: only reported");
+    // Reported once, however long it runs.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(stats.snapshot().timeouts, 1);
+    rig.kernel
+        .post_tmr(tcmu_core::layout::tmr::ABORT_TASK, &[hung])
+        .unwrap();
+    assert_eq!(rig.collect(1)[0].status, 0x40);
+    rig.rt.block_on(rig.handle.close());
+}
+
+#[test]
+fn closing_cancels_a_hung_command_after_the_grace_period() {
+    let mut rig = Rig::new();
+    rig.kernel
+        .post(&rw10(0x28, HUNG_LBA as u32, 1), SimData::In(512))
+        .unwrap();
+    assert_eq!(rig.run(&rw10(0x28, 5, 1), SimData::In(512)).status, 0);
+    let t = Instant::now();
+    rig.rt.block_on(rig.handle.close());
+    let took = t.elapsed();
+    assert!(
+        took >= tcmu_runtime::CLOSE_GRACE
+            && took < tcmu_runtime::CLOSE_GRACE + Duration::from_secs(2),
+        "close took {took:?}"
+    );
 }

@@ -93,6 +93,12 @@ impl DeviceObject {
         self.info.stats.snapshot().timeouts
     }
 
+    /// Commands aborted by a task management request.
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn aborts(&self) -> u64 {
+        self.info.stats.snapshot().aborts
+    }
+
     /// Sum of all command latencies, in microseconds.
     #[zbus(property(emits_changed_signal = "false"))]
     fn latency_sum_microseconds(&self) -> u64 {

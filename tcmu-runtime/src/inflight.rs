@@ -1,0 +1,220 @@
+//! A device's commands in flight, by kernel command id: what the device
+//! task needs to abort them (TMR), to notice the ones running past their
+//! time-out, and to give back the data buffers of aborted ones.
+//!
+//! The kernel hands out the lowest free command ids, so the table is a
+//! vector indexed by id that grows to the deepest queue seen and then
+//! stays: starting and finishing a command allocates nothing.
+//!
+//! The life of a slot:
+//! - `Running` from when the command is read off the ring until its task
+//!   hands back a completion ([`Commands::finish`]) or a TMR aborts it;
+//! - an aborted command's task is cancelled (its future dropped). An
+//!   io_uring operation it started may still be writing into its buffers,
+//!   so the buffers stay the command's until the ring says the last of them
+//!   is gone ([`CommandRing::buffers_in_use`](tcmu_core::CommandRing::buffers_in_use)):
+//!   - where the kernel can keep buffers (`KEEP_BUF`) and `action/free_kept_buf`
+//!     is at hand, the command is completed at once with TASK ABORTED and its
+//!     buffer freed later (`Kept`);
+//!   - otherwise its TASK ABORTED completion waits until the buffers are
+//!     gone (`Aborting`).
+
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinHandle;
+
+/// The first bytes of a CDB, kept for log lines about a command.
+#[derive(Clone, Copy)]
+pub(crate) struct CdbCopy {
+    bytes: [u8; 16],
+    len: u8,
+}
+
+impl CdbCopy {
+    /// Copies up to 16 bytes of `cdb`.
+    pub(crate) fn of(cdb: &[u8]) -> Self {
+        let mut bytes = [0u8; 16];
+        let n = cdb.len().min(bytes.len());
+        bytes[..n].copy_from_slice(&cdb[..n]);
+        Self {
+            bytes,
+            len: n as u8,
+        }
+    }
+
+    /// The copied bytes.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+/// A command whose task is running.
+struct Running {
+    task: JoinHandle<()>,
+    start: Instant,
+    cdb: CdbCopy,
+    /// Already reported as past its time-out.
+    timed_out: bool,
+}
+
+enum Slot {
+    Free,
+    Running(Running),
+    /// Aborted; its completion waits for its buffers to be released.
+    Aborting,
+    /// Aborted and completed with `KEEP_BUF`; the kernel holds its buffer
+    /// until it is freed.
+    Kept,
+}
+
+/// What to do with an aborted command (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AbortOutcome {
+    /// Complete it now with `KEEP_BUF`; free the buffer later.
+    CompleteKeeping,
+    /// Complete it once its buffers are released.
+    Deferred,
+}
+
+/// A command that ran past its time-out, for the report.
+pub(crate) struct Overdue {
+    pub cmd_id: u16,
+    pub cdb: CdbCopy,
+    pub running_for: Duration,
+}
+
+/// The table of a device's commands in flight.
+#[derive(Default)]
+pub(crate) struct Commands {
+    slots: Vec<Slot>,
+    /// Slots in `Aborting` or `Kept` state.
+    aborted: usize,
+}
+
+impl Commands {
+    /// Whether `cmd_id` is taken (running, or aborted and not yet
+    /// released).
+    pub(crate) fn is_taken(&self, cmd_id: u16) -> bool {
+        !matches!(self.slots.get(usize::from(cmd_id)), None | Some(Slot::Free))
+    }
+
+    /// Records a command whose task was just spawned.
+    pub(crate) fn start(
+        &mut self,
+        cmd_id: u16,
+        task: JoinHandle<()>,
+        start: Instant,
+        cdb: CdbCopy,
+    ) {
+        let i = usize::from(cmd_id);
+        if self.slots.len() <= i {
+            self.slots.resize_with(i + 1, || Slot::Free);
+        }
+        self.slots[i] = Slot::Running(Running {
+            task,
+            start,
+            cdb,
+            timed_out: false,
+        });
+    }
+
+    /// The task of `cmd_id` handed back its completion. Returns whether
+    /// that completion is to be written (the command was running), and
+    /// whether the command was already reported as overdue.
+    pub(crate) fn finish(&mut self, cmd_id: u16) -> Option<bool> {
+        let slot = self.slots.get_mut(usize::from(cmd_id))?;
+        match std::mem::replace(slot, Slot::Free) {
+            Slot::Running(r) => Some(r.timed_out),
+            // An aborted command's late completion: the abort answers it.
+            other => {
+                *slot = other;
+                None
+            }
+        }
+    }
+
+    /// Aborts `cmd_id` if it is running: cancels its task and returns how
+    /// to complete it, with its CDB for the log.
+    pub(crate) fn abort(&mut self, cmd_id: u16, keep: bool) -> Option<(AbortOutcome, CdbCopy)> {
+        let slot = self.slots.get_mut(usize::from(cmd_id))?;
+        let Slot::Running(r) = slot else {
+            return None;
+        };
+        r.task.abort();
+        let cdb = r.cdb;
+        let (next, outcome) = if keep {
+            (Slot::Kept, AbortOutcome::CompleteKeeping)
+        } else {
+            (Slot::Aborting, AbortOutcome::Deferred)
+        };
+        *slot = next;
+        self.aborted += 1;
+        Some((outcome, cdb))
+    }
+
+    /// Cancels every running task (the device is closing): their commands
+    /// stay unanswered, for the kernel's time-out or the next daemon's ring
+    /// reset. Returns how many there were.
+    pub(crate) fn abandon_all(&mut self) -> usize {
+        let mut n = 0;
+        for slot in &mut self.slots {
+            if let Slot::Running(r) = slot {
+                r.task.abort();
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Whether aborted commands wait for their buffers.
+    pub(crate) fn has_aborted(&self) -> bool {
+        self.aborted > 0
+    }
+
+    /// Releases the aborted commands whose buffers are gone
+    /// (`in_use(id)` false): calls `complete(id)` for each deferred one and
+    /// `free(id)` for each kept one.
+    pub(crate) fn release_aborted(
+        &mut self,
+        in_use: impl Fn(u16) -> bool,
+        mut complete: impl FnMut(u16),
+        mut free: impl FnMut(u16),
+    ) {
+        if self.aborted == 0 {
+            return;
+        }
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            let Ok(id) = u16::try_from(i) else { break };
+            if !matches!(slot, Slot::Aborting | Slot::Kept) || in_use(id) {
+                continue;
+            }
+            match std::mem::replace(slot, Slot::Free) {
+                Slot::Aborting => complete(id),
+                _ => free(id),
+            }
+            self.aborted -= 1;
+        }
+    }
+
+    /// Marks and returns the running commands older than `limit` that were
+    /// not reported yet.
+    pub(crate) fn overdue(&mut self, limit: Duration, now: Instant) -> Vec<Overdue> {
+        let mut out = Vec::new();
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            let Slot::Running(r) = slot else { continue };
+            let running_for = now.saturating_duration_since(r.start);
+            if r.timed_out || running_for <= limit {
+                continue;
+            }
+            r.timed_out = true;
+            if let Ok(cmd_id) = u16::try_from(i) {
+                out.push(Overdue {
+                    cmd_id,
+                    cdb: r.cdb,
+                    running_for,
+                });
+            }
+        }
+        out
+    }
+}
