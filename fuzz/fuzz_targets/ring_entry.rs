@@ -46,8 +46,9 @@ use std::sync::Arc;
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use tcmu_core::layout::{
-    CmdRequest, Mailbox, RingIovec, TmrEntry, CMD_ENTRY_SIZE, MAILBOX_FLAG_CAP_READ_LEN,
-    MAILBOX_VERSION, OP_CMD, OP_PAD, OP_TMR, SENSE_BUFFER_SIZE, UFLAG_READ_LEN, UFLAG_UNKNOWN_OP,
+    CmdRequest, Mailbox, RingIovec, TmrEntry, CMD_ENTRY_SIZE, MAILBOX_FLAG_CAP_KEEP_BUF,
+    MAILBOX_FLAG_CAP_READ_LEN, MAILBOX_VERSION, OP_CMD, OP_PAD, OP_TMR, SENSE_BUFFER_SIZE,
+    UFLAG_KEEP_BUF, UFLAG_READ_LEN, UFLAG_UNKNOWN_OP,
 };
 use tcmu_core::ring::cdb_len;
 use tcmu_core::{CmdEntry, CommandRing, Completion, DataBuf, Entry, Mapping};
@@ -135,7 +136,8 @@ enum IdSpec {
     /// An id of a recent command, counted back from the last (which may
     /// still be running: the reuse case).
     Reuse(u8),
-    /// Any id.
+    /// Any id below 4096. (tcmu-core keeps a table indexed by id, so very
+    /// high ids cost time on every run; `EntrySpec::Raw` reaches them.)
     Raw(u16),
 }
 
@@ -239,6 +241,10 @@ struct Reply {
     sense_len: u8,
     seed: u8,
     read_len: Option<u32>,
+    /// `KEEP_BUF`: the buffers stay the command's after completion (kept
+    /// alive by the harness until a later batch releases them), where the
+    /// kernel offers it.
+    keep: bool,
 }
 
 /// One round: the kernel posts, the daemon reads, completes, publishes.
@@ -264,6 +270,9 @@ struct Batch {
     release_rest: bool,
     /// One more completion than there are commands to complete.
     extra_completion: bool,
+    /// Drop the buffers kept by `KEEP_BUF` completions, first thing (the
+    /// runtime's `free_kept_buf`).
+    release_kept: bool,
 }
 
 /// A whole input.
@@ -287,14 +296,69 @@ enum Expect {
     /// entry: refused, its buffers never handed out.
     Refused { cmd_id: u16 },
     /// A command entry the model does not predict (claimed counts, raw
-    /// header): anything but a panic.
-    AnyCmd,
+    /// header): a command or a refusal with this id.
+    AnyCmd { cmd_id: u16 },
     /// A TMR: exactly this.
     Tmr { tmr_type: u8, cmd_ids: Vec<u16> },
     /// A TMR the model does not predict.
     AnyTmr,
     /// An unknown opcode.
     Unknown { cmd_id: u16, op: u8 },
+}
+
+impl Expect {
+    /// The id of a command entry.
+    fn cmd_id(&self) -> Option<u16> {
+        match *self {
+            Expect::Cmd { cmd_id, .. } | Expect::Refused { cmd_id } | Expect::AnyCmd { cmd_id } => {
+                Some(cmd_id)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Known bug, reported, not ours to fix (tcmu-core/src/ring.rs): an entry
+/// whose length carries it past `cmd_head` (not one the kernel writes) is
+/// followed, so the reader misses `cmd_head` and goes round the ring for
+/// ever: returning the same entries again and again, or spinning inside
+/// `next_entry` when only PAD entries are in the way. The first failing
+/// input is saved as `fuzz/artifacts/ring_entry/known-lap-past-head`.
+/// While this is `true`, such rings are recognised beforehand (see
+/// [`crosses_head`]) and not read; set it to `false` once `next_entry`
+/// refuses an entry longer than the distance to `cmd_head`.
+const TOLERATE_LAP: bool = true;
+
+/// Whether the walk `next_entry` makes from `from` jumps over `cmd_head`:
+/// the same header checks (an entry shorter than its header or running
+/// past the end of the ring stops it with an error), then an entry longer
+/// than the distance left to `cmd_head`, or a full lap.
+fn crosses_head(map: &Mapping, view: &View, from: u32) -> bool {
+    let size = view.ring_size;
+    let Ok(head) = map.load_u32_acquire(MB_HEAD) else {
+        return false;
+    };
+    if head >= size {
+        return false;
+    }
+    let mut pos = from;
+    for _ in 0..=size / 8 {
+        if pos == head {
+            return false;
+        }
+        let Ok(len_op) = map.read_u32(view.ring_off + pos as usize) else {
+            return false;
+        };
+        let len = len_op & !7;
+        if len < 8 || u64::from(pos) + u64::from(len) > u64::from(size) {
+            return false;
+        }
+        if len > (head + size - pos) % size {
+            return true;
+        }
+        pos = (pos + len) % size;
+    }
+    true
 }
 
 /// A slot that takes a completion, as the kernel reaps them: every entry
@@ -337,6 +401,10 @@ struct Kernel {
     slots: VecDeque<Slot>,
     /// Slots posted and not yet read, in ring order.
     unread_slots: VecDeque<Slot>,
+    /// Where the daemon's reader is (it stops exactly at `cmd_head`).
+    reader_pos: u32,
+    /// Buffers of commands completed with `KEEP_BUF`, still alive.
+    kept: Vec<CmdEntry>,
 }
 
 /// `n` rounded up to a multiple of 8.
@@ -382,7 +450,7 @@ impl Kernel {
                     self.recent[n - 1 - usize::from(back) % n]
                 }
             }
-            IdSpec::Raw(id) => id,
+            IdSpec::Raw(id) => id % 4096,
         };
         self.recent.push_back(id);
         if self.recent.len() > 16 {
@@ -518,7 +586,7 @@ impl Kernel {
                 Some(cdb)
             });
         let expect = match (spec.claimed_counts, cdb_found) {
-            (Some(_), _) => Expect::AnyCmd,
+            (Some(_), _) => Expect::AnyCmd { cmd_id },
             (None, Some(cdb)) if all_ok => Expect::Cmd {
                 cmd_id,
                 cdb,
@@ -619,7 +687,7 @@ impl Kernel {
                     OP_PAD => {}
                     OP_TMR => self.expected.push_back(Expect::AnyTmr),
                     OP_CMD => {
-                        self.expected.push_back(Expect::AnyCmd);
+                        self.expected.push_back(Expect::AnyCmd { cmd_id: *cmd_id });
                         self.unread_slots.push_back(Slot {
                             pos,
                             len: len as u32,
@@ -713,6 +781,8 @@ fn run(s: &Scenario) {
         expected: VecDeque::new(),
         slots: VecDeque::new(),
         unread_slots: VecDeque::new(),
+        reader_pos: map.read_u32(MB_TAIL).unwrap_or(0),
+        kept: Vec::new(),
     };
     let view = View {
         map_len: map.len(),
@@ -755,10 +825,15 @@ fn run_batch(
         k.expected.clear();
         k.slots.clear();
         k.unread_slots.clear();
+        k.reader_pos = 0;
+        k.kept.clear();
         outstanding.clear();
         if ring.resync().is_err() {
             return Err(Abandoned);
         }
+    }
+    if batch.release_kept {
+        k.kept.clear();
     }
 
     // The kernel posts.
@@ -783,27 +858,47 @@ fn run_batch(
 
     // The daemon reads everything posted. One lap of the ring holds at most
     // size/8 entries; more means the reader went past cmd_head.
+    if TOLERATE_LAP && crosses_head(&k.map, view, k.reader_pos) {
+        return Err(Abandoned);
+    }
     let max_reads = view.ring_size as usize / 8 + 1;
     let mut reads = 0;
     loop {
+        // A command whose id belongs to a command with buffers still alive
+        // (running, or kept) must be refused as a corrupt ring.
+        let reused = k.model
+            && k.expected
+                .front()
+                .and_then(Expect::cmd_id)
+                .is_some_and(|id| {
+                    outstanding
+                        .iter()
+                        .filter_map(|o| o.cmd.as_ref())
+                        .chain(&k.kept)
+                        .any(|c| c.cmd_id == id && !(c.data.is_empty() && c.bidi.is_empty()))
+                });
         let entry = match ring.next_entry() {
             Ok(Some(e)) => e,
-            Ok(None) => break,
+            Ok(None) => {
+                k.reader_pos = k.map.load_u32_acquire(MB_HEAD).unwrap_or(0);
+                break;
+            }
             Err(e) => {
                 assert!(!e.to_string().is_empty());
                 if k.model {
-                    if let Some(x) = k.expected.front() {
-                        assert!(
-                            matches!(x, Expect::Refused { .. } | Expect::AnyCmd | Expect::AnyTmr),
-                            "error {e} for an entry that must be {x:?}"
-                        );
-                    } else {
-                        panic!("error {e} with no entry posted");
-                    }
+                    let x = k.expected.front();
+                    assert!(
+                        reused || matches!(x, Some(Expect::AnyTmr)),
+                        "error {e} for an entry that must be {x:?}"
+                    );
                 }
                 return Err(Abandoned);
             }
         };
+        assert!(
+            !reused,
+            "{entry:?} read while its id's earlier buffers are alive"
+        );
         reads += 1;
         assert!(
             reads <= max_reads,
@@ -822,8 +917,13 @@ fn run_batch(
                 unknown: true,
                 cmd: None,
             }),
+            Entry::Invalid { cmd_id, .. } => outstanding.push(Outstanding {
+                cmd_id,
+                unknown: false,
+                cmd: None,
+            }),
             Entry::Tmr(_) => {}
-            #[allow(unreachable_patterns)]
+            // A kind of entry this target does not know yet.
             _ => return Err(Abandoned),
         }
     }
@@ -860,9 +960,14 @@ fn run_batch(
     }
     let mut result = Ok(());
     for (o, reply) in completions {
-        // Buffers go before the completion, as the runtime does it.
-        drop(o.cmd);
         let c = completion(o.unknown, reply);
+        // Buffers go before the completion, as the runtime does it, unless
+        // the completion keeps them.
+        if let Some(cmd) = o.cmd {
+            if c.keep_buf && ring.can_keep_buffers() {
+                k.kept.push(cmd);
+            }
+        }
         if complete(k, ring, o.cmd_id, &c).is_err() {
             result = Err(Abandoned);
             break;
@@ -893,6 +998,9 @@ fn completion(unknown: bool, reply: Option<&Reply>) -> Completion {
     c.sense = (0..r.sense_len).map(|i| i ^ r.seed).collect();
     if let Some(n) = r.read_len {
         c = c.with_read_len(n);
+    }
+    if r.keep {
+        c = c.keeping_buffer();
     }
     c
 }
@@ -931,6 +1039,7 @@ fn complete(
     let _ = k.map.read(off + RSP_SENSE, &mut sense);
     let flags = k.map.read_u16(MB_FLAGS).unwrap_or(0);
     let want_read_len = c.read_len.is_some() && flags & MAILBOX_FLAG_CAP_READ_LEN != 0;
+    let want_keep = c.keep_buf && flags & MAILBOX_FLAG_CAP_KEEP_BUF != 0;
     let mut want_sense = [0u8; SENSE_BUFFER_SIZE];
     let n = c.sense.len().min(SENSE_BUFFER_SIZE);
     want_sense[..n].copy_from_slice(&c.sense[..n]);
@@ -945,6 +1054,7 @@ fn complete(
         want_read_len,
         "READ_LEN flag"
     );
+    assert_eq!(uflags[0] & UFLAG_KEEP_BUF != 0, want_keep, "KEEP_BUF flag");
     assert_eq!(status[0], c.status, "status");
     assert_eq!(read_len, c.read_len.unwrap_or(0), "read_len");
     assert_eq!(sense, want_sense, "sense");
@@ -1031,7 +1141,16 @@ fn check_entry(k: &mut Kernel, view: &View, entry: &Entry) {
             let got: Vec<_> = c.bidi.iter().map(|b| (b.offset(), b.len())).collect();
             assert_eq!(&got, bidi, "bidi iovecs of command {cmd_id}");
         }
-        (Expect::AnyCmd, Entry::Cmd(_)) => {}
+        (Expect::AnyCmd { cmd_id }, Entry::Cmd(c)) => {
+            assert_eq!(c.cmd_id, *cmd_id, "command id");
+        }
+        (
+            Expect::Refused { cmd_id } | Expect::AnyCmd { cmd_id },
+            Entry::Invalid { cmd_id: i, why },
+        ) => {
+            assert_eq!(i, cmd_id, "command id of a refused entry");
+            assert!(!why.is_empty(), "refused with no reason");
+        }
         (Expect::Tmr { tmr_type, cmd_ids }, Entry::Tmr(t)) => {
             assert_eq!((t.tmr_type, &t.cmd_ids), (*tmr_type, cmd_ids), "TMR");
         }
