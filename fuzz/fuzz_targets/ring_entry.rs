@@ -36,6 +36,10 @@
 //! ids; each completion lands in the next unfilled command slot with the
 //! status, sense (cut to 96 bytes), `read_len` and flags asked for; and
 //! `cmd_tail` ends right after the last slot filled.
+//!
+//! Seeds (`fuzz/seeds/ring_entry/`) are inputs picked from a fuzzing
+//! corpus: arbitrary-encoded scenarios, which `cargo fuzz fmt ring_entry
+//! FILE` prints.
 
 #![no_main]
 
@@ -403,6 +407,9 @@ struct Kernel {
     unread_slots: VecDeque<Slot>,
     /// Where the daemon's reader is (it stops exactly at `cmd_head`).
     reader_pos: u32,
+    /// Where the daemon's `cmd_tail` must be: after the last slot it
+    /// completed into.
+    daemon_tail: u32,
     /// Buffers of commands completed with `KEEP_BUF`, still alive.
     kept: Vec<CmdEntry>,
 }
@@ -782,6 +789,7 @@ fn run(s: &Scenario) {
         slots: VecDeque::new(),
         unread_slots: VecDeque::new(),
         reader_pos: map.read_u32(MB_TAIL).unwrap_or(0),
+        daemon_tail: map.read_u32(MB_TAIL).unwrap_or(0),
         kept: Vec::new(),
     };
     let view = View {
@@ -826,6 +834,7 @@ fn run_batch(
         k.slots.clear();
         k.unread_slots.clear();
         k.reader_pos = 0;
+        k.daemon_tail = 0;
         k.kept.clear();
         outstanding.clear();
         if ring.resync().is_err() {
@@ -979,10 +988,11 @@ fn run_batch(
             "a completion with no command to complete was accepted"
         );
     }
-    if result.is_ok() && ring.publish().is_err() {
+    let published = result.is_ok() && ring.publish().is_ok();
+    if !published {
         result = Err(Abandoned);
     }
-    check_writes(k, view, &before);
+    check_writes(k, view, &before, published);
     result
 }
 
@@ -1028,6 +1038,7 @@ fn complete(
         );
         return Err(Abandoned);
     }
+    k.daemon_tail = (slot.pos + slot.len) % k.size;
     let off = k.ring_off(slot.pos);
     let id = k.map.read_u16(off + 4).unwrap_or(0);
     let mut uflags = [0u8];
@@ -1072,7 +1083,7 @@ fn snapshot(map: &Mapping) -> Vec<u8> {
 /// ring (as the daemon sees it) and `cmd_tail`, and that `cmd_tail` is a
 /// position in the ring; with the model, exactly where the next slot
 /// starts.
-fn check_writes(k: &Kernel, view: &View, before: &[u8]) {
+fn check_writes(k: &Kernel, view: &View, before: &[u8], published: bool) {
     let after = snapshot(&k.map);
     // Slice comparisons (one memcmp each), not a loop over bytes: the
     // coverage instrumentation would make that the slowest part of a run.
@@ -1094,12 +1105,33 @@ fn check_writes(k: &Kernel, view: &View, before: &[u8]) {
             );
         }
     }
+    if !published {
+        // cmd_tail holds whatever the kernel (a poke) left there.
+        return;
+    }
     let tail = k.map.read_u32(MB_TAIL).unwrap_or(0);
     assert!(
         tail < view.ring_size && tail % 8 == 0,
         "published cmd_tail {tail:#x} is not a position in the {:#x}-byte ring",
         view.ring_size
     );
+    if k.model {
+        // Right after the last slot completed, or further on over PAD and
+        // TMR entries only (a completion attempt skips those first).
+        let mut at = k.daemon_tail;
+        while at != tail && at != k.reader_pos {
+            let len_op = k.map.read_u32(k.ring_off(at)).unwrap_or(0);
+            if !matches!((len_op & 7) as u8, OP_PAD | OP_TMR) || len_op & !7 == 0 {
+                break;
+            }
+            at = (at + (len_op & !7)) % k.size;
+        }
+        assert_eq!(
+            tail, at,
+            "published cmd_tail is not after the last slot completed (from {:#x})",
+            k.daemon_tail
+        );
+    }
 }
 
 /// Checks an entry against the invariants and, while it holds, the model.

@@ -61,19 +61,19 @@ fn layers(b: u8) -> Layers {
 
 /// Runs the parser and the loader on one file.
 fn one_input(layers: &Layers, text: &str) {
-    check_parse(text);
+    let parsed = check_parse(text);
     let defaults = layers.defaults();
     let loaded = conf::load_text(layers, Some(text), &defaults);
     for p in &loaded.problems {
         assert!(!p.trim().is_empty(), "an empty problem for {text:?}");
     }
     check_range(&loaded.settings, text);
-    check_file_wins(text, &loaded.settings);
+    check_file_wins(text, &parsed, &loaded.settings);
     check_round_trip(layers, &loaded.settings);
 }
 
-/// The line parser.
-fn check_parse(text: &str) {
+/// The line parser; returns what it parsed.
+fn check_parse(text: &str) -> conf::Parsed {
     let parsed = conf::parse(text);
     let meaningful = text
         .lines()
@@ -116,6 +116,7 @@ fn check_parse(text: &str) {
         parsed,
         "{text:?} parses differently the second time"
     );
+    parsed
 }
 
 /// Every setting is one the daemon can use.
@@ -142,8 +143,7 @@ fn check_range(s: &Settings, text: &str) {
 }
 
 /// The last line of a key, if its value is good, sets the key.
-fn check_file_wins(text: &str, s: &Settings) {
-    let parsed = conf::parse(text);
+fn check_file_wins(text: &str, parsed: &conf::Parsed, s: &Settings) {
     for key in KNOWN_KEYS {
         let Some(e) = parsed.entries.iter().rev().find(|e| e.key == *key) else {
             continue;
