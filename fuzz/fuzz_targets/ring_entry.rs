@@ -80,8 +80,8 @@ const RSP_STATUS: usize = 8;
 const RSP_READ_LEN: usize = 12;
 const RSP_SENSE: usize = 16;
 /// Bounds that keep one input fast.
-const MAX_BATCHES: usize = 6;
-const MAX_ENTRIES: usize = 48;
+const MAX_BATCHES: usize = 4;
+const MAX_ENTRIES: usize = 32;
 const MAX_IOVECS: usize = 12;
 const MAX_POKES: usize = 8;
 const MAX_COMPLETIONS: usize = 64;
