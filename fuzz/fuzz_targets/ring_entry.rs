@@ -322,12 +322,16 @@ impl Expect {
     }
 }
 
-/// Known bug, reported, not ours to fix (tcmu-core/src/ring.rs): an entry
+/// Known bugs, reported, not ours to fix (tcmu-core/src/ring.rs). First, an entry
 /// whose length carries it past `cmd_head` (not one the kernel writes) is
 /// followed, so the reader misses `cmd_head` and goes round the ring for
 /// ever: returning the same entries again and again, or spinning inside
 /// `next_entry` when only PAD entries are in the way. The first failing
 /// input is saved as `fuzz/artifacts/ring_entry/known-lap-past-head`.
+/// Second, the same in `complete`: it re-reads the headers of slots already
+/// read, and when the kernel has rewritten one (a length past the read
+/// position), the tail jumps over the read position and can spin for ever
+/// over PAD/TMR entries (`known-complete-spins`).
 /// While this is `true`, such rings are recognised beforehand (see
 /// [`crosses_head`]) and not read; set it to `false` once `next_entry`
 /// refuses an entry longer than the distance to `cmd_head`.
@@ -338,13 +342,16 @@ const TOLERATE_LAP: bool = true;
 /// past the end of the ring stops it with an error), then an entry longer
 /// than the distance left to `cmd_head`, or a full lap.
 fn crosses_head(map: &Mapping, view: &View, from: u32) -> bool {
-    let size = view.ring_size;
-    let Ok(head) = map.load_u32_acquire(MB_HEAD) else {
-        return false;
-    };
-    if head >= size {
-        return false;
+    match map.load_u32_acquire(MB_HEAD) {
+        Ok(head) if head < view.ring_size => crosses(map, view, from, head),
+        _ => false,
     }
+}
+
+/// Whether a walk of the ring from `from` that follows entry lengths jumps
+/// over `head` (or never meets it).
+fn crosses(map: &Mapping, view: &View, from: u32, head: u32) -> bool {
+    let size = view.ring_size;
     let mut pos = from;
     for _ in 0..=size / 8 {
         if pos == head {
@@ -950,6 +957,9 @@ fn run_batch(
 
     // The daemon completes and publishes; nothing outside the ring but
     // cmd_tail may change.
+    if TOLERATE_LAP && crosses(&k.map, view, k.daemon_tail, k.reader_pos) {
+        return Err(Abandoned);
+    }
     let before = snapshot(&k.map);
     let mut completions = Vec::new();
     for (pick, reply) in batch.picks.iter().take(MAX_COMPLETIONS) {
