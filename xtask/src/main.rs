@@ -8,7 +8,7 @@
 //! - `demo`: like `vm-test`, but run `tests/vm/demo.sh`.
 //! - `vm-run SCRIPT`: boot the VM and run any guest script (no build).
 //! - `test`: unit tests, clippy, rustfmt, then `vm-test`.
-//! - `fuzz [--runs N] [TARGET]`: run the cargo-fuzz targets under `fuzz/`.
+//! - `fuzz [--runs N] [--sanitizer S] [TARGET]`: run the cargo-fuzz targets under `fuzz/`.
 //! - `install [--prefix P] [--destdir D] [--no-build]`: lay out the daemon
 //!   and its system files as a package does.
 //! - `deb`: build the Debian package (cargo-deb) into `target/debian/`.
@@ -61,9 +61,11 @@ commands:
                         each host variable GUEST_<NAME> to $<NAME>
   test                  cargo test, clippy -D warnings, fmt --check, doc,
                         package-test, vm-test
-  fuzz [--runs N] [TARGET]
+  fuzz [--runs N] [--sanitizer S] [TARGET]
                         run each cargo-fuzz target under fuzz/ (or TARGET) for
-                        N executions (default 1000000); fails on any crash
+                        N executions (default 1000000); fails on any crash;
+                        S: cargo fuzz's sanitizer (default address; none is
+                        faster)
   install [--prefix P] [--destdir D] [--no-build]
                         build tcmu-runner (release) and install it with its
                         systemd unit, D-Bus policy and activation file,
