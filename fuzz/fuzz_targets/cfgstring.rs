@@ -41,15 +41,15 @@ fuzz_target!(|data: &[u8]| one_input(&String::from_utf8_lossy(data)));
 /// The option tcmu-runner takes out of every cfgstring.
 const OPTION: &str = ";tcmur_cmd_time_out=";
 
-/// Known bug, reported, not ours to fix: when an option leads the string,
+/// A bug this target found, since fixed: when an option led the string,
 /// `take_runner_options` removes it with the `;` after it; if the next part
 /// is another option, that `;` was its separator, so the option is left at
 /// the start of the handler's string: `;tcmur_cmd_time_out=1;tcmur_cmd_time_out=2;/x`
 /// gives `tcmur_cmd_time_out=2;/x` (with option 1 applied). Saved as
-/// `fuzz/artifacts/cfgstring/known-leading-option-pair*`. While this is
+/// `fuzz/artifacts/cfgstring/known-leading-option-pair*`. When this is
 /// `true`, that one check is skipped for strings that start with an
-/// option; set it to `false` once `take_runner_options` is fixed.
-const TOLERATE_LEADING_PAIR: bool = true;
+/// option: the switch stays for bisecting.
+const TOLERATE_LEADING_PAIR: bool = false;
 
 /// Whether `s` starts with an option (see [`TOLERATE_LEADING_PAIR`]).
 fn is_leading_pair(s: &str) -> bool {

@@ -322,7 +322,7 @@ impl Expect {
     }
 }
 
-/// Known bugs, reported, not ours to fix (tcmu-core/src/ring.rs). First, an entry
+/// Bugs this target found in tcmu-core/src/ring.rs, since fixed. First, an entry
 /// whose length carries it past `cmd_head` (not one the kernel writes) is
 /// followed, so the reader misses `cmd_head` and goes round the ring for
 /// ever: returning the same entries again and again, or spinning inside
@@ -332,10 +332,10 @@ impl Expect {
 /// read, and when the kernel has rewritten one (a length past the read
 /// position), the tail jumps over the read position and can spin for ever
 /// over PAD/TMR entries (`known-complete-spins`).
-/// While this is `true`, such rings are recognised beforehand (see
-/// [`crosses_head`]) and not read; set it to `false` once `next_entry`
-/// refuses an entry longer than the distance to `cmd_head`.
-const TOLERATE_LAP: bool = true;
+/// Both are refused as a corrupt ring now. When this is `true`, such rings
+/// are recognised beforehand (see [`crosses_head`]) and not read: the
+/// switch stays for bisecting.
+const TOLERATE_LAP: bool = false;
 
 /// Whether the walk `next_entry` makes from `from` jumps over `cmd_head`:
 /// the same header checks (an entry shorter than its header or running
