@@ -126,8 +126,9 @@ remove_luns() {
     done
 }
 
-# own_threads: the daemon's threads without tokio's blocking pool
-# ("tokio-runtime-w": it grows and shrinks with use, its threads idle out
+# own_threads: the daemon's threads without tokio's pools
+# ("tokio-rt-worker", "tokio-runtime-w" in older tokio: the blocking pool
+# grows and shrinks with use, its threads idle out
 # after 10 s) and io_uring's kernel workers ("iou-wrk-*", "iou-sqp-*",
 # created and ended by the kernel as blocking I/O comes and goes): 8 or 9
 # seen without these exclusions.
@@ -135,7 +136,7 @@ own_threads() {
     local c n=0
     for c in /proc/"$DAEMON_PID"/task/*/comm; do
         read -r c <"$c" || continue
-        [[ $c == tokio-runtime-w || $c == iou-* ]] || n=$((n + 1))
+        [[ $c == tokio-runtime-w || $c == tokio-rt-worker || $c == iou-* ]] || n=$((n + 1))
     done
     echo "$n"
 }
