@@ -33,6 +33,8 @@ pub const PACKAGES: &[&str] = &[
     "sg3-utils",
     "e2fsprogs",
     "util-linux",
+    // t-46-tmr hangs a LUN's backend by suspending a device-mapper device.
+    "dmsetup",
     "open-iscsi",
     "libiscsi-bin",
     "targetcli-fb",
