@@ -1,6 +1,7 @@
 //! The control loop: attach to existing devices, then serve the kernel's
 //! netlink device events until SIGTERM/SIGINT, or until SIGUSR2 asks this
-//! daemon to hand its devices over to a successor (see [`crate::takeover`]).
+//! daemon to hand its devices over to a successor (see [`crate::takeover`];
+//! SIGUSR1 starts one, see [`crate::upgrade`]).
 //!
 //! Every event the kernel sends gets a `*_DONE` reply, success or not: once
 //! this daemon has told the kernel it replies (SET_FEATURES), the kernel
@@ -12,6 +13,8 @@ use std::sync::Arc;
 
 use crate::dbus::ExternalHandlers;
 use crate::devices::{DeviceInfo, DeviceTable};
+use crate::service_manager;
+use crate::upgrade::{self, Launch};
 use tcmu_core::configfs::{self, DeviceDir, RingResetLevel};
 use tcmu_core::netlink::{ControlSocket, DeviceEvent, EventKind, EventSocket, Reconfig};
 use tcmu_core::uio::{self, UioDevice};
@@ -421,19 +424,23 @@ impl Daemon {
 }
 
 /// Runs the daemon until a termination signal; `on_ready` runs once the
-/// devices that existed at start-up are served.
+/// devices that existed at start-up are served. `launch` says how to start
+/// a successor for an in-place upgrade (SIGUSR1, see [`crate::upgrade`]).
 pub async fn run(
     registry: Registry,
     workers: Workers,
     table: DeviceTable,
     external: ExternalHandlers,
+    launch: Option<Launch>,
     on_ready: impl FnOnce(),
 ) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
     let mut usr2 = signal(SignalKind::user_defined2())?;
     let mut handing_over = false;
+    let mut successor: Option<upgrade::Successor> = None;
     let (mut daemon, events) = Daemon::connect(registry, workers, table, external)?;
     let mut events = tcmu_core::reactor::register_readable(events)?;
     daemon.recover_all().await;
@@ -443,6 +450,7 @@ pub async fn run(
         daemon.registry
     );
     on_ready();
+    service_manager::ready(&format!("serving {} device(s)", daemon.devices.len()));
     loop {
         tokio::select! {
             _ = term.recv() => { info!("SIGTERM: shutting down"); break; }
@@ -452,43 +460,35 @@ pub async fn run(
                 handing_over = true;
                 break;
             }
+            _ = usr1.recv() => {
+                if let Some(s) = upgrade::start(launch.as_ref(), &successor) {
+                    successor = Some(s);
+                }
+            }
+            why = upgrade::successor_failed(&mut successor) => {
+                let pid = successor.take().map_or(0, |s| s.pid());
+                upgrade::report_failure(pid, &why, daemon.devices.len());
+            }
             _ = hup.recv() => match crate::logging::reopen() {
                 Ok(()) => info!("SIGHUP: log file reopened"),
                 Err(e) => error!("SIGHUP: cannot reopen the log file: {e}"),
             },
             ready = events.readable_mut() => {
-                let mut guard = ready?;
-                loop {
-                    match guard.get_inner_mut().recv() {
-                        Ok(evs) => {
-                            for ev in evs {
-                                daemon.handle_event(ev).await;
-                            }
-                        }
-                        Err(e) if e.is_would_block() => {
-                            guard.clear_ready();
-                            break;
-                        }
-                        Err(e) if e.is_overrun() => {
-                            warn!("netlink events were lost; rescanning devices");
-                            daemon.recover_all().await;
-                        }
-                        Err(e) => {
-                            if let Some(id) = e.pending_device_id() {
-                                daemon.reply(EventKind::Added, id, REFUSED, "malformed event");
-                            }
-                            error!("bad netlink message: {e}");
-                        }
-                    }
-                }
+                // Readiness is cleared before reading: an event arriving
+                // during the drain sets it again.
+                ready?.clear_ready();
+                daemon.drain_events(&mut events).await;
             }
         }
     }
     if handing_over {
+        // No STOPPING=1 here: a successor has made itself the service's
+        // main process by now, and the message would stop the service.
         daemon.hand_over(&mut events).await;
         info!("tcmu-runner stopped (handed over)");
         return Ok(());
     }
+    service_manager::stopping("finishing the commands in flight");
     daemon.shutdown().await;
     info!("tcmu-runner stopped");
     Ok(())

@@ -17,7 +17,9 @@ mod handlers;
 mod lock;
 mod logging;
 mod metrics;
+mod service_manager;
 mod takeover;
+mod upgrade;
 
 use clap::Parser;
 use tokio::sync::watch;
@@ -102,6 +104,9 @@ fn main() -> std::process::ExitCode {
 
 fn run(cli: &cli::Cli, mut conf: watch::Receiver<conf::Settings>) -> anyhow::Result<()> {
     let registry = handlers::registry();
+    // Resolved now: after a package upgrade the same path names the new
+    // binary, which SIGUSR1 starts as this daemon's successor.
+    let launch = upgrade::Launch::current();
     let count = cli.workers.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -133,7 +138,7 @@ fn run(cli: &cli::Cli, mut conf: watch::Receiver<conf::Settings>) -> anyhow::Res
         .build()?;
     let table = devices::DeviceTable::default();
     let external = dbus::ExternalHandlers::default();
-    // The bus name appears once devices are recovered (systemd's Type=dbus).
+    // The bus name appears once devices are recovered.
     let start_dbus = {
         let (registry, table, external) = (registry.clone(), table.clone(), external.clone());
         move || {
@@ -167,7 +172,7 @@ fn run(cli: &cli::Cli, mut conf: watch::Receiver<conf::Settings>) -> anyhow::Res
             }
         });
         let metrics = metrics::spawn(table.clone(), metrics_rx);
-        let result = daemon::run(registry, workers, table, external, start_dbus).await;
+        let result = daemon::run(registry, workers, table, external, launch, start_dbus).await;
         metrics.shutdown().await;
         result
     })

@@ -15,6 +15,11 @@
 //!    usual: for every device block (already), reset the ring (it holds no
 //!    command in flight), open, unblock.
 //!
+//! Under systemd, the successor first tells systemd that it is the main
+//! process now (`MAINPID=`, unit `NotifyAccess=all`): the old daemon's
+//! exit is then not the service's. `systemctl reload` starts the whole
+//! exchange from the running daemon (SIGUSR1, [`crate::upgrade`]).
+//!
 //! A running daemon that does not know the signal (an older build) dies of
 //! it, which a normal start recovers from like any crash.
 
@@ -25,6 +30,7 @@ use rustix::process::{Pid, Signal};
 use tracing::info;
 
 use crate::lock::{self, Attempt, InstanceLock};
+use crate::service_manager;
 
 /// The signal that asks a running daemon to hand its devices over
 /// (SIGHUP reopens the log; SIGTERM/SIGINT stop).
@@ -49,8 +55,12 @@ pub fn take_over(lock_path: &Path) -> anyhow::Result<InstanceLock> {
                 lock_path.display()
             )
         })?;
+    // Under systemd the service's main pid becomes this one before the
+    // running daemon exits, so its exit does not end the service.
+    service_manager::main_pid(std::process::id());
     let start = Instant::now();
     rustix::process::kill_process(pid, HANDOVER_SIGNAL).map_err(|e| {
+        service_manager::main_pid(pid.as_raw_nonzero().get() as u32);
         anyhow::anyhow!(
             "--takeover: cannot signal the running tcmu-runner (pid {}): {e}",
             pid.as_raw_nonzero()
@@ -60,8 +70,10 @@ pub fn take_over(lock_path: &Path) -> anyhow::Result<InstanceLock> {
         "--takeover: asked tcmu-runner pid {} to hand over (SIGUSR2); waiting for it",
         pid.as_raw_nonzero()
     );
-    let lock =
-        lock::acquire_within(lock_path, WAIT).map_err(|e| anyhow::anyhow!("--takeover: {e:#}"))?;
+    let lock = lock::acquire_within(lock_path, WAIT).map_err(|e| {
+        service_manager::main_pid(pid.as_raw_nonzero().get() as u32);
+        anyhow::anyhow!("--takeover: {e:#}")
+    })?;
     info!(
         "--takeover: pid {} let go after {} ms",
         pid.as_raw_nonzero(),
