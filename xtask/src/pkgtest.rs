@@ -570,18 +570,27 @@ fn dpkg_round_trip(dir: &Path, ours: &Path, theirs: &Path) -> Result<()> {
     let audit = root.dpkg(&["--audit"])?;
     ensure!(audit.trim().is_empty(), "dpkg --audit: {audit}");
 
-    // Reinstalling ours (an upgrade from ours) restarts the daemon and
-    // leaves the C package's clean-up alone.
+    ensure!(
+        !calls.contains("systemctl reload"),
+        "the upgrade from the C package reloaded instead of restarting:\n{calls}"
+    );
+
+    // Reinstalling ours (an upgrade from a build that knows SIGUSR1)
+    // reloads the running daemon (an in-place upgrade) instead of
+    // restarting it, and leaves the C package's clean-up alone.
     root.dpkg(&["--force-depends", "--force-confold", "--install", ours_str])?;
     let calls = root.take_calls()?;
     expect_calls(
         "reinstall",
         &calls,
-        &["deb-systemd-invoke restart tcmu-runner.service"],
+        &[
+            "systemctl --quiet is-active tcmu-runner.service",
+            "systemctl reload tcmu-runner.service",
+        ],
     )?;
     ensure!(
-        !calls.contains("update-rc.d"),
-        "reinstalling ours ran update-rc.d:\n{calls}"
+        !calls.contains("update-rc.d") && !calls.contains("deb-systemd-invoke restart"),
+        "reinstalling ours ran update-rc.d or a restart:\n{calls}"
     );
 
     root.dpkg(&["--remove", "tcmu-runner"])?;
