@@ -71,6 +71,14 @@ pub enum SimError {
     /// Every command id is in use.
     #[error("no free command id")]
     NoId,
+    /// [`SimKernel::reap_at_least`] ran out of time.
+    #[error("only {got} of {want} completions within the time limit")]
+    TimedOut {
+        /// Completions reaped.
+        got: usize,
+        /// Completions waited for.
+        want: usize,
+    },
     /// A malformed slot at the reap position.
     #[error("malformed completion slot at {0:#x}")]
     Corrupt(u32),
@@ -405,6 +413,28 @@ impl SimKernel {
     pub fn take_kick(&self) -> bool {
         let mut b = [0u8; 8];
         rustix::io::read(&self.kick, &mut b).is_ok()
+    }
+
+    /// Reaps until at least `n` completions have come (polling every
+    /// millisecond), in the order reaped; fails after `limit`.
+    pub fn reap_at_least(
+        &mut self,
+        n: usize,
+        limit: std::time::Duration,
+    ) -> Result<Vec<SimCompletion>, SimError> {
+        let deadline = std::time::Instant::now() + limit;
+        let mut out = self.reap()?;
+        while out.len() < n {
+            if std::time::Instant::now() >= deadline {
+                return Err(SimError::TimedOut {
+                    got: out.len(),
+                    want: n,
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            out.extend(self.reap()?);
+        }
+        Ok(out)
     }
 
     /// Reaps every completion the daemon published, in slot order.

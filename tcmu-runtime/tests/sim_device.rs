@@ -170,18 +170,9 @@ impl Rig {
     /// Posts, rings, and collects `n` completions (in the order reaped).
     fn collect(&mut self, n: usize) -> Vec<SimCompletion> {
         self.kernel.notify().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut out = Vec::new();
-        while out.len() < n {
-            assert!(
-                Instant::now() < deadline,
-                "only {} of {n} completions",
-                out.len()
-            );
-            out.extend(self.kernel.reap().unwrap());
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        out
+        self.kernel
+            .reap_at_least(n, Duration::from_secs(10))
+            .unwrap()
     }
 
     fn run(&mut self, cdb: &[u8], data: SimData) -> SimCompletion {

@@ -193,6 +193,22 @@ fio_loop_wait() {
 # release binary is large (debug info) and the 9p share under TCG pages its
 # code in slowly on every new process, which would dominate a restart's
 # time; an installed daemon starts from a local disk.
+# two_file_luns NAME: a tcm_loop target with two 96 MiB user:file LUNs,
+# NAME0 and NAME1 (backing files in $WORK). Sets LUN0_BS/LUN1_BS (their
+# configfs directories), LUN0_DEV/LUN1_DEV (their /dev nodes) and DISKS
+# (their block device names).
+two_file_luns() {
+    local size=$((96 * 1024 * 1024)) i
+    loop_target
+    for i in 0 1; do
+        user_file_backstore "$1$i" "$size" "$WORK/$1$i.img"
+        printf -v "LUN${i}_BS" '%s' "$BS_PATH"
+        loop_add_lun "$LOOP_TPG" "$i" "$BS_PATH"
+        printf -v "LUN${i}_DEV" '%s' "$DEV"
+    done
+    DISKS=("$(disk_name "$LUN0_DEV")" "$(disk_name "$LUN1_DEV")")
+}
+
 runner_to_ram() {
     [[ -n "${HARNESS_SELFTEST:-}" ]] && return 0
     mkdir -p "$WORK/bin"

@@ -27,21 +27,10 @@ runner_to_ram
 load_modules
 daemon_start
 
-size=$((96 * 1024 * 1024))
-loop_target
-TPG=$LOOP_TPG
-user_file_backstore k0 "$size" "$WORK/k0.img"
-K0_BS=$BS_PATH
-loop_add_lun "$TPG" 0 "$BS_PATH"
-K0_DEV=$DEV
-user_file_backstore k1 "$size" "$WORK/k1.img"
-K1_BS=$BS_PATH
-loop_add_lun "$TPG" 1 "$BS_PATH"
-K1_DEV=$DEV
-DISKS=("$(disk_name "$K0_DEV")" "$(disk_name "$K1_DEV")")
+two_file_luns k
 
 sd_timeout=$(cat "/sys/block/${DISKS[0]}/device/timeout")
-cmd_time_out=$(cat "$K0_BS/attrib/cmd_time_out")
+cmd_time_out=$(cat "$LUN0_BS/attrib/cmd_time_out")
 log "sd command timeout ${sd_timeout}s, TCMU cmd_time_out ${cmd_time_out}s"
 MAX_RECOVERY_MS=${MAX_RECOVERY_MS:-20000}
 
@@ -53,10 +42,10 @@ GAPS=(2 3.5 1.5 3 4 2.5 3 1 4.5 2 3 1.5)
 DELAYS_MS=(0 500 0 0 1500 0 0 200 0 0 3000 0)
 
 dmesg_mark
-log "fio verify on $K0_DEV and $K1_DEV (15 s runs, one after the other, until the rounds are done)"
-fio_loop_bg k0 "$K0_DEV" 15
+log "fio verify on $LUN0_DEV and $LUN1_DEV (15 s runs, one after the other, until the rounds are done)"
+fio_loop_bg k0 "$LUN0_DEV" 15
 FIO0=$FIO_PID
-fio_loop_bg k1 "$K1_DEV" 15
+fio_loop_bg k1 "$LUN1_DEV" 15
 FIO1=$FIO_PID
 sleep 4
 
@@ -159,8 +148,8 @@ daemon_alive || fail "the daemon died"
 dmesg_check "$WORK/kill-loop.dmesg.txt" "${DISKS[@]}"
 
 echo 3 >/proc/sys/vm/drop_caches
-cmp "$K0_DEV" "$WORK/k0.img" || fail "$K0_DEV differs from its backing file"
-cmp "$K1_DEV" "$WORK/k1.img" || fail "$K1_DEV differs from its backing file"
+cmp "$LUN0_DEV" "$WORK/k0.img" || fail "$LUN0_DEV differs from its backing file"
+cmp "$LUN1_DEV" "$WORK/k1.img" || fail "$LUN1_DEV differs from its backing file"
 log "both disks equal their backing files"
 cat "$REPORT"
 

@@ -93,32 +93,47 @@ notify_check_handover() {
     [[ -z $late ]] || fail "the old daemon $old sent after the successor's MAINPID=: $late"
 }
 
+# check_round ROUND OLD NEW TOOK_MS: after a takeover, from the daemon log
+# since log_mark: the pause (the old daemon's "devices blocked" to the new
+# one's "ready"), under MAX_PAUSE_MS; both devices unblocked and serving.
+# Adds a row to REPORT and keeps max_pause.
+check_round() {
+    local round=$1 old=$2 new=$3 took=$4 blocked ready pause bs
+    log_since >"$WORK/takeover-$round.log.txt"
+    blocked=$(grep -E 'hand-over: [0-9]+ device\(s\) blocked' "$WORK/takeover-$round.log.txt" | tail -n 1 || true)
+    ready=$(grep -E 'tcmu-runner ready' "$WORK/takeover-$round.log.txt" | tail -n 1 || true)
+    [[ -n $blocked ]] || fail "round $round: the old daemon did not log blocking its devices"
+    [[ -n $ready ]] || fail "round $round: the new daemon did not log ready"
+    grep -q 'hand-over: 2 device(s) closed' "$WORK/takeover-$round.log.txt" ||
+        fail "round $round: the old daemon did not close both devices"
+    pause=$((($(log_line_us "$ready") - $(log_line_us "$blocked")) / 1000))
+    for bs in "$LUN0_BS" "$LUN1_BS"; do
+        assert_eq "$(cat "$bs/action/block_dev")" unblocked "block state of $(basename "$bs") after round $round"
+    done
+    io_snapshot "${DISKS[@]}"
+    wait_io_moved 10
+    printf '%d\t%d\t%d\n' "$round" "$pause" "$took" >>"$REPORT"
+    log "round $round: pid $old -> $new, devices paused ${pause} ms (old daemon's block to new daemon's ready), ${took} ms from start or signal to ready"
+    ((pause < MAX_PAUSE_MS)) || fail "round $round: I/O paused ${pause} ms (limit $MAX_PAUSE_MS)"
+    ((pause > max_pause)) && max_pause=$pause
+    return 0
+}
+
 notify_mark
 daemon_start
 for _ in $(seq 50); do notify_lines "$DAEMON_PID" | grep -q 'READY=1' && break; nap 0.1; done
 notify_lines "$DAEMON_PID" | grep -q 'READY=1 STATUS=serving 0 device(s)' ||
     fail "the daemon did not send READY=1 at start-up: $(notify_lines "$DAEMON_PID")"
 
-size=$((96 * 1024 * 1024))
-loop_target
-TPG=$LOOP_TPG
-user_file_backstore g0 "$size" "$WORK/g0.img"
-G0_BS=$BS_PATH
-loop_add_lun "$TPG" 0 "$BS_PATH"
-G0_DEV=$DEV
-user_file_backstore g1 "$size" "$WORK/g1.img"
-G1_BS=$BS_PATH
-loop_add_lun "$TPG" 1 "$BS_PATH"
-G1_DEV=$DEV
-DISKS=("$(disk_name "$G0_DEV")" "$(disk_name "$G1_DEV")")
+two_file_luns g
 MAX_PAUSE_MS=1000
 
 
 dmesg_mark
-log "fio verify on $G0_DEV and $G1_DEV (15 s runs, one after the other); 3 takeovers"
-fio_loop_bg g0 "$G0_DEV" 15
+log "fio verify on $LUN0_DEV and $LUN1_DEV (15 s runs, one after the other); 3 takeovers"
+fio_loop_bg g0 "$LUN0_DEV" 15
 FIO0=$FIO_PID
-fio_loop_bg g1 "$G1_DEV" 15
+fio_loop_bg g1 "$LUN1_DEV" 15
 FIO1=$FIO_PID
 
 REPORT=$WORK/takeover.txt
@@ -127,7 +142,7 @@ max_pause=0
 for round in 1 2 3; do
     nap 5
     kill -0 "$FIO0" 2>/dev/null && kill -0 "$FIO1" 2>/dev/null ||
-        fail "fio failed before takeover $round (see g0.*.out, g1.*.out)"
+        fail "fio failed before round $round (see g0.*.out, g1.*.out)"
     old=$DAEMON_PID
     log_mark
     notify_mark
@@ -139,27 +154,10 @@ for round in 1 2 3; do
     exit_us=$(now_us)
     [[ $rc -eq 0 ]] || fail "takeover $round: the old daemon (pid $old) exited with status $rc"
     notify_check_handover "$old" "$DAEMON_PID" "$exit_us"
-    log_since >"$WORK/takeover-$round.log.txt"
-    blocked=$(grep -E 'hand-over: [0-9]+ device\(s\) blocked' "$WORK/takeover-$round.log.txt" | tail -n 1 || true)
-    ready=$(grep -E 'tcmu-runner ready' "$WORK/takeover-$round.log.txt" | tail -n 1 || true)
-    [[ -n $blocked ]] || fail "takeover $round: the old daemon did not log blocking its devices"
-    [[ -n $ready ]] || fail "takeover $round: the new daemon did not log ready"
-    grep -q 'hand-over: 2 device(s) closed' "$WORK/takeover-$round.log.txt" ||
-        fail "takeover $round: the old daemon did not close both devices"
-    pause=$((($(log_line_us "$ready") - $(log_line_us "$blocked")) / 1000))
-    for bs in "$G0_BS" "$G1_BS"; do
-        assert_eq "$(cat "$bs/action/block_dev")" unblocked "block state of $(basename "$bs") after takeover $round"
-    done
-    io_snapshot "${DISKS[@]}"
-    wait_io_moved 10
-    printf '%d\t%d\t%d\n' "$round" "$pause" "$took" >>"$REPORT"
-    log "takeover $round: pid $old -> $DAEMON_PID, devices paused ${pause} ms (old daemon's block to new daemon's ready), ${took} ms from start to ready"
-    ((pause < MAX_PAUSE_MS)) || fail "takeover $round: I/O paused ${pause} ms (limit $MAX_PAUSE_MS)"
-    ((pause > max_pause)) && max_pause=$pause
+    check_round "$round" "$old" "$DAEMON_PID" "$took"
 done
 
 # Round 4: `systemctl reload` after a package upgrade.
-round=4
 push_cleanup cleanup_adopted
 nap 3
 GOOD_BIN=$WORK/bin/tcmu-runner.good
@@ -188,22 +186,9 @@ running "$new" || fail "round 4: successor $new does not run"
 notify_lines "$old" | grep -q "RELOADING=1 MONOTONIC_USEC=[0-9]* STATUS=upgrading: successor pid $new starting" ||
     fail "round 4: the old daemon did not report RELOADING=1 naming its successor: $(notify_lines "$old")"
 notify_check_handover "$old" "$new" "$exit_us"
-log_since >"$WORK/takeover-$round.log.txt"
-grep -q "SIGUSR1: upgrading in place: started $TCMU_RUNNER --takeover as pid $new" "$WORK/takeover-$round.log.txt" ||
+log_since | grep -q "SIGUSR1: upgrading in place: started $TCMU_RUNNER --takeover as pid $new" ||
     fail "round 4: the old daemon did not log starting its successor"
-blocked=$(grep -E 'hand-over: [0-9]+ device\(s\) blocked' "$WORK/takeover-$round.log.txt" | tail -n 1 || true)
-ready=$(grep -E 'tcmu-runner ready' "$WORK/takeover-$round.log.txt" | tail -n 1 || true)
-[[ -n $blocked ]] || fail "round 4: the old daemon did not log blocking its devices"
-pause=$((($(log_line_us "$ready") - $(log_line_us "$blocked")) / 1000))
-for bs in "$G0_BS" "$G1_BS"; do
-    assert_eq "$(cat "$bs/action/block_dev")" unblocked "block state of $(basename "$bs") after round 4"
-done
-io_snapshot "${DISKS[@]}"
-wait_io_moved 10
-printf '%d\t%d\t%d\n' "$round" "$pause" "$took" >>"$REPORT"
-log "round 4 (SIGUSR1 after a binary upgrade): pid $old -> $new, devices paused ${pause} ms, ${took} ms from the signal to ready"
-((pause < MAX_PAUSE_MS)) || fail "round 4: I/O paused ${pause} ms (limit $MAX_PAUSE_MS)"
-((pause > max_pause)) && max_pause=$pause
+check_round 4 "$old" "$new" "$took"
 # The successor is not this shell's child: stopped by adopted_stop below.
 DAEMON_PID=
 ADOPTED_PID=$new
@@ -239,8 +224,8 @@ done
 running "$ADOPTED_PID" || fail "the daemon died"
 dmesg_check "$WORK/takeover.dmesg.txt" "${DISKS[@]}"
 echo 3 >/proc/sys/vm/drop_caches
-cmp "$G0_DEV" "$WORK/g0.img" || fail "$G0_DEV differs from its backing file"
-cmp "$G1_DEV" "$WORK/g1.img" || fail "$G1_DEV differs from its backing file"
+cmp "$LUN0_DEV" "$WORK/g0.img" || fail "$LUN0_DEV differs from its backing file"
+cmp "$LUN1_DEV" "$WORK/g1.img" || fail "$LUN1_DEV differs from its backing file"
 log "both disks equal their backing files"
 
 # --takeover with nothing to take over from: a normal start.
@@ -248,7 +233,7 @@ adopted_stop
 log_mark
 daemon_start --takeover
 log_since | grep -q 'no tcmu-runner was running' || fail "--takeover without a running daemon did not say it started normally"
-dd_roundtrip "$G0_DEV" 3
+dd_roundtrip "$LUN0_DEV" 3
 cat "$REPORT"
 
 undo_all

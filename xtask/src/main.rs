@@ -160,7 +160,7 @@ impl VmOptions {
 /// Parses a non-negative integer option value.
 fn parse_u64(name: &str, v: &str) -> Result<u64> {
     v.parse()
-        .with_context(|| format!("{name}: {v:?} is not a number of seconds"))
+        .with_context(|| format!("{name}: {v:?} is not a whole number"))
 }
 
 /// Reads an optional integer from the environment.
@@ -169,6 +169,14 @@ fn env_u64(name: &str) -> Result<Option<u64>> {
         Ok(v) if !v.is_empty() => parse_u64(name, &v).map(Some),
         _ => Ok(None),
     }
+}
+
+/// The number that follows option `name` on a command line (`--runs N`).
+fn next_u64<'a>(args: &mut impl Iterator<Item = &'a String>, name: &str) -> Result<u64> {
+    let v = args
+        .next()
+        .with_context(|| format!("{name} needs a value"))?;
+    parse_u64(name, v)
 }
 
 /// Runs the command line; exit status 1 on any failure.

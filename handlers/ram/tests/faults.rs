@@ -63,18 +63,9 @@ impl Lun {
 
     /// Waits for `n` completions (in the order reaped).
     fn collect(&mut self, n: usize) -> Vec<SimCompletion> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut out = Vec::new();
-        while out.len() < n {
-            assert!(
-                Instant::now() < deadline,
-                "only {} of {n} completions",
-                out.len()
-            );
-            out.extend(self.kernel.reap().unwrap());
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        out
+        self.kernel
+            .reap_at_least(n, Duration::from_secs(10))
+            .unwrap()
     }
 
     fn run(&mut self, cdb: &[u8], data: SimData) -> SimCompletion {

@@ -89,11 +89,7 @@ impl Options {
         };
         let mut it = args.iter();
         while let Some(arg) = it.next() {
-            let mut value = |name: &str| -> Result<u64> {
-                let v = it.next().with_context(|| format!("{name} needs a value"))?;
-                v.parse()
-                    .with_context(|| format!("{name}: {v:?} is not a number"))
-            };
+            let mut value = |name: &str| crate::next_u64(&mut it, name);
             match arg.as_str() {
                 "--runtime" => o.runtime = value("--runtime")?,
                 "--rounds" => o.rounds = value("--rounds")?,
