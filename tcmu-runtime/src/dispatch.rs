@@ -12,6 +12,7 @@ use futures::FutureExt;
 use tcmu_core::buf::{self, DataBuf};
 use tcmu_core::{CmdEntry, Completion};
 use tcmu_scsi::lba_status::{self, Extent, Provisioning};
+use tcmu_scsi::opcode::{INQUIRY, REQUEST_SENSE};
 use tcmu_scsi::{Command, DeviceParams, DeviceState, Outcome, Response, Sense, Status};
 use tracing::{debug, error, info, trace, warn};
 
@@ -270,6 +271,15 @@ pub(crate) async fn run(ctx: &DeviceCtx, cmd: CmdEntry) -> Completion {
     // TRACE is enabled.
     trace!(device = %ctx.name, cmd_id, "CDB {}", CdbHex(&cdb));
 
+    // A pending unit attention (capacity changed, reset) goes to the first
+    // command other than INQUIRY and REQUEST SENSE, as in tcmu-runner,
+    // before a handler's own handle_cmd could answer it.
+    if !matches!(cdb.first(), Some(&(INQUIRY | REQUEST_SENSE))) {
+        let pending = ctx.state.borrow_mut().unit_attention.take();
+        if let Some(ua) = pending {
+            return check(&ua);
+        }
+    }
     let hooked = AssertUnwindSafe(ctx.handler.handle_cmd(&ScsiCmd {
         cdb: &cdb,
         data: &data,

@@ -57,7 +57,10 @@ pub struct CmdReply {
     pub status: Status,
     /// Sense data for CHECK CONDITION.
     pub sense: Option<Sense>,
-    /// Bytes of data-in produced (the buffers were filled by the handler).
+    /// Bytes of data-in produced (the buffers were filled by the handler);
+    /// the runtime zeroes the rest. The kernel ignores a length of 0 and
+    /// passes the whole (zeroed) buffer as a full transfer: a handler that
+    /// produced nothing for a read should answer CHECK CONDITION.
     pub data_in_len: Option<u32>,
 }
 
@@ -151,7 +154,8 @@ pub trait BlockHandler {
         None
     }
 
-    /// Sees every command first; `None` hands it to the generic layer.
+    /// Sees every command first (after a pending unit attention, which the
+    /// runtime reports itself); `None` hands it to the generic layer.
     async fn handle_cmd(&self, _cmd: &ScsiCmd<'_>) -> Option<CmdReply> {
         None
     }

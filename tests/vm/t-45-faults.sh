@@ -18,7 +18,8 @@
 #    with no data: the kernel ignores read_len 0).
 # 3. panic_read / panic_write: HARDWARE ERROR 04/44/00 (INTERNAL TARGET
 #    FAILURE) without INFORMATION; the next READ is served.
-# 4. not_ready: NOT READY 02/04/00 for READ, WRITE, SYNCHRONIZE CACHE.
+# 4. not_ready: NOT READY 02/04/00 for TEST UNIT READY, READ, WRITE,
+#    SYNCHRONIZE CACHE; INQUIRY still answers.
 # 5. delay_ms: a READ takes at least that long around sg_raw, and the
 #    daemon's latency histogram (the metrics file) has it in its 1-10 s
 #    bucket (sg_raw's own run time under TCG varies by seconds).
@@ -170,6 +171,10 @@ expect "WRITE when not_ready" "CHECK 2/04/00 valid=0 info=0" \
     -s 512 -i "$WORK/junk.bin" "$SG0" $(cdb10 2a 1000 1)
 expect "SYNCHRONIZE CACHE when not_ready" "CHECK 2/04/00 valid=0 info=0" \
     "$SG0" 35 00 00 00 00 00 00 00 00 00
+expect "TEST UNIT READY when not_ready" "CHECK 2/04/00 valid=0 info=0" \
+    "$SG0" 00 00 00 00 00 00
+expect "INQUIRY when not_ready" "GOOD bytes=36" \
+    -r 36 -o "$WORK/out.bin" "$SG0" 12 00 00 00 24 00
 
 # --- 5: delay
 # slow_commands: how many of f0's commands took the daemon over 1 s (its

@@ -304,8 +304,17 @@ impl BlockHandler for RamHandler {
     }
 
     async fn handle_cmd(&self, cmd: &ScsiCmd<'_>) -> Option<CmdReply> {
-        // The common case costs one borrow: no short reads injected.
-        if !self.faults.try_borrow().is_ok_and(|f| f.has_short_reads()) {
+        // The common case costs one borrow: no short reads, not not_ready.
+        let (short_reads, not_ready) = match self.faults.try_borrow() {
+            Ok(f) => (f.has_short_reads(), f.not_ready),
+            Err(_) => return None,
+        };
+        // A device that is not ready says so to TEST UNIT READY too: that
+        // is what path checkers (multipath's tur) ask.
+        if not_ready && cmd.cdb.first() == Some(&tcmu_scsi::opcode::TEST_UNIT_READY) {
+            return Some(CmdReply::check(tcmu_scsi::Sense::not_ready()));
+        }
+        if !short_reads {
             return None;
         }
         self.short_read(cmd).await

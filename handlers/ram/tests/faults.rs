@@ -246,7 +246,7 @@ fn failed_reads_and_writes_report_medium_error_at_the_first_bad_block() {
 }
 
 #[test]
-fn not_ready_answers_reads_writes_and_flushes_only() {
+fn not_ready_answers_test_unit_ready_reads_writes_and_flushes() {
     let mut rig = Rig::new("not_ready");
     let not_ready = fixed_sense(0x02, 0x04, 0x00, None);
     let c = rig.faulty.read(0, 1);
@@ -257,14 +257,33 @@ fn not_ready_answers_reads_writes_and_flushes_only() {
         .faulty
         .run(&[0x35, 0, 0, 0, 0, 0, 0, 0, 0, 0], SimData::None);
     assert_check(&c, &not_ready, "SYNCHRONIZE CACHE(10)");
-    // What the generic layer answers alone is unaffected.
     let c = rig.faulty.run(&[0; 6], SimData::None);
-    assert_eq!(c.status, 0, "TEST UNIT READY: {}", brief(&c));
+    assert_check(&c, &not_ready, "TEST UNIT READY");
+    // What the generic layer answers alone is unaffected.
     let c = rig
         .faulty
         .run(&[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0], SimData::In(8));
     assert_eq!(c.status, 0, "READ CAPACITY(10): {}", brief(&c));
     rig.clean.round_trip(0, 1);
+}
+
+#[test]
+fn a_capacity_change_is_reported_before_the_handler_sees_commands() {
+    // short_read makes the handler take READs in handle_cmd.
+    let mut rig = Rig::new("short_read=50-59");
+    let size = BLOCKS * BS as u64 * 2;
+    futures::executor::block_on(rig.faulty.handle.reconfig(ReconfigRequest::Size(size))).unwrap();
+    let ua = fixed_sense(0x06, 0x2a, 0x09, None);
+    // A READ the handler cuts short (it answers it in handle_cmd).
+    let c = rig.faulty.read(48, 4);
+    assert_check(&c, &ua, "READ after a resize");
+    let c = rig.faulty.read(48, 4);
+    assert_eq!(
+        (c.status, c.read_len),
+        (0, Some(2 * BS as u32)),
+        "READ after the unit attention: {}",
+        brief(&c)
+    );
 }
 
 #[test]
