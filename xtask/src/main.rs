@@ -53,7 +53,8 @@ commands:
                         build the VM initramfs (all cached under target/vm/)
   vm-test [FILTER]      build tcmu-runner (release) and run tests/vm/t-*.sh in
                         the VM; FILTER selects tests by name (extended regex,
-                        e.g. t-10 or 't-10|t-30')
+                        e.g. t-10 or 't-10|t-30'); each host variable
+                        GUEST_<NAME> goes to the tests as $<NAME>
   demo                  build tcmu-runner (release) and run tests/vm/demo.sh
                         in the VM
   vm-run SCRIPT [ARG]   boot the VM and run SCRIPT (a path on this host) in it,
@@ -90,7 +91,9 @@ test), TCMU_DEBUG (start the daemon with -d), HARNESS_SELFTEST (run the test
 scripts against kernel fileio stand-ins, to check the harness itself),
 CONFORMANCE_REPORT_ONLY (t-35 reports mismatches with fileio without failing),
 ISCSI_TEST_CU (iscsi-test-cu families or suites t-80-iscsi runs, e.g.
-SCSI,iSCSI; default: a list of SBC/SPC suites).
+SCSI,iSCSI; default: a list of SBC/SPC suites), CHURN_ROUNDS, CHURN_LUNS,
+CHURN_EXPORT, CHURN_EXPORT_EVERY, CHURN_PARALLEL, CHURN_RSS_SLACK_KIB
+(t-43-churn's size), and any GUEST_<NAME> as <NAME>.
 Console: terminal and target/vm/console.log; guest reports and daemon logs:
 target/vm/out/.
 ";
@@ -236,11 +239,6 @@ fn run() -> Result<()> {
             let mut run = guest_run(&paths, &opts, script, None)?;
             run.extra_env
                 .push(("XT_ARG".into(), arg.unwrap_or_default()));
-            run.extra_env.extend(std::env::vars().filter_map(|(k, v)| {
-                k.strip_prefix("GUEST_")
-                    .filter(|name| !name.is_empty())
-                    .map(|name| (name.to_owned(), v))
-            }));
             vm::boot_and_run(&paths, &kernel, &run)?.into_result()
         }
         "test" => {
@@ -329,6 +327,19 @@ fn guest_run(
             ),
             ("FIO_RUNTIME".into(), opts.fio_runtime.to_string()),
             ("TEST_FILTER".into(), filter.unwrap_or_default()),
-        ],
+        ]
+        .into_iter()
+        .chain(guest_variables())
+        .collect(),
+    })
+}
+
+/// The host's `GUEST_<NAME>` variables, as `<NAME>` for the guest (test
+/// knobs such as `GUEST_CHURN_LUNS=64`).
+fn guest_variables() -> impl Iterator<Item = (String, String)> {
+    std::env::vars().filter_map(|(k, v)| {
+        k.strip_prefix("GUEST_")
+            .filter(|name| !name.is_empty())
+            .map(|name| (name.to_owned(), v))
     })
 }

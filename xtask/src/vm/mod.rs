@@ -241,6 +241,12 @@ fn write_env(path: &PathBuf, paths: &Paths, out: &std::path::Path, run: &GuestRu
         "HARNESS_SELFTEST",
         "CONFORMANCE_REPORT_ONLY",
         "ISCSI_TEST_CU",
+        "CHURN_ROUNDS",
+        "CHURN_LUNS",
+        "CHURN_EXPORT",
+        "CHURN_EXPORT_EVERY",
+        "CHURN_PARALLEL",
+        "CHURN_RSS_SLACK_KIB",
     ] {
         if let Ok(v) = std::env::var(name) {
             vars.push((name.into(), v));
