@@ -14,16 +14,20 @@
 # CHURN_LUNS is 16 in the suite: under TCG one round of 64 takes about
 # 50 s (creating 64: 18 s, the kernel's configure dominating; exporting 2
 # and probing them: 19 s; removing 64: 12 s), 17 minutes for 20 rounds.
-# CHURN_LUNS=64 CHURN_EXPORT=2 CHURN_EXPORT_EVERY=1 runs the full size.
+# CHURN_LUNS=64 CHURN_EXPORT=2 CHURN_EXPORT_EVERY=1 TEST_TIMEOUT=1800 runs
+# the full size (about 11 minutes).
 #
 # The daemon's open file descriptors, threads and RSS are read after round
 # 1 and after the last round: descriptors must be equal, threads (not
 # counting tokio's blocking pool, see own_threads) no more than the most
 # seen in the first half of the rounds (names and counts go to churn.txt),
-# RSS without the ring
-# mappings (see own_rss_kib) may grow by at most CHURN_RSS_SLACK_KIB (4096
-# KiB: measured, the heap grew 2 MiB over 19 rounds of 16 while warming up,
-# flat from round 11 on; a leak of 16 KiB per device would be 4.8 MiB).
+# and RSS without the ring mappings (see own_rss_kib) the same way: the
+# most seen in the second half may exceed the most seen in the first half
+# by CHURN_RSS_SLACK_KIB (1024 KiB) at most. The heap warms up and then
+# swings by a megabyte or two from round to round with what the allocator
+# keeps (64 LUNs: 8.6 MiB after round 1, 11.0-12.6 MiB from round 2 to 19);
+# a leak keeps growing (16 KiB per device would be 10 MiB over the second
+# half of 64-LUN rounds, 1.3 MiB with 16 LUNs).
 # fio must finish clean.
 
 source "$(dirname "$0")/lib.sh"
@@ -33,7 +37,7 @@ ROUNDS=${CHURN_ROUNDS:-20}
 LUNS=${CHURN_LUNS:-16}
 EXPORT=${CHURN_EXPORT:-1}
 EXPORT_EVERY=${CHURN_EXPORT_EVERY:-10}
-RSS_SLACK_KIB=${CHURN_RSS_SLACK_KIB:-4096}
+RSS_SLACK_KIB=${CHURN_RSS_SLACK_KIB:-1024}
 CHURN_SIZE=$((8 * 1024 * 1024))
 HBA=$CFG/core/user_2
 
@@ -210,6 +214,9 @@ for ((r = 1; r <= ROUNDS; r++)); do
     # pass.
     if ((r <= (ROUNDS + 1) / 2)); then
         ((threads > ${max_threads:-0})) && max_threads=$threads
+        ((rss > ${first_half_rss:-0})) && first_half_rss=$rss
+    else
+        ((rss > ${second_half_rss:-0})) && second_half_rss=$rss
     fi
     if ((r == (ROUNDS + 1) / 2)); then
         mid_comms=$(thread_comms)
@@ -230,8 +237,10 @@ echo "threads at mid-run: $mid_comms" >>"$REPORT"
 echo "threads at the end: $(thread_comms)" >>"$REPORT"
 ((threads <= max_threads)) ||
     fail "threads grew to $threads after round $ROUNDS (at most $max_threads in the first half: $mid_comms; now $(thread_comms))"
-((rss - first_rss <= RSS_SLACK_KIB)) || fail "RSS without ring mappings grew by $((rss - first_rss)) KiB from round 1 to $ROUNDS (limit $RSS_SLACK_KIB)"
-log "flat: fds $first_fds -> $fds, threads $first_threads -> $threads (bound $max_threads), RSS without ring mappings $first_rss -> $rss KiB (+$((rss - first_rss)))"
+((second_half_rss - first_half_rss <= RSS_SLACK_KIB)) ||
+    fail "RSS without ring mappings grew: at most $first_half_rss KiB in the first half of the rounds, $second_half_rss KiB in the second (slack $RSS_SLACK_KIB)"
+log "flat: fds $first_fds -> $fds, threads $first_threads -> $threads (bound $max_threads), RSS without ring mappings: round 1 $first_rss KiB, most in the first half $first_half_rss, in the second $second_half_rss KiB"
+echo "rss_kib_max_first_half=$first_half_rss rss_kib_max_second_half=$second_half_rss" >>"$REPORT"
 echo "round1 fds=$first_fds threads=$first_threads rss_kib=$first_rss; round$ROUNDS fds=$fds threads=$threads rss_kib=$rss" >>"$REPORT"
 
 fio_loop_wait busy "$FIO"
