@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use crate::dbus::ExternalHandlers;
 use crate::devices::{DeviceInfo, DeviceTable};
+use crate::lock::InstanceLock;
 use crate::service_manager;
 use crate::upgrade::{self, Launch};
 use tcmu_core::configfs::{self, DeviceDir, RingResetLevel};
@@ -163,10 +164,15 @@ impl Daemon {
         }
     }
 
-    /// Opens and starts serving a device; the error is the message to log.
-    async fn open(&mut self, uio: &UioDevice) -> Result<(), String> {
+    /// Starts serving a device on a worker; the error is the message to
+    /// log. [`Daemon::adopt`] then records it.
+    async fn start(&self, uio: &UioDevice) -> Result<DeviceHandle, String> {
         let (spec, factory) = device_spec(&self.registry, uio)?;
-        let handle = self.workers.open(spec, factory).await?;
+        self.workers.open(spec, factory).await
+    }
+
+    /// Records a device [`Daemon::start`] started.
+    fn adopt(&mut self, uio: &UioDevice, handle: DeviceHandle) {
         self.table.insert(DeviceInfo {
             minor: uio.index,
             hba: uio.name.hba,
@@ -182,10 +188,18 @@ impl Daemon {
                 dir: uio.configfs(),
             },
         );
+    }
+
+    /// Opens and starts serving a device; the error is the message to log.
+    async fn open(&mut self, uio: &UioDevice) -> Result<(), String> {
+        let handle = self.start(uio).await?;
+        self.adopt(uio, handle);
         Ok(())
     }
 
-    /// Attaches to every TCMU device that exists already.
+    /// Attaches to every TCMU device that exists already, all at once: a
+    /// device blocked by a predecessor (a restart or a takeover) waits for
+    /// its own recovery only, not for the devices before it.
     pub async fn recover_all(&mut self) {
         let found = match uio::list_tcmu_devices() {
             Ok(f) => f,
@@ -194,40 +208,56 @@ impl Daemon {
                 return;
             }
         };
-        for uio in found {
-            if self.devices.contains_key(&uio.index) {
-                continue;
-            }
-            self.recover(&uio).await;
+        let todo: Vec<(UioDevice, bool)> = found
+            .into_iter()
+            .filter(|uio| !self.devices.contains_key(&uio.index))
+            .filter_map(|uio| self.recovery_kind(&uio).map(|configured| (uio, configured)))
+            .collect();
+        let this = &*self;
+        let started =
+            futures::future::join_all(todo.into_iter().map(|(uio, configured)| async move {
+                let result = this.recover(&uio, configured).await;
+                (uio, configured, result)
+            }))
+            .await;
+        for (uio, configured, result) in started {
+            self.recovered(&uio, configured, result);
         }
     }
 
-    /// Attaches to one existing device. A configured device has its ring
-    /// reset (commands in flight under a previous daemon get BUSY and are
-    /// retried by the initiator) while blocked; a device whose `enable` is
-    /// still waiting for an ADDED reply gets that reply.
-    async fn recover(&mut self, uio: &UioDevice) {
-        let dir: DeviceDir = uio.configfs();
+    /// Whether this daemon recovers `uio`: `Some(true)` for a configured
+    /// (enabled) device, `Some(false)` for one whose `enable` still waits
+    /// for an ADDED reply, `None` for one left to another process.
+    fn recovery_kind(&self, uio: &UioDevice) -> Option<bool> {
         let what = label(uio);
         if self.external.contains(&uio.name.subtype) {
             info!(
                 "{what}: left to the out-of-process '{}' handler",
                 uio.name.subtype
             );
-            return;
+            return None;
         }
         // A running device of a subtype not built in may be served by an
         // out-of-process handler that has not registered (yet): its ring
         // is not ours to reset, as with tcmu-runner.
-        let configured = dir.enabled().unwrap_or(true);
-        let ours = self.registry.get(&uio.name.subtype).is_some();
-        if configured && !ours {
+        let configured = uio.configfs().enabled().unwrap_or(true);
+        if configured && self.registry.get(&uio.name.subtype).is_none() {
             warn!(
                 "{what}: no handler for subtype '{}'; left alone ({})",
                 uio.name.subtype, uio.name.dev_config
             );
-            return;
+            return None;
         }
+        Some(configured)
+    }
+
+    /// Attaches to one existing device. A configured device has its ring
+    /// reset (commands in flight under a previous daemon get BUSY and are
+    /// retried by the initiator) while blocked, and is unblocked as soon
+    /// as it is served.
+    async fn recover(&self, uio: &UioDevice, configured: bool) -> Result<DeviceHandle, String> {
+        let dir: DeviceDir = uio.configfs();
+        let what = label(uio);
         if configured {
             if let Err(e) = dir.block_dev(true) {
                 warn!("{what}: cannot block the device: {e}");
@@ -236,23 +266,40 @@ impl Daemon {
                 warn!("{what}: cannot reset the ring: {e}");
             }
         }
-        let result = self.open(uio).await;
-        match &result {
-            Ok(()) => info!("{what}: recovered ({})", uio.name.dev_config),
-            Err(msg) => error!("{what}: cannot serve device: {msg}"),
-        }
+        let result = self.start(uio).await;
         if configured {
             match dir.block_dev(false) {
                 // The end of a take-over's pause (tests measure it here).
                 Ok(()) => debug!("{what}: unblocked"),
                 Err(e) => warn!("{what}: cannot unblock the device: {e}"),
             }
-        } else {
-            match dir.dev_index() {
-                Ok(id) => {
-                    let status = if result.is_ok() { 0 } else { REFUSED };
-                    self.reply(EventKind::Added, id, status, &what);
-                }
+        }
+        result
+    }
+
+    /// Records the outcome of [`Daemon::recover`]; a device whose `enable`
+    /// waits gets its ADDED reply.
+    fn recovered(
+        &mut self,
+        uio: &UioDevice,
+        configured: bool,
+        result: Result<DeviceHandle, String>,
+    ) {
+        let what = label(uio);
+        let status = match result {
+            Ok(handle) => {
+                self.adopt(uio, handle);
+                info!("{what}: recovered ({})", uio.name.dev_config);
+                0
+            }
+            Err(msg) => {
+                error!("{what}: cannot serve device: {msg}");
+                REFUSED
+            }
+        };
+        if !configured {
+            match uio.configfs().dev_index() {
+                Ok(id) => self.reply(EventKind::Added, id, status, &what),
                 Err(e) => warn!("{what}: cannot read its device index: {e}"),
             }
         }
@@ -424,13 +471,16 @@ impl Daemon {
 }
 
 /// Runs the daemon until a termination signal; `on_ready` runs once the
-/// devices that existed at start-up are served. `launch` says how to start
-/// a successor for an in-place upgrade (SIGUSR1, see [`crate::upgrade`]).
+/// devices that existed at start-up are served. `lock` is held while this
+/// daemon has devices: a hand-over releases it as soon as they are closed,
+/// which is what the successor waits for. `launch` says how to start a
+/// successor for an in-place upgrade (SIGUSR1, see [`crate::upgrade`]).
 pub async fn run(
     registry: Registry,
     workers: Workers,
     table: DeviceTable,
     external: ExternalHandlers,
+    lock: InstanceLock,
     launch: Option<Launch>,
     on_ready: impl FnOnce(),
 ) -> anyhow::Result<()> {
@@ -485,11 +535,16 @@ pub async fn run(
         // No STOPPING=1 here: a successor has made itself the service's
         // main process by now, and the message would stop the service.
         daemon.hand_over(&mut events).await;
+        // The successor may start recovering now: every device is closed
+        // and the workers have stopped (no UIO device is open here any
+        // more). The rest of the exit (metrics, D-Bus) overlaps with it.
+        drop(lock);
         info!("tcmu-runner stopped (handed over)");
         return Ok(());
     }
     service_manager::stopping("finishing the commands in flight");
     daemon.shutdown().await;
+    drop(lock);
     info!("tcmu-runner stopped");
     Ok(())
 }

@@ -115,7 +115,7 @@ fn run(cli: &cli::Cli, mut conf: watch::Receiver<conf::Settings>) -> anyhow::Res
     // Workers first: a successor (--takeover) does its slow start-up
     // before the running daemon pauses the devices.
     let workers = tcmu_runtime::Workers::start(count)?;
-    let _lock = if cli.takeover {
+    let lock = if cli.takeover {
         takeover::take_over(&cli.lock_file)?
     } else {
         lock::acquire(&cli.lock_file)?
@@ -172,7 +172,8 @@ fn run(cli: &cli::Cli, mut conf: watch::Receiver<conf::Settings>) -> anyhow::Res
             }
         });
         let metrics = metrics::spawn(table.clone(), metrics_rx);
-        let result = daemon::run(registry, workers, table, external, launch, start_dbus).await;
+        let result =
+            daemon::run(registry, workers, table, external, lock, launch, start_dbus).await;
         metrics.shutdown().await;
         result
     })
