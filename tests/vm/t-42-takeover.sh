@@ -4,7 +4,8 @@
 # finishes what is in flight and exits 0; the new one resets, opens and
 # unblocks them. I/O pauses for less than a second and nothing fails.
 #
-# fio randwrite + crc32c verify runs on two user:file LUNs while 3
+# fio randwrite + crc32c verify runs on two user:file LUNs (8 idle ram
+# devices beside them, so every pause covers recovering 10) while 3
 # takeovers happen a few seconds apart. Asserts per takeover: the old
 # daemon exits 0, the pause (the old daemon's "devices blocked" log line
 # to the new one's "ready", both timestamped) is under 1 s, both devices
@@ -87,7 +88,7 @@ notify_check_handover() {
         fail "successor $new sent MAINPID=$new only after the old daemon exited"
     ready=$(notify_lines "$new" | grep -m1 'READY=1' || true)
     [[ -n $ready ]] || fail "successor $new did not send READY=1: $(notify_lines "$new")"
-    [[ $ready == *"STATUS=serving 2 device(s)"* ]] || fail "successor's READY=1 without its status: $ready"
+    [[ $ready == *"STATUS=serving $DEVICES device(s)"* ]] || fail "successor's READY=1 without its status: $ready"
     local late
     late=$(notify_lines "$old" | awk -v t="${mainpid%% *}" '$1 > t' || true)
     [[ -z $late ]] || fail "the old daemon $old sent after the successor's MAINPID=: $late"
@@ -104,8 +105,8 @@ check_round() {
     ready=$(grep -E 'tcmu-runner ready' "$WORK/takeover-$round.log.txt" | tail -n 1 || true)
     [[ -n $blocked ]] || fail "round $round: the old daemon did not log blocking its devices"
     [[ -n $ready ]] || fail "round $round: the new daemon did not log ready"
-    grep -q 'hand-over: 2 device(s) closed' "$WORK/takeover-$round.log.txt" ||
-        fail "round $round: the old daemon did not close both devices"
+    grep -q "hand-over: $DEVICES device(s) closed" "$WORK/takeover-$round.log.txt" ||
+        fail "round $round: the old daemon did not close all $DEVICES devices"
     pause=$((($(log_line_us "$ready") - $(log_line_us "$blocked")) / 1000))
     for bs in "$LUN0_BS" "$LUN1_BS"; do
         assert_eq "$(cat "$bs/action/block_dev")" unblocked "block state of $(basename "$bs") after round $round"
@@ -126,6 +127,24 @@ notify_lines "$DAEMON_PID" | grep -q 'READY=1 STATUS=serving 0 device(s)' ||
     fail "the daemon did not send READY=1 at start-up: $(notify_lines "$DAEMON_PID")"
 
 two_file_luns g
+# And 8 idle user:ram devices (not exported): the pause covers recovering
+# 10 devices, which the successor opens all at once.
+IDLE=8
+DEVICES=$((IDLE + 2))
+IDLE_HBA=$CFG/core/user_42
+idle_cleanup() {
+    local i
+    for ((i = 1; i <= IDLE; i++)); do [[ -d $IDLE_HBA/r$i ]] && rmdir "$IDLE_HBA/r$i"; done
+    [[ -d $IDLE_HBA ]] && rmdir "$IDLE_HBA"
+    return 0
+}
+push_cleanup idle_cleanup
+mkdir -p "$IDLE_HBA" && mkdir $(printf "$IDLE_HBA/r%d " $(seq "$IDLE")) || fail "cannot create the idle devices"
+for ((i = 1; i <= IDLE; i++)); do
+    echo "dev_size=$((8 * 1024 * 1024))" >"$IDLE_HBA/r$i/control" &&
+        echo "dev_config=ram/" >"$IDLE_HBA/r$i/control" &&
+        echo 1 >"$IDLE_HBA/r$i/enable" || fail "cannot enable idle device r$i"
+done
 MAX_PAUSE_MS=1000
 
 
@@ -206,7 +225,7 @@ until log_since | grep -q "upgrade: successor pid [0-9]* failed: it exited (exit
     nap 0.1
 done
 for _ in $(seq 50); do notify_lines "$ADOPTED_PID" | grep -q 'READY=1' && break; nap 0.1; done
-notify_lines "$ADOPTED_PID" | grep -q 'READY=1 STATUS=serving 2 device(s); the last upgrade failed' ||
+notify_lines "$ADOPTED_PID" | grep -q "READY=1 STATUS=serving $DEVICES device(s); the last upgrade failed" ||
     fail "round 5: the daemon did not report READY=1 after the failed upgrade: $(notify_lines "$ADOPTED_PID")"
 running "$ADOPTED_PID" || fail "round 5: the daemon died with its successor"
 io_snapshot "${DISKS[@]}"
