@@ -26,7 +26,8 @@ pub fn reloading(status: &str) {
     }
 }
 
-/// The daemon is stopping (or handing over).
+/// The daemon is stopping (SIGTERM/SIGINT; not on a hand-over, where a
+/// successor is the main process already and this would stop the service).
 pub fn stopping(status: &str) {
     send(&[NotifyState::Stopping, NotifyState::Status(status)]);
 }
