@@ -1,8 +1,8 @@
 //! One device's task: wait for the doorbell, drain the ring, run commands
 //! concurrently, write completions back in batches.
 //!
-//! The task owns the [`CommandRing`] (no locks): command futures send their
-//! completion over a channel, and the task writes every completion that is
+//! The task owns the [`CommandRing`] (no locks) and runs the commands'
+//! futures itself, in a [`CmdPool`]: it writes every completion that is
 //! ready, publishes `cmd_tail` once and rings the doorbell once per batch.
 //! Closing reads the ring a last time, waits for the commands in flight (for
 //! at most [`CLOSE_GRACE`]; hung ones are then cancelled and left
@@ -20,16 +20,18 @@
 //! counted, and reported to the handler ([`BlockHandler::cmd_timed_out`](crate::BlockHandler::cmd_timed_out)),
 //! once, while it still runs.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tcmu_core::{CommandRing, Completion, Doorbell, Entry, Mapping, TmrNotice};
+use tcmu_core::{CmdEntry, CommandRing, Completion, Doorbell, Entry, Mapping, TmrNotice};
 use tcmu_scsi::{Sense, Status};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
+use crate::cmd_pool::CmdPool;
 use crate::copy::{self, CopyIo};
 use crate::dispatch::{self, DeviceCtx};
 use crate::handler::ReconfigRequest;
@@ -112,7 +114,7 @@ pub(crate) async fn serve(
             return;
         }
     };
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+    let mut pool = CmdPool::new();
     let mut st = DeviceState {
         inflight: 0,
         commands: Commands::default(),
@@ -135,7 +137,7 @@ pub(crate) async fn serve(
     loop {
         if wake && !st.broken && closing.is_empty() {
             wake = false;
-            drain(&ctx, &mut ring, &done_tx, &mut st);
+            drain(&ctx, &mut ring, &mut st, &mut pool, run_command);
         }
         if st.commands.has_aborted() {
             release_aborted(&ctx, &mut ring, &mut st);
@@ -150,15 +152,14 @@ pub(crate) async fn serve(
             let now = tokio::time::Instant::now();
             let deadline = *close_deadline.get_or_insert(now + CLOSE_GRACE);
             if now >= deadline {
-                let n = st.commands.abandon_all();
+                let n = st.commands.abandon_all(|slot| pool.cancel(slot));
                 warn!(
                     device = %ctx.name,
                     "{n} command(s) still running {}s after close began: cancelled, left unanswered",
                     CLOSE_GRACE.as_secs()
                 );
-                // Let the cancelled tasks drop their futures, then give up
-                // on buffers still inside I/O: the device is going away.
-                tokio::task::yield_now().await;
+                // Give up on buffers still inside I/O: the device is going
+                // away.
                 break;
             }
         }
@@ -190,7 +191,7 @@ pub(crate) async fn serve(
                     // nothing already on the ring is left for a successor
                     // to bounce with BUSY.
                     if closing.is_empty() && !st.broken {
-                        drain(&ctx, &mut ring, &done_tx, &mut st);
+                        drain(&ctx, &mut ring, &mut st, &mut pool, run_command);
                     }
                     closing.push(reply);
                 }
@@ -210,10 +211,9 @@ pub(crate) async fn serve(
                     tokio::task::spawn_local(async move { copy::serve(&ctx, io).await });
                 }
             },
-            Some(done) = done_rx.recv() => {
-                finish(&ctx, &mut ring, &mut st, done);
-                while let Ok(done) = done_rx.try_recv() {
-                    finish(&ctx, &mut ring, &mut st, done);
+            () = std::future::poll_fn(|cx| pool.poll_woken(cx)), if pool.running() > 0 => {
+                while let Some((cmd_id, done)) = pool.take_finished() {
+                    finish(&ctx, &mut ring, &mut st, cmd_id, done);
                 }
             }
             () = &mut timer, if timer_at.is_some() => {
@@ -324,28 +324,36 @@ fn publish(ctx: &DeviceCtx, ring: &mut CommandRing, bell: &Doorbell, st: &mut De
     }
 }
 
-/// A finished command on its way back to the device task.
-struct Done {
-    cmd_id: u16,
+/// What a command's future hands back to the device task.
+pub(crate) struct Done {
     completion: Completion,
-    /// What the statistics record once the completion is on the ring;
-    /// `None` for entries that are not SCSI commands (not in the table).
-    sample: Option<Sample>,
-}
-
-/// A command's contribution to the device's statistics.
-struct Sample {
+    /// For the statistics: which way it moved data, and how many bytes.
     dir: Direction,
     bytes: u64,
-    /// When the command was read off the ring.
-    start: Instant,
 }
 
-fn drain(
+/// The future of one command: runs it and hands back its completion.
+async fn run_command(ctx: Rc<DeviceCtx>, cmd: CmdEntry) -> Done {
+    let dir = Direction::of_cdb(&cmd.cdb);
+    let len = tcmu_core::buf::total_len(&cmd.data) as u64;
+    let completion = dispatch::run(&ctx, cmd).await;
+    let bytes = stats::moved_bytes(dir, len, completion.read_len);
+    Done {
+        completion,
+        dir,
+        bytes,
+    }
+}
+
+/// Reads every new ring entry: commands start in `pool` (their futures
+/// made by `launch`, first polled when the device task next polls the
+/// pool), TMRs are answered, bad entries completed at once.
+fn drain<F: Future<Output = Done>>(
     ctx: &Rc<DeviceCtx>,
     ring: &mut CommandRing,
-    done: &mpsc::UnboundedSender<Done>,
     st: &mut DeviceState,
+    pool: &mut CmdPool<u16, F>,
+    launch: impl Fn(Rc<DeviceCtx>, CmdEntry) -> F,
 ) {
     loop {
         match ring.next_entry() {
@@ -359,46 +367,26 @@ fn drain(
                     st.broken = true;
                     return;
                 }
-                // Latency starts here, not when the spawned task first
-                // runs: that waits for the rest of the ring to be drained.
+                // Latency starts here, not when the future is first
+                // polled: that waits for the rest of the ring to be read.
                 let start = Instant::now();
                 st.inflight += 1;
                 let cmd_id = cmd.cmd_id;
                 let cdb = CdbCopy::of(&cmd.cdb);
-                let ctx2 = ctx.clone();
-                let done = done.clone();
-                let task = tokio::task::spawn_local(async move {
-                    let dir = Direction::of_cdb(&cmd.cdb);
-                    let len = tcmu_core::buf::total_len(&cmd.data) as u64;
-                    let completion = dispatch::run(&ctx2, cmd).await;
-                    let bytes = stats::moved_bytes(dir, len, completion.read_len);
-                    let _ = done.send(Done {
-                        cmd_id,
-                        completion,
-                        sample: Some(Sample { dir, bytes, start }),
-                    });
-                });
-                st.commands.start(cmd_id, task, start, cdb);
+                let slot = pool.start(cmd_id, launch(ctx.clone(), cmd));
+                st.commands.start(cmd_id, slot, start, cdb);
             }
-            Ok(Some(Entry::Tmr(t))) => tmr(ctx, ring, st, &t),
+            Ok(Some(Entry::Tmr(t))) => tmr(ctx, ring, st, pool, &t),
             Ok(Some(Entry::Unknown { cmd_id, op })) => {
                 warn!(device = %ctx.name, "ring entry with unknown opcode {op}");
                 st.inflight += 1;
-                let _ = done.send(Done {
-                    cmd_id,
-                    completion: Completion::unknown_op(),
-                    sample: None,
-                });
+                complete(ctx, ring, st, cmd_id, &Completion::unknown_op());
             }
             Ok(Some(Entry::Invalid { cmd_id, why })) => {
                 error!(device = %ctx.name, "command {cmd_id} failed without being read: {why}");
                 st.inflight += 1;
                 let sense = Sense::internal_target_failure().to_fixed();
-                let _ = done.send(Done {
-                    cmd_id,
-                    completion: Completion::check_condition(&sense),
-                    sample: None,
-                });
+                complete(ctx, ring, st, cmd_id, &Completion::check_condition(&sense));
             }
             Ok(Some(other)) => {
                 error!(device = %ctx.name, "unexpected ring entry {other:?}; device stopped");
@@ -433,24 +421,31 @@ fn tmr_name(t: u8) -> &'static str {
 
 /// Answers a TMR entry: every named command still running is cancelled and
 /// answered TASK ABORTED (see the module documentation).
-fn tmr(ctx: &DeviceCtx, ring: &mut CommandRing, st: &mut DeviceState, t: &TmrNotice) {
+fn tmr<F: Future>(
+    ctx: &DeviceCtx,
+    ring: &mut CommandRing,
+    st: &mut DeviceState,
+    pool: &mut CmdPool<u16, F>,
+    t: &TmrNotice,
+) {
     let name = tmr_name(t.tmr_type);
     if t.cmd_ids.is_empty() {
         info!(device = %ctx.name, "{name}: no command of ours affected");
         return;
     }
     for &id in &t.cmd_ids {
-        let Some((outcome, cdb)) = st.commands.abort(id, st.keep_buffers) else {
+        let Some(aborted) = st.commands.abort(id, st.keep_buffers) else {
             debug!(device = %ctx.name, "{name}: command {id} already completed");
             continue;
         };
+        pool.cancel(aborted.pool_slot);
         ctx.stats.record_abort();
         info!(
             device = %ctx.name,
             "{name}: command {id} (CDB {}) aborted",
-            crate::dispatch::CdbHex(cdb.bytes())
+            crate::dispatch::CdbHex(aborted.cdb.bytes())
         );
-        if outcome == AbortOutcome::CompleteKeeping {
+        if aborted.outcome == AbortOutcome::CompleteKeeping {
             complete_aborted(ctx, ring, st, id, true);
         }
     }
@@ -468,11 +463,7 @@ fn complete_aborted(
     if keep {
         c = c.keeping_buffer();
     }
-    if let Err(e) = ring.complete(cmd_id, &c) {
-        error!(device = %ctx.name, "cannot complete aborted command {cmd_id}: {e}");
-    }
-    st.inflight = st.inflight.saturating_sub(1);
-    st.dirty = true;
+    complete(ctx, ring, st, cmd_id, &c);
 }
 
 /// Completes or frees the aborted commands whose buffers are released.
@@ -513,38 +504,53 @@ fn report_overdue(ctx: &DeviceCtx, st: &mut DeviceState, limit: Duration) {
     }
 }
 
-/// Writes a completion to the ring (published with the rest of its batch)
-/// and records the command: its latency ends here. The late completion of
-/// an aborted command is dropped: the abort answered it.
-fn finish(ctx: &DeviceCtx, ring: &mut CommandRing, st: &mut DeviceState, done: Done) {
-    let Done {
-        cmd_id,
-        completion: c,
-        sample,
-    } = done;
-    let reported_overdue = match sample {
-        Some(_) => match st.commands.finish(cmd_id) {
-            Some(overdue) => overdue,
-            None => return,
-        },
-        None => false,
-    };
+/// Writes a completion to the ring, published with the rest of its batch.
+fn complete(
+    ctx: &DeviceCtx,
+    ring: &mut CommandRing,
+    st: &mut DeviceState,
+    cmd_id: u16,
+    c: &Completion,
+) {
     st.inflight = st.inflight.saturating_sub(1);
     st.dirty = true;
-    if let Err(e) = ring.complete(cmd_id, &c) {
+    if let Err(e) = ring.complete(cmd_id, c) {
         error!(device = %ctx.name, "cannot complete command {cmd_id}: {e}");
     }
-    if let Some(s) = sample {
-        let latency = s.start.elapsed();
-        ctx.stats.record(s.dir, s.bytes, c.status, latency);
-        if !reported_overdue && ctx.cmd_time_out.is_some_and(|limit| latency > limit) {
-            ctx.stats.record_timeout();
-            warn!(
-                device = %ctx.name,
-                "command {cmd_id} completed after {:.1}s, past the device's time-out",
-                latency.as_secs_f64()
-            );
+}
+
+/// Completes a command whose future finished (`done`; `None` if it
+/// panicked) and records it: its latency ends here. The late completion
+/// of an aborted command is dropped: the abort answered it.
+fn finish(
+    ctx: &DeviceCtx,
+    ring: &mut CommandRing,
+    st: &mut DeviceState,
+    cmd_id: u16,
+    done: Option<Done>,
+) {
+    let Some(f) = st.commands.finish(cmd_id) else {
+        return;
+    };
+    let done = done.unwrap_or_else(|| {
+        error!(device = %ctx.name, "command {cmd_id} panicked");
+        Done {
+            completion: Completion::check_condition(&Sense::internal_target_failure().to_fixed()),
+            dir: Direction::Other,
+            bytes: 0,
         }
+    });
+    complete(ctx, ring, st, cmd_id, &done.completion);
+    let latency = f.start.elapsed();
+    ctx.stats
+        .record(done.dir, done.bytes, done.completion.status, latency);
+    if !f.reported_overdue && ctx.cmd_time_out.is_some_and(|limit| latency > limit) {
+        ctx.stats.record_timeout();
+        warn!(
+            device = %ctx.name,
+            "command {cmd_id} completed after {:.1}s, past the device's time-out",
+            latency.as_secs_f64()
+        );
     }
 }
 

@@ -7,9 +7,10 @@
 //! stays: starting and finishing a command allocates nothing.
 //!
 //! The life of a slot:
-//! - `Running` from when the command is read off the ring until its task
+//! - `Running` from when the command is read off the ring until its future
 //!   hands back a completion ([`Commands::finish`]) or a TMR aborts it;
-//! - an aborted command's task is cancelled (its future dropped). An
+//! - an aborted command's future is dropped (the caller cancels its slot in
+//!   the [`CmdPool`](crate::cmd_pool::CmdPool)). An
 //!   io_uring operation it started may still be writing into its buffers,
 //!   so the buffers stay the command's until the ring says the last of them
 //!   is gone ([`CommandRing::buffers_in_use`](tcmu_core::CommandRing::buffers_in_use)):
@@ -20,8 +21,6 @@
 //!     gone (`Aborting`).
 
 use std::time::{Duration, Instant};
-
-use tokio::task::JoinHandle;
 
 /// The first bytes of a CDB, kept for log lines about a command.
 #[derive(Clone, Copy)]
@@ -48,9 +47,10 @@ impl CdbCopy {
     }
 }
 
-/// A command whose task is running.
+/// A command whose future is running.
 struct Running {
-    task: JoinHandle<()>,
+    /// Its slot in the device's command pool.
+    pool_slot: usize,
     start: Instant,
     cdb: CdbCopy,
     /// Already reported as past its time-out.
@@ -76,6 +76,22 @@ pub(crate) enum AbortOutcome {
     Deferred,
 }
 
+/// What [`Commands::finish`] knows of a command that completed.
+pub(crate) struct Finished {
+    /// When it was read off the ring.
+    pub start: Instant,
+    /// Already reported as past its time-out.
+    pub reported_overdue: bool,
+}
+
+/// What [`Commands::abort`] knows of an aborted command.
+pub(crate) struct Aborted {
+    pub outcome: AbortOutcome,
+    pub cdb: CdbCopy,
+    /// Its slot in the device's command pool, to cancel.
+    pub pool_slot: usize,
+}
+
 /// A command that ran past its time-out, for the report.
 pub(crate) struct Overdue {
     pub cmd_id: u16,
@@ -98,33 +114,31 @@ impl Commands {
         !matches!(self.slots.get(usize::from(cmd_id)), None | Some(Slot::Free))
     }
 
-    /// Records a command whose task was just spawned.
-    pub(crate) fn start(
-        &mut self,
-        cmd_id: u16,
-        task: JoinHandle<()>,
-        start: Instant,
-        cdb: CdbCopy,
-    ) {
+    /// Records a command whose future was just started in `pool_slot`.
+    pub(crate) fn start(&mut self, cmd_id: u16, pool_slot: usize, start: Instant, cdb: CdbCopy) {
         let i = usize::from(cmd_id);
         if self.slots.len() <= i {
             self.slots.resize_with(i + 1, || Slot::Free);
         }
         self.slots[i] = Slot::Running(Running {
-            task,
+            pool_slot,
             start,
             cdb,
             timed_out: false,
         });
     }
 
-    /// The task of `cmd_id` handed back its completion. Returns whether
-    /// that completion is to be written (the command was running), and
-    /// whether the command was already reported as overdue.
-    pub(crate) fn finish(&mut self, cmd_id: u16) -> Option<bool> {
+    /// The future of `cmd_id` handed back its completion. Returns `None`
+    /// when that completion is not to be written (the command is not
+    /// running), else when it started and whether it was already reported
+    /// as overdue.
+    pub(crate) fn finish(&mut self, cmd_id: u16) -> Option<Finished> {
         let slot = self.slots.get_mut(usize::from(cmd_id))?;
         match std::mem::replace(slot, Slot::Free) {
-            Slot::Running(r) => Some(r.timed_out),
+            Slot::Running(r) => Some(Finished {
+                start: r.start,
+                reported_overdue: r.timed_out,
+            }),
             // An aborted command's late completion: the abort answers it.
             other => {
                 *slot = other;
@@ -133,15 +147,14 @@ impl Commands {
         }
     }
 
-    /// Aborts `cmd_id` if it is running: cancels its task and returns how
-    /// to complete it, with its CDB for the log.
-    pub(crate) fn abort(&mut self, cmd_id: u16, keep: bool) -> Option<(AbortOutcome, CdbCopy)> {
+    /// Aborts `cmd_id` if it is running: returns how to complete it, its
+    /// CDB for the log and the pool slot whose future the caller cancels.
+    pub(crate) fn abort(&mut self, cmd_id: u16, keep: bool) -> Option<Aborted> {
         let slot = self.slots.get_mut(usize::from(cmd_id))?;
         let Slot::Running(r) = slot else {
             return None;
         };
-        r.task.abort();
-        let cdb = r.cdb;
+        let (cdb, pool_slot) = (r.cdb, r.pool_slot);
         let (next, outcome) = if keep {
             (Slot::Kept, AbortOutcome::CompleteKeeping)
         } else {
@@ -149,17 +162,23 @@ impl Commands {
         };
         *slot = next;
         self.aborted += 1;
-        Some((outcome, cdb))
+        Some(Aborted {
+            outcome,
+            cdb,
+            pool_slot,
+        })
     }
 
-    /// Cancels every running task (the device is closing): their commands
-    /// stay unanswered, for the kernel's time-out or the next daemon's ring
-    /// reset. Returns how many there were.
-    pub(crate) fn abandon_all(&mut self) -> usize {
+    /// Gives up every running command (the device is closing): calls
+    /// `cancel` with each one's pool slot. Their commands stay unanswered,
+    /// for the kernel's time-out or the next daemon's ring reset. Returns
+    /// how many there were.
+    pub(crate) fn abandon_all(&mut self, mut cancel: impl FnMut(usize)) -> usize {
         let mut n = 0;
         for slot in &mut self.slots {
             if let Slot::Running(r) = slot {
-                r.task.abort();
+                cancel(r.pool_slot);
+                *slot = Slot::Free;
                 n += 1;
             }
         }

@@ -2,15 +2,16 @@
 //!
 //! Serves TCMU devices: a pool of worker threads ([`Workers`]), each a
 //! tokio-uring runtime, runs one task per device that waits on the UIO
-//! doorbell, drains the command ring, runs commands concurrently through the
-//! generic SCSI layer (`tcmu-scsi`) and the device's [`BlockHandler`], and
-//! writes completions back in batches.
+//! doorbell, drains the command ring, runs commands concurrently (as futures
+//! that task polls itself) through the generic SCSI layer (`tcmu-scsi`) and
+//! the device's [`BlockHandler`], and writes completions back in batches.
 //!
 //! Handlers plug in through [`HandlerFactory`] and a [`Registry`].
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 mod alua;
+mod cmd_pool;
 mod copy;
 mod device;
 mod dispatch;

@@ -5,7 +5,9 @@
 # test suite; run it with (vm-run passes GUEST_X on as X)
 #   GUEST_AB_A="TCMU_FILE_INLINE=never" cargo xtask vm-run tests/vm/ab.sh
 # Environment: AB_A, AB_B (space-separated VAR=value words put in the
-# daemon's environment; AB_CONF_A/AB_CONF_B: lines for its tcmu.conf),
+# daemon's environment; AB_CONF_A/AB_CONF_B: lines for its tcmu.conf;
+# AB_BIN_A/AB_BIN_B: another daemon binary, e.g. a build of an older
+# commit, instead of this tree's),
 # AB_RUNTIME (seconds a run, default 8), AB_ROUNDS (default 3), AB_JOBS
 # (fio options of each job, `|`-separated; default 4k randread and
 # randwrite at iodepth 1 and 32).
@@ -29,12 +31,13 @@ dd if=/dev/urandom of="$FILE" bs=1M count=$((SIZE / 1024 / 1024)) status=none
 # start_variant A|B: the daemon with that variant's environment and conf
 # (through a wrapper that execs it, so DAEMON_PID is the daemon's).
 start_variant() {
-    local env_var="AB_$1" conf_var="AB_CONF_$1"
+    local env_var="AB_$1" conf_var="AB_CONF_$1" bin_var="AB_BIN_$1"
     printf '%b\n' "${!conf_var:-}" >"$WORK/tcmu.conf"
     # shellcheck disable=SC2086 # VAR=value words
     env ${!env_var:-} true || fail "bad AB_$1: ${!env_var:-}"
-    local saved=$TCMU_RUNNER
-    printf '#!/bin/sh\nexec env %s %q "$@"\n' "${!env_var:-}" "$saved" >"$WORK/daemon-$1"
+    local saved=$TCMU_RUNNER bin=${!bin_var:-$TCMU_RUNNER}
+    [[ -x $bin ]] || fail "AB_BIN_$1='$bin' is not an executable"
+    printf '#!/bin/sh\nexec env %s %q "$@"\n' "${!env_var:-}" "$bin" >"$WORK/daemon-$1"
     chmod +x "$WORK/daemon-$1"
     TCMU_RUNNER=$WORK/daemon-$1 daemon_start
     TCMU_RUNNER=$saved
@@ -95,8 +98,8 @@ for ((r = 1; r <= ROUNDS; r++)); do
 done
 
 median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
-echo "variant A: ${AB_A:-(none)} ${AB_CONF_A:-}"
-echo "variant B: ${AB_B:-(none)} ${AB_CONF_B:-}"
+echo "variant A: ${AB_BIN_A:-} ${AB_A:-(none)} ${AB_CONF_A:-}"
+echo "variant B: ${AB_BIN_B:-} ${AB_B:-(none)} ${AB_CONF_B:-}"
 printf '%-40s %8s %8s %6s | %9s %9s | %9s %9s\n' job "IOPS A" "IOPS B" "B/A" "lat A µs" "lat B µs" "cpu A µs" "cpu B µs"
 for j in "${!JOBS[@]}"; do
     declare -a ia=() ib=() la=() lb=() ca=() cb=()
