@@ -210,7 +210,17 @@ pub struct CommandRing {
     /// Buffer leases by command id (the kernel hands out the lowest free
     /// ids, so this stays as long as the deepest queue seen).
     leases: Vec<Option<Arc<BufLease>>>,
+    /// Emptied buffer lists given back with [`recycle`](Self::recycle), to
+    /// hold the next commands' buffers without allocating.
+    spare_lists: Vec<Vec<DataBuf>>,
 }
+
+/// Most buffer lists [`CommandRing::recycle`] keeps (a deep queue's worth).
+const SPARE_LISTS: usize = 256;
+
+/// Longest buffer list worth keeping: most commands have a few buffers, and
+/// a rare huge list should not stay allocated.
+const SPARE_LIST_CAPACITY: usize = 64;
 
 impl CommandRing {
     /// Validates the mailbox of `map` and starts reading at its `cmd_tail`
@@ -252,7 +262,21 @@ impl CommandRing {
             data_start: off as usize + size as usize,
             map,
             leases: Vec::new(),
+            spare_lists: Vec::new(),
         })
+    }
+
+    /// Takes back a command's buffer list once the command is done with
+    /// it: its buffers are dropped, and the emptied list holds a later
+    /// command's buffers, so reading a command need not allocate.
+    pub fn recycle(&mut self, mut list: Vec<DataBuf>) {
+        list.clear();
+        if list.capacity() > 0
+            && list.capacity() <= SPARE_LIST_CAPACITY
+            && self.spare_lists.len() < SPARE_LISTS
+        {
+            self.spare_lists.push(list);
+        }
     }
 
     /// The kernel's capability flags (`MAILBOX_FLAG_*`).
@@ -391,7 +415,8 @@ impl CommandRing {
             });
         }
         let lease = self.lease(cmd_id);
-        match self.parse_cmd(pos, len, cmd_id, &lease) {
+        let data = self.spare_lists.pop().unwrap_or_default();
+        match self.parse_cmd(pos, len, cmd_id, &lease, data) {
             Ok(cmd) => Ok(Entry::Cmd(cmd)),
             Err(RingError::Corrupt { why, .. }) => Ok(Entry::Invalid { cmd_id, why }),
             Err(e) => Err(e),
@@ -404,6 +429,7 @@ impl CommandRing {
         len: u32,
         cmd_id: u16,
         lease: &Arc<BufLease>,
+        mut data: Vec<DataBuf>,
     ) -> Result<CmdEntry, RingError> {
         let off = self.entry_off(pos);
         let corrupt = |why| RingError::Corrupt { pos, why };
@@ -428,7 +454,7 @@ impl CommandRing {
             return Err(corrupt("more iovecs than the entry holds"));
         }
         let iov_base = off + std::mem::size_of::<CmdRequest>();
-        let mut data = Vec::with_capacity(iov_cnt);
+        data.reserve(iov_cnt);
         let mut bidi = Vec::with_capacity(bidi_cnt);
         for i in 0..iov_cnt + bidi_cnt {
             let at = iov_base + i * std::mem::size_of::<RingIovec>();

@@ -330,18 +330,23 @@ pub(crate) struct Done {
     /// For the statistics: which way it moved data, and how many bytes.
     dir: Direction,
     bytes: u64,
+    /// Its buffer list, when the command is done with it (for
+    /// [`CommandRing::recycle`]).
+    spare: Option<Vec<tcmu_core::DataBuf>>,
 }
 
 /// The future of one command: runs it and hands back its completion.
 async fn run_command(ctx: Rc<DeviceCtx>, cmd: CmdEntry) -> Done {
     let dir = Direction::of_cdb(&cmd.cdb);
     let len = tcmu_core::buf::total_len(&cmd.data) as u64;
-    let completion = dispatch::run(&ctx, cmd).await;
+    let mut spare = None;
+    let completion = dispatch::run(&ctx, cmd, &mut spare).await;
     let bytes = stats::moved_bytes(dir, len, completion.read_len);
     Done {
         completion,
         dir,
         bytes,
+        spare,
     }
 }
 
@@ -538,8 +543,12 @@ fn finish(
             completion: Completion::check_condition(&Sense::internal_target_failure().to_fixed()),
             dir: Direction::Other,
             bytes: 0,
+            spare: None,
         }
     });
+    if let Some(list) = done.spare {
+        ring.recycle(list);
+    }
     complete(ctx, ring, st, cmd_id, &done.completion);
     let latency = f.start.elapsed();
     ctx.stats

@@ -183,6 +183,19 @@ async fn guarded<T, E: From<BlockError>>(
     }
 }
 
+/// Runs a handler's synchronous fast path (`read_now`, `write_now`),
+/// turning a panic into an error as [`guarded`] does.
+fn now(
+    ctx: &DeviceCtx,
+    what: &str,
+    f: impl FnOnce() -> Option<Result<(), BlockError>>,
+) -> Option<Result<(), BlockError>> {
+    std::panic::catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        error!(device = %ctx.name, "handler panicked during {what}");
+        Some(Err(BlockError::Sense(Sense::internal_target_failure())))
+    })
+}
+
 /// Completion for a compare (COMPARE AND WRITE, VERIFY): MISCOMPARE with
 /// the offset of the first differing byte, or the backend's error.
 fn compare_result(
@@ -260,7 +273,15 @@ async fn write_same(
 /// future 1,784 bytes instead of 1,040, and every READ and WRITE paid for
 /// copying that into its task and back (about 7% of the worker's
 /// instructions per command in `cargo xtask microbench`).
-pub(crate) async fn run(ctx: &DeviceCtx, cmd: CmdEntry) -> Completion {
+///
+/// A READ or WRITE that the handler served synchronously leaves its
+/// emptied buffer list in `spare`, for the ring to reuse
+/// ([`CommandRing::recycle`](tcmu_core::CommandRing::recycle)).
+pub(crate) async fn run(
+    ctx: &DeviceCtx,
+    cmd: CmdEntry,
+    spare: &mut Option<Vec<DataBuf>>,
+) -> Completion {
     let CmdEntry {
         cmd_id,
         cdb,
@@ -280,18 +301,20 @@ pub(crate) async fn run(ctx: &DeviceCtx, cmd: CmdEntry) -> Completion {
             return check(&ua);
         }
     }
-    let hooked = AssertUnwindSafe(ctx.handler.handle_cmd(&ScsiCmd {
-        cdb: &cdb,
-        data: &data,
-    }))
-    .catch_unwind()
-    .await;
-    match hooked {
-        Ok(Some(reply)) => return reply_completion(reply, &data),
-        Ok(None) => {}
-        Err(_) => {
-            error!(device = %ctx.name, cmd_id, "handler panicked in handle_cmd");
-            return check(&Sense::internal_target_failure());
+    if ctx.handler.sees_commands() {
+        let hooked = AssertUnwindSafe(ctx.handler.handle_cmd(&ScsiCmd {
+            cdb: &cdb,
+            data: &data,
+        }))
+        .catch_unwind()
+        .await;
+        match hooked {
+            Ok(Some(reply)) => return reply_completion(reply, &data),
+            Ok(None) => {}
+            Err(_) => {
+                error!(device = %ctx.name, cmd_id, "handler panicked in handle_cmd");
+                return check(&Sense::internal_target_failure());
+            }
         }
     }
 
@@ -339,8 +362,14 @@ pub(crate) async fn run(ctx: &DeviceCtx, cmd: CmdEntry) -> Completion {
                 buf::zero_beyond(&data, len);
             }
             buf::truncate_list(&mut data, len);
-            let bufs = data.into_iter().map(DataBuf::into_read_target).collect();
-            let r = guarded(ctx, "read", h.read(lba * bs, bufs)).await;
+            let bufs: Vec<DataBuf> = data.into_iter().map(DataBuf::into_read_target).collect();
+            let r = match now(ctx, "read", || h.read_now(lba * bs, &bufs)) {
+                Some(r) => {
+                    *spare = Some(bufs);
+                    r
+                }
+                None => guarded(ctx, "read", h.read(lba * bs, bufs)).await,
+            };
             let c = io_result(ctx, "read", Dir::Read, r);
             if longer && c.status == 0 {
                 c.with_read_len(len as u32)
@@ -354,8 +383,14 @@ pub(crate) async fn run(ctx: &DeviceCtx, cmd: CmdEntry) -> Completion {
                 return check(&Sense::invalid_field_in_command_iu());
             }
             let _range = ctx.locks.shared(lba, u64::from(blocks)).await;
-            let bufs = data.into_iter().map(DataBuf::into_filled).collect();
-            let r = guarded(ctx, "write", h.write(lba * bs, bufs)).await;
+            let bufs: Vec<DataBuf> = data.into_iter().map(DataBuf::into_filled).collect();
+            let r = match now(ctx, "write", || h.write_now(lba * bs, &bufs)) {
+                Some(r) => {
+                    *spare = Some(bufs);
+                    r
+                }
+                None => guarded(ctx, "write", h.write(lba * bs, bufs)).await,
+            };
             let r = make_durable(ctx, fua, write_cache, r).await;
             io_result(ctx, "write", Dir::Write, r)
         }

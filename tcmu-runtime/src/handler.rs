@@ -8,7 +8,10 @@
 //! [`CopyOffload`], [`LbaStatus`]) that a backend implements when it can do
 //! better, and announces through the matching `as_*` method. A backend that
 //! wants to see commands first overrides [`BlockHandler::handle_cmd`] and
-//! returns `None` for the ones the generic layer should take.
+//! returns `None` for the ones the generic layer should take. A backend
+//! whose data is at hand can also serve reads and writes synchronously
+//! ([`BlockHandler::read_now`], [`BlockHandler::write_now`]), which the
+//! runtime tries first: no future to box, nothing to allocate.
 //!
 //! Handlers run on one worker thread (thread-per-core): their futures need
 //! not be `Send`. Buffers are [`DataBuf`]s, ranges of the ring's data area
@@ -117,6 +120,23 @@ pub trait BlockHandler {
     /// Makes every acknowledged write durable.
     async fn flush(&self) -> Result<(), BlockError>;
 
+    /// Reads without waiting, if the backend can: fills `bufs` as
+    /// [`read`](Self::read) would and returns the result, or returns
+    /// `None` to have the runtime call `read`. For data that is at hand (in
+    /// memory, in the page cache) this skips the boxed future of `read`.
+    /// Must not block; work it started and gave up on is simply redone by
+    /// `read`.
+    fn read_now(&self, _offset: u64, _bufs: &[DataBuf]) -> Option<Result<(), BlockError>> {
+        None
+    }
+
+    /// Writes without waiting, if the backend can: as
+    /// [`write`](Self::write), or `None` to have the runtime call `write`
+    /// (which then writes every byte again, to the same place).
+    fn write_now(&self, _offset: u64, _bufs: &[DataBuf]) -> Option<Result<(), BlockError>> {
+        None
+    }
+
     /// Called once for a command still running past the device's time-out
     /// (`tcmur_cmd_time_out`, else `attrib/cmd_time_out`), with its CDB (at
     /// most 16 bytes), after the runtime logged and counted it. A backend
@@ -156,8 +176,16 @@ pub trait BlockHandler {
 
     /// Sees every command first (after a pending unit attention, which the
     /// runtime reports itself); `None` hands it to the generic layer.
+    /// Called only while [`sees_commands`](Self::sees_commands) says so.
     async fn handle_cmd(&self, _cmd: &ScsiCmd<'_>) -> Option<CmdReply> {
         None
+    }
+
+    /// Whether [`handle_cmd`](Self::handle_cmd) is to be called. A backend
+    /// that does not override `handle_cmd` returns `false` here and saves
+    /// a boxed future per command. Asked before every command.
+    fn sees_commands(&self) -> bool {
+        true
     }
 
     /// Whether the backend keeps acknowledged writes in a volatile cache

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,13 @@ const BS: u64 = 512;
 const BLOCKS: u64 = 2048;
 const VERY_SLOW_LBA: u64 = 1777;
 const HUNG_LBA: u64 = 1900;
+/// Reads and writes of these blocks take the synchronous fast path
+/// (`read_now`, `write_now`); everything else the async one.
+const FAST_LBAS: std::ops::Range<u64> = 1500..1700;
+/// A fast-path read here panics.
+const PANIC_NOW_LBA: u64 = 1650;
+/// Transfers served by the fast path, from any worker thread.
+static SERVED_NOW: AtomicUsize = AtomicUsize::new(0);
 
 /// A memory disk whose reads of LBA 0 are slow (to force out-of-order
 /// completion), whose reads at LBA 1000 fail, whose reads at
@@ -66,6 +74,36 @@ impl BlockHandler for MemDisk {
     }
     async fn flush(&self) -> Result<(), BlockError> {
         Ok(())
+    }
+    fn read_now(&self, offset: u64, bufs: &[DataBuf]) -> Option<Result<(), BlockError>> {
+        if !FAST_LBAS.contains(&(offset / BS)) {
+            return None;
+        }
+        assert_ne!(offset / BS, PANIC_NOW_LBA, "injected panic in read_now");
+        let d = self.0.borrow();
+        let mut at = offset as usize;
+        for b in bufs {
+            b.copy_from(0, &d[at..at + b.len()]);
+            at += b.len();
+        }
+        SERVED_NOW.fetch_add(1, Ordering::Relaxed);
+        Some(Ok(()))
+    }
+    fn write_now(&self, offset: u64, bufs: &[DataBuf]) -> Option<Result<(), BlockError>> {
+        if !FAST_LBAS.contains(&(offset / BS)) {
+            return None;
+        }
+        let mut d = self.0.borrow_mut();
+        let mut at = offset as usize;
+        for b in bufs {
+            b.copy_to(0, &mut d[at..at + b.len()]);
+            at += b.len();
+        }
+        SERVED_NOW.fetch_add(1, Ordering::Relaxed);
+        Some(Ok(()))
+    }
+    fn sees_commands(&self) -> bool {
+        false
     }
     fn cmd_timed_out(&self, cdb: &[u8]) {
         if let Ok(mut all) = TIMED_OUT_ALL.lock() {
@@ -200,6 +238,34 @@ fn write_then_read_back() {
     assert_eq!(w.status, 0);
     let r = rig.run(&rw10(0x28, 100, 8), SimData::In(data.len()));
     assert_eq!(r.status, 0);
+    assert_eq!(r.data_in, data);
+    rig.rt.block_on(rig.handle.close());
+}
+
+#[test]
+fn the_synchronous_fast_path_serves_and_fails_alone() {
+    let mut rig = Rig::new();
+    let data: Vec<u8> = (0..8 * BS as usize).map(|i| (i * 13) as u8).collect();
+    let before = SERVED_NOW.load(Ordering::Relaxed);
+    let w = rig.run(&rw10(0x2a, 1600, 8), SimData::Out(data.clone()));
+    assert_eq!(w.status, 0);
+    let r = rig.run(&rw10(0x28, 1600, 8), SimData::In(data.len()));
+    assert_eq!(r.status, 0);
+    assert_eq!(r.data_in, data);
+    assert!(
+        SERVED_NOW.load(Ordering::Relaxed) >= before + 2,
+        "the write and the read took the fast path"
+    );
+    // The same bytes through the async path (outside FAST_LBAS).
+    let w = rig.run(&rw10(0x2a, 200, 8), SimData::Out(data.clone()));
+    assert_eq!(w.status, 0);
+    let r = rig.run(&rw10(0x28, 200, 8), SimData::In(data.len()));
+    assert_eq!(r.data_in, data);
+    // A panic in read_now fails its command only.
+    let c = rig.run(&rw10(0x28, PANIC_NOW_LBA as u32, 1), SimData::In(512));
+    assert_eq!(c.status, 2);
+    assert_eq!(sense_key_asc(&c), (4, 0x44, 0), "INTERNAL TARGET FAILURE");
+    let r = rig.run(&rw10(0x28, 1600, 8), SimData::In(data.len()));
     assert_eq!(r.data_in, data);
     rig.rt.block_on(rig.handle.close());
 }

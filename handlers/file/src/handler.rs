@@ -215,6 +215,20 @@ impl BlockHandler for FileHandler {
         Ok(file_io::write(&self.file, fd, &self.write_policy, offset, bufs).await?)
     }
 
+    fn read_now(&self, offset: u64, bufs: &[DataBuf]) -> Option<Result<(), BlockError>> {
+        let r = file_io::read_now(self.meta.as_fd(), &self.read_policy, offset, bufs)?;
+        Some(r.map_err(BlockError::from))
+    }
+
+    fn write_now(&self, offset: u64, bufs: &[DataBuf]) -> Option<Result<(), BlockError>> {
+        let r = file_io::write_now(self.meta.as_fd(), &self.write_policy, offset, bufs)?;
+        Some(r.map_err(BlockError::from))
+    }
+
+    fn sees_commands(&self) -> bool {
+        false
+    }
+
     async fn flush(&self) -> Result<(), BlockError> {
         if self.write_policy.get() == Inline::Always {
             // Memory: nothing to wait for (tmpfs's fsync does nothing), so

@@ -129,6 +129,72 @@ fn inline_first(
     }
 }
 
+/// Moves all of `bufs` inline in one syscall, if `policy` allows and the
+/// file serves the whole transfer without waiting: `Some(result)`, else
+/// `None` and the caller goes through [`read`] or [`write`], which redo
+/// any part done here (the same bytes at the same place). A read at or
+/// past the end of the file is left to them too (they zero-fill).
+fn transfer_now(
+    policy: &Cell<Inline>,
+    dir: Dir,
+    fd: BorrowedFd<'_>,
+    pos: u64,
+    bufs: &[DataBuf],
+) -> Option<io::Result<()>> {
+    let total = tcmu_core::buf::total_len(bufs);
+    let nowait = match policy.get() {
+        Inline::Never => return None,
+        _ if total > INLINE_MAX_BYTES => return None,
+        Inline::Always => false,
+        Inline::NoWait => true,
+    };
+    loop {
+        let moved = match dir {
+            Dir::Read => tcmu_core::buf::preadv(fd, pos, bufs, nowait),
+            Dir::Write => tcmu_core::buf::pwritev(fd, pos, bufs, nowait),
+        };
+        return match moved {
+            Ok(n) if n == total => Some(Ok(())),
+            Ok(_) => None,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => match leave_for_uring(nowait, &e) {
+                Some(unsupported) => {
+                    if unsupported {
+                        tracing::debug!(
+                            "file handler: RWF_NOWAIT unsupported here, using io_uring only"
+                        );
+                        policy.set(Inline::Never);
+                    }
+                    None
+                }
+                None => Some(Err(e)),
+            },
+        };
+    }
+}
+
+/// Fills `bufs` from `fd` at `pos` right away, when [`read`] would do it
+/// inline in one syscall; `None` otherwise (see `transfer_now`).
+pub fn read_now(
+    fd: BorrowedFd<'_>,
+    policy: &Cell<Inline>,
+    pos: u64,
+    bufs: &[DataBuf],
+) -> Option<io::Result<()>> {
+    transfer_now(policy, Dir::Read, fd, pos, bufs)
+}
+
+/// Writes `bufs` to `fd` at `pos` right away, when [`write`] would do it
+/// inline in one syscall; `None` otherwise.
+pub fn write_now(
+    fd: BorrowedFd<'_>,
+    policy: &Cell<Inline>,
+    pos: u64,
+    bufs: &[DataBuf],
+) -> Option<io::Result<()>> {
+    transfer_now(policy, Dir::Write, fd, pos, bufs)
+}
+
 /// Whether a `RWF_NOWAIT` transfer should go to io_uring after `e`.
 fn leave_for_uring(nowait: bool, e: &io::Error) -> Option<bool> {
     if !nowait {
@@ -434,6 +500,49 @@ mod tests {
                 std::fs::remove_file(&path).unwrap();
             }
         });
+    }
+
+    /// The synchronous fast path moves whole transfers the policy allows
+    /// inline, and leaves everything else (io_uring only, too large, a
+    /// read past the end of the file) to the async path.
+    #[test]
+    fn the_fast_path_takes_only_whole_inline_transfers() {
+        use rustix::fs::{memfd_create, MemfdFlags};
+        let fd = memfd_create("fast", MemfdFlags::CLOEXEC).unwrap();
+        rustix::fs::ftruncate(&fd, 16384).unwrap();
+        let map = Arc::new(Mapping::anonymous(2 * INLINE_MAX_BYTES).unwrap());
+        let pattern: Vec<u8> = (0..4096).map(|i| (i * 11 % 253) as u8).collect();
+        map.write(0, &pattern).unwrap();
+        let piece = |off, len| DataBuf::new(map.clone(), off, len).unwrap();
+        let four_k = || vec![piece(0, 1024), piece(1024, 3072)];
+        let always = Cell::new(Inline::Always);
+        assert!(matches!(
+            write_now(fd.as_fd(), &always, 8192, &four_k()),
+            Some(Ok(()))
+        ));
+        map.fill(0, 4096, 0).unwrap();
+        assert!(matches!(
+            read_now(fd.as_fd(), &always, 8192, &four_k()),
+            Some(Ok(()))
+        ));
+        assert_eq!(tcmu_core::buf::gather(&four_k(), 4096), pattern);
+        // Not taken: io_uring only, over the inline limit, past the end.
+        let never = Cell::new(Inline::Never);
+        assert!(read_now(fd.as_fd(), &never, 0, &four_k()).is_none());
+        let big = vec![piece(0, 2 * INLINE_MAX_BYTES)];
+        assert!(read_now(fd.as_fd(), &always, 0, &big).is_none());
+        assert!(read_now(fd.as_fd(), &always, 14336, &four_k()).is_none());
+        // A cached read with RWF_NOWAIT is served, unless the file refuses
+        // the flag itself, which moves it to io_uring for good.
+        let nowait = Cell::new(Inline::NoWait);
+        map.fill(0, 4096, 0).unwrap();
+        match read_now(fd.as_fd(), &nowait, 8192, &four_k()) {
+            Some(r) => {
+                r.unwrap();
+                assert_eq!(tcmu_core::buf::gather(&four_k(), 4096), pattern);
+            }
+            None => assert_eq!(nowait.get(), Inline::Never),
+        }
     }
 
     #[test]

@@ -267,17 +267,21 @@ fn io_err(e: io::Error) -> BlockError {
     BlockError::Io(io::Error::new(e.kind(), format!("ram handler: {e}")))
 }
 
-#[async_trait(?Send)]
-impl BlockHandler for RamHandler {
-    async fn read(&self, offset: u64, bufs: Vec<DataBuf>) -> Result<(), BlockError> {
-        let total = tcmu_core::buf::total_len(&bufs);
-        self.inject(Access::Read, offset, total as u64).await?;
-        copy_out(&*self.store()?, offset, total, &bufs).map_err(io_err)
+impl RamHandler {
+    /// Whether no fault is armed, so that an access needs no `inject`.
+    fn healthy(&self) -> bool {
+        self.faults.try_borrow().is_ok_and(|f| f.is_empty())
     }
 
-    async fn write(&self, offset: u64, bufs: Vec<DataBuf>) -> Result<(), BlockError> {
-        let total = tcmu_core::buf::total_len(&bufs) as u64;
-        self.inject(Access::Write, offset, total).await?;
+    /// Copies the bytes at `offset` into `bufs`.
+    fn read_sync(&self, offset: u64, bufs: &[DataBuf]) -> Result<(), BlockError> {
+        let total = tcmu_core::buf::total_len(bufs);
+        copy_out(&*self.store()?, offset, total, bufs).map_err(io_err)
+    }
+
+    /// Copies `bufs` into the store at `offset`.
+    fn write_sync(&self, offset: u64, bufs: &[DataBuf]) -> Result<(), BlockError> {
+        let total = tcmu_core::buf::total_len(bufs) as u64;
         let mut store = self.store()?;
         store
             .write(offset, total, |mut done, mut bytes| {
@@ -294,6 +298,35 @@ impl BlockHandler for RamHandler {
                 }
             })
             .map_err(io_err)
+    }
+}
+
+#[async_trait(?Send)]
+impl BlockHandler for RamHandler {
+    async fn read(&self, offset: u64, bufs: Vec<DataBuf>) -> Result<(), BlockError> {
+        let total = tcmu_core::buf::total_len(&bufs);
+        self.inject(Access::Read, offset, total as u64).await?;
+        self.read_sync(offset, &bufs)
+    }
+
+    async fn write(&self, offset: u64, bufs: Vec<DataBuf>) -> Result<(), BlockError> {
+        let total = tcmu_core::buf::total_len(&bufs) as u64;
+        self.inject(Access::Write, offset, total).await?;
+        self.write_sync(offset, &bufs)
+    }
+
+    fn read_now(&self, offset: u64, bufs: &[DataBuf]) -> Option<Result<(), BlockError>> {
+        // With faults armed, `read` applies them.
+        self.healthy().then(|| self.read_sync(offset, bufs))
+    }
+
+    fn write_now(&self, offset: u64, bufs: &[DataBuf]) -> Option<Result<(), BlockError>> {
+        self.healthy().then(|| self.write_sync(offset, bufs))
+    }
+
+    fn sees_commands(&self) -> bool {
+        // `handle_cmd` only acts on armed faults (short reads, not ready).
+        !self.healthy()
     }
 
     async fn flush(&self) -> Result<(), BlockError> {
