@@ -286,7 +286,7 @@ impl RamHandler {
         store
             .write(offset, total, |mut done, mut bytes| {
                 while !bytes.is_empty() {
-                    let Some((buf, at)) = locate(&bufs, done) else {
+                    let Some((buf, at)) = locate(bufs, done) else {
                         return;
                     };
                     let n = buf.copy_to(at, bytes);
