@@ -131,7 +131,7 @@ fn inline_first(
 
 /// Moves all of `bufs` inline in one syscall, if `policy` allows and the
 /// file serves the whole transfer without waiting: `Some(result)`, else
-/// `None` and the caller goes through [`read`] or [`write`], which redo
+/// `None` and the caller goes through [`read()`] or [`write()`], which redo
 /// any part done here (the same bytes at the same place). A read at or
 /// past the end of the file is left to them too (they zero-fill).
 fn transfer_now(
@@ -173,7 +173,7 @@ fn transfer_now(
     }
 }
 
-/// Fills `bufs` from `fd` at `pos` right away, when [`read`] would do it
+/// Fills `bufs` from `fd` at `pos` right away, when [`read()`] would do it
 /// inline in one syscall; `None` otherwise (see `transfer_now`).
 pub fn read_now(
     fd: BorrowedFd<'_>,
@@ -184,7 +184,7 @@ pub fn read_now(
     transfer_now(policy, Dir::Read, fd, pos, bufs)
 }
 
-/// Writes `bufs` to `fd` at `pos` right away, when [`write`] would do it
+/// Writes `bufs` to `fd` at `pos` right away, when [`write()`] would do it
 /// inline in one syscall; `None` otherwise.
 pub fn write_now(
     fd: BorrowedFd<'_>,
