@@ -84,7 +84,7 @@ pub(crate) struct CmdPool<K, F: Future> {
     running: usize,
 }
 
-impl<K: Copy + Default, F: Future> CmdPool<K, F> {
+impl<K: Copy, F: Future> CmdPool<K, F> {
     /// An empty pool.
     pub(crate) fn new() -> Self {
         Self {
@@ -236,7 +236,7 @@ mod tests {
         (g, open, waker)
     }
 
-    fn poll<K: Copy + Default, F: Future>(pool: &mut CmdPool<K, F>) -> Poll<()> {
+    fn poll<K: Copy, F: Future>(pool: &mut CmdPool<K, F>) -> Poll<()> {
         let waker = futures::task::noop_waker();
         pool.poll_woken(&mut Context::from_waker(&waker))
     }

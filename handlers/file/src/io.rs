@@ -107,11 +107,8 @@ fn inline_first(
     pos: u64,
     bufs: Vec<DataBuf>,
 ) -> io::Result<Option<(u64, Vec<DataBuf>)>> {
-    let nowait = match policy.get() {
-        Inline::Never => return Ok(Some((pos, bufs))),
-        _ if tcmu_core::buf::total_len(&bufs) > INLINE_MAX_BYTES => return Ok(Some((pos, bufs))),
-        Inline::Always => false,
-        Inline::NoWait => true,
+    let Some(nowait) = inline_mode(policy, tcmu_core::buf::total_len(&bufs)) else {
+        return Ok(Some((pos, bufs)));
     };
     match transfer_inline(dir, fd, pos, bufs, nowait)? {
         Rest::Done => Ok(None),
@@ -121,12 +118,28 @@ fn inline_first(
             unsupported,
         } => {
             if unsupported {
-                tracing::debug!("file handler: RWF_NOWAIT unsupported here, using io_uring only");
-                policy.set(Inline::Never);
+                nowait_refused(policy);
             }
             Ok(Some((pos, bufs)))
         }
     }
+}
+
+/// Whether `policy` lets a transfer of `total` bytes go inline: `None` if
+/// not, else whether with `RWF_NOWAIT`.
+fn inline_mode(policy: &Cell<Inline>, total: usize) -> Option<bool> {
+    match policy.get() {
+        Inline::Never => None,
+        _ if total > INLINE_MAX_BYTES => None,
+        Inline::Always => Some(false),
+        Inline::NoWait => Some(true),
+    }
+}
+
+/// The file refused `RWF_NOWAIT` itself: io_uring only from now on.
+fn nowait_refused(policy: &Cell<Inline>) {
+    tracing::debug!("file handler: RWF_NOWAIT unsupported here, using io_uring only");
+    policy.set(Inline::Never);
 }
 
 /// Moves all of `bufs` inline in one syscall, if `policy` allows and the
@@ -142,12 +155,7 @@ fn transfer_now(
     bufs: &[DataBuf],
 ) -> Option<io::Result<()>> {
     let total = tcmu_core::buf::total_len(bufs);
-    let nowait = match policy.get() {
-        Inline::Never => return None,
-        _ if total > INLINE_MAX_BYTES => return None,
-        Inline::Always => false,
-        Inline::NoWait => true,
-    };
+    let nowait = inline_mode(policy, total)?;
     loop {
         let moved = match dir {
             Dir::Read => tcmu_core::buf::preadv(fd, pos, bufs, nowait),
@@ -160,10 +168,7 @@ fn transfer_now(
             Err(e) => match leave_for_uring(nowait, &e) {
                 Some(unsupported) => {
                     if unsupported {
-                        tracing::debug!(
-                            "file handler: RWF_NOWAIT unsupported here, using io_uring only"
-                        );
-                        policy.set(Inline::Never);
+                        nowait_refused(policy);
                     }
                     None
                 }
