@@ -140,6 +140,12 @@ pub(crate) async fn serve(
             drain(&ctx, &mut ring, &mut st, &mut pool, run_command);
         }
         if st.commands.has_aborted() {
+            // The kernel frees a kept buffer only once it has seen the
+            // completion that kept it: a TMR read in this drain may have
+            // just written one.
+            if st.dirty {
+                publish(&ctx, &mut ring, bell.get_ref(), &mut st);
+            }
             release_aborted(&ctx, &mut ring, &mut st);
         }
         if st.dirty {

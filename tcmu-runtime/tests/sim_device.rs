@@ -668,6 +668,44 @@ fn an_aborted_command_keeps_its_buffer_until_it_is_freed() {
 }
 
 #[test]
+fn a_kept_buffer_is_freed_only_after_its_completion_is_published() {
+    // The kernel refuses action/free_kept_buf for a command whose KEEP_BUF
+    // completion it has not seen; the buffer would then stay taken for
+    // good. A command aborted in the same ring batch that brought it has
+    // nothing in flight, so its buffer could be freed at once: the
+    // completion must reach the ring first. A FIFO in place of the
+    // attribute blocks the daemon at the moment it frees the buffer.
+    let dir = fake_configfs("keep-batch");
+    let fifo = dir.join("action/free_kept_buf");
+    std::fs::remove_file(&fifo).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success(), "mkfifo failed");
+    let mut rig = Rig::with_configfs(Some(tcmu_core::configfs::DeviceDir::at(dir.clone())));
+    let id = rig
+        .kernel
+        .post(&rw10(0x28, 5, 8), SimData::In(4096))
+        .unwrap();
+    rig.kernel
+        .post_tmr(tcmu_core::layout::tmr::ABORT_TASK, &[id])
+        .unwrap();
+    rig.kernel.notify().unwrap();
+    let done = rig.kernel.reap_at_least(1, Duration::from_secs(10));
+    // Whatever happened, let a blocked daemon go on before asserting.
+    let freed = std::fs::read_to_string(&fifo).unwrap();
+    let done = done.expect("the TASK ABORTED completion was not published before the free");
+    assert_eq!((done[0].cmd_id, done[0].status), (id, 0x40));
+    assert!(done[0].keep_buf, "completed with KEEP_BUF");
+    assert_eq!(freed, id.to_string());
+    rig.kernel.free_kept_buf(id).unwrap();
+    assert_eq!(rig.run(&rw10(0x28, 7, 1), SimData::In(512)).status, 0);
+    rig.rt.block_on(rig.handle.close());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
 fn a_command_past_tcmur_cmd_time_out_is_reported_while_it_runs() {
     let options = tcmu_runtime::RunnerOptions {
         cmd_time_out: Some(1),

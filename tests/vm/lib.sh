@@ -538,10 +538,13 @@ iscsi_cleanup_all() {
 # libiscsi's conformance tests, iscsi-test-cu, destructive tests allowed,
 # against URL for at most SECS seconds; append a line "=== SUITE status N
 # secs T" (124: timed out) and its output to OUT. One process per suite, so
-# a hang loses one suite, not the run. Never fails the test.
+# a hang loses one suite, not the run. Never fails the test. The TMF
+# suites log their SCSI steps (--Verbose-scsi): what an abort test saw of
+# the command and of the abort is what tells a target's fault from LIO's.
 iscsi_test_cu() {
-    local url=$1 out=$2 secs=$3 suite=$4 rc=0 t0=$SECONDS
-    timeout -k 10 "$secs" iscsi-test-cu --dataloss --verbose --test="$suite" "$url" \
+    local url=$1 out=$2 secs=$3 suite=$4 rc=0 t0=$SECONDS extra=()
+    [[ $suite == iSCSI.iSCSITMF* ]] && extra=(--Verbose-scsi)
+    timeout -k 10 "$secs" iscsi-test-cu --dataloss --verbose "${extra[@]}" --test="$suite" "$url" \
         >"$out.part" 2>&1 </dev/null || rc=$?
     echo "=== $suite status $rc secs $((SECONDS - t0))" >>"$out"
     cat "$out.part" >>"$out"

@@ -63,7 +63,9 @@ cu_suites() {
 
 load_modules
 load_iscsi_modules
+KMSG_START=$(dmesg | wc -l)
 daemon_start
+log_mark
 
 size=$((128 * 1024 * 1024))
 img=$WORK/i0.img
@@ -206,7 +208,44 @@ fi
 known='^(iSCSIResiduals\.Read(10Invalid|10Residuals|12Residuals|16Residuals)|ReportSupportedOpcodes\.OneCommand|Reserve6\.(Logout|ITNexusLoss))$'
 unexplained=$(awk -v known="$known" '$3 ~ /^(FAIL|ERROR)$/ && $2 !~ /^(FAIL|NOTRUN|ERROR)$/ && $1 !~ known { print $1 }' \
     "$LOGDIR/iscsi-test-cu.compare.txt")
+# iSCSITMF.AbortTaskSimpleAsync sends a WRITE and at once ABORT TASK for
+# it. When the daemon's completion of the WRITE meets the abort inside LIO
+# (target_complete_cmd checks CMD_T_ABORTED before it sets CMD_T_COMPLETE,
+# without the lock __target_check_io_state takes), the WRITE is answered
+# GOOD and the abort then waits for the initiator to acknowledge that
+# status, which libiscsi does only at logout: "1 IOs completed, 0 aborts
+# successful, 0 aborts unsuccessful" after 5 s. The daemon did its part
+# (the WRITE was answered); fileio never meets it because it completes
+# the WRITE before LIO reads the abort. Only that outcome is re-run, up to
+# three times, and one clean pass is required.
+race='1 IOs completed, 0 aborts successful, 0 aborts unsuccessful'
+if grep -qx 'iSCSITMF.AbortTaskSimpleAsync' <<<"$unexplained" && grep -q "$race" "$CU_USR"; then
+    rerun=$LOGDIR/iscsi-test-cu.ours.abort-rerun.txt
+    : >"$rerun"
+    for try in 1 2 3; do
+        iscsi_test_cu "$USR_URL" "$rerun" 60 iSCSI.iSCSITMF.AbortTaskSimpleAsync
+        result=$(iscsi_test_cu_results "$rerun" | awk '$1 == "iSCSITMF.AbortTaskSimpleAsync" { r = $2 } END { print r }')
+        log "AbortTaskSimpleAsync hit LIO's abort/completion race (WRITE GOOD, abort unanswered); re-run $try: $result"
+        if [[ $result == PASS ]]; then
+            unexplained=$(grep -vx 'iSCSITMF.AbortTaskSimpleAsync' <<<"$unexplained" || true)
+            break
+        fi
+        : >"$rerun"
+    done
+fi
 [[ -z $unexplained ]] || fail "iscsi-test-cu tests that pass on fileio fail on ours: $(echo $unexplained)"
+
+# Every command the TMF tests got aborted inside the daemon was completed
+# with KEEP_BUF, and its buffer freed once the kernel had seen that
+# completion: no refused free_kept_buf (a buffer and command id lost for
+# good), no broken ring.
+aborted=$(log_since | grep -cE ': command [0-9]+ \(CDB [^)]*\) aborted' || true)
+freed=$(log_since | grep -c 'kept buffer of aborted command .* freed' || true)
+log "aborts that reached the daemon: $aborted commands aborted, $freed kept buffers freed"
+assert_eq "$freed" "$aborted" "kept buffers freed for the aborted commands"
+! log_since | grep 'cannot free the kept buffer' || fail "the daemon could not free a kept buffer"
+! dmesg | tail -n +$((KMSG_START + 1)) | grep -E 'free_kept_buf:|ring is broken' ||
+    fail "the kernel refused a free_kept_buf or found the ring broken"
 log "iscsi-test-cu: full output and comparison in \$XT_OUT/logs/$TEST_NAME/"
 
 undo_all
