@@ -201,8 +201,9 @@ fi
 #   iSCSI residual *overflow*, which LIO computes in its SBC parser; TCMU
 #   devices bypass it and the ring can only report a shorter read.
 # - ReportSupportedOpcodes.OneCommand: libiscsi reads usage byte 0 of WRITE
-#   SAME (32) as 0, though the answer (sg_opcodes -o 0x7f -s 0xd) is right;
-#   not explained yet.
+#   SAME (32) as 0, though the answer (sg_opcodes -o 0x7f -s 0xd) is right:
+#   libiscsi's one-command result keeps 16 bytes of CDB usage data
+#   (cdb_usage_data[16] in scsi-lowlevel.h) and this CDB is 32 bytes long.
 # - Reserve6.Logout, Reserve6.ITNexusLoss: the kernel answers reservations
 #   for both backstores; these depend on LIO's session teardown timing.
 known='^(iSCSIResiduals\.Read(10Invalid|10Residuals|12Residuals|16Residuals)|ReportSupportedOpcodes\.OneCommand|Reserve6\.(Logout|ITNexusLoss))$'
