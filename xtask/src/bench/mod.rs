@@ -57,7 +57,7 @@ pub const USAGE: &str = "  bench [--runtime SECS] [--rounds N] [--size-mib MIB] 
                         8 LUNs, interleaved rounds; writes
                         target/bench/report.md and report.png and prints the
                         table. Defaults: $BENCH_RUNTIME or 10 s a run,
-                        $BENCH_ROUNDS or 2 rounds, $BENCH_SIZE_MIB or 128 MiB
+                        $BENCH_ROUNDS or 3 rounds, $BENCH_SIZE_MIB or 128 MiB
                         a LUN, all jobs ($BENCH_JOBS: those matching), the
                         user:file devices' hw_max_sectors 1024
                         ($BENCH_HW_MAX_SECTORS), our ring_poll_us 0
@@ -78,7 +78,7 @@ impl Options {
         };
         let mut o = Options {
             runtime: env("BENCH_RUNTIME", 10)?,
-            rounds: env("BENCH_ROUNDS", 2)?,
+            rounds: env("BENCH_ROUNDS", 3)?,
             size_mib: env("BENCH_SIZE_MIB", 128)?,
             jobs: std::env::var("BENCH_JOBS").ok().filter(|v| !v.is_empty()),
             hw_max_sectors: env("BENCH_HW_MAX_SECTORS", 1024)?,
