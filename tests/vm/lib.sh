@@ -825,6 +825,21 @@ log_since() {
     tail -c +$((LOG_MARK + 1)) "$LOGDIR/tcmu-runner.log" 2>/dev/null
 }
 
+# dmesg_mark: remember how many kernel log lines there are (see dmesg_since).
+dmesg_mark() { DMESG_MARK=$(dmesg | wc -l); }
+
+# dmesg_since: kernel log lines written since the last dmesg_mark (the whole
+# log without one).
+dmesg_since() { dmesg | tail -n +$((${DMESG_MARK:-0} + 1)); }
+
+# kept_buffers_check: fail the test if, since dmesg_mark, the kernel refused
+# a free_kept_buf (it refuses one whose KEEP_BUF completion it has not seen
+# yet, and the buffer and command id are then lost) or found a ring broken.
+kept_buffers_check() {
+    ! dmesg_since | grep -E 'free_kept_buf:|ring is broken' ||
+        fail "the kernel refused a free_kept_buf or found the ring broken"
+}
+
 # dd_roundtrip DEV OFFSET_MIB: write 1 MiB of random data at OFFSET_MIB with
 # O_DIRECT, read it back, compare; fails the test on any difference.
 dd_roundtrip() {

@@ -82,12 +82,6 @@ daemon_ready_since_mark() {
     done
 }
 
-# dmesg_mark: remember how many kernel log lines there are (see dmesg_since).
-dmesg_mark() { DMESG_MARK=$(dmesg | wc -l); }
-
-# dmesg_since: kernel log lines written since the last dmesg_mark.
-dmesg_since() { dmesg | tail -n +$((DMESG_MARK + 1)); }
-
 # dmesg_check FILE DISK...: save the kernel lines since dmesg_mark to FILE
 # and fail the test on a hung-task report ("blocked for more than") or an
 # I/O error / failed command on one of the disks (sdX names, no /dev/).
