@@ -7,6 +7,9 @@
 //! - A command is recorded once, when the device task writes its completion
 //!   to the ring; its latency runs from the moment it was read off the ring
 //!   to then (queueing behind the range locks and the handler included).
+//!   Commands read off the ring together share one start time, and commands
+//!   that finish together one end time (one clock reading per burst, not
+//!   two per command).
 //!   Unknown ring entries and TMRs are not SCSI commands and are not counted.
 //! - Read and write bytes are what crossed the ring for READ (6/10/12/16)
 //!   and WRITE (6/10/12/16) or WRITE AND VERIFY commands that completed with
