@@ -334,6 +334,31 @@ impl Results {
         ratio(self.cell(job, bs)?.fio.iops, self.cell(job, to)?.fio.iops)
     }
 
+    /// The IOPS ratio of `bs` to `to` for `job` in each round both ran in,
+    /// by round. Backstores run back to back within a round, so these
+    /// pair figures taken minutes apart at most: their spread shows how
+    /// far the machine drifted, which the medians hide.
+    pub fn round_ratios(&self, job: &str, bs: Backstore, to: Backstore) -> Vec<f64> {
+        let iops = |b: Backstore, round: u32| {
+            self.runs
+                .iter()
+                .find(|r| r.job == job && r.backstore == b && r.round == round)
+                .map(|r| r.fio.iops)
+        };
+        let mut rounds: Vec<u32> = self
+            .runs
+            .iter()
+            .filter(|r| r.job == job && r.backstore == bs)
+            .map(|r| r.round)
+            .collect();
+        rounds.sort_unstable();
+        rounds.dedup();
+        rounds
+            .into_iter()
+            .filter_map(|n| ratio(iops(bs, n)?, iops(to, n)?))
+            .collect()
+    }
+
     /// The largest memory sample of `daemon` serving `devices` devices.
     pub fn mem_max(&self, daemon: Backstore, devices: u32) -> Option<Mem> {
         self.mem
@@ -352,6 +377,20 @@ impl Results {
 /// `a / b`, when both are positive.
 fn ratio(a: f64, b: f64) -> Option<f64> {
     (a > 0.0 && b > 0.0).then(|| a / b)
+}
+
+/// `0.81–0.97×` (the smallest and largest of `v`), `0.90×` for one value,
+/// `–` for none.
+fn fmt_range(v: &[f64]) -> String {
+    let lo = v.iter().copied().reduce(f64::min);
+    let hi = v.iter().copied().reduce(f64::max);
+    match (lo, hi) {
+        (Some(lo), Some(hi)) if format!("{lo:.2}") != format!("{hi:.2}") => {
+            format!("{lo:.2}–{hi:.2}×")
+        }
+        (Some(lo), _) => fmt_ratio(Some(lo)),
+        _ => fmt_ratio(None),
+    }
 }
 
 /// `1.23×` or `–`.
@@ -403,8 +442,8 @@ pub struct HostInfo {
 /// ratios (what `cargo xtask bench` prints and the README shows).
 pub fn summary_table(r: &Results) -> String {
     let mut s = String::new();
-    s.push_str("| job | fileio IOPS | C IOPS | tcmu-rs IOPS | tcmu-rs / fileio | tcmu-rs / C | C / fileio |\n");
-    s.push_str("|---|---:|---:|---:|---:|---:|---:|\n");
+    s.push_str("| job | fileio IOPS | C IOPS | tcmu-rs IOPS | tcmu-rs / fileio | tcmu-rs / C | C / fileio | tcmu-rs / fileio by round |\n");
+    s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|\n");
     for job in &r.jobs {
         let iops = |bs| {
             r.cell(&job.name, bs)
@@ -412,7 +451,7 @@ pub fn summary_table(r: &Results) -> String {
         };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
             job.name,
             iops(Backstore::Fileio),
             iops(Backstore::C),
@@ -420,6 +459,7 @@ pub fn summary_table(r: &Results) -> String {
             fmt_ratio(r.iops_ratio(&job.name, Backstore::Ours, Backstore::Fileio)),
             fmt_ratio(r.iops_ratio(&job.name, Backstore::Ours, Backstore::C)),
             fmt_ratio(r.iops_ratio(&job.name, Backstore::C, Backstore::Fileio)),
+            fmt_range(&r.round_ratios(&job.name, Backstore::Ours, Backstore::Fileio)),
         );
     }
     s
@@ -525,7 +565,7 @@ pub fn markdown(r: &Results, host: &HostInfo) -> String {
         "- host: load average {} before, {} after; {} other VM(s) running at the start; VM time {:.0} s",
         host.load_before, host.load_after, host.other_vms, host.vm_seconds
     );
-    s.push_str("\nUnder TCG only ratios measured in one boot mean anything.\n\n");
+    s.push_str("\nUnder TCG only ratios measured in one boot mean anything. The summary's last column gives the ratio to `fileio` round by round (smallest–largest): the backstores ran back to back in each round, so its spread is the machine's drift; a gap smaller than that spread is not a finding.\n\n");
     s.push_str("## Summary (IOPS)\n\n");
     s.push_str(&summary_table(r));
     s.push_str("\n## Resources\n\n");
@@ -689,6 +729,45 @@ pub(crate) mod tests {
         assert_eq!(fmt_num(-1234.0, 0), "-1,234");
         assert_eq!(fmt_ratio(Some(0.5)), "0.50×");
         assert_eq!(fmt_ratio(None), "–");
+        assert_eq!(fmt_range(&[0.9, 0.81, 0.97]), "0.81–0.97×");
+        assert_eq!(fmt_range(&[0.5, 0.501]), "0.50×");
+        assert_eq!(fmt_range(&[]), "–");
+    }
+
+    #[test]
+    fn ratios_pair_runs_of_the_same_round() {
+        let run = |backstore, round, iops| Run {
+            job: "j".to_owned(),
+            backstore,
+            round,
+            fio: FioSummary {
+                iops,
+                mib_s: 0.0,
+                lat_mean_us: 0.0,
+                lat_p99_us: 0.0,
+                ios: 0,
+            },
+            cpu_us_per_io: None,
+        };
+        let r = Results {
+            runs: vec![
+                run(Backstore::Ours, 1, 10.0),
+                run(Backstore::Fileio, 1, 20.0),
+                run(Backstore::Ours, 2, 30.0),
+                run(Backstore::Fileio, 3, 10.0),
+                run(Backstore::Ours, 4, 30.0),
+                run(Backstore::Fileio, 4, 40.0),
+            ],
+            ..Results::default()
+        };
+        // Rounds 2 and 3 have no partner.
+        assert_eq!(
+            r.round_ratios("j", Backstore::Ours, Backstore::Fileio),
+            vec![0.5, 0.75]
+        );
+        assert!(r
+            .round_ratios("k", Backstore::Ours, Backstore::Fileio)
+            .is_empty());
     }
 
     #[test]
@@ -782,10 +861,10 @@ pub(crate) mod tests {
 
         let summary = summary_table(&r);
         assert!(
-            summary.contains("| randread-4k-qd32 | 60 | 15 | 30 | 0.50× | 2.00× | 0.25× |"),
+            summary.contains("| randread-4k-qd32 | 60 | 15 | 30 | 0.50× | 2.00× | 0.25× | 0.50× |"),
             "{summary}"
         );
-        assert!(summary.contains("| randread-4k-qd32-8luns | – | – | – | – | – | – |"));
+        assert!(summary.contains("| randread-4k-qd32-8luns | – | – | – | – | – | – | – |"));
         let md = markdown(&r, &HostInfo::default());
         assert!(
             md.contains("### 4k random read, iodepth 32 (`randread-4k-qd32`)"),
