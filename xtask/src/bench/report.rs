@@ -339,23 +339,16 @@ impl Results {
     /// pair figures taken minutes apart at most: their spread shows how
     /// far the machine drifted, which the medians hide.
     pub fn round_ratios(&self, job: &str, bs: Backstore, to: Backstore) -> Vec<f64> {
-        let iops = |b: Backstore, round: u32| {
+        let of = |b: Backstore| {
             self.runs
                 .iter()
-                .find(|r| r.job == job && r.backstore == b && r.round == round)
-                .map(|r| r.fio.iops)
+                .filter(move |r| r.job == job && r.backstore == b)
         };
-        let mut rounds: Vec<u32> = self
-            .runs
-            .iter()
-            .filter(|r| r.job == job && r.backstore == bs)
-            .map(|r| r.round)
-            .collect();
-        rounds.sort_unstable();
-        rounds.dedup();
-        rounds
-            .into_iter()
-            .filter_map(|n| ratio(iops(bs, n)?, iops(to, n)?))
+        of(bs)
+            .filter_map(|r| {
+                let other = of(to).find(|o| o.round == r.round)?;
+                ratio(r.fio.iops, other.fio.iops)
+            })
             .collect()
     }
 
