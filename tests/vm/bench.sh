@@ -214,6 +214,8 @@ load_modules
 etc_overlay
 record info kernel "$(uname -r)"
 record info vcpus "$(nproc)"
+# How idle vCPUs wait: the kernel's default (HLT) unless booted with idle=.
+record info guest_idle "$(grep -o 'idle=[a-z]*' /proc/cmdline || echo 'halt (default)')"
 record info memory_mib "$(awk '$1 == "MemTotal:" { printf "%d", $2 / 1024 }' /proc/meminfo)"
 record info runtime "$RUNTIME"
 record info rounds "$ROUNDS"

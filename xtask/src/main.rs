@@ -93,7 +93,8 @@ CONFORMANCE_REPORT_ONLY (t-35 reports mismatches with fileio without failing),
 ISCSI_TEST_CU (iscsi-test-cu families or suites t-80-iscsi runs, e.g.
 SCSI,iSCSI; default: a list of SBC/SPC suites), CHURN_ROUNDS, CHURN_LUNS,
 CHURN_EXPORT, CHURN_EXPORT_EVERY, CHURN_PARALLEL, CHURN_RSS_SLACK_KIB
-(t-43-churn's size), and any GUEST_<NAME> as <NAME>.
+(t-43-churn's size), and any GUEST_<NAME> as <NAME>. XTASK_VM_KERNEL_ARGS:
+words added to the guest kernel's command line (e.g. idle=poll).
 Console: terminal and target/vm/console.log; guest reports and daemon logs:
 target/vm/out/.
 ";
@@ -331,6 +332,11 @@ fn guest_run(
         .into_iter()
         .chain(guest_variables())
         .collect(),
+        kernel_args: std::env::var("XTASK_VM_KERNEL_ARGS")
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(String::from)
+            .collect(),
     })
 }
 

@@ -37,6 +37,8 @@ pub struct Options {
     hw_max_sectors: u64,
     /// Our tcmu.conf `ring_poll_us` (`BENCH_RING_POLL_US`).
     ring_poll_us: u64,
+    /// How the guest's idle vCPUs wait (`BENCH_GUEST_IDLE`).
+    guest_idle: GuestIdle,
     /// VM time limit; derived from the above unless given.
     timeout: Option<Duration>,
     /// Use the existing release build.
@@ -48,7 +50,7 @@ pub struct Options {
 /// What `cargo xtask help` says of `bench`.
 pub const USAGE: &str = "  bench [--runtime SECS] [--rounds N] [--size-mib MIB] [--timeout SECS]
         [--jobs REGEX] [--hw-max-sectors N] [--ring-poll-us US]
-        [--no-build] [--report-only]
+        [--guest-idle halt|poll] [--no-build] [--report-only]
                         fio in the VM on the kernel's fileio backstore,
                         Debian's C tcmu-runner (user:file, its file handler
                         built from Debian's source package, cached under
@@ -61,9 +63,40 @@ pub const USAGE: &str = "  bench [--runtime SECS] [--rounds N] [--size-mib MIB] 
                         a LUN, all jobs ($BENCH_JOBS: those matching), the
                         user:file devices' hw_max_sectors 1024
                         ($BENCH_HW_MAX_SECTORS), our ring_poll_us 0
-                        ($BENCH_RING_POLL_US); --report-only renders the
+                        ($BENCH_RING_POLL_US), idle vCPUs halt
+                        ($BENCH_GUEST_IDLE; poll boots the guest with
+                        idle=poll, see README); --report-only renders the
                         last results again
 ";
+
+/// How the guest kernel idles its vCPUs during the bench.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GuestIdle {
+    /// The kernel's default: `HLT`. Under TCG a halted vCPU takes hundreds
+    /// of microseconds to answer a wake-up interrupt.
+    Halt,
+    /// `idle=poll`: idle vCPUs spin, so a wake-up from the other vCPU is
+    /// seen at once (and the host's CPUs are busy the whole run).
+    Poll,
+}
+
+impl GuestIdle {
+    fn parse(v: &str) -> Result<Self> {
+        match v {
+            "halt" => Ok(GuestIdle::Halt),
+            "poll" => Ok(GuestIdle::Poll),
+            _ => bail!("bench: guest idle mode {v:?} is neither halt nor poll"),
+        }
+    }
+
+    /// The guest kernel's command-line words for this mode.
+    fn kernel_args(self) -> Vec<String> {
+        match self {
+            GuestIdle::Halt => Vec::new(),
+            GuestIdle::Poll => vec!["idle=poll".into()],
+        }
+    }
+}
 
 impl Options {
     /// Parses the command line; defaults from the environment.
@@ -83,6 +116,10 @@ impl Options {
             jobs: std::env::var("BENCH_JOBS").ok().filter(|v| !v.is_empty()),
             hw_max_sectors: env("BENCH_HW_MAX_SECTORS", 1024)?,
             ring_poll_us: env("BENCH_RING_POLL_US", 0)?,
+            guest_idle: match std::env::var("BENCH_GUEST_IDLE") {
+                Ok(v) if !v.is_empty() => GuestIdle::parse(&v)?,
+                _ => GuestIdle::Halt,
+            },
             timeout: None,
             no_build: false,
             report_only: false,
@@ -96,6 +133,10 @@ impl Options {
                 "--size-mib" => o.size_mib = value("--size-mib")?,
                 "--hw-max-sectors" => o.hw_max_sectors = value("--hw-max-sectors")?,
                 "--ring-poll-us" => o.ring_poll_us = value("--ring-poll-us")?,
+                "--guest-idle" => {
+                    o.guest_idle =
+                        GuestIdle::parse(it.next().context("--guest-idle needs halt or poll")?)?;
+                }
                 "--jobs" => {
                     o.jobs = Some(it.next().context("--jobs needs a value")?.clone());
                 }
@@ -157,6 +198,7 @@ pub fn run(paths: &Paths, opts: &Options) -> Result<()> {
             ),
             ("BENCH_RING_POLL_US".into(), opts.ring_poll_us.to_string()),
         ],
+        kernel_args: opts.guest_idle.kernel_args(),
     };
     eprintln!(
         "xtask: bench: C peer {} vs ours; {} rounds × 8 jobs × 3 backstores × {} s (VM limit {} s)",
@@ -292,4 +334,23 @@ fn copy_dir(from: &Path, to: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_idle_modes() {
+        assert_eq!(GuestIdle::parse("halt").unwrap(), GuestIdle::Halt);
+        assert!(GuestIdle::Halt.kernel_args().is_empty());
+        assert_eq!(
+            GuestIdle::parse("poll").unwrap().kernel_args(),
+            ["idle=poll"]
+        );
+        assert!(GuestIdle::parse("mwait").is_err());
+        let o = Options::parse(&["--guest-idle".into(), "poll".into()]).unwrap();
+        assert_eq!(o.guest_idle, GuestIdle::Poll);
+        assert!(Options::parse(&["--guest-idle".into()]).is_err());
+    }
 }

@@ -523,10 +523,11 @@ pub fn markdown(r: &Results, host: &HostInfo) -> String {
     s.push_str("# tcmu-rs benchmark (`cargo xtask bench`)\n\n");
     let _ = writeln!(
         s,
-        "- made {}; guest kernel {}, {} vCPUs (QEMU TCG), {} MiB; {}",
+        "- made {}; guest kernel {}, {} vCPUs (QEMU TCG, idle vCPUs: {}), {} MiB; {}",
         host.date,
         info("kernel"),
         info("vcpus"),
+        info("guest_idle"),
         info("memory_mib"),
         info("fio"),
     );

@@ -37,6 +37,8 @@ pub struct GuestRun {
     pub timeout: Duration,
     /// Variables written to the guest's environment file.
     pub extra_env: Vec<(String, String)>,
+    /// Words added to the guest kernel's command line (e.g. `idle=poll`).
+    pub kernel_args: Vec<String>,
 }
 
 /// What happened in the VM.
@@ -149,7 +151,7 @@ fn boot_once(paths: &Paths, kernel: &Kernel, run: &GuestRun) -> Result<Outcome> 
     write_env(&env_file, paths, &out, run)?;
 
     let console_log = paths.vm.join("console.log");
-    let mut command = qemu::command(kernel, &run.script, &env_file, &out)?;
+    let mut command = qemu::command(kernel, run, &env_file, &out)?;
     eprintln!("xtask: booting the VM: {}", crate::cmd::describe(&command));
     eprintln!("xtask: console → terminal and {}", console_log.display());
     let start = Instant::now();

@@ -6,14 +6,26 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 use crate::setup::Kernel;
+use crate::vm::GuestRun;
 
-/// Builds the `qemu-system-x86_64` command booting `kernel` to run `script`.
+/// Builds the `qemu-system-x86_64` command booting `kernel` for `run`.
 ///
 /// TCG only (these machines expose no VT-x/AMD-V), 2 vCPUs, 2 GiB, no
 /// network card, the host's `/` shared over 9p as `hostroot`.
-pub fn command(kernel: &Kernel, script: &Path, env_file: &Path, out: &Path) -> Result<Command> {
+pub fn command(kernel: &Kernel, run: &GuestRun, env_file: &Path, out: &Path) -> Result<Command> {
     let mut append = String::from("console=ttyS0 quiet panic=-1");
-    for (key, path) in [("xt.script", script), ("xt.env", env_file), ("xt.out", out)] {
+    for word in &run.kernel_args {
+        if word.is_empty() || word.chars().any(char::is_whitespace) {
+            bail!("kernel argument {word:?} must be one non-empty word");
+        }
+        append.push(' ');
+        append.push_str(word);
+    }
+    for (key, path) in [
+        ("xt.script", run.script.as_path()),
+        ("xt.env", env_file),
+        ("xt.out", out),
+    ] {
         let s = path
             .to_str()
             .with_context(|| format!("{} is not UTF-8", path.display()))?;
