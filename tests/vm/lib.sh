@@ -774,6 +774,10 @@ daemon_log() { echo "$LOGDIR/tcmu-runner.log"; }
 # dev_size_bytes DEV
 dev_size_bytes() { blockdev --getsize64 "$1"; }
 
+# dev_size_is DEV BYTES: DEV's size is BYTES now (for wait_for, which
+# re-runs its command: a "$(...)" in its arguments would be read only once).
+dev_size_is() { (($(dev_size_bytes "$1") == $2)); }
+
 # fio_errors JSON_FILE: total error count over all jobs of a fio JSON report.
 fio_errors() {
     grep -Eo '"(total_err|error)" *: *[0-9]+' "$1" | awk -F: '{s += $2} END {printf "%.0f\n", s}'

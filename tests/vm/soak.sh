@@ -138,7 +138,7 @@ resize() {
     S3_SIZE=$((S3_SIZE + (1 << 20)))
     write_timeout 20 "$S3_BS/attrib/dev_size" "$S3_SIZE" || fail "resize of s3 to $S3_SIZE failed"
     echo 1 >"/sys/class/scsi_device/$S3_ADDR/device/rescan"
-    wait_for 20 "the new capacity of ${DEVS[3]}" test "$(dev_size_bytes "${DEVS[3]}")" -eq "$S3_SIZE"
+    wait_for 20 "the new capacity of ${DEVS[3]}" dev_size_is "${DEVS[3]}" "$S3_SIZE"
     log "resize: s3 is now $S3_SIZE bytes"
 }
 

@@ -5,14 +5,14 @@
 # Three fio runs on a user:file LUN (libaio, direct, iodepth 32, 2 jobs each
 # on its own half of the disk, time_based for $FIO_RUNTIME s): randwrite with
 # verify=crc32c at bs=4k, at bs=64k with ring polling switched on through a
-# live tcmu.conf change, and at bs=512k (the device takes 512 KiB commands:
-# hw_max_sectors 1024). The backing file is on tmpfs, so the file handler
-# copies commands up to 256 KiB inline and hands 512 KiB ones to io_uring:
-# both data paths are checked. With time_based, fio's final verify
-# phase never runs (the run time is used up by writing), so blocks are read
-# back and checked while writing (verify_backlog). fio must exit 0 with no
-# errors and must actually have verified data; afterwards `cmp` the whole
-# device against the backing file.
+# live tcmu.conf change, and at bs=512k for a third of that time (the
+# device takes 512 KiB commands: hw_max_sectors 1024). The backing file is
+# on tmpfs, so the file handler copies commands up to 256 KiB inline and
+# hands 512 KiB ones to io_uring: both data paths are checked. With
+# time_based, fio's final verify phase never runs (the run time is used up
+# by writing), so blocks are read back and checked while writing
+# (verify_backlog). fio must exit 0 with no errors and must actually have
+# verified data; afterwards `cmp` the whole device against the backing file.
 
 source "$(dirname "$0")/lib.sh"
 
@@ -26,17 +26,18 @@ loop_export "$BS_PATH"
 assert_eq "$(cat "/sys/block/${DEV#/dev/}/queue/max_sectors_kb")" 512 "max_sectors_kb of $DEV"
 half=$((size / 2))
 
-# run_fio BS: one verified randwrite run; fails the test on any error.
+# run_fio BS [SECS]: one verified randwrite run of SECS (default
+# $FIO_RUNTIME) seconds; fails the test on any error.
 run_fio() {
-    local bs=$1 json=$WORK/fio-$1.json
-    log "fio randwrite bs=$bs verify=crc32c for ${FIO_RUNTIME}s"
+    local bs=$1 secs=${2:-$FIO_RUNTIME} json=$WORK/fio-$1.json
+    log "fio randwrite bs=$bs verify=crc32c for ${secs}s"
     local rc=0
     fio --name="verify-$bs" --filename="$DEV" --ioengine=libaio --direct=1 \
         --rw=randwrite --bs="$bs" --iodepth=32 --numjobs=2 \
         --size="$half" --offset_increment="$half" \
         --verify=crc32c --do_verify=1 --verify_backlog=256 --verify_fatal=1 \
         --verify_state_save=0 \
-        --time_based --runtime="$FIO_RUNTIME" \
+        --time_based --runtime="$secs" \
         --eta=never --output-format=json --output="$json" || rc=$?
     if [[ $rc -ne 0 ]]; then
         cat "$json" 2>/dev/null | tail -n 40
@@ -60,7 +61,8 @@ echo "ring_poll_us = 100" >"$WORK/tcmu.conf"
 polling_on() { log_since | grep -q "ring_poll_us 100:"; }
 wait_for 10 "the daemon to take ring_poll_us 100 from tcmu.conf" polling_on
 run_fio 64k
-run_fio 512k
+# 512 KiB commands: a third of the time suffices (several hundred MiB).
+run_fio 512k $(((FIO_RUNTIME + 2) / 3))
 
 log "cmp $DEV against the backing file"
 echo 3 >/proc/sys/vm/drop_caches

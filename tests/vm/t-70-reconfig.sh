@@ -32,7 +32,7 @@ sg_turs "$SG" 2>"$WORK/turs.err" || rc=$?
 [[ $rc -eq 6 ]] && grep -qi 'capacity data has changed' "$WORK/turs.err" \
     || { cat "$WORK/turs.err"; fail "no CAPACITY DATA HAS CHANGED unit attention after the resize (rc $rc)"; }
 echo 1 >"/sys/class/scsi_device/$SCSI_ADDR/device/rescan"
-wait_for 20 "the new capacity of $DEV" test "$(dev_size_bytes "$DEV")" -eq "$big"
+wait_for 20 "the new capacity of $DEV" dev_size_is "$DEV" "$big"
 assert_eq "$(stat -c %s "$img")" "$big" "size of the backing file after the resize"
 dd_roundtrip "$DEV" 100
 sg_readcap -l "$SG" >"$WORK/readcap.txt" || fail "sg_readcap after the resize failed"

@@ -42,10 +42,14 @@ now_ms() {
     echo $((us / 1000))
 }
 
+# cdb_lines_above FILE N: FILE has more than N CDB lines (counted at each
+# call, so wait_for can poll it).
+cdb_lines_above() { (($(cdb_lines "$1") > $2)); }
+
 # wait_cdb_growth FILE BEFORE SECS: wait until FILE has more CDB lines than
 # BEFORE; fails after SECS.
 wait_cdb_growth() {
-    wait_for "$3" "new CDB lines in $1" test "$(cdb_lines "$1")" -gt "$2"
+    wait_for "$3" "new CDB lines in $1" cdb_lines_above "$1" "$2"
 }
 
 # first_cdb_ms FILE AFTER: the daemon's timestamp (ms since the epoch) of the

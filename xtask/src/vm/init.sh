@@ -50,9 +50,17 @@ while read -r mod; do
     insmod "/lib/modules/$mod" || die "insmod $mod failed"
 done < /modules.list
 
+# cache=loose: the guest keeps what it reads in its page cache, so starting
+# a program (bash, fio, python, our 60 MB daemon) no longer asks the host
+# for every page and every lookup. Measured under TCG against cache=mmap:
+# targetcli 12.7 s -> 3.1 s, modprobe of the six LIO modules 8.7 s -> 1.7 s,
+# daemon start 3.4 s -> 0.6 s; the whole suite 1757 s -> 1278 s. It is safe
+# here because nothing on the host changes these files while the VM runs,
+# and what the guest writes to the host (results, logs) reaches it through
+# the sync before power-off.
 R=/newroot
 mkdir -p $R
-mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144,cache=mmap hostroot $R \
+mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144,cache=loose hostroot $R \
     || die "cannot mount the host's root over 9p"
 
 # Kernel modules where kmod and libkmod look for them, without touching the
