@@ -10,5 +10,7 @@ pub fn registry() -> Registry {
     r.register(std::sync::Arc::new(tcmu_handler_file::FileFactory));
     #[cfg(feature = "ram")]
     r.register(std::sync::Arc::new(tcmu_handler_ram::RamFactory));
+    #[cfg(feature = "qcow")]
+    r.register(std::sync::Arc::new(tcmu_handler_qcow::QcowFactory));
     r
 }

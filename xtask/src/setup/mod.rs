@@ -39,6 +39,8 @@ pub const PACKAGES: &[&str] = &[
     "libiscsi-bin",
     "targetcli-fb",
     "dbus",
+    // qemu-img: makes and checks the qcow handler's images (unit and VM tests).
+    "qemu-utils",
 ];
 
 /// The QEMU package, installed with `-t bookworm-backports`.

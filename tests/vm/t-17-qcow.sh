@@ -1,0 +1,102 @@
+#!/bin/bash
+# t-17-qcow: qcow2 images made by qemu-img, served by the qcow handler.
+#
+# 1. `qemu-img create -f qcow2` (64 MiB) as `qcow//img`: the disk has the
+#    image's size; ext4 on it (mkfs, fsck, files read back), then fio
+#    randwrite with crc32c verify. SYNCHRONIZE CACHE (sg_sync), kill -9:
+#    `qemu-img check` finds no corruption; a new daemon recovers the
+#    device and reads the same bytes. Removing the LUN closes the image:
+#    `qemu-img check` is clean (no leaks either) and `qemu-img convert` to
+#    raw equals what the disk read.
+# 2. A qcow2 overlay on a raw backing file: the disk reads the backing
+#    file's bytes, writes land in the overlay, the backing file is unchanged.
+# 3. Refused promptly with the reason in the log: a raw file as a qcow
+#    image, and a device larger than the image's virtual size.
+
+source "$(dirname "$0")/lib.sh"
+
+load_modules
+daemon_start
+
+MIB=$((1024 * 1024))
+size=$((64 * MIB))
+img=$WORK/q0.qcow2
+qemu-img create -q -f qcow2 "$img" 64M || fail "qemu-img create failed"
+user_backstore q0 "$size" "qcow/$img" || fail "enabling user:qcow backstore q0 failed"
+loop_export "$BS_PATH"
+assert_eq "$(dev_size_bytes "$DEV")" "$size" "size of $DEV"
+
+# 1. A filesystem, then verified random writes.
+mkfs.ext4 -q -F "$DEV" || fail "mkfs.ext4 on $DEV failed"
+mkdir -p "$WORK/mnt"
+mount "$DEV" "$WORK/mnt" || fail "mount failed"
+push_cleanup "umount $WORK/mnt 2>/dev/null || true"
+dd if=/dev/urandom of="$WORK/mnt/data.bin" bs=1M count=8 status=none
+sum=$(md5sum <"$WORK/mnt/data.bin")
+umount "$WORK/mnt"
+fsck.ext4 -f -n "$DEV" >"$WORK/fsck.txt" 2>&1 || { cat "$WORK/fsck.txt"; fail "fsck.ext4 found errors"; }
+mount "$DEV" "$WORK/mnt" || fail "remount failed"
+assert_eq "$(md5sum <"$WORK/mnt/data.bin")" "$sum" "checksum of a file read back from the qcow2 disk"
+umount "$WORK/mnt"
+log "ext4 on the qcow2 disk: mkfs, fsck clean, 8 MiB file read back"
+
+fio_bg qcow "$DEV" 20 --bsrange=4k-64k
+fio_wait qcow "$FIO_PID"
+
+sg_sync "$DEV" || fail "SYNCHRONIZE CACHE failed"
+qemu-img info "$img" | sed -n 's/^disk size: /allocated: /p'
+daemon_kill9
+rc=0
+qemu-img check "$img" >"$WORK/check-killed.txt" 2>&1 || rc=$?
+cat "$WORK/check-killed.txt"
+# 0: clean; 3: only leaked clusters (allocated, not yet referenced).
+[[ $rc -eq 0 || $rc -eq 3 ]] || fail "qemu-img check after kill -9 following a SYNCHRONIZE CACHE: status $rc"
+log "kill -9 after SYNCHRONIZE CACHE: qemu-img check status $rc (no corruption)"
+daemon_start
+wait_for 20 "$DEV to serve reads again" dd if="$DEV" of=/dev/null bs=4k count=1 iflag=direct status=none
+before=$(md5sum <"$DEV")
+dd_roundtrip "$DEV" 40
+before=$(md5sum <"$DEV")
+loop_unexport "$LOOP_TPG" || fail "cannot remove the tcm_loop export"
+rmdir_timeout "$BS_PATH" || fail "cannot remove backstore q0"
+qemu-img check "$img" >"$WORK/check.txt" 2>&1 || { cat "$WORK/check.txt"; fail "qemu-img check after closing the device"; }
+qemu-img convert -O raw "$img" "$WORK/q0.raw" || fail "qemu-img convert failed"
+assert_eq "$(md5sum <"$WORK/q0.raw")" "$before" "qemu-img's view of the image against what the disk read"
+log "device removed: qemu-img check clean, qemu-img convert equals the disk's bytes"
+
+# 2. A backing chain.
+base=$WORK/base.raw
+head -c $((16 * MIB)) /dev/urandom >"$base"
+base_sum=$(md5sum <"$base")
+top=$WORK/top.qcow2
+qemu-img create -q -f qcow2 -b "$base" -F raw "$top" || fail "qemu-img create of the overlay failed"
+user_backstore q1 $((16 * MIB)) "qcow/$top" || fail "enabling the overlay failed"
+loop_export "$BS_PATH"
+assert_eq "$(md5sum <"$DEV")" "$base_sum" "the overlay disk reads its backing file"
+dd_roundtrip "$DEV" 3
+loop_unexport "$LOOP_TPG" || fail "cannot remove the tcm_loop export"
+rmdir_timeout "$BS_PATH" || fail "cannot remove backstore q1"
+assert_eq "$(md5sum <"$base")" "$base_sum" "the backing file after writes to the overlay"
+qemu-img check -q "$top" || fail "qemu-img check of the overlay failed"
+log "overlay on a raw backing file: reads through, writes stay in the overlay"
+
+# 3. Refusals.
+# try_refused NAME SIZE CFG PATTERN: enable fails within 5 s, the log says why.
+try_refused() {
+    local name=$1 bytes=$2 cfg=$3 pattern=$4 rc=0 start=$SECONDS
+    log_mark
+    user_backstore "$name" "$bytes" "$cfg" 10 || rc=$?
+    [[ $rc -ne 124 ]] || fail "enable of $name hung instead of failing"
+    [[ $rc -ne 0 ]] || fail "enable of $name ($cfg) succeeded; it must be refused"
+    ((SECONDS - start <= 5)) || fail "enable of $name took $((SECONDS - start))s to fail"
+    wait_for 5 "a log line explaining $name's refusal" sh -c "tail -c +$((LOG_MARK + 1)) '$LOGDIR/tcmu-runner.log' | grep -q -- '$pattern'"
+    log "$name refused: $(log_since | grep -m1 -- "$pattern" | sed 's/^.*qcow handler/qcow handler/')"
+    rmdir_timeout "$BS_PATH" 10 || fail "removing the refused backstore $name failed"
+}
+truncate -s 16M "$WORK/raw.img"
+try_refused bad_raw $((16 * MIB)) "qcow/$WORK/raw.img" 'is not a qcow2 image'
+try_refused too_big $((128 * MIB)) "qcow/$img" 'is larger than the virtual size'
+daemon_alive || fail "the daemon died"
+
+undo_all
+daemon_stop
