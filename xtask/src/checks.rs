@@ -10,6 +10,8 @@ use crate::paths::Paths;
 /// `cargo doc` (warnings denied) over the whole workspace, stopping at the
 /// first failure.
 pub fn run_host_checks(paths: &Paths) -> Result<()> {
+    // The qcow handler's unit tests make and check images with qemu-img.
+    crate::setup::Apt::default().ensure(&["qemu-utils"])?;
     let steps: [&[&str]; 4] = [
         &["test", "--workspace"],
         &[

@@ -188,13 +188,16 @@ async fn bus_service_end_to_end() {
     let objects = managed(&conn).await;
     let mut paths: Vec<String> = objects.keys().map(|p| p.to_string()).collect();
     paths.sort();
-    assert_eq!(
-        paths,
-        [
-            "/org/kernel/TCMUService1/file",
-            "/org/kernel/TCMUService1/ram"
-        ]
-    );
+    let mut expected: Vec<String> = crate::handlers::registry()
+        .iter()
+        .map(|f| format!("/org/kernel/TCMUService1/{}", f.subtype()))
+        .collect();
+    expected.sort();
+    assert_eq!(paths, expected);
+    // The rest of this test uses these two.
+    for h in ["file", "ram"] {
+        assert!(paths.contains(&format!("/org/kernel/TCMUService1/{h}")));
+    }
 
     // CheckConfig as root: the handler's own verdict.
     let check = |cfg: &'static str, path: &'static str| {
@@ -339,12 +342,12 @@ async fn bus_service_end_to_end() {
         .await
         .unwrap();
     assert_eq!(reg("ext").await, (true, "succeeded".to_owned()));
-    assert_eq!(managed(&conn).await.len(), 3);
+    assert_eq!(managed(&conn).await.len(), expected.len() + 1);
     let (ok, msg) = check("ext/abc", "/org/kernel/TCMUService1/ext").await;
     assert_eq!((ok, msg.as_str()), (false, "ext says no to ext/abc"));
     drop(ext);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(managed(&conn).await.len(), 2);
+    assert_eq!(managed(&conn).await.len(), expected.len());
 
     // The bus daemon restarts: the service comes back on its own.
     drop(conn);
@@ -353,7 +356,7 @@ async fn bus_service_end_to_end() {
     let mut bus = Bus::start(&dir);
     let conn = wait_for_name(&bus.address()).await;
     let objects = managed(&conn).await;
-    assert_eq!(objects.len(), 2);
+    assert_eq!(objects.len(), expected.len());
     task.abort();
     bus.stop();
     let _ = std::fs::remove_dir_all(&dir);
