@@ -7,7 +7,8 @@
 #    `qemu-img check` finds no corruption; a new daemon recovers the
 #    device and reads the same bytes. Removing the LUN closes the image:
 #    `qemu-img check` is clean (no leaks either) and `qemu-img convert` to
-#    raw equals what the disk read.
+#    raw equals what the disk read. Before that, blkdiscard: the discarded
+#    range reads back as zeroes.
 # 2. A qcow2 overlay on a raw backing file: the disk reads the backing
 #    file's bytes, writes land in the overlay, the backing file is unchanged.
 # 3. Refused promptly with the reason in the log: a raw file as a qcow
@@ -54,8 +55,15 @@ cat "$WORK/check-killed.txt"
 log "kill -9 after SYNCHRONIZE CACHE: qemu-img check status $rc (no corruption)"
 daemon_start
 wait_for 20 "$DEV to serve reads again" dd if="$DEV" of=/dev/null bs=4k count=1 iflag=direct status=none
-before=$(md5sum <"$DEV")
 dd_roundtrip "$DEV" 40
+
+# UNMAP: the disk advertises discard; discarded ranges read back as zeroes.
+disc=$(cat "/sys/block/${DEV#/dev/}/queue/discard_max_bytes")
+((disc > 0)) || fail "$DEV does not advertise discard (discard_max_bytes 0)"
+blkdiscard -o $((32 * MIB)) -l $((8 * MIB)) "$DEV" || fail "blkdiscard failed"
+cmp -n $((8 * MIB)) <(dd if="$DEV" bs=1M skip=32 count=8 iflag=direct status=none) /dev/zero ||
+    fail "a discarded range does not read back as zeroes"
+log "blkdiscard of 8 MiB: reads back as zeroes (discard_max_bytes $disc)"
 before=$(md5sum <"$DEV")
 loop_unexport "$LOOP_TPG" || fail "cannot remove the tcm_loop export"
 rmdir_timeout "$BS_PATH" || fail "cannot remove backstore q0"
@@ -63,6 +71,16 @@ qemu-img check "$img" >"$WORK/check.txt" 2>&1 || { cat "$WORK/check.txt"; fail "
 qemu-img convert -O raw "$img" "$WORK/q0.raw" || fail "qemu-img convert failed"
 assert_eq "$(md5sum <"$WORK/q0.raw")" "$before" "qemu-img's view of the image against what the disk read"
 log "device removed: qemu-img check clean, qemu-img convert equals the disk's bytes"
+# The discarded clusters hold no data any more (zero clusters or unallocated).
+qemu-img map --output=json "$img" >"$WORK/map.json" || fail "qemu-img map failed"
+python3 - "$WORK/map.json" $((32 * MIB)) $((40 * MIB)) <<'PY' || fail "discarded clusters still hold data: $(cat "$WORK/map.json")"
+import json, sys
+lo, hi = int(sys.argv[2]), int(sys.argv[3])
+for e in json.load(open(sys.argv[1])):
+    if e["start"] < hi and e["start"] + e["length"] > lo and e["data"] and not e["zero"]:
+        sys.exit(1)
+PY
+log "qemu-img map: the discarded 8 MiB hold no data clusters"
 
 # 2. A backing chain.
 base=$WORK/base.raw

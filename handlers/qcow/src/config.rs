@@ -3,8 +3,8 @@
 //! tcmu-runner's format: `dev_config=qcow//var/lib/vm.qcow2` gives the
 //! cfgstring `/var/lib/vm.qcow2`. The image must exist (the handler does
 //! not create images: `qemu-img create -f qcow2` does) and start with a
-//! qcow2 header, version 2 or 3. Checking reads the header's first eight
-//! bytes and changes nothing.
+//! qcow2 header, version 2 or 3, with a valid cluster size. Checking reads
+//! the header's first 24 bytes and changes nothing.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -12,6 +12,13 @@ use std::path::{Path, PathBuf};
 
 /// The four bytes every qcow and qcow2 image starts with: `QFI\xfb`.
 const QCOW_MAGIC: [u8; 4] = *b"QFI\xfb";
+
+/// The header bytes read: magic, version, backing file offset and size,
+/// cluster_bits (big-endian u32 at byte 20).
+const HEADER_LEN: usize = 24;
+
+/// The cluster sizes qcow2 allows: 512 bytes to 2 MiB (cluster_bits 9–21).
+const CLUSTER_BITS: std::ops::RangeInclusive<u32> = 9..=21;
 
 /// Why a `qcow` cfgstring was refused.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +65,8 @@ pub struct QcowConfig {
     pub path: PathBuf,
     /// The qcow2 version in its header (2 or 3).
     pub version: u32,
+    /// The image's cluster size in bytes (allocation and discard unit).
+    pub cluster_size: u64,
 }
 
 impl QcowConfig {
@@ -82,7 +91,7 @@ impl QcowConfig {
             }
             Err(e) => return Err(access(e)),
         }
-        let mut header = [0u8; 8];
+        let mut header = [0u8; HEADER_LEN];
         match File::open(path).and_then(|mut f| f.read_exact(&mut header)) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
@@ -93,16 +102,24 @@ impl QcowConfig {
         if header[..4] != QCOW_MAGIC {
             return Err(ConfigError::NotQcow(path.to_owned()));
         }
-        let version = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
+        let be32 = |at: usize| {
+            u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
+        };
+        let version = be32(4);
         if !(2..=3).contains(&version) {
             return Err(ConfigError::Version {
                 path: path.to_owned(),
                 version,
             });
         }
+        let cluster_bits = be32(20);
+        if !CLUSTER_BITS.contains(&cluster_bits) {
+            return Err(ConfigError::NotQcow(path.to_owned()));
+        }
         Ok(Self {
             path: path.to_owned(),
             version,
+            cluster_size: 1 << cluster_bits,
         })
     }
 }
@@ -124,11 +141,21 @@ mod tests {
         QcowConfig::check(f.path().to_str().unwrap())
     }
 
+    /// A qcow2 header's first 24 bytes.
+    fn header(version: u8, cluster_bits: u8) -> Vec<u8> {
+        let mut h = vec![b'Q', b'F', b'I', 0xfb, 0, 0, 0, version];
+        h.extend_from_slice(&[0; 12]);
+        h.extend_from_slice(&[0, 0, 0, cluster_bits]);
+        h
+    }
+
     #[test]
     fn accepts_qcow2_versions_2_and_3() {
         for version in [2u8, 3] {
-            let f = file_with(&[b'Q', b'F', b'I', 0xfb, 0, 0, 0, version, 0, 0]);
-            assert_eq!(check(&f).unwrap().version, u32::from(version));
+            let f = file_with(&header(version, 16));
+            let cfg = check(&f).unwrap();
+            assert_eq!(cfg.version, u32::from(version));
+            assert_eq!(cfg.cluster_size, 65536);
         }
     }
 
@@ -146,7 +173,9 @@ mod tests {
         assert!(msg(check(&raw)).ends_with("is not a qcow2 image"));
         let short = file_with(b"QF");
         assert!(msg(check(&short)).ends_with("is not a qcow2 image"));
-        let v1 = file_with(&[b'Q', b'F', b'I', 0xfb, 0, 0, 0, 1]);
+        let v1 = file_with(&header(1, 12));
         assert!(msg(check(&v1)).contains("qcow version 1 image"));
+        let odd_clusters = file_with(&header(3, 30));
+        assert!(msg(check(&odd_clusters)).ends_with("is not a qcow2 image"));
     }
 }

@@ -7,6 +7,14 @@
 //! inside imago's file storage, so a command occupies its worker thread
 //! while the image file is read or written, as the `file` handler's inline
 //! copies do for files in memory.
+//!
+//! UNMAP (and WRITE SAME with UNMAP) discards clusters so that they read
+//! back as zeroes (imago's `discard_to_zero`: clusters are marked zero,
+//! partial clusters written with zeroes). That needs qcow2 version 3;
+//! version 2 images report no thin provisioning. Discarding rewrites
+//! mappings other commands may be using, so the image sits behind a
+//! read-write lock: reads, writes and flushes share it, a discard takes it
+//! alone.
 
 use std::io;
 use std::path::PathBuf;
@@ -17,7 +25,9 @@ use imago::qcow2::Qcow2;
 use imago::{FormatAccess, FormatDriverBuilder, PermissiveImplicitOpenGate};
 use tcmu_core::buf::{gather, scatter, total_len};
 use tcmu_core::DataBuf;
-use tcmu_runtime::{BlockError, BlockHandler, DeviceConfig, ReconfigRequest};
+use tcmu_runtime::{BlockError, BlockHandler, DeviceConfig, ReconfigRequest, Unmap};
+use tcmu_scsi::UnmapParams;
+use tokio::sync::RwLock;
 
 use crate::config::QcowConfig;
 
@@ -27,8 +37,16 @@ pub struct QcowHandler {
     name: String,
     /// The image file.
     path: PathBuf,
-    /// The image, with its metadata caches.
-    image: FormatAccess<File>,
+    /// The image, with its metadata caches (exclusive only for discards).
+    image: RwLock<FormatAccess<File>>,
+    /// The image's virtual size in bytes.
+    virtual_size: u64,
+    /// The image's cluster size in bytes.
+    cluster_size: u64,
+    /// The device's logical block size in bytes.
+    block_size: u32,
+    /// The qcow2 version (UNMAP needs 3: version 2 has no zero clusters).
+    version: u32,
 }
 
 impl std::fmt::Debug for QcowHandler {
@@ -36,7 +54,8 @@ impl std::fmt::Debug for QcowHandler {
         f.debug_struct("QcowHandler")
             .field("name", &self.name)
             .field("path", &self.path)
-            .field("virtual_size", &self.image.size())
+            .field("virtual_size", &self.virtual_size)
+            .field("cluster_size", &self.cluster_size)
             .finish()
     }
 }
@@ -73,20 +92,25 @@ impl QcowHandler {
         Ok(Self {
             name: config.name.clone(),
             path,
-            image,
+            image: RwLock::new(image),
+            virtual_size,
+            cluster_size: checked.cluster_size,
+            block_size: config.block_size.max(1),
+            version: checked.version,
         })
     }
 
     /// Writes imago's cached metadata (L2 tables, refcount blocks) to the
     /// image, then makes the image file durable (`fsync`).
     async fn write_out(&self) -> io::Result<()> {
-        self.image.flush().await?;
-        self.image.sync().await
+        let image = self.image.read().await;
+        image.flush().await?;
+        image.sync().await
     }
 
     /// The image's virtual size in bytes.
     pub fn virtual_size(&self) -> u64 {
-        self.image.size()
+        self.virtual_size
     }
 }
 
@@ -101,6 +125,8 @@ impl BlockHandler for QcowHandler {
     async fn read(&self, offset: u64, bufs: Vec<DataBuf>) -> Result<(), BlockError> {
         let mut bounce = vec![0u8; total_len(&bufs)];
         self.image
+            .read()
+            .await
             .read(&mut bounce[..], offset)
             .await
             .map_err(|e| image_error(&self.name, "read", offset, e))?;
@@ -111,6 +137,8 @@ impl BlockHandler for QcowHandler {
     async fn write(&self, offset: u64, bufs: Vec<DataBuf>) -> Result<(), BlockError> {
         let bounce = gather(&bufs, usize::MAX);
         self.image
+            .read()
+            .await
             .write(&bounce[..], offset)
             .await
             .map_err(|e| image_error(&self.name, "write", offset, e))
@@ -126,17 +154,23 @@ impl BlockHandler for QcowHandler {
         false
     }
 
+    fn as_unmap(&self) -> Option<&dyn Unmap> {
+        // A version 2 image cannot mark clusters as reading zeroes (imago
+        // refuses), so it reports no thin provisioning at all.
+        (self.version >= 3).then_some(self as &dyn Unmap)
+    }
+
     fn has_write_cache(&self) -> bool {
         true
     }
 
     async fn reconfig(&self, change: &ReconfigRequest) -> Result<(), String> {
         match change {
-            ReconfigRequest::Size(size) if *size > self.image.size() => Err(format!(
+            ReconfigRequest::Size(size) if *size > self.virtual_size => Err(format!(
                 "qcow handler: {size} bytes is larger than the virtual size of {} ({} bytes); \
                  grow the image first (qemu-img resize)",
                 self.path.display(),
-                self.image.size()
+                self.virtual_size
             )),
             ReconfigRequest::Config(cfg)
                 if QcowConfig::check(cfg).map(|c| c.path).ok().as_ref() != Some(&self.path) =>
@@ -150,6 +184,30 @@ impl BlockHandler for QcowHandler {
     async fn close(&self) {
         if let Err(e) = self.write_out().await {
             tracing::error!(device = %self.name, image = %self.path.display(), "qcow handler: cannot write the image's metadata out on close: {e}");
+        }
+    }
+}
+
+#[async_trait(?Send)]
+impl Unmap for QcowHandler {
+    async fn unmap(&self, offset: u64, len: u64) -> Result<(), BlockError> {
+        self.image
+            .write()
+            .await
+            .discard_to_zero(offset, len)
+            .await
+            .map_err(|e| image_error(&self.name, "discard", offset, e))
+    }
+
+    fn unmap_params(&self) -> UnmapParams {
+        // A cluster is what can be freed; anything smaller is written with
+        // zeroes. The granularity is a hint, so a cluster smaller than a
+        // block (512-byte clusters, 4 KiB blocks) counts as one block.
+        let granularity = (self.cluster_size / u64::from(self.block_size)).max(1);
+        UnmapParams {
+            granularity: u32::try_from(granularity).unwrap_or(u32::MAX),
+            reads_zeroes: true,
+            ..UnmapParams::default()
         }
     }
 }
@@ -277,6 +335,60 @@ mod tests {
         // The backing file is untouched.
         assert_eq!(&std::fs::read(&base).unwrap()[MIB as usize..][..4], b"BASE");
         qemu_img(&["check", "-q", top.to_str().unwrap()]);
+    }
+
+    #[test]
+    fn unmapped_ranges_read_back_as_zeroes() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("thin.qcow2");
+        qemu_img(&["create", "-q", "-f", "qcow2", img.to_str().unwrap(), "8M"]);
+        block_on(async {
+            let h = QcowHandler::open(&config(&img, 8 * MIB)).await.unwrap();
+            let unmap = h.as_unmap().unwrap();
+            let params = unmap.unmap_params();
+            assert_eq!(
+                params.granularity, 128,
+                "64 KiB clusters of 512-byte blocks"
+            );
+            assert!(params.reads_zeroes);
+            h.write(MIB, vec![scratch_with(&[0x5A; 256 * 1024])])
+                .await
+                .unwrap();
+            // Two whole clusters and part of a third.
+            unmap.unmap(MIB + 4096, 160 * 1024).await.unwrap();
+            let got = DataBuf::scratch(256 * 1024).unwrap();
+            h.read(MIB, vec![got.alias()]).await.unwrap();
+            let got = got.to_vec();
+            let (head, rest) = got.split_at(4096);
+            let (gone, tail) = rest.split_at(160 * 1024);
+            assert!(head.iter().all(|&b| b == 0x5A));
+            assert!(gone.iter().all(|&b| b == 0));
+            assert!(tail.iter().all(|&b| b == 0x5A));
+            h.close().await;
+        });
+        qemu_img(&["check", "-q", img.to_str().unwrap()]);
+    }
+
+    #[test]
+    fn version_2_images_report_no_thin_provisioning() {
+        // compat=0.10 is qcow2 version 2, which has no zero clusters.
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("v2.qcow2");
+        qemu_img(&[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            "compat=0.10",
+            img.to_str().unwrap(),
+            "8M",
+        ]);
+        block_on(async {
+            let h = QcowHandler::open(&config(&img, 8 * MIB)).await.unwrap();
+            assert!(h.as_unmap().is_none());
+            h.close().await;
+        });
     }
 
     #[test]

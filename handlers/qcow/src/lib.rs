@@ -12,7 +12,8 @@
 //! write-back caches: the device reports a volatile write cache, and
 //! SYNCHRONIZE CACHE and FUA write the metadata out and `fsync` the image.
 //! Closing the device does the same, so an image the daemon let go of is
-//! consistent for `qemu-img check`.
+//! consistent for `qemu-img check`. UNMAP discards clusters, which then
+//! read back as zeroes.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
