@@ -226,6 +226,31 @@ user_backstore() {
     write_timeout "$secs" "$BS_PATH/enable" 1
 }
 
+# refused_backstore NAME SIZE DEV_CONFIG LOG_PATTERN: a user backstore that
+# must be refused: `echo 1 > enable` fails (does not hang, does not
+# succeed) within 5 s, and 0.5 s later the daemon log has a new line
+# matching LOG_PATTERN (an extended regex). The refused backstore is
+# removed again.
+refused_backstore() {
+    local name=$1 size=$2 cfg=$3 pattern=$4
+    log "enabling $name with dev_config=$cfg (must fail)"
+    log_mark
+    local start=$SECONDS rc=0
+    user_backstore "$name" "$size" "$cfg" 10 || rc=$?
+    local took=$((SECONDS - start))
+    [[ $rc -ne 124 ]] || fail "enable of $name ($cfg) hung instead of failing"
+    [[ $rc -ne 0 ]] || fail "enable of $name ($cfg) succeeded; it must be refused"
+    ((took <= 5)) || fail "enable of $name ($cfg) took ${took}s to fail"
+    sleep 0.5 # let the daemon's log line land
+    if ! log_since | grep -Eq -- "$pattern"; then
+        echo "--- daemon log since the attempt:"
+        log_since | tail -n 20
+        fail "the daemon log does not explain why $name was refused (no line matching /$pattern/)"
+    fi
+    log "$name refused after ${took}s; daemon log: $(log_since | grep -E -- "$pattern" | head -n1)"
+    rmdir_timeout "$BS_PATH" 10 || fail "removing the refused backstore $name failed"
+}
+
 # user_file_backstore NAME SIZE FILE: create FILE (sparse, SIZE bytes) and a
 # user:file backstore on it; fails the test if enable fails. Sets BS_PATH.
 user_file_backstore() {
