@@ -21,8 +21,8 @@ use tcmu_core::netlink::{ControlSocket, DeviceEvent, EventKind, EventSocket, Rec
 use tcmu_core::uio::{self, UioDevice};
 use tcmu_runtime::tcmu_scsi::DeviceParams;
 use tcmu_runtime::{
-    split_dev_config, take_runner_options, DeviceConfig, DeviceHandle, DeviceSpec, HandlerFactory,
-    ReconfigRequest, Registry, RingSource, Workers,
+    split_dev_config, take_runner_options, DeviceConfig, DeviceHandle, DeviceSpec, HandlerError,
+    HandlerFactory, ReconfigRequest, Registry, Report, RingSource, Workers,
 };
 use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{signal, SignalKind};
@@ -86,8 +86,9 @@ fn device_spec(
     let factory = registry
         .get(&name.subtype)
         .ok_or_else(|| format!("no handler for subtype '{}'", name.subtype))?;
-    let (handler_config, options) = take_runner_options(&name.handler_config)?;
-    factory.check_config(&handler_config)?;
+    let report = |e: HandlerError| Report(&e).to_string();
+    let (handler_config, options) = take_runner_options(&name.handler_config).map_err(report)?;
+    factory.check_config(&handler_config).map_err(report)?;
     let dir = uio.configfs();
     let cfs = |e: configfs::ConfigfsError| format!("cannot read configfs: {e}");
     let size = dir.dev_size().map_err(cfs)?;
@@ -106,13 +107,8 @@ fn device_spec(
     // to a TCMU daemon.
     params.version_descriptors = Some(0);
     let spec = DeviceSpec {
-        config: DeviceConfig {
-            name: name.device.clone(),
-            cfgstring: handler_config,
-            size,
-            block_size,
-            write_cache,
-        },
+        config: DeviceConfig::new(name.device.clone(), handler_config, size, block_size)
+            .with_write_cache(write_cache),
         params,
         ring: RingSource::Uio {
             path: uio.dev_path(),
@@ -168,7 +164,10 @@ impl Daemon {
     /// log. [`Daemon::adopt`] then records it.
     async fn start(&self, uio: &UioDevice) -> Result<DeviceHandle, String> {
         let (spec, factory) = device_spec(&self.registry, uio)?;
-        self.workers.open(spec, factory).await
+        self.workers
+            .open(spec, factory)
+            .await
+            .map_err(|e| Report(&e).to_string())
     }
 
     /// Records a device [`Daemon::start`] started.
@@ -369,8 +368,8 @@ impl Daemon {
             Some(Reconfig::DevConfig(cfg)) => {
                 match split_dev_config(cfg.trim_end()).and_then(|(_, c)| take_runner_options(c)) {
                     Ok((c, _)) => ReconfigRequest::Config(c),
-                    Err(msg) => {
-                        error!("{}: {msg}", served.label);
+                    Err(e) => {
+                        error!("{}: {}", served.label, Report(&e));
                         return REFUSED;
                     }
                 }
@@ -379,8 +378,8 @@ impl Daemon {
         };
         match served.handle.reconfig(req).await {
             Ok(()) => 0,
-            Err(msg) => {
-                error!("{}: reconfiguration refused: {msg}", served.label);
+            Err(e) => {
+                error!("{}: reconfiguration refused: {}", served.label, Report(&e));
                 REFUSED
             }
         }

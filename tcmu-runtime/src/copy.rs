@@ -2,95 +2,23 @@
 //!
 //! Segments name their source and destination by NAA designator. The one
 //! that is the device running the command is read or written directly; any
-//! other is found in [`Peers`], the registry of every device being served,
+//! other is found in [`Peers`](crate::peers::Peers), the registry of every device being served,
 //! and asked over its control channel ([`CopyIo`]) to read or write on its
 //! own worker thread (handlers are not `Send`). Like the kernel, a failed
 //! read or write ends the copy with COPY TARGET DEVICE NOT REACHABLE and
 //! leaves what was already copied in place.
 
-use std::sync::{Arc, Mutex};
-
-use tcmu_core::configfs::DeviceDir;
 use tcmu_scsi::xcopy::{self, CopyList, CopyOutcome, CopyStatus, NAA_LEN};
 use tcmu_scsi::Sense;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
-use crate::device::Control;
-use crate::dispatch::DeviceCtx;
+use crate::capability::Capability;
+use crate::control::{Control, CopyIo};
+use crate::ctx::DeviceCtx;
+use crate::error::{BlockError, Report};
 use crate::fallback;
-
-/// A read or write asked of a device by another device's EXTENDED COPY.
-#[derive(Debug)]
-pub(crate) enum CopyIo {
-    /// Read `blocks` blocks at `lba`.
-    Read {
-        lba: u64,
-        blocks: u32,
-        reply: oneshot::Sender<Result<Vec<u8>, Sense>>,
-    },
-    /// Write `data` (whole blocks) at `lba`.
-    Write {
-        lba: u64,
-        data: Vec<u8>,
-        reply: oneshot::Sender<Result<(), Sense>>,
-    },
-}
-
-/// A served device, as other devices' copies see it.
-#[derive(Debug, Clone)]
-pub(crate) struct Peer {
-    /// Unique among the devices of this daemon.
-    pub id: u64,
-    /// For logs.
-    pub name: String,
-    /// Where the current unit serial is read (it names the device).
-    pub configfs: Option<DeviceDir>,
-    /// The unit serial at open, used without configfs.
-    pub serial: Option<String>,
-    /// IEEE company ID of the NAA designator.
-    pub company_id: u32,
-    /// Logical block size.
-    pub block_size: u32,
-    /// The device task's control channel.
-    pub control: mpsc::UnboundedSender<Control>,
-}
-
-impl Peer {
-    fn naa(&self) -> [u8; NAA_LEN] {
-        let serial = match &self.configfs {
-            Some(dir) => dir.unit_serial().ok().flatten(),
-            None => self.serial.clone(),
-        };
-        tcmu_scsi::vpd::naa_designator(self.company_id, serial.unwrap_or_default().as_bytes())
-    }
-}
-
-/// Every device being served, shared by all workers.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Peers(Arc<Mutex<Vec<Peer>>>);
-
-impl Peers {
-    /// Registers a device.
-    pub(crate) fn add(&self, peer: Peer) {
-        if let Ok(mut all) = self.0.lock() {
-            all.push(peer);
-        }
-    }
-
-    /// Forgets device `id`.
-    pub(crate) fn remove(&self, id: u64) {
-        if let Ok(mut all) = self.0.lock() {
-            all.retain(|p| p.id != id);
-        }
-    }
-
-    /// The device other than `except` whose NAA designator is `naa`.
-    fn find(&self, naa: &[u8; NAA_LEN], except: u64) -> Option<Peer> {
-        let all = self.0.lock().ok()?.clone();
-        all.into_iter().find(|p| p.id != except && p.naa() == *naa)
-    }
-}
+use crate::peers::Peer;
 
 /// One side of a segment.
 enum Side {
@@ -109,10 +37,10 @@ pub(crate) async fn local_read(ctx: &DeviceCtx, lba: u64, blocks: u32) -> Result
     let bs = u64::from(ctx.params.borrow().block_size);
     ctx.params.borrow().check_range(lba, u64::from(blocks))?;
     let _range = ctx.locks.shared(lba, u64::from(blocks)).await;
-    fallback::read_vec(ctx.handler.as_ref(), lba * bs, u64::from(blocks) * bs)
+    fallback::read_vec(ctx.handler.block(), lba * bs, u64::from(blocks) * bs)
         .await
         .map_err(|e| {
-            warn!(device = %ctx.name, "copy: read failed: {e}");
+            warn!(device = %ctx.name, "copy: read failed: {}", Report(&e));
             Sense::medium_error_read()
         })
 }
@@ -127,13 +55,13 @@ pub(crate) async fn local_write(ctx: &DeviceCtx, lba: u64, data: &[u8]) -> Resul
     let blocks = data.len() as u64 / bs.max(1);
     ctx.params.borrow().check_range(lba, blocks)?;
     let _range = ctx.locks.shared(lba, blocks).await;
-    let h = ctx.handler.as_ref();
+    let h = ctx.handler.block();
     let mut r = fallback::write_slice(h, lba * bs, data).await;
     if r.is_ok() && !write_cache {
         r = h.flush().await;
     }
     r.map_err(|e| {
-        warn!(device = %ctx.name, "copy: write failed: {e}");
+        warn!(device = %ctx.name, "copy: write failed: {}", Report(&e));
         Sense::medium_error_write()
     })
 }
@@ -231,9 +159,7 @@ async fn copy_segments(
         let bs = src.block_size(ctx);
         xcopy::check_block_sizes(bs, dst.block_size(ctx))?;
         debug!(device = %ctx.name, "copy: {} blocks {} -> {}", seg.blocks, seg.src_lba, seg.dst_lba);
-        if let (Side::Local, Side::Local, Some(native)) =
-            (&src, &dst, ctx.handler.as_copy_offload())
-        {
+        if let (Side::Local, Side::Local, Some(native)) = (&src, &dst, ctx.handler.copy_offload()) {
             let blocks = u64::from(seg.blocks);
             {
                 let p = ctx.params.borrow();
@@ -244,16 +170,21 @@ async fn copy_segments(
             let _src = ctx.locks.shared(seg.src_lba, blocks).await;
             let _dst = ctx.locks.shared(seg.dst_lba, blocks).await;
             let (b, len) = (u64::from(bs), seg.bytes(bs));
-            native
-                .copy(seg.src_lba * b, seg.dst_lba * b, len)
-                .await
-                .map_err(|e| {
-                    warn!(device = %ctx.name, "copy: offloaded copy failed: {e}");
-                    unreachable()
-                })?;
-            status.bytes_transferred += len;
-            status.segments_processed += 1;
-            continue;
+            match native.copy(seg.src_lba * b, seg.dst_lba * b, len).await {
+                Ok(()) => {
+                    status.bytes_transferred += len;
+                    status.segments_processed += 1;
+                    continue;
+                }
+                // Copied by reads and writes below, from now on.
+                Err(BlockError::Unsupported) => {
+                    ctx.withdraw(Capability::CopyOffload);
+                }
+                Err(e) => {
+                    warn!(device = %ctx.name, "copy: offloaded copy failed: {}", Report(&e));
+                    return Err(unreachable());
+                }
+            }
         }
         for chunk in seg.chunks(bs, fallback::CHUNK) {
             let data = src

@@ -32,8 +32,11 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
 use crate::cmd_pool::CmdPool;
-use crate::copy::{self, CopyIo};
-use crate::dispatch::{self, DeviceCtx};
+use crate::control::Control;
+use crate::copy;
+use crate::ctx::DeviceCtx;
+use crate::dispatch;
+use crate::error::{DeviceError, HandlerError};
 use crate::handler::ReconfigRequest;
 use crate::inflight::{AbortOutcome, CdbCopy, Commands};
 use crate::stats::{self, Direction};
@@ -71,31 +74,20 @@ pub enum RingSource {
 
 impl RingSource {
     /// Opens the doorbell and maps the ring memory.
-    pub(crate) fn open(self) -> Result<(CommandRing, Doorbell), String> {
+    pub(crate) fn open(self) -> Result<(CommandRing, Doorbell), DeviceError> {
         let (map, doorbell) = match self {
             RingSource::Uio { path, map_size } => {
-                let doorbell = Doorbell::open_uio(&path)
-                    .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-                let map = Mapping::map_shared(doorbell.fd(), map_size)
-                    .map_err(|e| format!("cannot map {}: {e}", path.display()))?;
-                (Arc::new(map), doorbell)
+                let opened = Doorbell::open_uio(&path).and_then(|doorbell| {
+                    let map = Mapping::map_shared(doorbell.fd(), map_size)?;
+                    Ok((Arc::new(map), doorbell))
+                });
+                opened.map_err(|source| DeviceError::Ring { path, source })?
             }
             RingSource::Mapped { map, doorbell } => (map, doorbell),
         };
-        let ring = CommandRing::new(map).map_err(|e| format!("bad command ring: {e}"))?;
+        let ring = CommandRing::new(map).map_err(DeviceError::BadRing)?;
         Ok((ring, doorbell))
     }
-}
-
-/// Requests to a running device task.
-#[derive(Debug)]
-pub(crate) enum Control {
-    /// Finish in-flight commands, close the handler, then answer.
-    Close(oneshot::Sender<()>),
-    /// Apply a configuration change and answer with the result.
-    Reconfig(ReconfigRequest, oneshot::Sender<Result<(), String>>),
-    /// Read or write for another device's EXTENDED COPY.
-    Copy(CopyIo),
 }
 
 /// Runs a device until it is closed.
@@ -110,7 +102,7 @@ pub(crate) async fn serve(
         Err(e) => {
             error!(device = %ctx.name, "cannot watch the device's doorbell: {e}");
             ctx.peers.remove(ctx.id);
-            ctx.handler.close().await;
+            ctx.handler.block().close().await;
             return;
         }
     };
@@ -264,7 +256,7 @@ pub(crate) async fn serve(
         }
     }
     ctx.peers.remove(ctx.id);
-    ctx.handler.close().await;
+    ctx.handler.block().close().await;
     info!(device = %ctx.name, "device closed");
     for reply in closing {
         let _ = reply.send(());
@@ -522,7 +514,7 @@ fn report_overdue(ctx: &DeviceCtx, st: &mut DeviceState, limit: Duration) {
             o.running_for.as_secs_f64(),
             limit.as_secs()
         );
-        ctx.handler.cmd_timed_out(o.cdb.bytes());
+        ctx.handler.block().cmd_timed_out(o.cdb.bytes());
     }
 }
 
@@ -594,8 +586,8 @@ pub(crate) fn cmd_time_out(dir: Option<&tcmu_core::configfs::DeviceDir>) -> Opti
     }
 }
 
-async fn reconfig(ctx: &DeviceCtx, req: ReconfigRequest) -> Result<(), String> {
-    ctx.handler.reconfig(&req).await?;
+async fn reconfig(ctx: &DeviceCtx, req: ReconfigRequest) -> Result<(), HandlerError> {
+    ctx.handler.block().reconfig(&req).await?;
     match &req {
         ReconfigRequest::Size(bytes) => {
             let mut p = ctx.params.borrow_mut();
@@ -604,7 +596,7 @@ async fn reconfig(ctx: &DeviceCtx, req: ReconfigRequest) -> Result<(), String> {
             s.unit_attention = Some(tcmu_scsi::Sense::unit_attention_capacity_changed());
         }
         ReconfigRequest::WriteCache(on) => ctx.state.borrow_mut().write_cache = *on,
-        ReconfigRequest::Config(_) => {}
+        _ => {}
     }
     info!(device = %ctx.name, "reconfigured: {req:?}");
     Ok(())

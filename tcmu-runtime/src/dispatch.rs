@@ -5,7 +5,6 @@
 //! becomes a SCSI answer: I/O errors are MEDIUM ERROR, an unreachable
 //! backend NOT READY, a panicking handler fails only its own command.
 
-use std::cell::RefCell;
 use std::panic::AssertUnwindSafe;
 
 use futures::FutureExt;
@@ -13,14 +12,16 @@ use tcmu_core::buf::{self, DataBuf};
 use tcmu_core::{CmdEntry, Completion};
 use tcmu_scsi::lba_status::{self, Extent, Provisioning};
 use tcmu_scsi::opcode::{INQUIRY, REQUEST_SENSE};
-use tcmu_scsi::{Command, DeviceParams, DeviceState, Outcome, Response, Sense, Status};
+use tcmu_scsi::{Command, Outcome, Response, Sense, Status};
 use tracing::{debug, error, info, trace, warn};
 
 use crate::alua;
-use crate::copy::{self, Peers};
+use crate::capability::Capability;
+use crate::command::{CmdOutcome, CmdReply, ScsiCmd};
+use crate::copy;
+use crate::ctx::DeviceCtx;
+use crate::error::{BlockError, CompareError, Report};
 use crate::fallback;
-use crate::handler::{BlockError, BlockHandler, CmdReply, CompareError, ScsiCmd};
-use crate::range_lock::RangeLocks;
 
 /// Largest data-out the generic layer copies for parsing (UNMAP lists,
 /// MODE SELECT pages, WRITE SAME blocks).
@@ -38,53 +39,6 @@ impl std::fmt::Display for CdbHex<'_> {
             write!(f, "{b:02x}")?;
         }
         Ok(())
-    }
-}
-
-/// Everything a command needs from its device.
-pub(crate) struct DeviceCtx {
-    /// Device name, for logs.
-    pub name: String,
-    /// The backend.
-    pub handler: Box<dyn BlockHandler>,
-    /// Static parameters (changed only by reconfiguration).
-    pub params: RefCell<DeviceParams>,
-    /// Mutable SCSI state (write cache, unit attentions).
-    pub state: RefCell<DeviceState>,
-    /// Where the unit serial number is read from, if anywhere.
-    pub configfs: Option<tcmu_core::configfs::DeviceDir>,
-    /// LBA range locks (COMPARE AND WRITE atomicity).
-    pub locks: RangeLocks,
-    /// This device's key in `peers`.
-    pub id: u64,
-    /// Every device of the daemon, for EXTENDED COPY.
-    pub peers: Peers,
-    /// Counters of completed commands.
-    pub stats: std::sync::Arc<crate::stats::DeviceStats>,
-    /// The kernel's per-command timeout, read at open; commands slower
-    /// than this are counted as timeouts.
-    pub cmd_time_out: Option<std::time::Duration>,
-}
-
-impl DeviceCtx {
-    /// Re-reads what identifies the device — the unit serial number and
-    /// the ALUA port groups — from configfs before a command that reports
-    /// or uses them: targetcli sets the serial after the device is enabled,
-    /// and groups and their states change at any time.
-    fn refresh_identity(&self) {
-        let Some(dir) = &self.configfs else {
-            return;
-        };
-        if let Ok(serial) = dir.unit_serial() {
-            self.params.borrow_mut().unit_serial = serial;
-        }
-        match alua::port_groups(dir) {
-            Ok(groups) => self.params.borrow_mut().port_groups = groups,
-            Err(e) => debug!(device = %self.name, "no ALUA groups: {e}"),
-        }
-        if let Ok(group) = tcmu_core::alua::lu_group_id(dir) {
-            self.params.borrow_mut().lu_group = group;
-        }
     }
 }
 
@@ -142,25 +96,15 @@ fn respond(resp: Response, data: &[DataBuf]) -> Completion {
     }
 }
 
-fn reply_completion(reply: CmdReply, data: &[DataBuf]) -> Completion {
+fn reply_completion(reply: CmdReply) -> Completion {
     match (reply.status, reply.sense) {
         (Status::CheckCondition, sense) => {
             check(&sense.unwrap_or_else(Sense::internal_target_failure))
         }
         (status, _) => {
             let c = Completion::status(status.code());
-            match reply.data_in_len {
-                Some(n) => {
-                    // Zero what the handler did not fill.
-                    let mut at = n as usize;
-                    for b in data {
-                        if at < b.len() {
-                            b.zero_from(at);
-                        }
-                        at = at.saturating_sub(b.len());
-                    }
-                    c.with_read_len(n)
-                }
+            match reply.read_len {
+                Some(n) => c.with_read_len(n),
                 None => c,
             }
         }
@@ -219,7 +163,7 @@ async fn make_durable(
     r: Result<(), BlockError>,
 ) -> Result<(), BlockError> {
     if r.is_ok() && (fua || !write_cache) {
-        guarded(ctx, "flush", ctx.handler.flush()).await
+        guarded(ctx, "flush", ctx.handler.block().flush()).await
     } else {
         r
     }
@@ -230,7 +174,7 @@ fn io_result(ctx: &DeviceCtx, what: &str, dir: Dir, r: Result<(), BlockError>) -
         Ok(()) => Completion::good(),
         Err(e) => {
             if !matches!(e, BlockError::Sense(_) | BlockError::Unsupported) {
-                warn!(device = %ctx.name, "{what} failed: {e}");
+                warn!(device = %ctx.name, "{what} failed: {}", Report(&e));
             }
             check(&sense_for(&e, dir))
         }
@@ -239,7 +183,8 @@ fn io_result(ctx: &DeviceCtx, what: &str, dir: Dir, r: Result<(), BlockError>) -
 
 /// WRITE SAME (and FORMAT UNIT's zeroing): deallocate when allowed and the
 /// blocks then read as the (all-zero) pattern, else the handler's native
-/// WRITE SAME, else plain writes.
+/// WRITE SAME, else plain writes. A declared capability that turns out
+/// unsupported is withdrawn and the next way tried.
 async fn write_same(
     ctx: &DeviceCtx,
     off: u64,
@@ -248,20 +193,88 @@ async fn write_same(
     block: &[u8],
 ) -> Result<(), BlockError> {
     let h = &ctx.handler;
-    if let Some(u) = h.as_unmap() {
-        if unmap && u.unmap_params().reads_zeroes && block.iter().all(|&b| b == 0) {
-            return guarded(ctx, "unmap", u.unmap(off, len)).await;
+    if let Some((u, params)) = h.unmap() {
+        if unmap && params.reads_zeroes && block.iter().all(|&b| b == 0) {
+            match guarded(ctx, "unmap", u.unmap(off, len)).await {
+                Err(BlockError::Unsupported) => {
+                    ctx.withdraw(Capability::Unmap);
+                }
+                r => return r,
+            }
         }
     }
-    match h.as_write_same() {
-        Some(native) => guarded(ctx, "write same", native.write_same(off, len, block)).await,
-        None => {
-            guarded(
+    if let Some(native) = h.write_same() {
+        match guarded(ctx, "write same", native.write_same(off, len, block)).await {
+            Err(BlockError::Unsupported) => {
+                ctx.withdraw(Capability::WriteSame);
+            }
+            r => return r,
+        }
+    }
+    guarded(
+        ctx,
+        "write same",
+        fallback::write_same(h.block(), off, len, block),
+    )
+    .await
+}
+
+/// COMPARE AND WRITE by the handler's native operation, or else (also once
+/// that turned out unsupported) by a read, a compare and a write under the
+/// caller's exclusive range lock.
+async fn compare_and_write(
+    ctx: &DeviceCtx,
+    off: u64,
+    compare: &[u8],
+    write: Vec<DataBuf>,
+) -> Result<(), CompareError> {
+    let h = &ctx.handler;
+    let write = match h.compare_and_write() {
+        Some(native) => {
+            // The buffers go to the handler; a handler that gives up with
+            // `Unsupported` has not written them, and the fallback writes
+            // from its own copy of the data.
+            let data = buf::gather(&write, usize::MAX);
+            match guarded(
                 ctx,
-                "write same",
-                fallback::write_same(h.as_ref(), off, len, block),
+                "compare and write",
+                native.compare_and_write(off, compare, write),
             )
             .await
+            {
+                Err(CompareError::Block(BlockError::Unsupported)) => {
+                    ctx.withdraw(Capability::CompareAndWrite);
+                    fallback::Data::Bytes(data)
+                }
+                r => return r,
+            }
+        }
+        None => fallback::Data::Bufs(write),
+    };
+    guarded(
+        ctx,
+        "compare and write",
+        fallback::compare_and_write(h.block(), off, compare, write),
+    )
+    .await
+}
+
+/// Asks the command hook, if the handler declared one: its answer, or the
+/// command back for the generic layer.
+async fn hook(ctx: &DeviceCtx, cmd_id: u16, cmd: ScsiCmd) -> Result<ScsiCmd, Completion> {
+    let Some(hook) = ctx.handler.hook() else {
+        return Ok(cmd);
+    };
+    match AssertUnwindSafe(hook.handle_cmd(cmd)).catch_unwind().await {
+        Ok(CmdOutcome::Done(reply)) => Err(reply_completion(reply)),
+        Ok(CmdOutcome::NotHandled(cmd)) if cmd.is_whole() => Ok(cmd),
+        Ok(CmdOutcome::NotHandled(_)) => {
+            error!(device = %ctx.name, cmd_id, "handle_cmd passed a command on without its data buffers");
+            Err(check(&Sense::internal_target_failure()))
+        }
+        Err(_) => {
+            error!(device = %ctx.name, cmd_id, "handler panicked in handle_cmd");
+            Err(check(&Sense::internal_target_failure()))
         }
     }
 }
@@ -283,10 +296,7 @@ pub(crate) async fn run(
     spare: &mut Option<Vec<DataBuf>>,
 ) -> Completion {
     let CmdEntry {
-        cmd_id,
-        cdb,
-        mut data,
-        ..
+        cmd_id, cdb, data, ..
     } = cmd;
     // Log level 5 (DEBUG SCSI CMD): every CDB. The hex is built only when
     // TRACE is enabled.
@@ -301,22 +311,15 @@ pub(crate) async fn run(
             return check(&ua);
         }
     }
-    if ctx.handler.sees_commands() {
-        let hooked = AssertUnwindSafe(ctx.handler.handle_cmd(&ScsiCmd {
-            cdb: &cdb,
-            data: &data,
-        }))
-        .catch_unwind()
-        .await;
-        match hooked {
-            Ok(Some(reply)) => return reply_completion(reply, &data),
-            Ok(None) => {}
-            Err(_) => {
-                error!(device = %ctx.name, cmd_id, "handler panicked in handle_cmd");
-                return check(&Sense::internal_target_failure());
-            }
+    let hooked = ctx.handler.hook().is_some_and(|h| h.wants(&cdb));
+    let (cdb, mut data) = if hooked {
+        match hook(ctx, cmd_id, ScsiCmd::new(cdb, data)).await {
+            Ok(cmd) => cmd.into_parts(),
+            Err(answered) => return answered,
         }
-    }
+    } else {
+        (cdb, data)
+    };
 
     let command = match tcmu_scsi::decode(&cdb) {
         Ok(c) => c,
@@ -349,7 +352,7 @@ pub(crate) async fn run(
         let outcome = tcmu_scsi::execute(&command, &params, &mut state, &data_out);
         (outcome, u64::from(params.block_size), state.write_cache)
     };
-    let h = &ctx.handler;
+    let h = ctx.handler.block();
     match outcome {
         Outcome::Done(resp) => respond(resp, &data),
         Outcome::Read { lba, blocks, .. } => {
@@ -399,7 +402,7 @@ pub(crate) async fn run(
             io_result(ctx, "flush", Dir::Write, r)
         }
         Outcome::Unmap(ranges) => {
-            let Some(unmapper) = h.as_unmap() else {
+            let Some((unmapper, _)) = ctx.handler.unmap() else {
                 return check(&Sense::invalid_command_opcode());
             };
             let mut r = Ok(());
@@ -414,6 +417,11 @@ pub(crate) async fn run(
                 if r.is_err() {
                     break;
                 }
+            }
+            if matches!(r, Err(BlockError::Unsupported)) {
+                // Answered INVALID COMMAND OPCODE, on which the kernel's
+                // disk driver stops sending discards.
+                ctx.withdraw(Capability::Unmap);
             }
             io_result(ctx, "unmap", Dir::Write, r)
         }
@@ -438,25 +446,7 @@ pub(crate) async fn run(
             let write = buf::split_list(&mut data, len);
             let compare = buf::gather(&data, len);
             let write: Vec<DataBuf> = write.into_iter().map(DataBuf::into_filled).collect();
-            let off = lba * bs;
-            let r = match h.as_compare_and_write() {
-                Some(native) => {
-                    guarded(
-                        ctx,
-                        "compare and write",
-                        native.compare_and_write(off, &compare, write),
-                    )
-                    .await
-                }
-                None => {
-                    Box::pin(guarded(
-                        ctx,
-                        "compare and write",
-                        fallback::compare_and_write(h.as_ref(), off, &compare, write),
-                    ))
-                    .await
-                }
-            };
+            let r = Box::pin(compare_and_write(ctx, lba * bs, &compare, write)).await;
             let r = match r {
                 Ok(()) => make_durable(ctx, fua, write_cache, Ok(()))
                     .await
@@ -489,7 +479,7 @@ pub(crate) async fn run(
             let r = Box::pin(guarded(
                 ctx,
                 "verify",
-                fallback::verify(h.as_ref(), lba * bs, len, want),
+                fallback::verify(h, lba * bs, len, want),
             ))
             .await;
             compare_result(ctx, "verify", Dir::Read, r)
@@ -527,7 +517,13 @@ pub(crate) async fn run(
         Outcome::LbaStatus { lba, alloc_len } => {
             let num_blocks = ctx.params.borrow().num_blocks;
             let left = num_blocks.saturating_sub(lba);
-            let extents = match h.as_lba_status() {
+            let all_mapped = || {
+                vec![Extent {
+                    blocks: left,
+                    status: Provisioning::Mapped,
+                }]
+            };
+            let extents = match ctx.handler.lba_status() {
                 Some(s) => {
                     // Enough for a full answer without scanning a huge
                     // device to its end.
@@ -540,13 +536,14 @@ pub(crate) async fn run(
                     .await
                     {
                         Ok(e) => e,
+                        Err(BlockError::Unsupported) => {
+                            ctx.withdraw(Capability::LbaStatus);
+                            all_mapped()
+                        }
                         Err(e) => return io_result(ctx, "get lba status", Dir::Read, Err(e)),
                     }
                 }
-                None => vec![Extent {
-                    blocks: left,
-                    status: Provisioning::Mapped,
-                }],
+                None => all_mapped(),
             };
             respond(
                 Response::data(lba_status::response(lba, &extents, alloc_len)),

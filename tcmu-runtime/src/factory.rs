@@ -10,10 +10,12 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::handler::BlockHandler;
+use crate::capability::Handler;
+use crate::error::HandlerError;
 
 /// What a handler needs to know to open a device.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DeviceConfig {
     /// The device's configfs name (`<dev>` in `user_<hba>/<dev>`).
     pub name: String,
@@ -28,8 +30,31 @@ pub struct DeviceConfig {
     pub write_cache: bool,
 }
 
-/// An opened device's handler.
-pub type Handler = Box<dyn BlockHandler>;
+impl DeviceConfig {
+    /// The configuration of device `name` with handler configuration
+    /// `cfgstring`, `size` bytes in `block_size`-byte blocks, write cache
+    /// off.
+    pub fn new(
+        name: impl Into<String>,
+        cfgstring: impl Into<String>,
+        size: u64,
+        block_size: u32,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            cfgstring: cfgstring.into(),
+            size,
+            block_size,
+            write_cache: false,
+        }
+    }
+
+    /// The same with the write cache on or off.
+    pub fn with_write_cache(mut self, on: bool) -> Self {
+        self.write_cache = on;
+        self
+    }
+}
 
 /// One backend type.
 #[async_trait(?Send)]
@@ -42,11 +67,14 @@ pub trait HandlerFactory: Send + Sync {
     fn cfg_desc(&self) -> &str;
 
     /// Checks a configuration string (the part after `<subtype>/`) without
-    /// opening anything long-lived; `Err` carries a message for the user.
-    fn check_config(&self, cfgstring: &str) -> Result<(), String>;
+    /// opening anything long-lived; the error's [`Report`](crate::Report)
+    /// is the message the user reads. The runtime checks again before
+    /// [`open`](Self::open), so a bad string is refused promptly.
+    fn check_config(&self, cfgstring: &str) -> Result<(), HandlerError>;
 
-    /// Opens the backend for a device. Runs on the device's worker thread.
-    async fn open(&self, config: &DeviceConfig) -> Result<Handler, String>;
+    /// Opens the backend for a device and declares what it can do
+    /// ([`Handler::new`]). Runs on the device's worker thread.
+    async fn open(&self, config: &DeviceConfig) -> Result<Handler, HandlerError>;
 }
 
 /// The compiled-in handlers, by subtype.
@@ -86,11 +114,11 @@ impl Registry {
     /// targetcli's CheckConfig passes it.
     /// The daemon's own options (`;tcmur_cmd_time_out=N`) are checked and
     /// taken out first, as the handler never sees them.
-    pub fn check_dev_config(&self, dev_config: &str) -> Result<(), String> {
+    pub fn check_dev_config(&self, dev_config: &str) -> Result<(), HandlerError> {
         let (subtype, cfg) = split_dev_config(dev_config)?;
-        let factory = self
-            .get(subtype)
-            .ok_or_else(|| format!("no handler for subtype '{subtype}'"))?;
+        let factory = self.get(subtype).ok_or_else(|| {
+            HandlerError::invalid_config(format!("no handler for subtype '{subtype}'"))
+        })?;
         let (cfg, _) = take_runner_options(cfg)?;
         factory.check_config(&cfg)
     }
@@ -98,12 +126,12 @@ impl Registry {
 
 /// Splits `dev_config` (`file//path`) into the subtype (`file`) and the
 /// handler's configuration string (`/path`).
-pub fn split_dev_config(dev_config: &str) -> Result<(&str, &str), String> {
+pub fn split_dev_config(dev_config: &str) -> Result<(&str, &str), HandlerError> {
     match dev_config.split_once('/') {
         Some((subtype, cfg)) if !subtype.is_empty() => Ok((subtype, cfg)),
-        _ => Err(format!(
+        _ => Err(HandlerError::invalid_config(format!(
             "invalid configuration string '{dev_config}': expected <subtype>/<config>"
-        )),
+        ))),
     }
 }
 
@@ -130,7 +158,7 @@ const CMD_TIME_OUT_KEY: &str = "tcmur_cmd_time_out=";
 /// parts (`rbd/pool/img;osd_op_timeout=30`) are left to the handler. Unlike
 /// tcmu-runner, which reads the number with `atoi`, a value that is not a
 /// whole number of seconds is refused. The last of repeated options wins.
-pub fn take_runner_options(cfgstring: &str) -> Result<(String, RunnerOptions), String> {
+pub fn take_runner_options(cfgstring: &str) -> Result<(String, RunnerOptions), HandlerError> {
     let mut rest = cfgstring.to_owned();
     let mut options = RunnerOptions::default();
     let mut leading = false;
@@ -148,9 +176,9 @@ pub fn take_runner_options(cfgstring: &str) -> Result<(String, RunnerOptions), S
             .map_or(rest.len(), |i| value_start + i);
         let value = &rest[value_start..value_end];
         let secs = value.parse::<u32>().map_err(|_| {
-            format!(
+            HandlerError::invalid_config(format!(
                 "invalid tcmur_cmd_time_out '{value}' in '{cfgstring}': expected a whole number of seconds"
-            )
+            ))
         })?;
         options.cmd_time_out = Some(secs);
         leading |= semi == 0;
@@ -222,7 +250,7 @@ mod tests {
             "/x;tcmur_cmd_time_out=ten",
             "/x;tcmur_cmd_time_out=99999999999",
         ] {
-            let e = take_runner_options(bad).unwrap_err();
+            let e = take_runner_options(bad).unwrap_err().to_string();
             assert!(e.contains("tcmur_cmd_time_out"), "{bad}: {e}");
         }
     }

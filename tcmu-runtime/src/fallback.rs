@@ -8,7 +8,8 @@
 
 use tcmu_core::DataBuf;
 
-use crate::handler::{BlockError, BlockHandler, CompareError};
+use crate::error::{BlockError, CompareError};
+use crate::handler::BlockHandler;
 
 /// Largest piece read or written at once.
 pub(crate) const CHUNK: u64 = 1 << 20;
@@ -93,19 +94,31 @@ pub(crate) async fn verify(
     Ok(())
 }
 
+/// The data a fallback writes: the command's own buffers, or a copy.
+pub(crate) enum Data {
+    /// The command's data-out buffers.
+    Bufs(Vec<DataBuf>),
+    /// The same bytes, copied out (the buffers went to a native operation
+    /// that gave up).
+    Bytes(Vec<u8>),
+}
+
 /// COMPARE AND WRITE by a read, a compare and a write. The caller holds the
 /// range exclusively, which is what makes this atomic.
 pub(crate) async fn compare_and_write(
     h: &dyn BlockHandler,
     offset: u64,
     compare: &[u8],
-    write: Vec<DataBuf>,
+    write: Data,
 ) -> Result<(), CompareError> {
     let medium = read_vec(h, offset, compare.len() as u64).await?;
     if let Some(at) = first_difference(&medium, compare) {
         return Err(CompareError::Miscompare(at));
     }
-    h.write(offset, write).await?;
+    match write {
+        Data::Bufs(bufs) => h.write(offset, bufs).await?,
+        Data::Bytes(bytes) => write_slice(h, offset, &bytes).await?,
+    }
     Ok(())
 }
 

@@ -3,101 +3,45 @@
 //! A backend implements [`BlockHandler`] (`read`, `write`, `flush`); the
 //! generic layer answers every other SCSI command, falling back to reads and
 //! writes where an operation has no backend support (WRITE SAME, COMPARE
-//! AND WRITE, VERIFY, EXTENDED COPY, FORMAT UNIT). Optional operations are
-//! separate opt-in traits ([`Unmap`], [`WriteSame`], [`CompareAndWrite`],
-//! [`CopyOffload`], [`LbaStatus`]) that a backend implements when it can do
-//! better, and announces through the matching `as_*` method. A backend that
-//! wants to see commands first overrides [`BlockHandler::handle_cmd`] and
-//! returns `None` for the ones the generic layer should take. A backend
-//! whose data is at hand can also serve reads and writes synchronously
-//! ([`BlockHandler::read_now`], [`BlockHandler::write_now`]), which the
-//! runtime tries first: no future to box, nothing to allocate.
+//! AND WRITE, VERIFY, EXTENDED COPY, FORMAT UNIT). Optional abilities are
+//! separate traits — [`Unmap`], [`WriteSame`], [`CompareAndWrite`],
+//! [`CopyOffload`], [`LbaStatus`], and [`CommandHook`] to see every command
+//! first — that a backend implements and *declares* when it opens a device,
+//! with [`Handler::new`](crate::Handler::new)'s builder:
+//!
+//! ```ignore
+//! Ok(Handler::new(my_backend).unmap().write_same().build())
+//! ```
+//!
+//! Declaring needs the trait implementation (a compile error otherwise),
+//! and what is declared is the one record both the VPD pages and dispatch
+//! read, so they never disagree. An operation that answers
+//! [`BlockError::Unsupported`] withdraws its capability from both at once
+//! (see [`Capability`](crate::Capability)).
+//!
+//! A backend whose data is at hand can also serve reads and writes
+//! synchronously ([`BlockHandler::read_now`], [`BlockHandler::write_now`]),
+//! which the runtime tries first: no future to box, nothing to allocate.
 //!
 //! Handlers run on one worker thread (thread-per-core): their futures need
 //! not be `Send`. Buffers are [`DataBuf`]s, ranges of the ring's data area
 //! lent for the duration of the call: fill them (read) or take bytes from
-//! them (write) directly, e.g. with io_uring, without copying.
-
-use std::io;
+//! them (write) directly, e.g. with io_uring, without copying. A backend
+//! whose library blocks runs that work off the worker thread with
+//! [`blocking::run`](crate::blocking::run), so other devices on the worker
+//! keep going.
 
 use async_trait::async_trait;
 use tcmu_core::DataBuf;
 use tcmu_scsi::lba_status::Extent;
-use tcmu_scsi::{Sense, Status, UnmapParams};
+use tcmu_scsi::UnmapParams;
 
-/// Why a handler operation failed; the runtime turns it into SCSI status.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum BlockError {
-    /// The backend's I/O failed: MEDIUM ERROR (read or write flavour).
-    #[error("I/O error: {0}")]
-    Io(#[from] io::Error),
-    /// The backend's I/O failed at a known logical block: MEDIUM ERROR
-    /// (read or write flavour) reporting `lba` in the INFORMATION field.
-    #[error("I/O error at LBA {lba}: {source}")]
-    IoAt {
-        /// The first logical block that could not be read or written.
-        lba: u64,
-        /// What went wrong.
-        #[source]
-        source: io::Error,
-    },
-    /// The backend is temporarily unreachable: NOT READY.
-    #[error("backend not ready: {0}")]
-    NotReady(String),
-    /// The handler does not implement this operation.
-    #[error("operation not supported by this handler")]
-    Unsupported,
-    /// A specific SCSI answer.
-    #[error("check condition: {0:?}")]
-    Sense(Sense),
-}
-
-/// A handler's own answer to a command it took in [`BlockHandler::handle_cmd`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CmdReply {
-    /// SCSI status.
-    pub status: Status,
-    /// Sense data for CHECK CONDITION.
-    pub sense: Option<Sense>,
-    /// Bytes of data-in produced (the buffers were filled by the handler);
-    /// the runtime zeroes the rest. The kernel ignores a length of 0 and
-    /// passes the whole (zeroed) buffer as a full transfer: a handler that
-    /// produced nothing for a read should answer CHECK CONDITION.
-    pub data_in_len: Option<u32>,
-}
-
-impl CmdReply {
-    /// GOOD.
-    pub fn good() -> Self {
-        Self {
-            status: Status::Good,
-            sense: None,
-            data_in_len: None,
-        }
-    }
-
-    /// CHECK CONDITION with `sense`.
-    pub fn check(sense: Sense) -> Self {
-        Self {
-            status: Status::CheckCondition,
-            sense: Some(sense),
-            data_in_len: None,
-        }
-    }
-}
-
-/// A command as a handler sees it in [`BlockHandler::handle_cmd`].
-#[derive(Debug)]
-pub struct ScsiCmd<'a> {
-    /// The CDB.
-    pub cdb: &'a [u8],
-    /// The command's data buffers (data-out to read, or data-in to fill).
-    pub data: &'a [DataBuf],
-}
+use crate::command::{CmdOutcome, ScsiCmd};
+use crate::error::{BlockError, CompareError, HandlerError};
 
 /// A change of a device's configuration (netlink RECONFIG_DEVICE).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ReconfigRequest {
     /// New size in bytes.
     Size(u64),
@@ -144,62 +88,10 @@ pub trait BlockHandler {
     /// running until it completes or an initiator aborts it.
     fn cmd_timed_out(&self, _cdb: &[u8]) {}
 
-    /// Thin provisioning (UNMAP, WRITE SAME with UNMAP), if the backend
-    /// can deallocate blocks.
-    fn as_unmap(&self) -> Option<&dyn Unmap> {
-        None
-    }
-
-    /// Native WRITE SAME; without it the runtime writes the pattern with
-    /// [`write`](Self::write).
-    fn as_write_same(&self) -> Option<&dyn WriteSame> {
-        None
-    }
-
-    /// Native COMPARE AND WRITE; without it the runtime reads, compares and
-    /// writes while holding the range against other commands.
-    fn as_compare_and_write(&self) -> Option<&dyn CompareAndWrite> {
-        None
-    }
-
-    /// Copies inside the backend (EXTENDED COPY within one device); without
-    /// it the runtime reads and writes.
-    fn as_copy_offload(&self) -> Option<&dyn CopyOffload> {
-        None
-    }
-
-    /// Which ranges are allocated (GET LBA STATUS); without it every block
-    /// is reported mapped.
-    fn as_lba_status(&self) -> Option<&dyn LbaStatus> {
-        None
-    }
-
-    /// Sees every command first (after a pending unit attention, which the
-    /// runtime reports itself); `None` hands it to the generic layer.
-    /// Called only while [`sees_commands`](Self::sees_commands) says so.
-    async fn handle_cmd(&self, _cmd: &ScsiCmd<'_>) -> Option<CmdReply> {
-        None
-    }
-
-    /// Whether [`handle_cmd`](Self::handle_cmd) is to be called. A backend
-    /// that does not override `handle_cmd` returns `false` here and saves
-    /// a boxed future per command. Asked before every command.
-    fn sees_commands(&self) -> bool {
-        true
-    }
-
-    /// Whether the backend keeps acknowledged writes in a volatile cache
-    /// (the page cache, say) until `flush`. Such a device reports its write
-    /// cache as enabled (WCE=1), like tcmu-runner's file handler, and relies
-    /// on SYNCHRONIZE CACHE and FUA for durability; otherwise the kernel's
-    /// `emulate_write_cache` attribute decides.
-    fn has_write_cache(&self) -> bool {
-        false
-    }
-
     /// Applies a configuration change; an error is reported to the kernel
-    /// and the change refused.
-    async fn reconfig(&self, _change: &ReconfigRequest) -> Result<(), String> {
+    /// (the change is refused) and logged. The default accepts every
+    /// change: a new size then only changes what the device reports.
+    async fn reconfig(&self, _change: &ReconfigRequest) -> Result<(), HandlerError> {
         Ok(())
     }
 
@@ -207,7 +99,9 @@ pub trait BlockHandler {
     async fn close(&self) {}
 }
 
-/// Deallocation of blocks (thin provisioning).
+/// Deallocation of blocks (thin provisioning): UNMAP, and WRITE SAME with
+/// the UNMAP bit. Declare with
+/// [`HandlerBuilder::unmap`](crate::HandlerBuilder::unmap).
 #[async_trait(?Send)]
 pub trait Unmap {
     /// Deallocates `len` bytes at `offset`; they must then read back as
@@ -215,11 +109,13 @@ pub trait Unmap {
     async fn unmap(&self, offset: u64, len: u64) -> Result<(), BlockError>;
 
     /// The limits reported in the Block Limits VPD page and enforced on
-    /// UNMAP.
+    /// UNMAP; read once, when the capability is declared.
     fn unmap_params(&self) -> UnmapParams;
 }
 
-/// A native WRITE SAME.
+/// A native WRITE SAME; without it the runtime writes the pattern with
+/// [`BlockHandler::write`]. Declare with
+/// [`HandlerBuilder::write_same`](crate::HandlerBuilder::write_same).
 #[async_trait(?Send)]
 pub trait WriteSame {
     /// Writes `pattern` (one logical block) repeatedly over `len` bytes at
@@ -227,19 +123,10 @@ pub trait WriteSame {
     async fn write_same(&self, offset: u64, len: u64, pattern: &[u8]) -> Result<(), BlockError>;
 }
 
-/// Why a compare-and-write or verify did not write.
-#[derive(Debug, thiserror::Error)]
-pub enum CompareError {
-    /// The data differ; the value is the byte offset of the first
-    /// difference, counted from the start of the compared range.
-    #[error("miscompare at byte {0}")]
-    Miscompare(u64),
-    /// The backend failed.
-    #[error(transparent)]
-    Block(#[from] BlockError),
-}
-
-/// A native, atomic COMPARE AND WRITE.
+/// A native, atomic COMPARE AND WRITE; without it the runtime reads,
+/// compares and writes while holding the range against other commands of
+/// this daemon. Declare with
+/// [`HandlerBuilder::compare_and_write`](crate::HandlerBuilder::compare_and_write).
 #[async_trait(?Send)]
 pub trait CompareAndWrite {
     /// Compares the bytes at `offset` with `compare` and, only if they are
@@ -253,7 +140,9 @@ pub trait CompareAndWrite {
     ) -> Result<(), CompareError>;
 }
 
-/// Copies inside one backend.
+/// Copies inside one backend (EXTENDED COPY within one device); without it
+/// the runtime reads and writes. Declare with
+/// [`HandlerBuilder::copy_offload`](crate::HandlerBuilder::copy_offload).
 #[async_trait(?Send)]
 pub trait CopyOffload {
     /// Copies `len` bytes from `src` to `dst` (byte offsets of this
@@ -261,7 +150,9 @@ pub trait CopyOffload {
     async fn copy(&self, src: u64, dst: u64, len: u64) -> Result<(), BlockError>;
 }
 
-/// Allocation status of the backing store.
+/// Allocation status of the backing store (GET LBA STATUS); without it
+/// every block is reported mapped. Declare with
+/// [`HandlerBuilder::lba_status`](crate::HandlerBuilder::lba_status).
 #[async_trait(?Send)]
 pub trait LbaStatus {
     /// The provisioning status of the blocks from byte `offset` on, as runs
@@ -273,4 +164,25 @@ pub trait LbaStatus {
         len: u64,
         block_size: u32,
     ) -> Result<Vec<Extent>, BlockError>;
+}
+
+/// Sees every command first (after a pending unit attention, which the
+/// runtime reports itself), owning its buffers. Declare with
+/// [`HandlerBuilder::commands`](crate::HandlerBuilder::commands); a handler
+/// that does not pays nothing per command for it.
+#[async_trait(?Send)]
+pub trait CommandHook {
+    /// Answers `cmd` ([`CmdOutcome::Done`]) or gives it back, with all its
+    /// buffers, for the generic layer ([`CmdOutcome::NotHandled`]). A panic
+    /// fails only this command (INTERNAL TARGET FAILURE).
+    async fn handle_cmd(&self, cmd: ScsiCmd) -> CmdOutcome;
+
+    /// Whether [`handle_cmd`](Self::handle_cmd) wants the command with this
+    /// CDB; asked first, synchronously, for every command. A hook that
+    /// takes a few opcodes (or acts only in some state) says so here and
+    /// saves the other commands a boxed future. The default takes every
+    /// command.
+    fn wants(&self, _cdb: &[u8]) -> bool {
+        true
+    }
 }

@@ -11,27 +11,38 @@
 #![deny(missing_docs)]
 
 mod alua;
+pub mod blocking;
+mod capability;
 mod cmd_pool;
+mod command;
+mod control;
 mod copy;
+mod ctx;
 mod device;
 mod dispatch;
+mod error;
 pub mod factory;
 mod fallback;
 pub mod handler;
 mod inflight;
+mod peers;
 pub mod poll;
 mod range_lock;
 pub mod stats;
+#[cfg(feature = "sim")]
+pub mod testing;
 mod worker;
 
+pub use capability::{Capability, Handler, HandlerBuilder};
+pub use command::{CmdOutcome, CmdReply, ScsiCmd};
 pub use device::{RingSource, CLOSE_GRACE};
+pub use error::{BlockError, CompareError, DeviceError, HandlerError, Report};
 pub use factory::{
-    split_dev_config, take_runner_options, DeviceConfig, Handler, HandlerFactory, Registry,
-    RunnerOptions,
+    split_dev_config, take_runner_options, DeviceConfig, HandlerFactory, Registry, RunnerOptions,
 };
 pub use handler::{
-    BlockError, BlockHandler, CmdReply, CompareAndWrite, CompareError, CopyOffload, LbaStatus,
-    ReconfigRequest, ScsiCmd, Unmap, WriteSame,
+    BlockHandler, CommandHook, CompareAndWrite, CopyOffload, LbaStatus, ReconfigRequest, Unmap,
+    WriteSame,
 };
 pub use poll::set_ring_poll;
 pub use stats::{DeviceStats, StatsSnapshot};

@@ -3,7 +3,6 @@
 //! commands are local tasks there. The control side talks to workers and
 //! devices only through channels ([`Workers`], [`DeviceHandle`]).
 
-use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -13,11 +12,13 @@ use tcmu_scsi::{DeviceParams, DeviceState};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
-use crate::copy::{Peer, Peers};
-use crate::device::{self, Control, RingSource};
-use crate::dispatch::DeviceCtx;
+use crate::control::Control;
+use crate::ctx::DeviceCtx;
+use crate::device::{self, RingSource};
+use crate::error::DeviceError;
 use crate::factory::{DeviceConfig, HandlerFactory};
 use crate::handler::ReconfigRequest;
+use crate::peers::{Peer, Peers};
 use crate::stats::DeviceStats;
 
 /// Everything needed to start serving a device.
@@ -43,7 +44,7 @@ struct OpenRequest {
     factory: Arc<dyn HandlerFactory>,
     id: u64,
     peers: Peers,
-    reply: oneshot::Sender<Result<DeviceHandle, String>>,
+    reply: oneshot::Sender<Result<DeviceHandle, DeviceError>>,
 }
 
 /// A running device, as the control side sees it.
@@ -75,13 +76,15 @@ impl DeviceHandle {
     }
 
     /// Applies a configuration change.
-    pub async fn reconfig(&self, req: ReconfigRequest) -> Result<(), String> {
+    pub async fn reconfig(&self, req: ReconfigRequest) -> Result<(), DeviceError> {
         let (tx, rx) = oneshot::channel();
         self.control
             .send(Control::Reconfig(req, tx))
-            .map_err(|_| "device is not running".to_owned())?;
-        rx.await
-            .unwrap_or_else(|_| Err("device stopped during reconfiguration".to_owned()))
+            .map_err(|_| DeviceError::NotRunning)?;
+        match rx.await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(DeviceError::NotRunning),
+        }
     }
 }
 
@@ -131,7 +134,7 @@ impl Workers {
         &self,
         spec: DeviceSpec,
         factory: Arc<dyn HandlerFactory>,
-    ) -> Result<DeviceHandle, String> {
+    ) -> Result<DeviceHandle, DeviceError> {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.senders.len();
         let (tx, rx) = oneshot::channel();
         self.senders[i]
@@ -142,9 +145,8 @@ impl Workers {
                 peers: self.peers.clone(),
                 reply: tx,
             })
-            .map_err(|_| "worker thread is gone".to_owned())?;
-        rx.await
-            .unwrap_or_else(|_| Err("worker thread stopped while opening".to_owned()))
+            .map_err(|_| DeviceError::WorkerGone)?;
+        rx.await.unwrap_or(Err(DeviceError::WorkerGone))
     }
 
     /// Stops the workers (after every device was closed) and joins them.
@@ -174,20 +176,19 @@ async fn open_device(req: OpenRequest) {
     let handler = match factory.open(&spec.config).await {
         Ok(h) => h,
         Err(e) => {
-            let _ = reply.send(Err(e));
+            let _ = reply.send(Err(e.into()));
             return;
         }
     };
     let (ring, doorbell) = match spec.ring.open() {
         Ok(r) => r,
         Err(e) => {
-            handler.close().await;
+            handler.block().close().await;
             let _ = reply.send(Err(e));
             return;
         }
     };
     let mut params = spec.params;
-    params.unmap = handler.as_unmap().map(|u| u.unmap_params());
     // EXTENDED COPY works for every handler (reads and writes at worst).
     params.third_party_copy = true;
     let (tx, rx) = mpsc::unbounded_channel();
@@ -208,23 +209,22 @@ async fn open_device(req: OpenRequest) {
         }
     }
     let write_cache = spec.config.write_cache || handler.has_write_cache();
+    debug!(device = %name, "handler capabilities: {handler:?}");
     let cmd_time_out = match spec.options.cmd_time_out {
         Some(0) => None,
         Some(secs) => Some(std::time::Duration::from_secs(u64::from(secs))),
         None => device::cmd_time_out(spec.configfs.as_ref()),
     };
-    let ctx = Rc::new(DeviceCtx {
-        name: name.clone(),
+    let ctx = Rc::new(DeviceCtx::new(
+        name.clone(),
         handler,
-        params: RefCell::new(params),
-        state: RefCell::new(DeviceState::new(write_cache)),
-        configfs: spec.configfs,
-        locks: Default::default(),
+        params,
+        DeviceState::new(write_cache),
+        spec.configfs,
         id,
         peers,
-        stats: Arc::default(),
         cmd_time_out,
-    });
+    ));
     let handle = DeviceHandle {
         name: name.clone(),
         control: tx,
@@ -234,7 +234,7 @@ async fn open_device(req: OpenRequest) {
     if reply.send(Ok(handle)).is_err() {
         error!(device = %name, "opener went away; closing");
         ctx.peers.remove(id);
-        ctx.handler.close().await;
+        ctx.handler.block().close().await;
         return;
     }
     device::serve(ctx, ring, doorbell, rx).await;

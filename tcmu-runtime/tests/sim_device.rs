@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use tcmu_core::buf;
-use tcmu_core::sim::{SimCompletion, SimConfig, SimData, SimKernel};
+use tcmu_core::sim::{SimCompletion, SimData, SimKernel};
 use tcmu_core::DataBuf;
-use tcmu_runtime::tcmu_scsi::{DeviceParams, UnmapParams};
+use tcmu_runtime::tcmu_scsi::UnmapParams;
+use tcmu_runtime::testing::{SimLun, SimOptions};
 use tcmu_runtime::{
-    BlockError, BlockHandler, DeviceConfig, DeviceSpec, Handler, HandlerFactory, RingSource, Unmap,
-    Workers,
+    BlockError, BlockHandler, DeviceConfig, Handler, HandlerError, HandlerFactory, Unmap, Workers,
 };
 
 const BS: u64 = 512;
@@ -102,16 +102,10 @@ impl BlockHandler for MemDisk {
         SERVED_NOW.fetch_add(1, Ordering::Relaxed);
         Some(Ok(()))
     }
-    fn sees_commands(&self) -> bool {
-        false
-    }
     fn cmd_timed_out(&self, cdb: &[u8]) {
         if let Ok(mut all) = TIMED_OUT_ALL.lock() {
             all.push(cdb.to_vec());
         }
-    }
-    fn as_unmap(&self) -> Option<&dyn Unmap> {
-        Some(self)
     }
 }
 
@@ -144,19 +138,24 @@ impl HandlerFactory for MemFactory {
     fn cfg_desc(&self) -> &str {
         "nothing"
     }
-    fn check_config(&self, _: &str) -> Result<(), String> {
+    fn check_config(&self, _: &str) -> Result<(), HandlerError> {
         Ok(())
     }
-    async fn open(&self, c: &DeviceConfig) -> Result<Handler, String> {
-        Ok(Box::new(MemDisk(RefCell::new(vec![0; c.size as usize]))))
+    async fn open(&self, c: &DeviceConfig) -> Result<Handler, HandlerError> {
+        Ok(
+            Handler::new(MemDisk(RefCell::new(vec![0; c.size as usize])))
+                .unmap()
+                .volatile_write_cache()
+                .build(),
+        )
     }
 }
 
+/// One `mem` device on its own worker.
 struct Rig {
-    kernel: SimKernel,
-    _workers: Workers,
+    lun: SimLun,
     handle: tcmu_runtime::DeviceHandle,
-    rt: tokio::runtime::Runtime,
+    _workers: Workers,
 }
 
 impl Rig {
@@ -172,50 +171,40 @@ impl Rig {
         configfs: Option<tcmu_core::configfs::DeviceDir>,
         options: tcmu_runtime::RunnerOptions,
     ) -> Self {
-        let (kernel, dev) = SimKernel::new(SimConfig::default()).unwrap();
         let workers = Workers::start(1).unwrap();
-        let spec = DeviceSpec {
-            config: DeviceConfig {
-                name: "sim0".into(),
-                cfgstring: String::new(),
-                size: BS * BLOCKS,
-                block_size: BS as u32,
-                write_cache: true,
-            },
-            params: DeviceParams::new(BS as u32, BLOCKS),
-            ring: RingSource::Mapped {
-                map: dev.map,
-                doorbell: dev.doorbell,
-            },
-            configfs,
-            options,
-        };
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let handle = rt
-            .block_on(workers.open(spec, Arc::new(MemFactory)))
-            .unwrap();
+        let lun = SimLun::open_with(
+            &workers,
+            Arc::new(MemFactory),
+            DeviceConfig::new("sim0", "", BS * BLOCKS, BS as u32).with_write_cache(true),
+            SimOptions::default()
+                .with_configfs(configfs)
+                .with_options(options),
+        )
+        .unwrap();
+        let handle = lun.handle().clone();
         Self {
-            kernel,
-            _workers: workers,
+            lun,
             handle,
-            rt,
+            _workers: workers,
         }
     }
 
-    /// Posts, rings, and collects `n` completions (in the order reaped).
+    /// Rings, and collects `n` completions (in the order reaped).
     fn collect(&mut self, n: usize) -> Vec<SimCompletion> {
-        self.kernel.notify().unwrap();
-        self.kernel
-            .reap_at_least(n, Duration::from_secs(10))
-            .unwrap()
+        self.lun.notify();
+        self.lun.collect(n)
     }
 
     fn run(&mut self, cdb: &[u8], data: SimData) -> SimCompletion {
-        self.kernel.post(cdb, data).unwrap();
-        self.collect(1).remove(0)
+        self.lun.run(cdb, data)
+    }
+
+    fn kernel(&mut self) -> &mut SimKernel {
+        &mut self.lun.kernel
+    }
+
+    fn close(self) {
+        self.lun.close();
     }
 }
 
@@ -239,7 +228,7 @@ fn write_then_read_back() {
     let r = rig.run(&rw10(0x28, 100, 8), SimData::In(data.len()));
     assert_eq!(r.status, 0);
     assert_eq!(r.data_in, data);
-    rig.rt.block_on(rig.handle.close());
+    rig.close();
 }
 
 #[test]
@@ -267,7 +256,7 @@ fn the_synchronous_fast_path_serves_and_fails_alone() {
     assert_eq!(sense_key_asc(&c), (4, 0x44, 0), "INTERNAL TARGET FAILURE");
     let r = rig.run(&rw10(0x28, 1600, 8), SimData::In(data.len()));
     assert_eq!(r.data_in, data);
-    rig.rt.block_on(rig.handle.close());
+    rig.close();
 }
 
 #[test]
@@ -301,12 +290,12 @@ fn errors_become_sense() {
 fn completions_come_back_out_of_order() {
     let mut rig = Rig::new();
     let slow = rig
-        .kernel
+        .kernel()
         .post(&rw10(0x28, 0, 1), SimData::In(512))
         .unwrap();
     let fast: Vec<u16> = (0..8)
         .map(|i| {
-            rig.kernel
+            rig.kernel()
                 .post(&rw10(0x28, 10 + i, 1), SimData::In(512))
                 .unwrap()
         })
@@ -547,7 +536,7 @@ fn statistics_count_what_crossed_the_ring() {
     assert_eq!(s.errors, 2);
     assert_eq!(s.timeouts, 0);
     assert_eq!(s.latency.iter().sum::<u64>(), s.commands);
-    rig.rt.block_on(rig.handle.close());
+    rig.close();
 }
 
 #[test]
@@ -563,7 +552,7 @@ fn latency_covers_the_handler() {
         .position(|&b| b >= 200_000)
         .unwrap();
     assert_eq!(s.latency[slow_bucket], 1, "{:?}", s.latency);
-    rig.rt.block_on(rig.handle.close());
+    rig.close();
 }
 
 #[test]
@@ -580,7 +569,7 @@ fn commands_slower_than_cmd_time_out_are_timeouts() {
     assert_eq!(slow.status, 0);
     let s = stats.snapshot();
     assert_eq!((s.timeouts, s.commands, s.errors), (1, 2, 0));
-    rig.rt.block_on(rig.handle.close());
+    rig.close();
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -603,12 +592,16 @@ fn an_aborted_hung_command_is_answered_and_the_device_goes_on() {
     let mut rig = Rig::new();
     let stats = rig.handle.stats();
     let hung = rig
-        .kernel
+        .kernel()
         .post(&rw10(0x28, HUNG_LBA as u32, 8), SimData::In(4096))
         .unwrap();
     assert_eq!(rig.run(&rw10(0x28, 5, 1), SimData::In(512)).status, 0);
-    assert_eq!(rig.kernel.inflight(), 1, "the hung read is still in flight");
-    rig.kernel
+    assert_eq!(
+        rig.kernel().inflight(),
+        1,
+        "the hung read is still in flight"
+    );
+    rig.kernel()
         .post_tmr(tcmu_core::layout::tmr::ABORT_TASK, &[hung])
         .unwrap();
     let done = rig.collect(1);
@@ -617,12 +610,12 @@ fn an_aborted_hung_command_is_answered_and_the_device_goes_on() {
     assert!(!done[0].keep_buf);
     assert_eq!(stats.snapshot().aborts, 1);
     // A TMR naming a command that already finished changes nothing.
-    rig.kernel
+    rig.kernel()
         .post_tmr(tcmu_core::layout::tmr::LUN_RESET, &[hung])
         .unwrap();
     assert_eq!(rig.run(&rw10(0x28, 6, 1), SimData::In(512)).status, 0);
     assert_eq!(stats.snapshot().aborts, 1);
-    rig.rt.block_on(rig.handle.close());
+    rig.close();
 }
 
 #[test]
@@ -635,18 +628,18 @@ fn an_aborted_command_keeps_its_buffer_until_it_is_freed() {
         "the device turns TMR notifications on"
     );
     let hung = rig
-        .kernel
+        .kernel()
         .post(&rw10(0x28, HUNG_LBA as u32, 8), SimData::In(4096))
         .unwrap();
-    rig.kernel.notify().unwrap();
+    rig.kernel().notify().unwrap();
     std::thread::sleep(Duration::from_millis(50));
-    rig.kernel
+    rig.kernel()
         .post_tmr(tcmu_core::layout::tmr::LUN_RESET, &[hung])
         .unwrap();
     let done = rig.collect(1);
     assert_eq!((done[0].cmd_id, done[0].status), (hung, 0x40));
     assert!(done[0].keep_buf, "completed with KEEP_BUF");
-    assert_eq!(rig.kernel.kept(), vec![hung]);
+    assert_eq!(rig.kernel().kept(), vec![hung]);
     // Once the cancelled future dropped its buffers, the runtime frees the
     // kept buffer through action/free_kept_buf.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -661,9 +654,9 @@ fn an_aborted_command_keeps_its_buffer_until_it_is_freed() {
         );
         std::thread::sleep(Duration::from_millis(5));
     }
-    rig.kernel.free_kept_buf(hung).unwrap();
+    rig.kernel().free_kept_buf(hung).unwrap();
     assert_eq!(rig.run(&rw10(0x28, 7, 1), SimData::In(512)).status, 0);
-    rig.rt.block_on(rig.handle.close());
+    rig.close();
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -685,23 +678,23 @@ fn a_kept_buffer_is_freed_only_after_its_completion_is_published() {
     assert!(made.success(), "mkfifo failed");
     let mut rig = Rig::with_configfs(Some(tcmu_core::configfs::DeviceDir::at(dir.clone())));
     let id = rig
-        .kernel
+        .kernel()
         .post(&rw10(0x28, 5, 8), SimData::In(4096))
         .unwrap();
-    rig.kernel
+    rig.kernel()
         .post_tmr(tcmu_core::layout::tmr::ABORT_TASK, &[id])
         .unwrap();
-    rig.kernel.notify().unwrap();
-    let done = rig.kernel.reap_at_least(1, Duration::from_secs(10));
+    rig.kernel().notify().unwrap();
+    let done = rig.kernel().reap_at_least(1, Duration::from_secs(10));
     // Whatever happened, let a blocked daemon go on before asserting.
     let freed = std::fs::read_to_string(&fifo).unwrap();
     let done = done.expect("the TASK ABORTED completion was not published before the free");
     assert_eq!((done[0].cmd_id, done[0].status), (id, 0x40));
     assert!(done[0].keep_buf, "completed with KEEP_BUF");
     assert_eq!(freed, id.to_string());
-    rig.kernel.free_kept_buf(id).unwrap();
+    rig.kernel().free_kept_buf(id).unwrap();
     assert_eq!(rig.run(&rw10(0x28, 7, 1), SimData::In(512)).status, 0);
-    rig.rt.block_on(rig.handle.close());
+    rig.close();
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -713,8 +706,8 @@ fn a_command_past_tcmur_cmd_time_out_is_reported_while_it_runs() {
     let mut rig = Rig::with(None, options);
     let stats = rig.handle.stats();
     let cdb = rw10(0x28, HUNG_LBA as u32, 1);
-    let hung = rig.kernel.post(&cdb, SimData::In(512)).unwrap();
-    rig.kernel.notify().unwrap();
+    let hung = rig.kernel().post(&cdb, SimData::In(512)).unwrap();
+    rig.kernel().notify().unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     while stats.snapshot().timeouts == 0 {
         assert!(Instant::now() < deadline, "no time-out reported");
@@ -726,26 +719,26 @@ fn a_command_past_tcmur_cmd_time_out_is_reported_while_it_runs() {
         TIMED_OUT_ALL.lock().unwrap().contains(&cdb),
         "the handler hook saw the CDB"
     );
-    assert_eq!(rig.kernel.inflight(), 1, "still running: only reported");
+    assert_eq!(rig.kernel().inflight(), 1, "still running: only reported");
     // Reported once, however long it runs.
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(stats.snapshot().timeouts, 1);
-    rig.kernel
+    rig.kernel()
         .post_tmr(tcmu_core::layout::tmr::ABORT_TASK, &[hung])
         .unwrap();
     assert_eq!(rig.collect(1)[0].status, 0x40);
-    rig.rt.block_on(rig.handle.close());
+    rig.close();
 }
 
 #[test]
 fn closing_cancels_a_hung_command_after_the_grace_period() {
     let mut rig = Rig::new();
-    rig.kernel
+    rig.kernel()
         .post(&rw10(0x28, HUNG_LBA as u32, 1), SimData::In(512))
         .unwrap();
     assert_eq!(rig.run(&rw10(0x28, 5, 1), SimData::In(512)).status, 0);
     let t = Instant::now();
-    rig.rt.block_on(rig.handle.close());
+    rig.close();
     let took = t.elapsed();
     assert!(
         took >= tcmu_runtime::CLOSE_GRACE

@@ -30,7 +30,7 @@ pub enum ConfigError {
     #[error("file handler: {0} is not a regular file or a block device")]
     WrongType(PathBuf),
     /// `stat` failed for another reason (permissions, I/O).
-    #[error("file handler: cannot access {path}: {source}")]
+    #[error("file handler: cannot access {path}")]
     Access {
         /// The path that could not be examined.
         path: PathBuf,

@@ -21,7 +21,8 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use tcmu_core::DataBuf;
 use tcmu_runtime::{
-    BlockError, BlockHandler, DeviceConfig, LbaStatus, ReconfigRequest, Unmap, WriteSame,
+    BlockError, BlockHandler, DeviceConfig, HandlerError, LbaStatus, ReconfigRequest, Unmap,
+    WriteSame,
 };
 use tcmu_scsi::lba_status::Extent;
 use tcmu_scsi::UnmapParams;
@@ -44,8 +45,8 @@ pub struct FileHandler {
     /// A duplicate of `file`'s descriptor for size queries and `ftruncate`.
     meta: std::fs::File,
     block_device: bool,
-    /// Hole punching works here (cleared by the first `EOPNOTSUPP`).
-    punch_hole: Cell<bool>,
+    /// Hole punching worked when probed at open.
+    punch_hole: bool,
     /// `FALLOC_FL_ZERO_RANGE` works here (cleared by the first `EOPNOTSUPP`).
     zero_range: Cell<bool>,
     /// How reads are issued (see [`Inline`]).
@@ -74,8 +75,8 @@ impl FileHandler {
     /// Opens (creating with mode 0600 if missing) the backing file for
     /// `config`, growing a regular file to the device size. Must run inside
     /// a tokio-uring runtime.
-    pub async fn open(config: &DeviceConfig) -> Result<Self, String> {
-        let checked = FileConfig::check(&config.cfgstring).map_err(|e| e.to_string())?;
+    pub async fn open(config: &DeviceConfig) -> Result<Self, HandlerError> {
+        let checked = FileConfig::check(&config.cfgstring).map_err(HandlerError::invalid_config)?;
         let path = checked.path;
         let std_file = OpenOptions::new()
             .read(true)
@@ -84,20 +85,25 @@ impl FileHandler {
             .mode(0o600)
             .custom_flags(libc::O_CLOEXEC)
             .open(&path)
-            .map_err(|e| format!("file handler: cannot open {}: {e}", path.display()))?;
+            .map_err(|e| {
+                HandlerError::io(format!("file handler: cannot open {}", path.display()), e)
+            })?;
         let ft = std_file
             .metadata()
-            .map_err(|e| format!("file handler: cannot stat {}: {e}", path.display()))?
+            .map_err(|e| {
+                HandlerError::io(format!("file handler: cannot stat {}", path.display()), e)
+            })?
             .file_type();
         let block_device = std::os::unix::fs::FileTypeExt::is_block_device(&ft);
         if !block_device && !ft.is_file() {
-            return Err(format!(
+            return Err(HandlerError::invalid_config(format!(
                 "file handler: {} is not a regular file or a block device",
                 path.display()
-            ));
+            )));
         }
-        let current = backing_size(&std_file, block_device)
-            .map_err(|e| format!("file handler: cannot size {}: {e}", path.display()))?;
+        let current = backing_size(&std_file, block_device).map_err(|e| {
+            HandlerError::io(format!("file handler: cannot size {}", path.display()), e)
+        })?;
         if current < config.size {
             if block_device {
                 tracing::warn!(
@@ -108,17 +114,23 @@ impl FileHandler {
                 );
             } else {
                 std_file.set_len(config.size).map_err(|e| {
-                    format!(
-                        "file handler: cannot grow {} to {} bytes: {e}",
-                        path.display(),
-                        config.size
+                    HandlerError::io(
+                        format!(
+                            "file handler: cannot grow {} to {} bytes",
+                            path.display(),
+                            config.size
+                        ),
+                        e,
                     )
                 })?;
             }
         }
-        let meta = std_file
-            .try_clone()
-            .map_err(|e| format!("file handler: cannot duplicate {}: {e}", path.display()))?;
+        let meta = std_file.try_clone().map_err(|e| {
+            HandlerError::io(
+                format!("file handler: cannot duplicate {}", path.display()),
+                e,
+            )
+        })?;
         let policy = match std::env::var(file_io::INLINE_ENV).as_deref() {
             Ok("never") => Inline::Never,
             Ok("nowait") => Inline::NoWait,
@@ -128,23 +140,23 @@ impl FileHandler {
             _ => file_io::policy_for(meta.as_fd()),
         };
         let file = tokio_uring::fs::File::from_std(std_file);
-        let handler = Self {
+        let mut handler = Self {
             cfgstring: config.cfgstring.clone(),
             path,
             file,
             meta,
             block_device,
-            punch_hole: Cell::new(true),
+            punch_hole: true,
             zero_range: Cell::new(true),
             read_policy: Cell::new(policy),
             write_policy: Cell::new(policy),
         };
-        handler.probe_punch_hole(config.block_size).await;
+        handler.punch_hole = handler.probe_punch_hole(config.block_size).await;
         tracing::debug!(
             path = %handler.path.display(),
             size = config.size,
             block_device,
-            punch_hole = handler.punch_hole.get(),
+            punch_hole = handler.punch_hole,
             inline = ?policy,
             "file handler: opened"
         );
@@ -156,46 +168,54 @@ impl FileHandler {
         &self.path
     }
 
-    /// Whether unmap (hole punching) is available.
+    /// Whether unmap (hole punching) worked when probed at open.
     pub fn supports_unmap(&self) -> bool {
-        self.punch_hole.get()
+        self.punch_hole
+    }
+
+    /// Whether the backing object is a block device (else a regular file).
+    pub fn is_block_device(&self) -> bool {
+        self.block_device
     }
 
     /// Asks the filesystem whether it punches holes, on a range past the end
     /// of the file (so no data can change). Block devices are assumed to
     /// support it until they answer `EOPNOTSUPP`.
-    async fn probe_punch_hole(&self, block_size: u32) {
+    async fn probe_punch_hole(&self, block_size: u32) -> bool {
         if self.block_device {
-            return;
+            return true;
         }
         let Ok(end) = backing_size(&self.meta, false) else {
-            return;
+            return true;
         };
         let flags = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
         let len = u64::from(block_size.max(512));
-        if let Err(e) = self.file.fallocate(end, len, flags).await {
-            if is_unsupported(&e) {
-                self.punch_hole.set(false);
-            }
-        }
+        !matches!(self.file.fallocate(end, len, flags).await, Err(e) if is_unsupported(&e))
     }
 
-    fn grow(&self, size: u64) -> Result<(), String> {
-        let current = backing_size(&self.meta, self.block_device)
-            .map_err(|e| format!("file handler: cannot size {}: {e}", self.path.display()))?;
+    fn grow(&self, size: u64) -> Result<(), HandlerError> {
+        let current = backing_size(&self.meta, self.block_device).map_err(|e| {
+            HandlerError::io(
+                format!("file handler: cannot size {}", self.path.display()),
+                e,
+            )
+        })?;
         if current >= size {
             return Ok(());
         }
         if self.block_device {
-            return Err(format!(
+            return Err(HandlerError::refused(format!(
                 "file handler: block device {} ({current} bytes) is smaller than {size} bytes",
                 self.path.display()
-            ));
+            )));
         }
         self.meta.set_len(size).map_err(|e| {
-            format!(
-                "file handler: cannot grow {} to {size} bytes: {e}",
-                self.path.display()
+            HandlerError::io(
+                format!(
+                    "file handler: cannot grow {} to {size} bytes",
+                    self.path.display()
+                ),
+                e,
             )
         })
     }
@@ -225,10 +245,6 @@ impl BlockHandler for FileHandler {
         Some(r.map_err(BlockError::from))
     }
 
-    fn sees_commands(&self) -> bool {
-        false
-    }
-
     async fn flush(&self) -> Result<(), BlockError> {
         if self.write_policy.get() == Inline::Always {
             // Memory: nothing to wait for (tmpfs's fsync does nothing), so
@@ -238,31 +254,13 @@ impl BlockHandler for FileHandler {
         Ok(self.file.sync_data().await?)
     }
 
-    fn as_unmap(&self) -> Option<&dyn Unmap> {
-        self.punch_hole.get().then_some(self as &dyn Unmap)
-    }
-
-    fn as_write_same(&self) -> Option<&dyn WriteSame> {
-        Some(self)
-    }
-
-    fn as_lba_status(&self) -> Option<&dyn LbaStatus> {
-        (!self.block_device).then_some(self as &dyn LbaStatus)
-    }
-
-    /// Writes go through the page cache until `flush` (fdatasync).
-    fn has_write_cache(&self) -> bool {
-        true
-    }
-
-    async fn reconfig(&self, change: &ReconfigRequest) -> Result<(), String> {
+    async fn reconfig(&self, change: &ReconfigRequest) -> Result<(), HandlerError> {
         match change {
             ReconfigRequest::Size(size) => self.grow(*size),
-            ReconfigRequest::WriteCache(_) => Ok(()),
-            ReconfigRequest::Config(cfg) if *cfg == self.cfgstring => Ok(()),
-            ReconfigRequest::Config(_) => {
-                Err("changing the file of a running device is not supported".to_owned())
-            }
+            ReconfigRequest::Config(cfg) if *cfg != self.cfgstring => Err(HandlerError::refused(
+                "changing the file of a running device is not supported",
+            )),
+            _ => Ok(()),
         }
     }
 }
@@ -271,18 +269,15 @@ impl BlockHandler for FileHandler {
 #[async_trait(?Send)]
 impl Unmap for FileHandler {
     async fn unmap(&self, offset: u64, len: u64) -> Result<(), BlockError> {
-        if !self.punch_hole.get() {
-            return Err(BlockError::Unsupported);
-        }
         if len == 0 {
             return Ok(());
         }
         let flags = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
         match self.file.fallocate(offset, len, flags).await {
             Ok(()) => Ok(()),
+            // The runtime withdraws UNMAP from the device.
             Err(e) if is_unsupported(&e) => {
                 tracing::info!(path = %self.path.display(), "file handler: hole punching unsupported");
-                self.punch_hole.set(false);
                 Err(BlockError::Unsupported)
             }
             Err(e) => Err(e.into()),

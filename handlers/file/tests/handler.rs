@@ -43,13 +43,7 @@ impl Drop for TempPath {
 }
 
 fn dev(path: &TempPath, size: u64) -> DeviceConfig {
-    DeviceConfig {
-        name: "file0".into(),
-        cfgstring: path.cfg(),
-        size,
-        block_size: 512,
-        write_cache: true,
-    }
+    DeviceConfig::new("file0", path.cfg(), size, 512).with_write_cache(true)
 }
 
 fn bufs(map: &Arc<Mapping>, spans: &[(usize, usize)]) -> Vec<DataBuf> {
@@ -192,7 +186,7 @@ fn unmap_punches_holes() {
         let size = 4u64 << 20;
         let h = FileHandler::open(&dev(&p, size)).await.unwrap();
         assert!(h.supports_unmap(), "temp dir filesystem cannot punch holes");
-        let params = h.as_unmap().expect("hole punching").unmap_params();
+        let params = h.unmap_params();
         assert!(params.reads_zeroes);
 
         h.write_same(0, size, &[0x77; 512]).await.unwrap();
@@ -264,7 +258,7 @@ fn reconfig_grows_and_refuses_a_new_path() {
             .await
             .unwrap_err();
         assert_eq!(
-            msg,
+            msg.to_string(),
             "changing the file of a running device is not supported"
         );
         h.reconfig(&ReconfigRequest::WriteCache(false))
@@ -279,18 +273,20 @@ fn factory_checks_config() {
     let f = FileFactory;
     assert_eq!(f.subtype(), "file");
     assert_eq!(
-        f.check_config("/no/such/dir/disk.img").unwrap_err(),
+        f.check_config("/no/such/dir/disk.img")
+            .unwrap_err()
+            .to_string(),
         "file handler: directory /no/such/dir does not exist"
     );
     assert_eq!(
-        f.check_config("disk.img").unwrap_err(),
+        f.check_config("disk.img").unwrap_err().to_string(),
         "file handler: path disk.img is not absolute"
     );
     let p = TempPath::new("check");
     assert!(f.check_config(&p.cfg()).is_ok());
     assert!(!p.0.exists(), "check_config must not create the file");
     fs::create_dir(&p.0).unwrap();
-    let msg = f.check_config(&p.cfg()).unwrap_err();
+    let msg = f.check_config(&p.cfg()).unwrap_err().to_string();
     fs::remove_dir(&p.0).unwrap();
     assert!(
         msg.ends_with("is not a regular file or a block device"),
@@ -299,16 +295,11 @@ fn factory_checks_config() {
 
     tokio_uring::start(async {
         let msg = FileFactory
-            .open(&DeviceConfig {
-                name: "x".into(),
-                cfgstring: "/no/such/dir/disk.img".into(),
-                size: 4096,
-                block_size: 512,
-                write_cache: true,
-            })
+            .open(&DeviceConfig::new("x", "/no/such/dir/disk.img", 4096, 512))
             .await
             .err()
-            .unwrap();
+            .unwrap()
+            .to_string();
         assert_eq!(msg, "file handler: directory /no/such/dir does not exist");
     });
 }

@@ -48,7 +48,7 @@ pub enum ConfigError {
         version: u32,
     },
     /// Opening or reading the file failed (permissions, I/O).
-    #[error("qcow handler: cannot read {path}: {source}")]
+    #[error("qcow handler: cannot read {path}")]
     Access {
         /// The image.
         path: PathBuf,

@@ -1,7 +1,7 @@
 //! [`QcowFactory`]: the `qcow` subtype.
 
 use async_trait::async_trait;
-use tcmu_runtime::{DeviceConfig, Handler, HandlerFactory};
+use tcmu_runtime::{DeviceConfig, Handler, HandlerError, HandlerFactory};
 
 use crate::config::QcowConfig;
 use crate::handler::QcowHandler;
@@ -21,13 +21,19 @@ impl HandlerFactory for QcowFactory {
         "The path to the qcow2 image to use as a backstore (made with qemu-img create -f qcow2)."
     }
 
-    fn check_config(&self, cfgstring: &str) -> Result<(), String> {
+    fn check_config(&self, cfgstring: &str) -> Result<(), HandlerError> {
         QcowConfig::check(cfgstring)
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(HandlerError::invalid_config)
     }
 
-    async fn open(&self, config: &DeviceConfig) -> Result<Handler, String> {
-        Ok(Box::new(QcowHandler::open(config).await?))
+    async fn open(&self, config: &DeviceConfig) -> Result<Handler, HandlerError> {
+        let image = QcowHandler::open(config).await?;
+        // imago keeps metadata in write-back caches until a flush.
+        let mut handler = Handler::new(image).volatile_write_cache();
+        if handler.backend().supports_unmap() {
+            handler = handler.unmap();
+        }
+        Ok(handler.build())
     }
 }

@@ -1,12 +1,12 @@
 //! [`QcowHandler`]: one device served from a qcow2 image.
 //!
-//! Each command goes through a bounce buffer: [`imago`] resolves guest
-//! offsets to clusters (allocating on write, reading through to backing
-//! images, inflating compressed clusters) and reads or writes that buffer,
-//! which is then copied to or from the ring. Image I/O is synchronous
-//! inside imago's file storage, so a command occupies its worker thread
-//! while the image file is read or written, as the `file` handler's inline
-//! copies do for files in memory.
+//! [`imago`] resolves guest offsets to clusters (allocating on write,
+//! reading through to backing images, inflating compressed clusters) and
+//! reads or writes the image file synchronously. That work runs on the
+//! worker's blocking threads ([`tcmu_runtime::blocking`]), never on the
+//! worker thread itself, so a busy or slow image does not stall the other
+//! devices pinned to the same worker. Each command still goes through a
+//! bounce buffer, copied to or from the ring.
 //!
 //! UNMAP (and WRITE SAME with UNMAP) discards clusters so that they read
 //! back as zeroes (imago's `discard_to_zero`: clusters are marked zero,
@@ -18,6 +18,7 @@
 
 use std::io;
 use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 use imago::file::File;
@@ -25,11 +26,15 @@ use imago::qcow2::Qcow2;
 use imago::{FormatAccess, FormatDriverBuilder, PermissiveImplicitOpenGate};
 use tcmu_core::buf::{gather, scatter, total_len};
 use tcmu_core::DataBuf;
-use tcmu_runtime::{BlockError, BlockHandler, DeviceConfig, ReconfigRequest, Unmap};
+use tcmu_runtime::{
+    blocking, BlockError, BlockHandler, DeviceConfig, HandlerError, ReconfigRequest, Report, Unmap,
+};
 use tcmu_scsi::UnmapParams;
-use tokio::sync::RwLock;
 
 use crate::config::QcowConfig;
+
+/// The image, shared with the blocking threads that do its I/O.
+type Image = Arc<RwLock<FormatAccess<File>>>;
 
 /// A [`BlockHandler`] over a qcow2 image.
 pub struct QcowHandler {
@@ -38,7 +43,7 @@ pub struct QcowHandler {
     /// The image file.
     path: PathBuf,
     /// The image, with its metadata caches (exclusive only for discards).
-    image: RwLock<FormatAccess<File>>,
+    image: Image,
     /// The image's virtual size in bytes.
     virtual_size: u64,
     /// The image's cluster size in bytes.
@@ -60,27 +65,100 @@ impl std::fmt::Debug for QcowHandler {
     }
 }
 
+/// Runs `op` on the image from a blocking thread, holding the image lock
+/// shared (or, with `exclusive`, alone) for it.
+async fn with_image<T, F>(image: &Image, exclusive: bool, op: F) -> Result<T, BlockError>
+where
+    F: FnOnce(&mut dyn ImageOp) -> io::Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    let image = image.clone();
+    blocking::run(move || {
+        let poisoned = || io::Error::other("the image lock was poisoned by a panic");
+        if exclusive {
+            let mut guard = image.write().map_err(|_| poisoned())?;
+            op(&mut Exclusive(&mut guard))
+        } else {
+            let guard = image.read().map_err(|_| poisoned())?;
+            op(&mut Shared(&guard))
+        }
+    })
+    .await?
+    .map_err(BlockError::Io)
+}
+
+/// What runs on the image from a blocking thread: imago's futures, driven
+/// to completion there (its file storage does plain system calls).
+trait ImageOp {
+    /// The image, shared.
+    fn image(&self) -> &FormatAccess<File>;
+    /// The image, alone (only under the exclusive lock).
+    fn image_mut(&mut self) -> io::Result<&mut FormatAccess<File>>;
+}
+
+struct Shared<'a>(&'a FormatAccess<File>);
+struct Exclusive<'a>(&'a mut FormatAccess<File>);
+
+impl ImageOp for Shared<'_> {
+    fn image(&self) -> &FormatAccess<File> {
+        self.0
+    }
+    fn image_mut(&mut self) -> io::Result<&mut FormatAccess<File>> {
+        Err(io::Error::other("the image is not held exclusively"))
+    }
+}
+
+impl ImageOp for Exclusive<'_> {
+    fn image(&self) -> &FormatAccess<File> {
+        self.0
+    }
+    fn image_mut(&mut self) -> io::Result<&mut FormatAccess<File>> {
+        Ok(self.0)
+    }
+}
+
+/// Drives an imago future to completion on the calling (blocking) thread.
+fn wait<T>(f: impl std::future::Future<Output = io::Result<T>>) -> io::Result<T> {
+    futures::executor::block_on(f)
+}
+
 impl QcowHandler {
     /// Opens the image named by `config`'s cfgstring for reading and
     /// writing (backing images read-only). Refuses a device larger than the
     /// image's virtual size.
-    pub async fn open(config: &DeviceConfig) -> Result<Self, String> {
-        let checked = QcowConfig::check(&config.cfgstring).map_err(|e| e.to_string())?;
+    pub async fn open(config: &DeviceConfig) -> Result<Self, HandlerError> {
+        let checked = QcowConfig::check(&config.cfgstring).map_err(HandlerError::invalid_config)?;
         let path = checked.path;
-        let image = Qcow2::<File>::builder_path(&path)
-            .write(true)
-            .open(PermissiveImplicitOpenGate::default())
+        let opened = {
+            let path = path.clone();
+            blocking::run(move || {
+                wait(
+                    Qcow2::<File>::builder_path(&path)
+                        .write(true)
+                        .open(PermissiveImplicitOpenGate::default()),
+                )
+            })
             .await
-            .map_err(|e| format!("qcow handler: cannot open {}: {e}", path.display()))?;
+        };
+        let open_error = |e: &dyn std::error::Error| {
+            HandlerError::refused(format!(
+                "qcow handler: cannot open {}: {}",
+                path.display(),
+                Report(e)
+            ))
+        };
+        let image = opened.map_err(|e| open_error(&e))?.map_err(|e| {
+            HandlerError::io(format!("qcow handler: cannot open {}", path.display()), e)
+        })?;
         let image = FormatAccess::new(image);
         let virtual_size = image.size();
         if config.size > virtual_size {
-            return Err(format!(
+            return Err(HandlerError::refused(format!(
                 "qcow handler: device {} ({} bytes) is larger than the virtual size of {} ({virtual_size} bytes)",
                 config.name,
                 config.size,
                 path.display()
-            ));
+            )));
         }
         tracing::info!(
             device = %config.name,
@@ -92,7 +170,7 @@ impl QcowHandler {
         Ok(Self {
             name: config.name.clone(),
             path,
-            image: RwLock::new(image),
+            image: Arc::new(RwLock::new(image)),
             virtual_size,
             cluster_size: checked.cluster_size,
             block_size: config.block_size.max(1),
@@ -102,80 +180,76 @@ impl QcowHandler {
 
     /// Writes imago's cached metadata (L2 tables, refcount blocks) to the
     /// image, then makes the image file durable (`fsync`).
-    async fn write_out(&self) -> io::Result<()> {
-        let image = self.image.read().await;
-        image.flush().await?;
-        image.sync().await
+    async fn write_out(&self) -> Result<(), BlockError> {
+        with_image(&self.image, false, |op| {
+            let image = op.image();
+            wait(image.flush())?;
+            wait(image.sync())
+        })
+        .await
     }
 
     /// The image's virtual size in bytes.
     pub fn virtual_size(&self) -> u64 {
         self.virtual_size
     }
-}
 
-/// The error of an image operation, with the image named in the log.
-fn image_error(name: &str, what: &str, offset: u64, e: io::Error) -> BlockError {
-    tracing::error!(device = %name, offset, "qcow handler: {what} failed: {e}");
-    BlockError::Io(e)
+    /// Whether the image can deallocate clusters (qcow2 version 3: version
+    /// 2 images cannot mark clusters as reading zeroes, and imago refuses).
+    pub fn supports_unmap(&self) -> bool {
+        self.version >= 3
+    }
+
+    fn failed(&self, what: &str, offset: u64, e: BlockError) -> BlockError {
+        tracing::error!(device = %self.name, offset, "qcow handler: {what} failed: {}", Report(&e));
+        e
+    }
 }
 
 #[async_trait(?Send)]
 impl BlockHandler for QcowHandler {
     async fn read(&self, offset: u64, bufs: Vec<DataBuf>) -> Result<(), BlockError> {
-        let mut bounce = vec![0u8; total_len(&bufs)];
-        self.image
-            .read()
-            .await
-            .read(&mut bounce[..], offset)
-            .await
-            .map_err(|e| image_error(&self.name, "read", offset, e))?;
-        scatter(&bufs, &bounce);
-        Ok(())
+        with_image(&self.image, false, move |op| {
+            let mut bounce = vec![0u8; total_len(&bufs)];
+            wait(op.image().read(&mut bounce[..], offset))?;
+            scatter(&bufs, &bounce);
+            Ok(())
+        })
+        .await
+        .map_err(|e| self.failed("read", offset, e))
     }
 
     async fn write(&self, offset: u64, bufs: Vec<DataBuf>) -> Result<(), BlockError> {
-        let bounce = gather(&bufs, usize::MAX);
-        self.image
-            .read()
-            .await
-            .write(&bounce[..], offset)
-            .await
-            .map_err(|e| image_error(&self.name, "write", offset, e))
+        with_image(&self.image, false, move |op| {
+            let bounce = gather(&bufs, usize::MAX);
+            wait(op.image().write(&bounce[..], offset))
+        })
+        .await
+        .map_err(|e| self.failed("write", offset, e))
     }
 
     async fn flush(&self) -> Result<(), BlockError> {
         self.write_out()
             .await
-            .map_err(|e| image_error(&self.name, "flush", 0, e))
+            .map_err(|e| self.failed("flush", 0, e))
     }
 
-    fn sees_commands(&self) -> bool {
-        false
-    }
-
-    fn as_unmap(&self) -> Option<&dyn Unmap> {
-        // A version 2 image cannot mark clusters as reading zeroes (imago
-        // refuses), so it reports no thin provisioning at all.
-        (self.version >= 3).then_some(self as &dyn Unmap)
-    }
-
-    fn has_write_cache(&self) -> bool {
-        true
-    }
-
-    async fn reconfig(&self, change: &ReconfigRequest) -> Result<(), String> {
+    async fn reconfig(&self, change: &ReconfigRequest) -> Result<(), HandlerError> {
         match change {
-            ReconfigRequest::Size(size) if *size > self.virtual_size => Err(format!(
-                "qcow handler: {size} bytes is larger than the virtual size of {} ({} bytes); \
+            ReconfigRequest::Size(size) if *size > self.virtual_size => {
+                Err(HandlerError::refused(format!(
+                    "qcow handler: {size} bytes is larger than the virtual size of {} ({} bytes); \
                  grow the image first (qemu-img resize)",
-                self.path.display(),
-                self.virtual_size
-            )),
+                    self.path.display(),
+                    self.virtual_size
+                )))
+            }
             ReconfigRequest::Config(cfg)
                 if QcowConfig::check(cfg).map(|c| c.path).ok().as_ref() != Some(&self.path) =>
             {
-                Err("qcow handler: the image of a running device cannot be changed".into())
+                Err(HandlerError::refused(
+                    "qcow handler: the image of a running device cannot be changed",
+                ))
             }
             _ => Ok(()),
         }
@@ -183,7 +257,7 @@ impl BlockHandler for QcowHandler {
 
     async fn close(&self) {
         if let Err(e) = self.write_out().await {
-            tracing::error!(device = %self.name, image = %self.path.display(), "qcow handler: cannot write the image's metadata out on close: {e}");
+            tracing::error!(device = %self.name, image = %self.path.display(), "qcow handler: cannot write the image's metadata out on close: {}", Report(&e));
         }
     }
 }
@@ -191,12 +265,11 @@ impl BlockHandler for QcowHandler {
 #[async_trait(?Send)]
 impl Unmap for QcowHandler {
     async fn unmap(&self, offset: u64, len: u64) -> Result<(), BlockError> {
-        self.image
-            .write()
-            .await
-            .discard_to_zero(offset, len)
-            .await
-            .map_err(|e| image_error(&self.name, "discard", offset, e))
+        with_image(&self.image, true, move |op| {
+            wait(op.image_mut()?.discard_to_zero(offset, len))
+        })
+        .await
+        .map_err(|e| self.failed("discard", offset, e))
     }
 
     fn unmap_params(&self) -> UnmapParams {
@@ -237,13 +310,7 @@ mod tests {
     }
 
     fn config(path: &Path, size: u64) -> DeviceConfig {
-        DeviceConfig {
-            name: "q0".into(),
-            cfgstring: path.to_str().unwrap().into(),
-            size,
-            block_size: 512,
-            write_cache: true,
-        }
+        DeviceConfig::new("q0", path.to_str().unwrap(), size, 512).with_write_cache(true)
     }
 
     fn scratch_with(bytes: &[u8]) -> DataBuf {
@@ -344,7 +411,8 @@ mod tests {
         qemu_img(&["create", "-q", "-f", "qcow2", img.to_str().unwrap(), "8M"]);
         block_on(async {
             let h = QcowHandler::open(&config(&img, 8 * MIB)).await.unwrap();
-            let unmap = h.as_unmap().unwrap();
+            assert!(h.supports_unmap());
+            let unmap: &dyn Unmap = &h;
             let params = unmap.unmap_params();
             assert_eq!(
                 params.granularity, 128,
@@ -386,7 +454,7 @@ mod tests {
         ]);
         block_on(async {
             let h = QcowHandler::open(&config(&img, 8 * MIB)).await.unwrap();
-            assert!(h.as_unmap().is_none());
+            assert!(!h.supports_unmap());
             h.close().await;
         });
     }
@@ -396,7 +464,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let img = dir.path().join("small.qcow2");
         qemu_img(&["create", "-q", "-f", "qcow2", img.to_str().unwrap(), "8M"]);
-        let err = block_on(QcowHandler::open(&config(&img, 16 * MIB))).unwrap_err();
+        let err = block_on(QcowHandler::open(&config(&img, 16 * MIB)))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("is larger than the virtual size"), "{err}");
         // Smaller is fine: the device sees the image's first bytes.
         block_on(async {
@@ -404,7 +474,8 @@ mod tests {
             let e = h
                 .reconfig(&ReconfigRequest::Size(32 * MIB))
                 .await
-                .unwrap_err();
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("qemu-img resize"), "{e}");
             h.reconfig(&ReconfigRequest::Size(8 * MIB)).await.unwrap();
             h.close().await;

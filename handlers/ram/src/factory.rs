@@ -1,7 +1,7 @@
 //! [`RamFactory`]: the `ram` subtype.
 
 use async_trait::async_trait;
-use tcmu_runtime::{DeviceConfig, Handler, HandlerFactory};
+use tcmu_runtime::{DeviceConfig, Handler, HandlerError, HandlerFactory};
 
 use crate::config::RamConfig;
 use crate::handler::RamHandler;
@@ -26,22 +26,22 @@ impl HandlerFactory for RamFactory {
          panic_read=RANGE, panic_write=RANGE, not_ready, delay_ms=N"
     }
 
-    fn check_config(&self, cfgstring: &str) -> Result<(), String> {
+    fn check_config(&self, cfgstring: &str) -> Result<(), HandlerError> {
         RamConfig::parse(cfgstring)
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(HandlerError::invalid_config)
     }
 
-    async fn open(&self, config: &DeviceConfig) -> Result<Handler, String> {
-        let parsed = RamConfig::parse(&config.cfgstring).map_err(|e| e.to_string())?;
+    async fn open(&self, config: &DeviceConfig) -> Result<Handler, HandlerError> {
+        let parsed = RamConfig::parse(&config.cfgstring).map_err(HandlerError::invalid_config)?;
         let size = match parsed.size {
             Some(size) if size < config.size => {
-                return Err(format!(
+                return Err(HandlerError::refused(format!(
                     "ram handler: '{}' ({size} bytes) is smaller than device {} ({} bytes)",
                     config.cfgstring.trim(),
                     config.name,
                     config.size
-                ))
+                )))
             }
             Some(size) => size,
             None => config.size,
@@ -54,7 +54,13 @@ impl HandlerFactory for RamFactory {
         if !parsed.faults.is_empty() {
             tracing::warn!(device = %config.name, "ram handler: injecting faults: {}", parsed.faults);
         }
-        Ok(Box::new(handler.with_faults(parsed.faults)))
+        Ok(Handler::new(handler.with_faults(parsed.faults))
+            .unmap()
+            .write_same()
+            .compare_and_write()
+            .copy_offload()
+            .commands()
+            .build())
     }
 }
 
@@ -65,13 +71,7 @@ mod tests {
     use super::*;
 
     fn dev(cfg: &str, size: u64) -> DeviceConfig {
-        DeviceConfig {
-            name: "ram0".into(),
-            cfgstring: cfg.into(),
-            size,
-            block_size: 512,
-            write_cache: false,
-        }
+        DeviceConfig::new("ram0", cfg, size, 512)
     }
 
     #[test]
@@ -80,7 +80,7 @@ mod tests {
         assert_eq!(f.subtype(), "ram");
         assert!(f.check_config("").is_ok());
         assert!(f.check_config("64M").is_ok());
-        let msg = f.check_config("64Q").unwrap_err();
+        let msg = f.check_config("64Q").unwrap_err().to_string();
         assert!(msg.contains("invalid size '64Q'"), "{msg}");
     }
 
@@ -90,7 +90,7 @@ mod tests {
             let f = RamFactory;
             assert!(f.open(&dev("", 1 << 20)).await.is_ok());
             assert!(f.open(&dev("2M", 1 << 20)).await.is_ok());
-            let msg = f.open(&dev("4K", 1 << 20)).await.err().unwrap();
+            let msg = f.open(&dev("4K", 1 << 20)).await.err().unwrap().to_string();
             assert!(msg.contains("smaller than device ram0"), "{msg}");
             assert!(f.open(&dev("nope", 1 << 20)).await.is_err());
         });
@@ -114,7 +114,8 @@ mod tests {
         }
         let msg = registry
             .check_dev_config("ram/;tcmur_cmd_time_out=30;fail_read=2-1")
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("fail_read=2-1"), "{msg}");
     }
 
@@ -123,7 +124,7 @@ mod tests {
         let f = RamFactory;
         assert!(f.cfg_desc().contains("fail_read=RANGE"));
         assert!(f.check_config("64M;fail_read=0-7;delay_ms=5").is_ok());
-        let msg = f.check_config("64M;fail_read=7-0").unwrap_err();
+        let msg = f.check_config("64M;fail_read=7-0").unwrap_err().to_string();
         assert!(
             msg.contains("fail_read=7-0: LAST is smaller than FIRST"),
             "{msg}"
@@ -135,7 +136,8 @@ mod tests {
                 .open(&dev(";hang_read=2048-4000", 1 << 20))
                 .await
                 .err()
-                .unwrap();
+                .unwrap()
+                .to_string();
             assert!(
                 msg.contains("hang_read=2048-4000 starts beyond the device's last block (2047)"),
                 "{msg}"

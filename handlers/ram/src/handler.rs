@@ -12,7 +12,8 @@
 //! delay and an injected hang, both before any borrow: dropping a delayed
 //! or hung command's future at any point (a TMR abort, a timeout) leaves
 //! the store as it was. Short reads change the answer to a READ command,
-//! so they are served from [`BlockHandler::handle_cmd`].
+//! so they are served from [`CommandHook::handle_cmd`], which wants
+//! commands only while such faults are armed.
 
 use std::cell::{Cell, RefCell, RefMut};
 use std::io;
@@ -20,10 +21,10 @@ use std::io;
 use async_trait::async_trait;
 use tcmu_core::DataBuf;
 use tcmu_runtime::{
-    BlockError, BlockHandler, CmdReply, CompareAndWrite, CompareError, CopyOffload,
-    ReconfigRequest, ScsiCmd, Unmap, WriteSame,
+    BlockError, BlockHandler, CmdOutcome, CmdReply, CommandHook, CompareAndWrite, CompareError,
+    CopyOffload, HandlerError, ReconfigRequest, ScsiCmd, Unmap, WriteSame,
 };
-use tcmu_scsi::{Command, Status, UnmapParams};
+use tcmu_scsi::{Command, UnmapParams};
 
 use crate::config::RamConfig;
 use crate::faults::{Access, Effect, FaultSet, Verdict};
@@ -62,8 +63,9 @@ impl RamHandler {
     /// A zero-filled RAM disk of `size` bytes (nothing is allocated until
     /// written), for a device of the same size with 512-byte blocks and no
     /// faults.
-    pub fn new(size: u64) -> Result<Self, String> {
-        let store = Store::new(size).map_err(|e| format!("ram handler: {e}"))?;
+    pub fn new(size: u64) -> Result<Self, HandlerError> {
+        let store =
+            Store::new(size).map_err(|e| HandlerError::refused(format!("ram handler: {e}")))?;
         Ok(Self {
             store: RefCell::new(store),
             name: String::new(),
@@ -139,13 +141,13 @@ impl RamHandler {
     }
 
     /// Refuses faults that could never apply to this device.
-    pub(crate) fn check_faults(&self, faults: &FaultSet) -> Result<(), String> {
+    pub(crate) fn check_faults(&self, faults: &FaultSet) -> Result<(), HandlerError> {
         let blocks = self.device_size.get() / self.block_size;
         match faults.outside(blocks) {
-            Some(f) => Err(format!(
+            Some(f) => Err(HandlerError::invalid_config(format!(
                 "ram handler: {f} starts beyond the device's last block ({})",
                 blocks.saturating_sub(1)
-            )),
+            ))),
             None => Ok(()),
         }
     }
@@ -192,8 +194,8 @@ impl RamHandler {
     /// Serves a READ command that an injected `short_read` cuts short:
     /// `None` when none does (the generic layer then serves it, and
     /// answers commands out of range).
-    async fn short_read(&self, cmd: &ScsiCmd<'_>) -> Option<CmdReply> {
-        let Ok(Command::Read { lba, blocks, .. }) = tcmu_scsi::decode(cmd.cdb) else {
+    async fn short_read(&self, cmd: &ScsiCmd) -> Option<CmdReply> {
+        let Ok(Command::Read { lba, blocks, .. }) = tcmu_scsi::decode(cmd.cdb()) else {
             return None;
         };
         let blocks = u64::from(blocks);
@@ -223,16 +225,12 @@ impl RamHandler {
         // Only blocks before the cut: no other fault lies there (the
         // lowest faulty block decides).
         let len = usize::try_from((cut - lba).checked_mul(self.block_size)?).ok()?;
-        let len = len.min(tcmu_core::buf::total_len(cmd.data));
+        let len = len.min(cmd.data_len());
         let copied = self.store.try_borrow().map_err(|_| ()).and_then(|store| {
-            copy_out(&store, lba * self.block_size, len, cmd.data).map_err(|_| ())
+            copy_out(&store, lba * self.block_size, len, cmd.data()).map_err(|_| ())
         });
         Some(match copied {
-            Ok(()) => CmdReply {
-                status: Status::Good,
-                sense: None,
-                data_in_len: u32::try_from(len).ok(),
-            },
+            Ok(()) => CmdReply::filled(cmd.data(), len),
             Err(()) => CmdReply::check(tcmu_scsi::Sense::medium_error_read()),
         })
     }
@@ -324,11 +322,6 @@ impl BlockHandler for RamHandler {
         self.healthy().then(|| self.write_sync(offset, bufs))
     }
 
-    fn sees_commands(&self) -> bool {
-        // `handle_cmd` only acts on armed faults (short reads, not ready).
-        !self.healthy()
-    }
-
     async fn flush(&self) -> Result<(), BlockError> {
         match self.faults.try_borrow() {
             Ok(f) if f.not_ready => Err(not_ready()),
@@ -336,60 +329,30 @@ impl BlockHandler for RamHandler {
         }
     }
 
-    async fn handle_cmd(&self, cmd: &ScsiCmd<'_>) -> Option<CmdReply> {
-        // The common case costs one borrow: no short reads, not not_ready.
-        let (short_reads, not_ready) = match self.faults.try_borrow() {
-            Ok(f) => (f.has_short_reads(), f.not_ready),
-            Err(_) => return None,
-        };
-        // A device that is not ready says so to TEST UNIT READY too: that
-        // is what path checkers (multipath's tur) ask.
-        if not_ready && cmd.cdb.first() == Some(&tcmu_scsi::opcode::TEST_UNIT_READY) {
-            return Some(CmdReply::check(tcmu_scsi::Sense::not_ready()));
-        }
-        if !short_reads {
-            return None;
-        }
-        self.short_read(cmd).await
-    }
-
-    fn as_unmap(&self) -> Option<&dyn Unmap> {
-        Some(self)
-    }
-
-    fn as_write_same(&self) -> Option<&dyn WriteSame> {
-        Some(self)
-    }
-
-    fn as_compare_and_write(&self) -> Option<&dyn CompareAndWrite> {
-        Some(self)
-    }
-
-    fn as_copy_offload(&self) -> Option<&dyn CopyOffload> {
-        Some(self)
-    }
-
-    async fn reconfig(&self, change: &ReconfigRequest) -> Result<(), String> {
+    async fn reconfig(&self, change: &ReconfigRequest) -> Result<(), HandlerError> {
         match change {
             ReconfigRequest::Size(size) => {
                 tracing::info!(device = %self.name, size, "ram handler: resizing");
                 self.store
                     .try_borrow_mut()
-                    .map_err(|_| "ram handler: store busy".to_owned())?
+                    .map_err(|_| HandlerError::refused("ram handler: store busy"))?
                     .resize(*size)
-                    .map_err(|e| format!("ram handler: cannot resize to {size} bytes: {e}"))?;
+                    .map_err(|e| {
+                        HandlerError::refused(format!(
+                            "ram handler: cannot resize to {size} bytes: {e}"
+                        ))
+                    })?;
                 self.device_size.set(*size);
                 Ok(())
             }
-            ReconfigRequest::WriteCache(_) => Ok(()),
             ReconfigRequest::Config(cfg) => {
-                let parsed = RamConfig::parse(cfg).map_err(|e| e.to_string())?;
+                let parsed = RamConfig::parse(cfg).map_err(HandlerError::invalid_config)?;
                 if let Some(size) = parsed.size.filter(|size| *size != self.size()) {
-                    return Err(format!(
+                    return Err(HandlerError::refused(format!(
                         "ram handler: cannot resize through dev_config ({size} bytes \
                          requested, {} in use); change dev_size instead",
                         self.size()
-                    ));
+                    )));
                 }
                 self.check_faults(&parsed.faults)?;
                 if parsed.faults != self.faults() {
@@ -402,6 +365,7 @@ impl BlockHandler for RamHandler {
                 self.set_faults(parsed.faults);
                 Ok(())
             }
+            _ => Ok(()),
         }
     }
 
@@ -409,6 +373,34 @@ impl BlockHandler for RamHandler {
         if let Ok(mut store) = self.store.try_borrow_mut() {
             *store = Store::default();
         }
+    }
+}
+
+/// Armed faults that change a command's answer: short reads, not ready.
+#[async_trait(?Send)]
+impl CommandHook for RamHandler {
+    async fn handle_cmd(&self, cmd: ScsiCmd) -> CmdOutcome {
+        let (short_reads, not_ready) = match self.faults.try_borrow() {
+            Ok(f) => (f.has_short_reads(), f.not_ready),
+            Err(_) => return CmdOutcome::NotHandled(cmd),
+        };
+        // A device that is not ready says so to TEST UNIT READY too: that
+        // is what path checkers (multipath's tur) ask.
+        if not_ready && cmd.opcode() == tcmu_scsi::opcode::TEST_UNIT_READY {
+            return CmdOutcome::Done(CmdReply::check(tcmu_scsi::Sense::not_ready()));
+        }
+        if short_reads {
+            if let Some(reply) = self.short_read(&cmd).await {
+                return CmdOutcome::Done(reply);
+            }
+        }
+        CmdOutcome::NotHandled(cmd)
+    }
+
+    /// Only while faults are armed (short reads, not ready): a healthy
+    /// device's commands go straight to the generic layer.
+    fn wants(&self, _cdb: &[u8]) -> bool {
+        !self.healthy()
     }
 }
 
@@ -816,6 +808,17 @@ mod tests {
         });
     }
 
+    fn cmd(cdb: &[u8], data: Vec<DataBuf>) -> ScsiCmd {
+        ScsiCmd::new(tcmu_core::Cdb::from_slice(cdb), data)
+    }
+
+    fn answered(outcome: CmdOutcome) -> CmdReply {
+        match outcome {
+            CmdOutcome::Done(reply) => reply,
+            CmdOutcome::NotHandled(c) => panic!("not handled: {:?}", c.cdb()),
+        }
+    }
+
     #[test]
     fn short_reads_answer_read_commands_with_a_residual() {
         tokio_uring::start(async {
@@ -827,49 +830,34 @@ mod tests {
 
             // Blocks 4..20: the first 6 come back.
             map.fill(0, 16384, 0xee).unwrap();
-            let data_in = bufs(&map, &[(0, 1000), (1000, 7192)]);
-            let cdb = read10(4, 16);
-            let reply = h
-                .handle_cmd(&ScsiCmd {
-                    cdb: &cdb,
-                    data: &data_in,
-                })
-                .await
-                .unwrap();
-            assert_eq!(reply.status, Status::Good);
-            assert_eq!(reply.data_in_len, Some(6 * 512));
+            let data_in = || bufs(&map, &[(0, 1000), (1000, 7192)]);
+            let reply = answered(h.handle_cmd(cmd(&read10(4, 16), data_in())).await);
+            assert_eq!(reply.status, tcmu_scsi::Status::Good);
+            assert_eq!(reply.read_len, Some(6 * 512));
             assert_eq!(gather(&map, 0, 3072), data[..3072]);
+            assert!(
+                gather(&map, 3072, 8192 - 3072).iter().all(|&b| b == 0),
+                "the rest of the buffers is zeroed"
+            );
 
             // Starting inside the range: no block to return, so MEDIUM
             // ERROR at its first block.
-            let cdb = read10(10, 1);
-            let reply = h
-                .handle_cmd(&ScsiCmd {
-                    cdb: &cdb,
-                    data: &data_in[..1],
-                })
-                .await
-                .unwrap();
+            let mut first = data_in();
+            first.truncate(1);
+            let reply = answered(h.handle_cmd(cmd(&read10(10, 1), first)).await);
             assert_eq!(
                 reply,
                 CmdReply::check(tcmu_scsi::Sense::medium_error_read().with_information(10))
             );
 
             // Not touching it, past the end of the device, not a READ:
-            // the generic layer's.
-            for cdb in [read10(0, 10), read10(127, 2)] {
-                let cmd = ScsiCmd {
-                    cdb: &cdb,
-                    data: &data_in,
-                };
-                assert!(h.handle_cmd(&cmd).await.is_none());
+            // the generic layer's, with every buffer.
+            for cdb in [&read10(0, 10)[..], &read10(127, 2)[..], &[0u8; 6][..]] {
+                match h.handle_cmd(cmd(cdb, data_in())).await {
+                    CmdOutcome::NotHandled(c) => assert_eq!(c.data_len(), 8192),
+                    CmdOutcome::Done(r) => panic!("{cdb:?} answered: {r:?}"),
+                }
             }
-            let tur = [0u8; 6];
-            let cmd = ScsiCmd {
-                cdb: &tur,
-                data: &[],
-            };
-            assert!(h.handle_cmd(&cmd).await.is_none());
             // A plain read ignores short reads (it cannot return fewer
             // bytes) but not the failure inside the range.
             let err = h.read(10 * 512, bufs(&map, &[(0, 2048)])).await;
@@ -887,7 +875,8 @@ mod tests {
             let err = h
                 .reconfig(&ReconfigRequest::Config("64K;fail_write=128".into()))
                 .await
-                .unwrap_err();
+                .unwrap_err()
+                .to_string();
             assert!(
                 err.contains("fail_write=128 starts beyond the device's last block (127)"),
                 "{err}"
@@ -895,7 +884,8 @@ mod tests {
             let err = h
                 .reconfig(&ReconfigRequest::Config("fail_writ=1".into()))
                 .await
-                .unwrap_err();
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("unknown option 'fail_writ'"), "{err}");
             assert_eq!(
                 h.faults().to_string(),

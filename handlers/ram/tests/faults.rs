@@ -14,10 +14,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tcmu_core::sim::{SimCompletion, SimConfig, SimData, SimKernel};
+use tcmu_core::sim::{SimCompletion, SimData};
 use tcmu_handler_ram::RamFactory;
-use tcmu_runtime::tcmu_scsi::DeviceParams;
-use tcmu_runtime::{DeviceConfig, DeviceHandle, DeviceSpec, ReconfigRequest, RingSource, Workers};
+use tcmu_runtime::testing::SimLun;
+use tcmu_runtime::{DeviceConfig, ReconfigRequest, Report, Workers};
 
 /// Logical block size of every device here.
 const BS: usize = 512;
@@ -25,52 +25,42 @@ const BS: usize = 512;
 const BLOCKS: u64 = 2048;
 
 /// One device and the simulated kernel feeding it.
-struct Lun {
-    kernel: SimKernel,
-    handle: DeviceHandle,
+struct Lun(SimLun);
+
+impl std::ops::Deref for Lun {
+    type Target = SimLun;
+    fn deref(&self) -> &SimLun {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Lun {
+    fn deref_mut(&mut self) -> &mut SimLun {
+        &mut self.0
+    }
 }
 
 impl Lun {
     fn open(workers: &Workers, name: &str, cfgstring: &str) -> Self {
-        let (kernel, dev) = SimKernel::new(SimConfig::default()).unwrap();
-        let spec = DeviceSpec {
-            config: DeviceConfig {
-                name: name.into(),
-                cfgstring: cfgstring.into(),
-                size: BLOCKS * BS as u64,
-                block_size: BS as u32,
-                write_cache: true,
-            },
-            params: DeviceParams::new(BS as u32, BLOCKS),
-            ring: RingSource::Mapped {
-                map: dev.map,
-                doorbell: dev.doorbell,
-            },
-            configfs: None,
-            options: Default::default(),
-        };
-        let handle = futures::executor::block_on(workers.open(spec, Arc::new(RamFactory)))
-            .unwrap_or_else(|e| panic!("open {name} ({cfgstring}): {e}"));
-        Self { kernel, handle }
+        let config = DeviceConfig::new(name, cfgstring, BLOCKS * BS as u64, BS as u32)
+            .with_write_cache(true);
+        let lun = SimLun::open(workers, Arc::new(RamFactory), config)
+            .unwrap_or_else(|e| panic!("open {name} ({cfgstring}): {}", Report(&e)));
+        Self(lun)
     }
 
     /// Posts a command and rings the doorbell; returns its id.
     fn post(&mut self, cdb: &[u8], data: SimData) -> u16 {
-        let id = self.kernel.post(cdb, data).unwrap();
-        self.kernel.notify().unwrap();
-        id
+        self.0.post(cdb, data)
     }
 
     /// Waits for `n` completions (in the order reaped).
     fn collect(&mut self, n: usize) -> Vec<SimCompletion> {
-        self.kernel
-            .reap_at_least(n, Duration::from_secs(10))
-            .unwrap()
+        self.0.collect(n)
     }
 
     fn run(&mut self, cdb: &[u8], data: SimData) -> SimCompletion {
-        self.post(cdb, data);
-        self.collect(1).remove(0)
+        self.0.run(cdb, data)
     }
 
     fn write(&mut self, lba: u32, data: &[u8]) -> SimCompletion {
@@ -87,10 +77,9 @@ impl Lun {
 
     /// Replaces the device's dev_config (the part after `ram/`).
     fn reconfig(&self, cfgstring: &str) -> Result<(), String> {
-        futures::executor::block_on(
-            self.handle
-                .reconfig(ReconfigRequest::Config(cfgstring.into())),
-        )
+        self.0
+            .reconfig(ReconfigRequest::Config(cfgstring.into()))
+            .map_err(|e| Report(&e).to_string())
     }
 
     /// A clean write-then-read round trip of 8 blocks at `lba`.
@@ -133,8 +122,8 @@ impl Rig {
 impl Drop for Rig {
     fn drop(&mut self) {
         if let Some(workers) = self.workers.take() {
-            futures::executor::block_on(self.faulty.handle.close());
-            futures::executor::block_on(self.clean.handle.close());
+            futures::executor::block_on(self.faulty.handle().close());
+            futures::executor::block_on(self.clean.handle().close());
             workers.shutdown();
         }
     }
@@ -272,7 +261,7 @@ fn a_capacity_change_is_reported_before_the_handler_sees_commands() {
     // short_read makes the handler take READs in handle_cmd.
     let mut rig = Rig::new("short_read=50-59");
     let size = BLOCKS * BS as u64 * 2;
-    futures::executor::block_on(rig.faulty.handle.reconfig(ReconfigRequest::Size(size))).unwrap();
+    futures::executor::block_on(rig.faulty.handle().reconfig(ReconfigRequest::Size(size))).unwrap();
     let ua = fixed_sense(0x06, 0x2a, 0x09, None);
     // A READ the handler cuts short (it answers it in handle_cmd).
     let c = rig.faulty.read(48, 4);

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use tcmu_runtime::{split_dev_config, Registry};
+use tcmu_runtime::{split_dev_config, HandlerError, Registry, Report};
 use tracing::{debug, info};
 use zbus::message::Header;
 use zbus::{fdo, interface, Connection};
@@ -62,14 +62,15 @@ impl HandlerObject {
 /// Checks `dev_config` (`<subtype>/<cfgstring>`) against the compiled-in
 /// handler `subtype`, with the very check a netlink ADDED event gets.
 fn check_builtin(registry: &Registry, subtype: &str, dev_config: &str) -> Result<(), String> {
-    let (given, _) = split_dev_config(dev_config)?;
+    let report = |e: HandlerError| Report(&e).to_string();
+    let (given, _) = split_dev_config(dev_config).map_err(report)?;
     if given != subtype {
         return Err(format!(
             "configuration string '{dev_config}' is not for the '{subtype}' handler \
              (expected {subtype}/<config>)"
         ));
     }
-    registry.check_dev_config(dev_config)
+    registry.check_dev_config(dev_config).map_err(report)
 }
 
 /// The `(is_valid, message)` answer for a check's result.
@@ -164,15 +165,17 @@ mod tests {
         fn cfg_desc(&self) -> &str {
             "only 'good'"
         }
-        fn check_config(&self, cfg: &str) -> Result<(), String> {
+        fn check_config(&self, cfg: &str) -> Result<(), HandlerError> {
             if cfg == "good" {
                 Ok(())
             } else {
-                Err(format!("picky handler: '{cfg}' is not good"))
+                Err(HandlerError::invalid_config(format!(
+                    "picky handler: '{cfg}' is not good"
+                )))
             }
         }
-        async fn open(&self, _: &DeviceConfig) -> Result<Handler, String> {
-            Err("never".into())
+        async fn open(&self, _: &DeviceConfig) -> Result<Handler, HandlerError> {
+            Err(HandlerError::refused("never"))
         }
     }
 

@@ -14,12 +14,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use tcmu_core::sim::{SimConfig, SimData, SimKernel};
+use tcmu_core::sim::SimData;
 use tcmu_handler_ram::RamFactory;
-use tcmu_runtime::tcmu_scsi::DeviceParams;
-use tcmu_runtime::{
-    DeviceConfig, DeviceHandle, DeviceSpec, Handler, HandlerFactory, RingSource, Workers,
-};
+use tcmu_runtime::testing::SimLun;
+use tcmu_runtime::{DeviceConfig, Handler, HandlerError, HandlerFactory, Workers};
 
 /// Logical block size of the device (a user backstore's default).
 pub const BLOCK: u32 = 512;
@@ -65,10 +63,10 @@ impl HandlerFactory for CountedRam {
     fn cfg_desc(&self) -> &str {
         RamFactory.cfg_desc()
     }
-    fn check_config(&self, cfgstring: &str) -> Result<(), String> {
+    fn check_config(&self, cfgstring: &str) -> Result<(), HandlerError> {
         RamFactory.check_config(cfgstring)
     }
-    async fn open(&self, config: &DeviceConfig) -> Result<Handler, String> {
+    async fn open(&self, config: &DeviceConfig) -> Result<Handler, HandlerError> {
         tcmu_core::alloc_count::count_this_thread();
         RamFactory.open(config).await
     }
@@ -76,9 +74,8 @@ impl HandlerFactory for CountedRam {
 
 /// One `ram` device on one worker, and the simulated kernel feeding it.
 pub struct Rig {
-    kernel: SimKernel,
+    lun: Option<SimLun>,
     workers: Option<Workers>,
-    handle: DeviceHandle,
     cdb: [u8; 10],
     payload: Vec<u8>,
     slot: u32,
@@ -88,36 +85,23 @@ impl Rig {
     /// Starts one worker, opens the device and writes the whole working
     /// set once.
     pub fn new() -> Self {
-        let (kernel, dev) = SimKernel::new(SimConfig::default()).unwrap();
         let workers = Workers::start(1).unwrap();
-        let spec = DeviceSpec {
-            config: DeviceConfig {
-                name: "bench0".into(),
-                cfgstring: String::new(),
-                size: DEV_BYTES,
-                block_size: BLOCK,
-                write_cache: true,
-            },
-            params: DeviceParams::new(BLOCK, DEV_BYTES / u64::from(BLOCK)),
-            ring: RingSource::Mapped {
-                map: dev.map,
-                doorbell: dev.doorbell,
-            },
-            configfs: None,
-            options: Default::default(),
-        };
-        let handle = futures::executor::block_on(workers.open(spec, Arc::new(CountedRam)))
-            .expect("open the ram device");
+        let config = DeviceConfig::new("bench0", "", DEV_BYTES, BLOCK).with_write_cache(true);
+        let lun =
+            SimLun::open(&workers, Arc::new(CountedRam), config).expect("open the ram device");
         let mut rig = Self {
-            kernel,
+            lun: Some(lun),
             workers: Some(workers),
-            handle,
             cdb: [0; 10],
             payload: (0..IO_BYTES).map(|i| (i * 7) as u8).collect(),
             slot: 0,
         };
         rig.run(Op::Write, 32, u64::from(SLOTS));
         rig
+    }
+
+    fn kernel(&mut self) -> &mut tcmu_core::sim::SimKernel {
+        &mut self.lun.as_mut().expect("open until dropped").kernel
     }
 
     /// Posts the next command of `op` (the next 4k slot for READ/WRITE).
@@ -127,17 +111,21 @@ impl Rig {
             Op::Read => (0x28, SimData::In(IO_BYTES)),
             Op::Write => (0x2a, SimData::Out(self.payload.clone())),
         };
-        let cdb: &[u8] = if op == Op::Tur {
-            &[0; 6]
+        let len = if op == Op::Tur {
+            self.cdb = [0; 10];
+            6
         } else {
             let lba = self.slot * (IO_BYTES as u32 / BLOCK);
             self.slot = (self.slot + 1) % SLOTS;
             self.cdb = [opcode, 0, 0, 0, 0, 0, 0, 0, 0, 0];
             self.cdb[2..6].copy_from_slice(&lba.to_be_bytes());
             self.cdb[7..9].copy_from_slice(&((IO_BYTES as u32 / BLOCK) as u16).to_be_bytes());
-            &self.cdb
+            10
         };
-        self.kernel.post(cdb, data).expect("ring has room");
+        let cdb = self.cdb;
+        self.kernel()
+            .post(&cdb[..len], data)
+            .expect("ring has room");
     }
 
     /// Runs `n` commands of `op`, keeping `depth` in flight (posting
@@ -146,14 +134,14 @@ impl Rig {
         let start = Instant::now();
         let mut posted = 0u64;
         let mut done = 0u64;
-        while posted < n && self.kernel.inflight() < depth {
+        while posted < n && self.kernel().inflight() < depth {
             self.post(op);
             posted += 1;
         }
-        self.kernel.notify().unwrap();
+        self.kernel().notify().unwrap();
         let mut idle = 0u32;
         while done < n {
-            let reaped = self.kernel.reap().unwrap();
+            let reaped = self.kernel().reap().unwrap();
             if reaped.is_empty() {
                 idle += 1;
                 if idle % 64 == 0 {
@@ -164,7 +152,7 @@ impl Rig {
                 assert!(
                     idle < 50_000_000,
                     "no completion: {done} of {n} done, {} in flight",
-                    self.kernel.inflight()
+                    self.kernel().inflight()
                 );
                 continue;
             }
@@ -174,17 +162,17 @@ impl Rig {
             }
             done += reaped.len() as u64;
             let mut more = false;
-            while posted < n && self.kernel.inflight() < depth {
+            while posted < n && self.kernel().inflight() < depth {
                 self.post(op);
                 posted += 1;
                 more = true;
             }
             if more {
-                self.kernel.notify().unwrap();
+                self.kernel().notify().unwrap();
             }
         }
         let elapsed = start.elapsed();
-        self.kernel.take_kick();
+        self.kernel().take_kick();
         elapsed
     }
 
@@ -200,7 +188,9 @@ impl Rig {
 
 impl Drop for Rig {
     fn drop(&mut self) {
-        futures::executor::block_on(self.handle.close());
+        if let Some(lun) = self.lun.take() {
+            lun.close();
+        }
         if let Some(w) = self.workers.take() {
             w.shutdown();
         }

@@ -1,0 +1,212 @@
+//! A device served by the real runtime over the simulated kernel, for
+//! tests of handlers and of the runtime itself (feature `sim`).
+//!
+//! [`SimLun`] opens a device on [`Workers`] with a handler factory and
+//! feeds it through `tcmu_core::sim::SimKernel`, which posts commands and
+//! reaps completions the way `target_core_user` does. The simulated kernel
+//! runs on the calling thread; the device task runs on its worker, as in
+//! the daemon. This is for unit tests only: acceptance runs against the
+//! real kernel.
+//!
+//! ```
+//! # use std::sync::Arc;
+//! # use tcmu_runtime::testing::{cdb, SimLun};
+//! # use tcmu_runtime::{DeviceConfig, Workers};
+//! # use tcmu_core::sim::SimData;
+//! # fn demo(factory: Arc<dyn tcmu_runtime::HandlerFactory>) {
+//! let workers = Workers::start(1).unwrap();
+//! let mut lun = SimLun::open(&workers, factory, DeviceConfig::new("lun0", "", 1 << 20, 512)).unwrap();
+//! let done = lun.run(&cdb::write10(0, 1), SimData::Out(vec![7; 512]));
+//! assert_eq!(done.status, 0);
+//! lun.close();
+//! workers.shutdown();
+//! # }
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tcmu_core::configfs::DeviceDir;
+use tcmu_core::sim::{SimCompletion, SimConfig, SimData, SimKernel};
+use tcmu_scsi::DeviceParams;
+
+use crate::device::RingSource;
+use crate::error::DeviceError;
+use crate::factory::{DeviceConfig, HandlerFactory, RunnerOptions};
+use crate::handler::ReconfigRequest;
+use crate::worker::{DeviceHandle, DeviceSpec, Workers};
+
+/// How long [`SimLun::collect`] waits for completions.
+pub const COLLECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// More about a simulated device than its [`DeviceConfig`] says.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct SimOptions {
+    /// The simulated ring's geometry.
+    pub ring: SimConfig,
+    /// A configfs directory (a fake tree in a temporary folder) for the
+    /// unit serial, ALUA groups and kept buffers.
+    pub configfs: Option<DeviceDir>,
+    /// The daemon's options from the configuration string.
+    pub options: RunnerOptions,
+}
+
+impl SimOptions {
+    /// With `configfs` as the device's configfs directory.
+    pub fn with_configfs(mut self, configfs: Option<DeviceDir>) -> Self {
+        self.configfs = configfs;
+        self
+    }
+
+    /// With the daemon's `options`.
+    pub fn with_options(mut self, options: RunnerOptions) -> Self {
+        self.options = options;
+        self
+    }
+}
+
+/// One device served by the runtime, fed by a simulated kernel.
+#[derive(Debug)]
+pub struct SimLun {
+    /// The simulated kernel: post commands, reap completions.
+    pub kernel: SimKernel,
+    handle: DeviceHandle,
+}
+
+impl SimLun {
+    /// Opens `config` with `factory` on one of `workers`.
+    pub fn open(
+        workers: &Workers,
+        factory: Arc<dyn HandlerFactory>,
+        config: DeviceConfig,
+    ) -> Result<Self, DeviceError> {
+        Self::open_with(workers, factory, config, SimOptions::default())
+    }
+
+    /// Opens `config` with `factory` on one of `workers`, as `options` say.
+    pub fn open_with(
+        workers: &Workers,
+        factory: Arc<dyn HandlerFactory>,
+        config: DeviceConfig,
+        options: SimOptions,
+    ) -> Result<Self, DeviceError> {
+        let (kernel, dev) = SimKernel::new(options.ring).map_err(|source| DeviceError::Ring {
+            path: "simulated ring".into(),
+            source,
+        })?;
+        let block_size = config.block_size.max(1);
+        let spec = DeviceSpec {
+            params: DeviceParams::new(block_size, config.size / u64::from(block_size)),
+            config,
+            ring: RingSource::Mapped {
+                map: dev.map,
+                doorbell: dev.doorbell,
+            },
+            configfs: options.configfs,
+            options: options.options,
+        };
+        let handle = futures::executor::block_on(workers.open(spec, factory))?;
+        Ok(Self { kernel, handle })
+    }
+
+    /// The device, as the control side sees it.
+    pub fn handle(&self) -> &DeviceHandle {
+        &self.handle
+    }
+
+    /// Posts a command and rings the doorbell; returns its command id.
+    ///
+    /// # Panics
+    /// When the ring has no room.
+    pub fn post(&mut self, cdb: &[u8], data: SimData) -> u16 {
+        #[allow(clippy::expect_used)]
+        let id = self
+            .kernel
+            .post(cdb, data)
+            .expect("the simulated ring has room");
+        self.notify();
+        id
+    }
+
+    /// Rings the doorbell.
+    ///
+    /// # Panics
+    /// When the simulated doorbell fails.
+    pub fn notify(&self) {
+        #[allow(clippy::expect_used)]
+        self.kernel.notify().expect("ring the simulated doorbell");
+    }
+
+    /// Waits (at most [`COLLECT_TIMEOUT`]) for `n` completions, in the
+    /// order reaped.
+    ///
+    /// # Panics
+    /// When fewer arrive in time.
+    pub fn collect(&mut self, n: usize) -> Vec<SimCompletion> {
+        #[allow(clippy::expect_used)]
+        self.kernel
+            .reap_at_least(n, COLLECT_TIMEOUT)
+            .expect("completions in time")
+    }
+
+    /// Posts one command and waits for its completion.
+    pub fn run(&mut self, cdb: &[u8], data: SimData) -> SimCompletion {
+        self.post(cdb, data);
+        self.collect(1).remove(0)
+    }
+
+    /// Applies a configuration change, as a netlink RECONFIG_DEVICE does.
+    pub fn reconfig(&self, req: ReconfigRequest) -> Result<(), DeviceError> {
+        futures::executor::block_on(self.handle.reconfig(req))
+    }
+
+    /// Closes the device (its commands in flight finish first).
+    pub fn close(self) {
+        futures::executor::block_on(self.handle.close());
+    }
+}
+
+/// CDBs for tests.
+pub mod cdb {
+    /// READ (10) of `blocks` blocks at `lba`.
+    pub fn read10(lba: u32, blocks: u16) -> [u8; 10] {
+        rw10(0x28, lba, blocks)
+    }
+
+    /// WRITE (10) of `blocks` blocks at `lba`.
+    pub fn write10(lba: u32, blocks: u16) -> [u8; 10] {
+        rw10(0x2a, lba, blocks)
+    }
+
+    /// A 10-byte CDB of the READ/WRITE (10) shape with operation code `op`.
+    pub fn rw10(op: u8, lba: u32, blocks: u16) -> [u8; 10] {
+        let mut c = [op, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        c[2..6].copy_from_slice(&lba.to_be_bytes());
+        c[7..9].copy_from_slice(&blocks.to_be_bytes());
+        c
+    }
+
+    /// A 16-byte CDB of the READ/WRITE (16) shape with operation code
+    /// `op`, byte 1 `b1`.
+    pub fn rw16(op: u8, b1: u8, lba: u64, blocks: u32) -> [u8; 16] {
+        let mut c = [0u8; 16];
+        c[0] = op;
+        c[1] = b1;
+        c[2..10].copy_from_slice(&lba.to_be_bytes());
+        c[10..14].copy_from_slice(&blocks.to_be_bytes());
+        c
+    }
+
+    /// TEST UNIT READY.
+    pub const TEST_UNIT_READY: [u8; 6] = [0; 6];
+}
+
+/// The sense key, ASC and ASCQ of a completion with fixed-format sense
+/// (zeroes when it has none).
+pub fn sense_key_asc(c: &SimCompletion) -> (u8, u8, u8) {
+    match c.sense.get(..14) {
+        Some(s) => (s[2] & 0xf, s[12], s[13]),
+        None => (0, 0, 0),
+    }
+}
