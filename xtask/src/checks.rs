@@ -1,15 +1,19 @@
-//! `cargo xtask test`'s host-side checks: tests, clippy, rustfmt, rustdoc,
-//! and the D-Bus service against a private bus.
+//! `cargo xtask test`'s host-side checks: the Markdown links, tests,
+//! clippy, rustfmt, rustdoc, and the D-Bus service against a private bus.
 
 use anyhow::{Context, Result};
 
 use crate::cmd;
 use crate::paths::Paths;
 
-/// Runs `cargo test`, `cargo clippy -D warnings`, `cargo fmt --check` and
+/// Checks the docs' links (`check-docs`, the cheapest step, first), then
+/// runs `cargo test`, `cargo clippy -D warnings`, `cargo fmt --check` and
 /// `cargo doc` (warnings denied) over the whole workspace, stopping at the
 /// first failure.
 pub fn run_host_checks(paths: &Paths) -> Result<()> {
+    eprintln!("xtask: checking the links of the Markdown files (cargo xtask check-docs)");
+    crate::docs::run(paths, &crate::docs::Options::default())
+        .context("`cargo xtask check-docs` failed")?;
     // The qcow handler's unit tests make and check images with qemu-img.
     crate::setup::Apt::default().ensure(&["qemu-utils"])?;
     let steps: [&[&str]; 4] = [

@@ -7,7 +7,10 @@
 //!   acceptance tests (`tests/vm/run-all.sh`) inside the VM.
 //! - `demo`: like `vm-test`, but run `tests/vm/demo.sh`.
 //! - `vm-run SCRIPT`: boot the VM and run any guest script (no build).
-//! - `test`: unit tests, clippy, rustfmt, then `vm-test`.
+//! - `test`: the docs' links, unit tests, clippy, rustfmt, rustdoc,
+//!   `package-test`, then `vm-test`.
+//! - `check-docs [--verbose]`: every link of the repository's Markdown files
+//!   resolves (relative files, `#anchors`, references).
 //! - `fuzz [--runs N] [--sanitizer S] [TARGET]`: run the cargo-fuzz targets under `fuzz/`.
 //! - `install [--prefix P] [--destdir D] [--no-build]`: lay out the daemon
 //!   and its system files as a package does.
@@ -25,6 +28,7 @@ mod bench;
 mod checks;
 mod cmd;
 mod deb;
+mod docs;
 mod fuzz;
 mod hash;
 mod install;
@@ -43,8 +47,9 @@ use anyhow::{bail, Context, Result};
 use crate::paths::Paths;
 use crate::vm::GuestRun;
 
-/// What `cargo xtask help` prints (`{BENCH}`, `{MICROBENCH}` and `{SOAK}`
-/// stand for [`bench::USAGE`], [`microbench::USAGE`] and [`soak::USAGE`]).
+/// What `cargo xtask help` prints (`{BENCH}`, `{MICROBENCH}`, `{SOAK}` and
+/// `{CHECK_DOCS}` stand for [`bench::USAGE`], [`microbench::USAGE`],
+/// [`soak::USAGE`] and [`docs::USAGE`]).
 const USAGE_TEMPLATE: &str = "\
 usage: cargo xtask <command> [options]
 
@@ -60,9 +65,9 @@ commands:
   vm-run SCRIPT [ARG]   boot the VM and run SCRIPT (a path on this host) in it,
                         without building anything; ARG goes to $XT_ARG, and
                         each host variable GUEST_<NAME> to $<NAME>
-  test                  cargo test, clippy -D warnings, fmt --check, doc,
-                        package-test, vm-test
-  fuzz [--runs N] [--sanitizer S] [TARGET]
+  test                  check-docs, cargo test, clippy -D warnings,
+                        fmt --check, doc, package-test, vm-test
+{CHECK_DOCS}  fuzz [--runs N] [--sanitizer S] [TARGET]
                         run each cargo-fuzz target under fuzz/ (or TARGET) for
                         N executions (default 1000000); fails on any crash;
                         S: cargo fuzz's sanitizer (default address; none is
@@ -105,6 +110,7 @@ fn usage() -> String {
         .replace("{BENCH}", bench::USAGE)
         .replace("{MICROBENCH}", microbench::USAGE)
         .replace("{SOAK}", soak::USAGE)
+        .replace("{CHECK_DOCS}", docs::USAGE)
 }
 
 /// Options shared by the commands that boot the VM.
@@ -249,6 +255,7 @@ fn run() -> Result<()> {
             pkgtest::run(&paths)?;
             vm_test(&paths, &opts, None)
         }
+        "check-docs" => docs::run(&paths, &docs::Options::parse(rest)?),
         "fuzz" => fuzz::run(&paths, &fuzz::Options::parse(rest)?),
         "install" => install::run(&paths, &install::Options::parse(rest)?).map(|_| ()),
         "deb" => {

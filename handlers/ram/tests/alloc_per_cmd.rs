@@ -2,7 +2,7 @@
 //! thread: a `ram` device under the real runtime and the simulated kernel,
 //! 4 KiB READ(10) and WRITE(10) at queue depth 32.
 //!
-//! The bounds allow none (see the README's Performance section), so that a
+//! The bounds allow none (see docs/performance.md, "The engine"), so that a
 //! change that adds an allocation to the data path fails here rather than
 //! showing up, much later, as lost IOPS.
 //! `cargo xtask microbench` prints the same figures.

@@ -65,8 +65,8 @@ pub const USAGE: &str = "  bench [--runtime SECS] [--rounds N] [--size-mib MIB] 
                         ($BENCH_HW_MAX_SECTORS), our ring_poll_us 0
                         ($BENCH_RING_POLL_US), idle vCPUs halt
                         ($BENCH_GUEST_IDLE; poll boots the guest with
-                        idle=poll, see README); --report-only renders the
-                        last results again
+                        idle=poll, see docs/performance.md); --report-only
+                        renders the last results again
 ";
 
 /// How the guest kernel idles its vCPUs during the bench.

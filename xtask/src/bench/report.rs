@@ -432,7 +432,8 @@ pub struct HostInfo {
 }
 
 /// The summary table: one line per job, IOPS of each backstore and the
-/// ratios (what `cargo xtask bench` prints and the README shows).
+/// ratios (what `cargo xtask bench` prints, and the README and
+/// docs/performance.md show).
 pub fn summary_table(r: &Results) -> String {
     let mut s = String::new();
     s.push_str("| job | fileio IOPS | C IOPS | tcmu-rs IOPS | tcmu-rs / fileio | tcmu-rs / C | C / fileio | tcmu-rs / fileio by round |\n");
