@@ -38,7 +38,7 @@ use crate::ctx::DeviceCtx;
 use crate::dispatch;
 use crate::error::{DeviceError, HandlerError};
 use crate::handler::ReconfigRequest;
-use crate::inflight::{AbortOutcome, CdbCopy, Commands};
+use crate::inflight::{AbortOutcome, CdbCopy, Commands, Released};
 use crate::stats::{self, Direction};
 
 /// How long closing waits for commands in flight before it cancels them.
@@ -131,20 +131,20 @@ pub(crate) async fn serve(
             wake = false;
             drain(&ctx, &mut ring, &mut st, &mut pool, run_command);
         }
-        if st.commands.has_aborted() {
+        if st.commands.has_waiting() {
             // The kernel frees a kept buffer only once it has seen the
             // completion that kept it: a TMR read in this drain may have
             // just written one.
             if st.dirty {
                 publish(&ctx, &mut ring, bell.get_ref(), &mut st);
             }
-            release_aborted(&ctx, &mut ring, &mut st);
+            release_waiting(&ctx, &mut ring, &mut st);
         }
         if st.dirty {
             publish(&ctx, &mut ring, bell.get_ref(), &mut st);
         }
         if !closing.is_empty() {
-            if st.inflight == 0 && !st.commands.has_aborted() {
+            if st.inflight == 0 && !st.commands.has_waiting() {
                 break;
             }
             let now = tokio::time::Instant::now();
@@ -290,7 +290,7 @@ fn arm_timer(
     timer_at: &mut Option<tokio::time::Instant>,
 ) {
     let scan = scan_every.filter(|_| st.inflight > 0);
-    let aborted = st.commands.has_aborted();
+    let aborted = st.commands.has_waiting();
     // Armed: it fires soon enough (and, when nothing needs it any more,
     // once more for nothing) — unless aborted commands need a closer look.
     // Leaving it armed keeps the clock read and timer reset off the path of
@@ -452,7 +452,9 @@ fn tmr<F: Future>(
             debug!(device = %ctx.name, "{name}: command {id} already completed");
             continue;
         };
-        pool.cancel(aborted.pool_slot);
+        if let Some(slot) = aborted.pool_slot {
+            pool.cancel(slot);
+        }
         ctx.stats.record_abort();
         info!(
             device = %ctx.name,
@@ -480,17 +482,22 @@ fn complete_aborted(
     complete(ctx, ring, st, cmd_id, &c);
 }
 
-/// Completes or frees the aborted commands whose buffers are released.
-fn release_aborted(ctx: &DeviceCtx, ring: &mut CommandRing, st: &mut DeviceState) {
-    let mut deferred: Vec<u16> = Vec::new();
+/// Completes (or frees the kept buffers of) the aborted and held commands
+/// whose buffers are released.
+fn release_waiting(ctx: &DeviceCtx, ring: &mut CommandRing, st: &mut DeviceState) {
+    let mut released: Vec<(u16, Released)> = Vec::new();
+    st.commands
+        .release_waiting(|id| ring.buffers_in_use(id), |id, r| released.push((id, r)));
     let mut freed: Vec<u16> = Vec::new();
-    st.commands.release_aborted(
-        |id| ring.buffers_in_use(id),
-        |id| deferred.push(id),
-        |id| freed.push(id),
-    );
-    for id in deferred {
-        complete_aborted(ctx, ring, st, id, false);
+    for (id, r) in released {
+        match r {
+            Released::Aborted => complete_aborted(ctx, ring, st, id, false),
+            Released::Held(c) => {
+                info!(device = %ctx.name, "command {id}: its buffers are released, completed");
+                complete(ctx, ring, st, id, &c);
+            }
+            Released::Kept => freed.push(id),
+        }
     }
     for id in freed {
         let Some(dir) = &ctx.configfs else { continue };
@@ -559,7 +566,19 @@ fn finish(
     if let Some(list) = done.spare {
         ring.recycle(list);
     }
-    complete(ctx, ring, st, cmd_id, &done.completion);
+    if ring.buffers_in_use(cmd_id) {
+        // The handler returned while something it started (an io_uring
+        // operation, blocking work) still holds the command's buffers:
+        // handing them back to the kernel now would let that I/O write
+        // into another command's memory.
+        warn!(
+            device = %ctx.name,
+            "command {cmd_id} finished with its buffers still in use; its completion waits for them"
+        );
+        st.commands.hold(cmd_id, done.completion.clone());
+    } else {
+        complete(ctx, ring, st, cmd_id, &done.completion);
+    }
     let latency = done_at.saturating_duration_since(f.start);
     ctx.stats
         .record(done.dir, done.bytes, done.completion.status, latency);

@@ -19,8 +19,16 @@
 //!     buffer freed later (`Kept`);
 //!   - otherwise its TASK ABORTED completion waits until the buffers are
 //!     gone (`Aborting`).
+//! - a command whose future finished while something it started still
+//!   holds its buffers (a handler that returned before its I/O did) is
+//!   `Held`: its completion waits, like an aborted one's, until the
+//!   buffers are gone, so the kernel never gets pages back that I/O may
+//!   still write. An abort of a held command replaces its completion with
+//!   TASK ABORTED.
 
 use std::time::{Duration, Instant};
+
+use tcmu_core::Completion;
 
 /// The first bytes of a CDB, kept for log lines about a command.
 #[derive(Clone, Copy)]
@@ -65,6 +73,8 @@ enum Slot {
     /// Aborted and completed with `KEEP_BUF`; the kernel holds its buffer
     /// until it is freed.
     Kept,
+    /// Finished, its completion waiting for its buffers to be released.
+    Held(Completion),
 }
 
 /// What to do with an aborted command (see the module documentation).
@@ -88,8 +98,20 @@ pub(crate) struct Finished {
 pub(crate) struct Aborted {
     pub outcome: AbortOutcome,
     pub cdb: CdbCopy,
-    /// Its slot in the device's command pool, to cancel.
-    pub pool_slot: usize,
+    /// Its slot in the device's command pool, to cancel (none for a held
+    /// command, whose future has finished).
+    pub pool_slot: Option<usize>,
+}
+
+/// What a command whose buffers were released needs.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Released {
+    /// An aborted command's TASK ABORTED completion.
+    Aborted,
+    /// A held command's own completion.
+    Held(Completion),
+    /// An aborted command completed with `KEEP_BUF`: free its buffer.
+    Kept,
 }
 
 /// A command that ran past its time-out, for the report.
@@ -103,8 +125,8 @@ pub(crate) struct Overdue {
 #[derive(Default)]
 pub(crate) struct Commands {
     slots: Vec<Slot>,
-    /// Slots in `Aborting` or `Kept` state.
-    aborted: usize,
+    /// Slots in `Aborting`, `Kept` or `Held` state.
+    waiting: usize,
 }
 
 impl Commands {
@@ -147,21 +169,35 @@ impl Commands {
         }
     }
 
-    /// Aborts `cmd_id` if it is running: returns how to complete it, its
-    /// CDB for the log and the pool slot whose future the caller cancels.
+    /// Keeps the completion of `cmd_id`, whose future just finished
+    /// ([`finish`](Self::finish)), until its buffers are released.
+    pub(crate) fn hold(&mut self, cmd_id: u16, completion: Completion) {
+        let i = usize::from(cmd_id);
+        if self.slots.len() <= i {
+            self.slots.resize_with(i + 1, || Slot::Free);
+        }
+        self.slots[i] = Slot::Held(completion);
+        self.waiting += 1;
+    }
+
+    /// Aborts `cmd_id` if it is running or held: returns how to complete
+    /// it, its CDB for the log and the pool slot whose future the caller
+    /// cancels.
     pub(crate) fn abort(&mut self, cmd_id: u16, keep: bool) -> Option<Aborted> {
         let slot = self.slots.get_mut(usize::from(cmd_id))?;
-        let Slot::Running(r) = slot else {
-            return None;
+        let (cdb, pool_slot) = match slot {
+            Slot::Running(r) => (r.cdb, Some(r.pool_slot)),
+            Slot::Held(_) => (CdbCopy::of(&[]), None),
+            _ => return None,
         };
-        let (cdb, pool_slot) = (r.cdb, r.pool_slot);
         let (next, outcome) = if keep {
             (Slot::Kept, AbortOutcome::CompleteKeeping)
         } else {
             (Slot::Aborting, AbortOutcome::Deferred)
         };
-        *slot = next;
-        self.aborted += 1;
+        if matches!(std::mem::replace(slot, next), Slot::Running(_)) {
+            self.waiting += 1;
+        }
         Some(Aborted {
             outcome,
             cdb,
@@ -185,33 +221,33 @@ impl Commands {
         n
     }
 
-    /// Whether aborted commands wait for their buffers.
-    pub(crate) fn has_aborted(&self) -> bool {
-        self.aborted > 0
+    /// Whether aborted or held commands wait for their buffers.
+    pub(crate) fn has_waiting(&self) -> bool {
+        self.waiting > 0
     }
 
-    /// Releases the aborted commands whose buffers are gone
-    /// (`in_use(id)` false): calls `complete(id)` for each deferred one and
-    /// `free(id)` for each kept one.
-    pub(crate) fn release_aborted(
+    /// Releases the aborted and held commands whose buffers are gone
+    /// (`in_use(id)` false), calling `release` with what each needs.
+    pub(crate) fn release_waiting(
         &mut self,
         in_use: impl Fn(u16) -> bool,
-        mut complete: impl FnMut(u16),
-        mut free: impl FnMut(u16),
+        mut release: impl FnMut(u16, Released),
     ) {
-        if self.aborted == 0 {
+        if self.waiting == 0 {
             return;
         }
         for (i, slot) in self.slots.iter_mut().enumerate() {
             let Ok(id) = u16::try_from(i) else { break };
-            if !matches!(slot, Slot::Aborting | Slot::Kept) || in_use(id) {
+            if !matches!(slot, Slot::Aborting | Slot::Kept | Slot::Held(_)) || in_use(id) {
                 continue;
             }
-            match std::mem::replace(slot, Slot::Free) {
-                Slot::Aborting => complete(id),
-                _ => free(id),
-            }
-            self.aborted -= 1;
+            let released = match std::mem::replace(slot, Slot::Free) {
+                Slot::Aborting => Released::Aborted,
+                Slot::Held(c) => Released::Held(c),
+                _ => Released::Kept,
+            };
+            release(id, released);
+            self.waiting -= 1;
         }
     }
 

@@ -31,6 +31,11 @@ const VENDOR_TAKE_AND_PASS: u8 = 0xc1;
 /// itself, owning the buffers.
 const VENDOR_FILL: u8 = 0xc2;
 
+/// A vendor-specific opcode the hook answers at once while a task of its
+/// own keeps the buffers for [`LEAK_FOR`].
+const VENDOR_LEAK: u8 = 0xc3;
+const LEAK_FOR: std::time::Duration = std::time::Duration::from_millis(300);
+
 /// How often each optional operation was called, across threads.
 static UNMAPS: AtomicUsize = AtomicUsize::new(0);
 static WRITE_SAMES: AtomicUsize = AtomicUsize::new(0);
@@ -100,6 +105,15 @@ impl CommandHook for Flaky {
             VENDOR_TAKE_AND_PASS => {
                 let _taken = cmd.take_data();
                 CmdOutcome::NotHandled(cmd)
+            }
+            VENDOR_LEAK => {
+                // A buggy hook: answers while "I/O" still owns the buffers.
+                let bufs = cmd.take_data();
+                tokio::task::spawn_local(async move {
+                    tokio::time::sleep(LEAK_FOR).await;
+                    bufs[0].copy_from(0, b"late");
+                });
+                CmdOutcome::Done(CmdReply::good())
             }
             VENDOR_FILL => {
                 // Owns the buffers: could hand them to io_uring here.
@@ -312,6 +326,29 @@ fn a_hook_that_wants_everything_passes_reads_and_writes_through() {
     let r = lun.run(&cdb::read10(10, 2), SimData::In(data.len()));
     assert_eq!(r.data_in, data);
     assert!(HOOKED.load(Ordering::Relaxed) >= before + 2);
+    lun.close();
+    workers.shutdown();
+}
+
+#[test]
+fn a_completion_waits_for_buffers_a_handler_left_in_use() {
+    let (mut lun, workers) = open("");
+    let start = std::time::Instant::now();
+    let r = lun.run(&[VENDOR_LEAK, 0, 0, 0, 0, 0, 0, 0, 0, 0], SimData::In(16));
+    assert!(
+        start.elapsed() >= LEAK_FOR,
+        "completed after {:?}, before the buffers were released",
+        start.elapsed()
+    );
+    assert_eq!(r.status, 0);
+    assert_eq!(
+        &r.data_in[..4],
+        b"late",
+        "the late write landed in its own buffer"
+    );
+    // The device goes on.
+    let r = lun.run(&cdb::read10(0, 1), SimData::In(BS as usize));
+    assert_eq!(r.status, 0);
     lun.close();
     workers.shutdown();
 }

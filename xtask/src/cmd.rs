@@ -1,6 +1,7 @@
 //! Running external programs with readable errors.
 
 use std::process::{Command, Stdio};
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
@@ -48,4 +49,28 @@ pub fn output(cmd: &mut Command) -> Result<String> {
         );
     }
     String::from_utf8(out.stdout).with_context(|| format!("`{line}` printed non-UTF-8 output"))
+}
+
+/// Installs the cargo subcommand `cargo <subcommand>` from crates.io
+/// (`cargo install --locked <krate>`) unless `cargo <subcommand> --version`
+/// already works; `takes` says how long that usually is.
+pub fn ensure_cargo_tool(subcommand: &str, krate: &str, takes: &str) -> Result<()> {
+    let present = cargo()
+        .args([subcommand, "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if present {
+        return Ok(());
+    }
+    eprintln!("xtask: {krate} is missing; installing it from crates.io ({takes})");
+    let start = Instant::now();
+    run(cargo().args(["install", "--locked", krate]))
+        .with_context(|| format!("cannot install {krate}"))?;
+    eprintln!(
+        "xtask: {krate} installed in {:.0} s",
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
 }

@@ -6,7 +6,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
@@ -23,7 +22,7 @@ pub fn version() -> String {
 /// Builds the release binary and the package; returns the `.deb`'s path
 /// (under `target/debian/`).
 pub fn build(paths: &Paths) -> Result<PathBuf> {
-    ensure_cargo_deb()?;
+    cmd::ensure_cargo_tool("deb", "cargo-deb", "about 1.5 min")?;
     let out_dir = paths.root.join("target/debian");
     let mut c = cmd::cargo();
     c.args(["deb", "-p", "tcmu-runner", "--strip", "--no-dbgsym"])
@@ -47,29 +46,6 @@ pub fn build(paths: &Paths) -> Result<PathBuf> {
     }
     println!("built      {}", deb.display());
     Ok(deb)
-}
-
-/// Installs cargo-deb from crates.io (`cargo install --locked`) unless
-/// `cargo deb --version` already works; reports how long that took.
-fn ensure_cargo_deb() -> Result<()> {
-    let present = cmd::cargo()
-        .args(["deb", "--version"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if present {
-        return Ok(());
-    }
-    eprintln!("xtask: cargo-deb is missing; installing it from crates.io (about 1.5 min)");
-    let start = Instant::now();
-    cmd::run(cmd::cargo().args(["install", "--locked", "cargo-deb"]))
-        .context("cannot install cargo-deb")?;
-    eprintln!(
-        "xtask: cargo-deb installed in {:.0} s",
-        start.elapsed().as_secs_f64()
-    );
-    Ok(())
 }
 
 /// Lists the regular files (and symlinks) of a `.deb`, as absolute paths

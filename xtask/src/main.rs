@@ -21,6 +21,8 @@
 //!   over the simulated kernel (no VM), in seconds.
 //! - `soak [--minutes N]`: the long restart and takeover test in the VM
 //!   (`tests/vm/soak.sh`); summary in `target/soak/summary.txt`.
+//! - `semver [--baseline-rev REV | --baseline-version VER]`: the library
+//!   crates' public API against a baseline (cargo-semver-checks).
 //! - `package-test`: check the unit, the package's files and a dpkg
 //!   upgrade from Debian's C package in a throwaway root (part of `test`).
 
@@ -35,6 +37,7 @@ mod install;
 mod microbench;
 mod paths;
 mod pkgtest;
+mod semver;
 mod setup;
 mod soak;
 mod vm;
@@ -47,9 +50,10 @@ use anyhow::{bail, Context, Result};
 use crate::paths::Paths;
 use crate::vm::GuestRun;
 
-/// What `cargo xtask help` prints (`{BENCH}`, `{MICROBENCH}`, `{SOAK}` and
-/// `{CHECK_DOCS}` stand for [`bench::USAGE`], [`microbench::USAGE`],
-/// [`soak::USAGE`] and [`docs::USAGE`]).
+/// What `cargo xtask help` prints (`{BENCH}`, `{MICROBENCH}`, `{SOAK}`,
+/// `{SEMVER}` and `{CHECK_DOCS}` stand for [`bench::USAGE`],
+/// [`microbench::USAGE`], [`soak::USAGE`], [`semver::USAGE`] and
+/// [`docs::USAGE`]).
 const USAGE_TEMPLATE: &str = "\
 usage: cargo xtask <command> [options]
 
@@ -80,7 +84,7 @@ commands:
   deb                   build the Debian package target/debian/tcmu-runner_*.deb
                         (cargo-deb, installed when missing); `dpkg -i` it to
                         replace Debian's C tcmu-runner
-{BENCH}{MICROBENCH}{SOAK}  package-test          systemd-analyze verify the unit, compare the .deb with
+{BENCH}{MICROBENCH}{SOAK}{SEMVER}  package-test          systemd-analyze verify the unit, compare the .deb with
                         Debian's tcmu-runner package, install both with dpkg
                         into a throwaway root under target/pkgtest/ (root)
 
@@ -110,6 +114,7 @@ fn usage() -> String {
         .replace("{BENCH}", bench::USAGE)
         .replace("{MICROBENCH}", microbench::USAGE)
         .replace("{SOAK}", soak::USAGE)
+        .replace("{SEMVER}", semver::USAGE)
         .replace("{CHECK_DOCS}", docs::USAGE)
 }
 
@@ -267,6 +272,7 @@ fn run() -> Result<()> {
         "bench" => bench::run(&paths, &bench::Options::parse(rest)?),
         "microbench" => microbench::run(&paths, rest),
         "soak" => soak::run(&paths, &soak::Options::parse(rest)?),
+        "semver" => semver::run(&paths, &semver::Options::parse(rest)?),
         "package-test" => {
             if !rest.is_empty() {
                 bail!("package-test takes no arguments");
