@@ -14,7 +14,7 @@ use std::cell::Cell;
 use std::fmt;
 use std::rc::Rc;
 
-use tcmu_scsi::UnmapParams;
+use tcmu_scsi::{DeviceParams, UnmapParams};
 
 use crate::handler::{
     BlockHandler, CommandHook, CompareAndWrite, CopyOffload, LbaStatus, Unmap, WriteSame,
@@ -78,6 +78,8 @@ struct Declared {
     lba_status: Option<Rc<dyn LbaStatus>>,
     hook: Option<Rc<dyn CommandHook>>,
     write_cache: bool,
+    /// Changes to the SCSI parameters the generic layer answers from.
+    params: Option<Box<dyn FnOnce(&mut DeviceParams)>>,
     /// Bits of the declared [`Capability`]s.
     caps: u8,
 }
@@ -132,6 +134,14 @@ impl Handler {
     /// until `flush` ([`HandlerBuilder::volatile_write_cache`]).
     pub fn has_write_cache(&self) -> bool {
         self.declared.write_cache
+    }
+
+    /// Applies what [`HandlerBuilder::device_params`] declared (once, at
+    /// open).
+    pub(crate) fn adjust_params(&mut self, params: &mut DeviceParams) {
+        if let Some(f) = self.declared.params.take() {
+            f(params);
+        }
     }
 
     /// Stops using `cap`; returns whether it was active. The runtime calls
@@ -288,6 +298,17 @@ impl<H: BlockHandler + 'static> HandlerBuilder<H> {
     /// `emulate_write_cache` attribute decides.
     pub fn volatile_write_cache(mut self) -> Self {
         self.declared.write_cache = true;
+        self
+    }
+
+    /// Changes the SCSI parameters the generic layer answers from (the
+    /// device's identity, limits and characteristics: vendor and product,
+    /// transfer limits, a solid-state medium, …), applied once when the
+    /// device starts, after the runtime filled them from configfs. The
+    /// runtime keeps what capabilities decide (UNMAP) in line with the
+    /// declarations.
+    pub fn device_params(mut self, f: impl FnOnce(&mut DeviceParams) + 'static) -> Self {
+        self.declared.params = Some(Box::new(f));
         self
     }
 

@@ -43,14 +43,15 @@ impl DeviceCtx {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         name: String,
-        handler: Handler,
-        params: DeviceParams,
+        mut handler: Handler,
+        mut params: DeviceParams,
         state: DeviceState,
         configfs: Option<tcmu_core::configfs::DeviceDir>,
         id: u64,
         peers: Peers,
         cmd_time_out: Option<std::time::Duration>,
     ) -> Self {
+        handler.adjust_params(&mut params);
         let ctx = Self {
             name,
             handler,

@@ -148,7 +148,7 @@ impl HandlerFactory for FlakyFactory {
             data: RefCell::new(vec![0xaa; c.size as usize]),
             hook_all: Cell::new(c.cfgstring == "hook-all"),
         };
-        let h = Handler::new(disk);
+        let h = Handler::new(disk).device_params(|p| p.product = "Flaky disk".into());
         Ok(if c.cfgstring == "plain" {
             h.build()
         } else {
@@ -349,6 +349,20 @@ fn a_completion_waits_for_buffers_a_handler_left_in_use() {
     // The device goes on.
     let r = lun.run(&cdb::read10(0, 1), SimData::In(BS as usize));
     assert_eq!(r.status, 0);
+    lun.close();
+    workers.shutdown();
+}
+
+#[test]
+fn a_handler_sets_the_identity_the_generic_layer_reports() {
+    let (mut lun, workers) = open("plain");
+    let inq = lun.run(&[0x12, 0, 0, 0, 36, 0], SimData::In(36));
+    assert_eq!(inq.status, 0);
+    assert_eq!(
+        &inq.data_in[16..32],
+        b"Flaky disk      ",
+        "product identification"
+    );
     lun.close();
     workers.shutdown();
 }
