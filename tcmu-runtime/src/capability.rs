@@ -67,6 +67,9 @@ impl fmt::Display for Capability {
     }
 }
 
+/// A change a handler makes to its device's SCSI parameters.
+type ParamsChange = Box<dyn FnOnce(&mut DeviceParams)>;
+
 /// What a handler declared: the capability objects (all the backend
 /// itself, seen through the capability's trait) and properties.
 #[derive(Default)]
@@ -79,7 +82,7 @@ struct Declared {
     hook: Option<Rc<dyn CommandHook>>,
     write_cache: bool,
     /// Changes to the SCSI parameters the generic layer answers from.
-    params: Option<Box<dyn FnOnce(&mut DeviceParams)>>,
+    params: Option<ParamsChange>,
     /// Bits of the declared [`Capability`]s.
     caps: u8,
 }
