@@ -41,6 +41,7 @@ pub mod netlink;
 #[allow(unsafe_code)]
 pub mod reactor;
 pub mod ring;
+pub mod scratch;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod uio;
@@ -50,3 +51,4 @@ pub use cdb::Cdb;
 pub use doorbell::Doorbell;
 pub use mmap::Mapping;
 pub use ring::{CmdEntry, CommandRing, Completion, Entry, RingError, TmrNotice};
+pub use scratch::{ScratchArea, ScratchError};
