@@ -40,6 +40,7 @@ pub mod netlink;
 #[cfg(feature = "tokio")]
 #[allow(unsafe_code)]
 pub mod reactor;
+pub mod reply;
 pub mod ring;
 pub mod scratch;
 #[cfg(feature = "sim")]

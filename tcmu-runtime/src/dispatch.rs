@@ -10,7 +10,7 @@ use std::panic::AssertUnwindSafe;
 
 use futures::FutureExt;
 use tcmu_core::buf::{self, DataBuf};
-use tcmu_core::{CmdEntry, Completion};
+use tcmu_core::{reply, CmdEntry, Completion};
 use tcmu_scsi::lba_status::{self, Extent, Provisioning};
 use tcmu_scsi::opcode::{INQUIRY, REQUEST_SENSE};
 use tcmu_scsi::{Command, DeviceParams, DeviceState, Outcome, Response, Sense, Status};
@@ -116,55 +116,35 @@ fn check(sense: &Sense) -> Completion {
     Completion::check_condition(&sense.to_fixed())
 }
 
-/// Completion for an emulated answer: data-in is copied into the buffers
-/// (the rest zeroed, so no earlier command's bytes leak) and a short answer
-/// reports its length.
-fn respond(resp: Response, data: &[DataBuf]) -> Completion {
-    let total = buf::total_len(data);
-    let placed = if total > 0 {
-        buf::scatter(data, &resp.data_in)
-    } else {
-        0
-    };
-    match resp.status {
-        Status::CheckCondition => {
-            let sense = resp.sense.unwrap_or_else(Sense::internal_target_failure);
-            check(&sense)
-        }
-        status => {
-            let c = Completion::status(status.code());
-            if !resp.data_in.is_empty() && placed < total {
-                c.with_read_len(placed as u32)
-            } else {
-                c
-            }
-        }
-    }
+/// The fixed-format sense bytes a CHECK CONDITION carries (INTERNAL
+/// TARGET FAILURE when none was given); `None` for other statuses.
+fn sense_bytes(
+    status: Status,
+    sense: Option<Sense>,
+) -> Option<[u8; tcmu_scsi::sense::FIXED_SENSE_LEN]> {
+    (status == Status::CheckCondition).then(|| {
+        sense
+            .unwrap_or_else(Sense::internal_target_failure)
+            .to_fixed()
+    })
 }
 
+/// Completion for an emulated answer, by the completion rules of
+/// [`tcmu_core::reply`]: data-in copied in with the rest of the buffers
+/// zeroed, a short answer reporting its length.
+fn respond(resp: Response, data: &[DataBuf]) -> Completion {
+    let sense = sense_bytes(resp.status, resp.sense);
+    let sense = sense.as_ref().map_or(&[][..], |s| &s[..]);
+    reply::with_data(data, resp.status.code(), sense, &resp.data_in)
+}
+
+/// Completion for a handler's own answer ([`BlockHandler::handle_cmd`]),
+/// by the same rules: what it did not fill is zeroed, and `read_len` says
+/// how much it did.
 fn reply_completion(reply: CmdReply, data: &[DataBuf]) -> Completion {
-    match (reply.status, reply.sense) {
-        (Status::CheckCondition, sense) => {
-            check(&sense.unwrap_or_else(Sense::internal_target_failure))
-        }
-        (status, _) => {
-            let c = Completion::status(status.code());
-            match reply.data_in_len {
-                Some(n) => {
-                    // Zero what the handler did not fill.
-                    let mut at = n as usize;
-                    for b in data {
-                        if at < b.len() {
-                            b.zero_from(at);
-                        }
-                        at = at.saturating_sub(b.len());
-                    }
-                    c.with_read_len(n)
-                }
-                None => c,
-            }
-        }
-    }
+    let sense = sense_bytes(reply.status, reply.sense);
+    let sense = sense.as_ref().map_or(&[][..], |s| &s[..]);
+    reply::filled(data, reply.status.code(), sense, reply.data_in_len)
 }
 
 /// Runs `fut`, turning a panic into an error so one bad command cannot take
