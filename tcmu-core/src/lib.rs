@@ -32,8 +32,10 @@ pub mod alua;
 pub mod buf;
 pub mod cdb;
 pub mod configfs;
+pub mod device;
 pub mod doorbell;
 pub mod layout;
+pub mod master;
 #[allow(unsafe_code)]
 pub mod mmap;
 pub mod netlink;
@@ -49,7 +51,9 @@ pub mod uio;
 
 pub use buf::{BufLease, DataBuf};
 pub use cdb::Cdb;
+pub use device::Device;
 pub use doorbell::Doorbell;
+pub use master::{Event, Existing, Master};
 pub use mmap::Mapping;
 pub use ring::{CmdEntry, CommandRing, Completion, Entry, RingError, TmrNotice};
 pub use scratch::{ScratchArea, ScratchError};

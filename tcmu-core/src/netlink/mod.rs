@@ -14,7 +14,7 @@
 //! - [`EventSocket`] joins the group and decodes events into
 //!   [`DeviceEvent`]s. It is blocking by default; a runtime makes it
 //!   non-blocking with [`EventSocket::set_nonblocking`] and polls it through
-//!   [`AsFd`]. Open it *before* scanning `/sys/class/uio` at start-up, so no
+//!   [`AsFd`](std::os::fd::AsFd). Open it *before* scanning `/sys/class/uio` at start-up, so no
 //!   device added in between is missed.
 //! - [`ControlSocket`] sends unicast requests (SET_FEATURES, the `*_DONE`
 //!   replies) and waits for the kernel's ack; a refusal comes back as
@@ -157,6 +157,23 @@ impl NetlinkError {
             _ => None,
         }
     }
+
+    /// For an event that could not be decoded but named its device, the
+    /// event's kind and the DEVICE_ID the kernel may be waiting on: the
+    /// reply must be the matching `*_DONE`.
+    pub fn pending_event(&self) -> Option<(EventKind, u32)> {
+        match self {
+            Self::MissingAttribute {
+                command,
+                device_id: Some(id),
+                ..
+            } => [EventKind::Added, EventKind::Removed, EventKind::Reconfig]
+                .into_iter()
+                .find(|k| k.command().name() == *command)
+                .map(|k| (k, *id)),
+            _ => None,
+        }
+    }
 }
 
 pub(crate) fn socket_error(op: &'static str) -> impl FnOnce(io::Error) -> NetlinkError {
@@ -191,5 +208,19 @@ mod tests {
         assert_eq!(refused.kernel_errno(), Some(libc::ENODEV));
         assert!(refused.to_string().contains("No such device"), "{refused}");
         assert_eq!(would_block.kernel_errno(), None);
+        let missing = |command| NetlinkError::MissingAttribute {
+            command,
+            attribute: "MINOR",
+            device_id: Some(4),
+        };
+        assert_eq!(
+            missing("RECONFIG_DEVICE").pending_event(),
+            Some((EventKind::Reconfig, 4))
+        );
+        assert_eq!(
+            missing("ADDED_DEVICE").pending_event(),
+            Some((EventKind::Added, 4))
+        );
+        assert_eq!(missing("SET_FEATURES").pending_event(), None);
     }
 }
