@@ -42,14 +42,23 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::Arc;
 
-use crate::mmap::{Mapping, OutOfBounds};
+use crate::mmap::{Mapping, OutOfBounds, RingClaim};
 
 /// One command's claim on its data-area buffers: each of the command's
 /// [`DataBuf`]s (and every piece of one) holds a clone, so the claim ends
 /// when the last buffer is dropped.
 #[derive(Debug, Default)]
 pub struct BufLease {
-    _private: (),
+    /// For a ring's buffers, the ring's hold on its mapping: no other ring
+    /// may read the mapping while one of them lives.
+    _ring: Option<Arc<RingClaim>>,
+}
+
+impl BufLease {
+    /// A lease of buffers handed out by the ring holding `claim`.
+    pub(crate) fn for_ring(claim: Arc<RingClaim>) -> Self {
+        Self { _ring: Some(claim) }
+    }
 }
 
 /// A range of the data area belonging to one command's iovec.
