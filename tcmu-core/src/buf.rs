@@ -17,7 +17,9 @@
 //! over memory of the caller's choosing. They come from three places only:
 //!
 //! - the command ring ([`CommandRing::next_entry`](crate::CommandRing::next_entry)),
-//!   over the data-area ranges the kernel lent to each command;
+//!   over the data-area ranges the kernel lent to each command, checked
+//!   against each other and against the ring's buffers still alive
+//!   (whatever the shared memory says, see [`crate::ring`]);
 //! - [`DataBuf::scratch`], a buffer over fresh anonymous memory that nothing
 //!   else can reach;
 //! - [`ScratchArea::lend`](crate::scratch::ScratchArea::lend), over memory
