@@ -366,36 +366,36 @@ impl CommandRing {
     }
 
     /// Whether the sorted ranges in `self.sorted` overlap each other or a
-    /// buffer of another command still alive; forgets the ids whose
-    /// buffers are all gone.
+    /// buffer of another command still alive; forgets, in the same pass,
+    /// the ids whose buffers are all gone.
     fn overlaps_live(&mut self) -> bool {
         if self.sorted.windows(2).any(|w| w[1].0 < w[0].1) {
             return true;
         }
         let ids = &self.ids;
-        let alive = |id: &u16| {
-            ids.get(usize::from(*id))
-                .and_then(Option::as_ref)
-                .is_some_and(IdSlot::in_use)
-        };
-        self.live.retain(alive);
+        let new = &self.sorted;
+        let mut hit = false;
+        self.live.retain(|id| {
+            let Some(slot) = ids.get(usize::from(*id)).and_then(Option::as_ref) else {
+                return false;
+            };
+            if !slot.in_use() {
+                return false;
+            }
+            hit = hit
+                || slot.ranges.iter().any(|&(start, end)| {
+                    // The first new range ending after `start` (ends are
+                    // sorted too: the new ranges are disjoint).
+                    let i = new.partition_point(|r| r.1 <= start);
+                    new.get(i).is_some_and(|r| r.0 < end)
+                });
+            true
+        });
         // A buffer dropped on another thread wrote its bytes before its
         // Release decrement of the lease: order them before the kernel's
         // next use of the memory and ours.
         fence(Ordering::Acquire);
-        let new = &self.sorted;
-        self.live.iter().any(|id| {
-            ids.get(usize::from(*id))
-                .and_then(Option::as_ref)
-                .is_some_and(|slot| {
-                    slot.ranges.iter().any(|&(start, end)| {
-                        // The first new range ending after `start`
-                        // (ends are sorted too: the ranges are disjoint).
-                        let i = new.partition_point(|r| r.1 <= start);
-                        new.get(i).is_some_and(|r| r.0 < end)
-                    })
-                })
-        })
+        hit
     }
 
     /// Whether the kernel has posted entries not yet read.
@@ -518,7 +518,7 @@ impl CommandRing {
                 .map(|&(start, len)| (start, start + len)),
         );
         self.sorted.sort_unstable();
-        if self.overlaps_live() {
+        if !self.sorted.is_empty() && self.overlaps_live() {
             return Entry::Invalid {
                 cmd_id,
                 why: "iovecs overlap each other or a buffer still in use",
