@@ -21,6 +21,8 @@
 //! - nothing panics, hangs or touches memory outside the mapping;
 //! - every [`DataBuf`] handed out lies in the data area: offset at or after
 //!   the end of the command ring, end at or before the end of the mapping;
+//! - no buffer handed out overlaps another of its command or a buffer still
+//!   alive (a command whose iovecs would is refused: `Entry::Invalid`);
 //! - a CDB has the length its opcode implies;
 //! - completing and publishing writes nothing outside the command ring
 //!   except `cmd_tail`, and `cmd_tail` stays an aligned position inside it;
@@ -893,6 +895,23 @@ fn run_batch(
                         .chain(&k.kept)
                         .any(|c| c.cmd_id == id && !(c.data.is_empty() && c.bidi.is_empty()))
                 });
+        // A command whose buffers would overlap each other or a buffer
+        // still alive (running, or kept) must be refused, never lent.
+        let live = live_ranges(outstanding, &k.kept);
+        if k.model && !reused {
+            let overlapping = match k.expected.front() {
+                Some(Expect::Cmd { data, bidi, .. }) => {
+                    let new: Vec<(usize, usize)> = data.iter().chain(bidi).copied().collect();
+                    overlap(&new, &live)
+                }
+                _ => false,
+            };
+            if overlapping {
+                if let Some(Expect::Cmd { cmd_id, .. }) = k.expected.pop_front() {
+                    k.expected.push_front(Expect::Refused { cmd_id });
+                }
+            }
+        }
         let entry = match ring.next_entry() {
             Ok(Some(e)) => e,
             Ok(None) => {
@@ -922,6 +941,19 @@ fn run_batch(
             view.ring_size
         );
         check_entry(k, view, &entry);
+        if let Entry::Cmd(cmd) = &entry {
+            let new: Vec<(usize, usize)> = cmd
+                .data
+                .iter()
+                .chain(&cmd.bidi)
+                .map(|b| (b.offset(), b.len()))
+                .collect();
+            assert!(
+                !overlap(&new, &live),
+                "buffers {new:x?} of command {} overlap each other or live ones {live:x?}",
+                cmd.cmd_id
+            );
+        }
         match entry {
             Entry::Cmd(cmd) => outstanding.push(Outstanding {
                 cmd_id: cmd.cmd_id,
@@ -1004,6 +1036,29 @@ fn run_batch(
     }
     check_writes(k, view, &before, published);
     result
+}
+
+/// `(offset, len)` of every buffer still alive: held by a command read
+/// and not completed, or kept by a `KEEP_BUF` completion.
+fn live_ranges(outstanding: &[Outstanding], kept: &[CmdEntry]) -> Vec<(usize, usize)> {
+    outstanding
+        .iter()
+        .filter_map(|o| o.cmd.as_ref())
+        .chain(kept)
+        .flat_map(|c| c.data.iter().chain(&c.bidi))
+        .map(|b| (b.offset(), b.len()))
+        .collect()
+}
+
+/// Whether any two of the non-empty `new` ranges overlap, or one of them
+/// overlaps a non-empty `live` range (all `(offset, len)`).
+fn overlap(new: &[(usize, usize)], live: &[(usize, usize)]) -> bool {
+    let meets = |a: &(usize, usize), b: &(usize, usize)| {
+        a.1 > 0 && b.1 > 0 && a.0 < b.0.saturating_add(b.1) && b.0 < a.0.saturating_add(a.1)
+    };
+    new.iter().enumerate().any(|(i, a)| {
+        new[i + 1..].iter().any(|b| meets(a, b)) || live.iter().any(|b| meets(a, b))
+    })
 }
 
 /// The completion for a command.

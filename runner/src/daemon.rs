@@ -6,7 +6,10 @@
 //! Every event the kernel sends gets a `*_DONE` reply, success or not: once
 //! this daemon has told the kernel it replies (SET_FEATURES), the kernel
 //! waits for that reply with no timeout, so a dropped event would hang
-//! `enable` or `rmdir` forever.
+//! `enable` or `rmdir` forever. The mechanism — sockets, replies, events
+//! that cannot be forgotten, the blocking and ring reset of recovery — is
+//! `tcmu_core::master`; this module keeps the policy: which handler serves
+//! a device, which devices belong to an out-of-process handler, workers.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,9 +19,10 @@ use crate::devices::{DeviceInfo, DeviceTable};
 use crate::lock::InstanceLock;
 use crate::service_manager;
 use crate::upgrade::{self, Launch};
-use tcmu_core::configfs::{self, DeviceDir, RingResetLevel};
-use tcmu_core::netlink::{ControlSocket, DeviceEvent, EventKind, EventSocket, Reconfig};
-use tcmu_core::uio::{self, UioDevice};
+use tcmu_core::configfs::{self, DeviceDir};
+use tcmu_core::master::{DeviceState, Event, Existing, Master};
+use tcmu_core::netlink::{EventKind, NetlinkError, Reconfig};
+use tcmu_core::uio::UioDevice;
 use tcmu_runtime::tcmu_scsi::DeviceParams;
 use tcmu_runtime::{
     split_dev_config, take_runner_options, DeviceConfig, DeviceHandle, DeviceSpec, HandlerError,
@@ -41,7 +45,6 @@ struct Served {
 pub struct Daemon {
     registry: Registry,
     workers: Workers,
-    control: ControlSocket,
     /// Served devices by UIO minor.
     devices: HashMap<u32, Served>,
     /// The same devices, as the reporting side (D-Bus, metrics) sees them.
@@ -51,8 +54,18 @@ pub struct Daemon {
     external: ExternalHandlers,
 }
 
-/// Errors a device can be refused with, as the errno the kernel gets.
-const REFUSED: i32 = -libc::EINVAL;
+/// The errno a device is refused with.
+const REFUSED: i32 = libc::EINVAL;
+
+/// Why an event is refused: the errno, and the message to log.
+type Refusal = (i32, String);
+
+/// Logs a failed reply to an event.
+fn replied(kind: EventKind, what: &str, r: Result<(), NetlinkError>) {
+    if let Err(e) = r {
+        error!("cannot reply to {kind:?} of {what}: {e}");
+    }
+}
 
 fn label(uio: &UioDevice) -> String {
     format!("user_{}/{}", uio.name.hba, uio.name.device)
@@ -129,35 +142,19 @@ impl Daemon {
         workers: Workers,
         table: DeviceTable,
         external: ExternalHandlers,
-    ) -> anyhow::Result<(Self, EventSocket)> {
+    ) -> anyhow::Result<(Self, Master)> {
         load_module();
-        let events = EventSocket::open()?;
-        events.set_nonblocking(true)?;
-        let mut control = ControlSocket::open()?;
-        control.set_features(true)?;
+        let master = Master::open()?;
         Ok((
             Self {
                 registry,
                 workers,
-                control,
                 devices: HashMap::new(),
                 table,
                 external,
             },
-            events,
+            master,
         ))
-    }
-
-    fn reply(&mut self, kind: EventKind, device_id: u32, status: i32, what: &str) {
-        match self.control.reply(kind, device_id, status) {
-            Ok(()) => debug!("replied {status} to {kind:?} of {what}"),
-            // ENODEV: the kernel was not waiting (replies not enabled for
-            // this device, or already answered).
-            Err(e) if e.kernel_errno() == Some(libc::ENODEV) => {
-                debug!("kernel was not waiting for a {kind:?} reply for {what}")
-            }
-            Err(e) => error!("cannot reply to {kind:?} of {what}: {e}"),
-        }
     }
 
     /// Starts serving a device on a worker; the error is the message to
@@ -198,214 +195,209 @@ impl Daemon {
 
     /// Attaches to every TCMU device that exists already, all at once: a
     /// device blocked by a predecessor (a restart or a takeover) waits for
-    /// its own recovery only, not for the devices before it.
-    pub async fn recover_all(&mut self) {
-        let found = match uio::list_tcmu_devices() {
+    /// its own recovery only, not for the devices before it. A configured
+    /// device comes blocked with its ring reset (commands in flight under
+    /// a previous daemon get BUSY and are retried by the initiator) and is
+    /// unblocked as soon as it is served.
+    pub async fn recover_all(&mut self, master: &Master) {
+        let found = master.recover(|uio, state| {
+            !self.devices.contains_key(&uio.index) && self.recovers(uio, state)
+        });
+        let found = match found {
             Ok(f) => f,
             Err(e) => {
                 error!("cannot list UIO devices: {e}");
                 return;
             }
         };
-        let todo: Vec<(UioDevice, bool)> = found
-            .into_iter()
-            .filter(|uio| !self.devices.contains_key(&uio.index))
-            .filter_map(|uio| self.recovery_kind(&uio).map(|configured| (uio, configured)))
-            .collect();
         let this = &*self;
-        let started =
-            futures::future::join_all(todo.into_iter().map(|(uio, configured)| async move {
-                let result = this.recover(&uio, configured).await;
-                (uio, configured, result)
-            }))
-            .await;
-        for (uio, configured, result) in started {
-            self.recovered(&uio, configured, result);
+        let started = futures::future::join_all(found.into_iter().map(|existing| async move {
+            match existing {
+                Existing::Running(blocked) => {
+                    let uio = blocked.uio().clone();
+                    let result = this.start(&uio).await;
+                    let what = label(&uio);
+                    match blocked.unblock() {
+                        // The end of a take-over's pause (tests measure it here).
+                        Ok(()) => debug!("{what}: unblocked"),
+                        Err(e) => warn!("{what}: cannot unblock the device: {e}"),
+                    }
+                    Some((uio, None, result))
+                }
+                Existing::Pending(ev) => match ev.uio() {
+                    Ok(uio) => {
+                        let result = this.start(&uio).await;
+                        Some((uio, Some(ev), result))
+                    }
+                    Err(e) => {
+                        let what = ev.device().to_owned();
+                        let r = ev.refuse(
+                            libc::ENODEV,
+                            format!("{what}: cannot find its UIO device: {e}"),
+                        );
+                        replied(EventKind::Added, &what, r);
+                        None
+                    }
+                },
+            }
+        }))
+        .await;
+        for (uio, pending, result) in started.into_iter().flatten() {
+            self.recovered(&uio, pending, result);
         }
     }
 
-    /// Whether this daemon recovers `uio`: `Some(true)` for a configured
-    /// (enabled) device, `Some(false)` for one whose `enable` still waits
-    /// for an ADDED reply, `None` for one left to another process.
-    fn recovery_kind(&self, uio: &UioDevice) -> Option<bool> {
+    /// Whether this daemon recovers `uio`: not a device left to another
+    /// process, nor a running device of a subtype not built in.
+    fn recovers(&self, uio: &UioDevice, state: DeviceState) -> bool {
         let what = label(uio);
         if self.external.contains(&uio.name.subtype) {
             info!(
                 "{what}: left to the out-of-process '{}' handler",
                 uio.name.subtype
             );
-            return None;
+            return false;
         }
         // A running device of a subtype not built in may be served by an
         // out-of-process handler that has not registered (yet): its ring
         // is not ours to reset, as with tcmu-runner.
-        let configured = uio.configfs().enabled().unwrap_or(true);
-        if configured && self.registry.get(&uio.name.subtype).is_none() {
+        if state == DeviceState::Enabled && self.registry.get(&uio.name.subtype).is_none() {
             warn!(
                 "{what}: no handler for subtype '{}'; left alone ({})",
                 uio.name.subtype, uio.name.dev_config
             );
-            return None;
+            return false;
         }
-        Some(configured)
+        true
     }
 
-    /// Attaches to one existing device. A configured device has its ring
-    /// reset (commands in flight under a previous daemon get BUSY and are
-    /// retried by the initiator) while blocked, and is unblocked as soon
-    /// as it is served.
-    async fn recover(&self, uio: &UioDevice, configured: bool) -> Result<DeviceHandle, String> {
-        let dir: DeviceDir = uio.configfs();
-        let what = label(uio);
-        if configured {
-            if let Err(e) = dir.block_dev(true) {
-                warn!("{what}: cannot block the device: {e}");
-            }
-            if let Err(e) = dir.reset_ring(RingResetLevel::Busy) {
-                warn!("{what}: cannot reset the ring: {e}");
-            }
-        }
-        let result = self.start(uio).await;
-        if configured {
-            match dir.block_dev(false) {
-                // The end of a take-over's pause (tests measure it here).
-                Ok(()) => debug!("{what}: unblocked"),
-                Err(e) => warn!("{what}: cannot unblock the device: {e}"),
-            }
-        }
-        result
-    }
-
-    /// Records the outcome of [`Daemon::recover`]; a device whose `enable`
-    /// waits gets its ADDED reply.
+    /// Records the outcome of a recovery; a device whose `enable` waits
+    /// gets its ADDED reply.
     fn recovered(
         &mut self,
         uio: &UioDevice,
-        configured: bool,
+        pending: Option<Event>,
         result: Result<DeviceHandle, String>,
     ) {
         let what = label(uio);
-        let status = match result {
+        let reply = match result {
             Ok(handle) => {
                 self.adopt(uio, handle);
                 info!("{what}: recovered ({})", uio.name.dev_config);
-                0
+                pending.map(Event::accept)
             }
             Err(msg) => {
-                error!("{what}: cannot serve device: {msg}");
-                REFUSED
+                let why = format!("{what}: cannot serve device: {msg}");
+                match pending {
+                    Some(ev) => Some(ev.refuse(REFUSED, why)),
+                    None => {
+                        error!("{why}");
+                        None
+                    }
+                }
             }
         };
-        if !configured {
-            match uio.configfs().dev_index() {
-                Ok(id) => self.reply(EventKind::Added, id, status, &what),
-                Err(e) => warn!("{what}: cannot read its device index: {e}"),
-            }
+        if let Some(r) = reply {
+            replied(EventKind::Added, &what, r);
         }
     }
 
     /// Handles one kernel event and replies to it.
-    pub async fn handle_event(&mut self, ev: DeviceEvent) {
-        let what = ev.device.clone();
-        debug!("event {:?} for {what} (minor {})", ev.kind, ev.minor);
-        if !self.devices.contains_key(&ev.minor) && self.is_external(&ev.device) {
-            info!("{what}: {:?} left to its out-of-process handler", ev.kind);
+    pub async fn handle_event(&mut self, ev: Event) {
+        let what = ev.device().to_owned();
+        let kind = ev.kind();
+        debug!("event {kind:?} for {what} (minor {})", ev.minor());
+        if !self.devices.contains_key(&ev.minor()) && self.is_external(&ev) {
+            info!("{what}: {kind:?} left to its out-of-process handler");
+            ev.leave();
             return;
         }
-        let status = match ev.kind {
+        let result = match kind {
             EventKind::Added => self.added(&ev).await,
             EventKind::Removed => {
-                if let Some(s) = self.devices.remove(&ev.minor) {
-                    self.table.remove(ev.minor);
+                if let Some(s) = self.devices.remove(&ev.minor()) {
+                    self.table.remove(ev.minor());
                     s.handle.close().await;
                     info!("{}: removed", s.label);
                 }
-                0
+                Ok(())
             }
             EventKind::Reconfig => self.reconfig(&ev).await,
         };
-        self.reply(ev.kind, ev.device_id, status, &what);
-    }
-
-    /// Whether the device named `uio_name` (`tcm-user/<hba>/<dev>/<subtype>/…`)
-    /// belongs to an out-of-process handler.
-    fn is_external(&self, uio_name: &str) -> bool {
-        uio::parse_uio_name(uio_name).is_ok_and(|n| self.external.contains(&n.subtype))
-    }
-
-    async fn added(&mut self, ev: &DeviceEvent) -> i32 {
-        if self.devices.contains_key(&ev.minor) {
-            return 0;
-        }
-        let uio = match uio::find_by_minor(ev.minor) {
-            Ok(u) => u,
-            Err(e) => {
-                error!("{}: cannot find its UIO device: {e}", ev.device);
-                return -libc::ENODEV;
-            }
+        let r = match result {
+            Ok(()) => ev.accept(),
+            Err((errno, why)) => ev.refuse(errno, why),
         };
+        replied(kind, &what, r);
+    }
+
+    /// Whether the device of `ev` belongs to an out-of-process handler.
+    fn is_external(&self, ev: &Event) -> bool {
+        ev.subtype().is_some_and(|s| self.external.contains(&s))
+    }
+
+    async fn added(&mut self, ev: &Event) -> Result<(), Refusal> {
+        if self.devices.contains_key(&ev.minor()) {
+            return Ok(());
+        }
+        let uio = ev.uio().map_err(|e| {
+            (
+                libc::ENODEV,
+                format!("{}: cannot find its UIO device: {e}", ev.device()),
+            )
+        })?;
         let what = label(&uio);
         match self.open(&uio).await {
             Ok(()) => {
                 info!("{what}: added ({})", uio.name.dev_config);
-                0
+                Ok(())
             }
-            Err(msg) => {
-                error!("{what}: refused: {msg}");
-                REFUSED
-            }
+            Err(msg) => Err((REFUSED, format!("{what}: refused: {msg}"))),
         }
     }
 
-    async fn reconfig(&mut self, ev: &DeviceEvent) -> i32 {
-        let Some(served) = self.devices.get(&ev.minor) else {
-            warn!("{}: reconfiguration of a device not served here", ev.device);
-            return -libc::ENODEV;
+    async fn reconfig(&mut self, ev: &Event) -> Result<(), Refusal> {
+        let Some(served) = self.devices.get(&ev.minor()) else {
+            return Err((
+                libc::ENODEV,
+                format!(
+                    "{}: reconfiguration of a device not served here",
+                    ev.device()
+                ),
+            ));
         };
-        let req = match &ev.reconfig {
+        let req = match ev.reconfig() {
             Some(Reconfig::DevSize(n)) => ReconfigRequest::Size(*n),
             Some(Reconfig::WriteCache(on)) => ReconfigRequest::WriteCache(*on),
             Some(Reconfig::DevConfig(cfg)) => {
                 match split_dev_config(cfg.trim_end()).and_then(|(_, c)| take_runner_options(c)) {
                     Ok((c, _)) => ReconfigRequest::Config(c),
-                    Err(e) => {
-                        error!("{}: {}", served.label, Report(&e));
-                        return REFUSED;
-                    }
+                    Err(e) => return Err((REFUSED, format!("{}: {}", served.label, Report(&e)))),
                 }
             }
-            None => return 0,
+            None => return Ok(()),
         };
-        match served.handle.reconfig(req).await {
-            Ok(()) => 0,
-            Err(e) => {
-                error!("{}: reconfiguration refused: {}", served.label, Report(&e));
-                REFUSED
-            }
-        }
+        served.handle.reconfig(req).await.map_err(|e| {
+            (
+                REFUSED,
+                format!("{}: reconfiguration refused: {}", served.label, Report(&e)),
+            )
+        })
     }
 
-    /// Reads and handles every event already queued on `events`, without
+    /// Reads and handles every event already queued on `master`, without
     /// waiting for more.
-    async fn drain_events(&mut self, events: &mut AsyncFd<EventSocket>) {
+    async fn drain_events(&mut self, master: &mut AsyncFd<Master>) {
         loop {
-            match events.get_mut().recv() {
-                Ok(evs) => {
-                    for ev in evs {
-                        self.handle_event(ev).await;
-                    }
-                }
-                Err(e) if e.is_would_block() => return,
+            match master.get_mut().next_event() {
+                Ok(Some(ev)) => self.handle_event(ev).await,
+                Ok(None) => return,
                 Err(e) if e.is_overrun() => {
                     warn!("netlink events were lost; rescanning devices");
-                    self.recover_all().await;
+                    self.recover_all(master.get_ref()).await;
                 }
-                Err(e) => {
-                    if let Some(id) = e.pending_device_id() {
-                        self.reply(EventKind::Added, id, REFUSED, "malformed event");
-                    }
-                    error!("bad netlink message: {e}");
-                }
+                // A malformed event naming a device was refused already.
+                Err(e) => error!("bad netlink message: {e}"),
             }
         }
     }
@@ -424,11 +416,11 @@ impl Daemon {
     /// devices stay blocked: the successor resets their rings (empty but
     /// for entries never started, which the reset answers BUSY) and
     /// unblocks them.
-    pub async fn hand_over(mut self, events: &mut AsyncFd<EventSocket>) {
-        if let Err(e) = self.control.set_features(false) {
+    pub async fn hand_over(mut self, master: &mut AsyncFd<Master>) {
+        if let Err(e) = master.get_ref().set_replies(false) {
             warn!("hand-over: cannot tell the kernel to stop waiting for replies: {e}");
         }
-        self.drain_events(events).await;
+        self.drain_events(master).await;
         let start = std::time::Instant::now();
         for s in self.devices.values() {
             if let Err(e) = s.dir.block_dev(true) {
@@ -457,12 +449,12 @@ impl Daemon {
 
     /// Closes every device (waiting for commands in flight), tells the
     /// kernel not to wait for replies any more, and stops the workers.
-    pub async fn shutdown(mut self) {
+    pub async fn shutdown(mut self, master: &Master) {
         // The table keeps the devices: the metrics file's last write
         // reports their final counters.
         let devices: Vec<Served> = self.devices.drain().map(|(_, s)| s).collect();
         futures::future::join_all(devices.iter().map(|s| s.handle.close())).await;
-        if let Err(e) = self.control.set_features(false) {
+        if let Err(e) = master.set_replies(false) {
             warn!("cannot tell the kernel to stop waiting for replies: {e}");
         }
         self.workers.shutdown();
@@ -490,9 +482,9 @@ pub async fn run(
     let mut usr2 = signal(SignalKind::user_defined2())?;
     let mut handing_over = false;
     let mut successor: Option<upgrade::Successor> = None;
-    let (mut daemon, events) = Daemon::connect(registry, workers, table, external)?;
-    let mut events = tcmu_core::reactor::register_readable(events)?;
-    daemon.recover_all().await;
+    let (mut daemon, master) = Daemon::connect(registry, workers, table, external)?;
+    let mut events = tcmu_core::reactor::register_readable(master)?;
+    daemon.recover_all(events.get_ref()).await;
     info!(
         "tcmu-runner ready: serving {} device(s), handlers: {:?}",
         daemon.devices.len(),
@@ -542,7 +534,7 @@ pub async fn run(
         return Ok(());
     }
     service_manager::stopping("finishing the commands in flight");
-    daemon.shutdown().await;
+    daemon.shutdown(events.get_ref()).await;
     drop(lock);
     info!("tcmu-runner stopped");
     Ok(())

@@ -7,26 +7,60 @@
 //! without copying: with the `tokio-uring` feature a `DataBuf` is an
 //! `IoBuf`/`IoBufMut` that io_uring reads into or writes from directly.
 //!
-//! Ownership rule: the runtime must not complete a command while any of its
-//! buffers is still inside an I/O operation, because completion hands the
-//! pages back to the kernel for the next command — unless it completes with
+//! # Who may make a `DataBuf`, and why
+//!
+//! A `DataBuf` is the exclusive handle to its bytes: io_uring (through
+//! tokio-uring's `Slice`, which dereferences to `&mut [u8]`) and
+//! [`preadv`] let the kernel write into it while the handle is held. Two
+//! live `DataBuf`s over the same bytes would let safe code hold two
+//! mutable views of one memory, so no safe function builds a `DataBuf`
+//! over memory of the caller's choosing. They come from three places only:
+//!
+//! - the command ring ([`CommandRing::next_entry`](crate::CommandRing::next_entry)),
+//!   over the data-area ranges the kernel lent to each command, checked
+//!   against each other and against the ring's buffers still alive
+//!   (whatever the shared memory says, see [`crate::ring`]);
+//! - [`DataBuf::scratch`], a buffer over fresh anonymous memory that nothing
+//!   else can reach;
+//! - [`ScratchArea::lend`](crate::scratch::ScratchArea::lend), over memory
+//!   the caller owns, checked disjoint from every other buffer the area has
+//!   lent that is still alive; the owner reads and writes the area only
+//!   while none is (see [`crate::scratch`]).
+//!
+//! [`DataBuf::split_off`] cuts a buffer in two disjoint pieces, so a buffer
+//! and its pieces never overlap either.
+//!
+//! # Completion
+//!
+//! The runtime must not complete a command while any of its buffers is
+//! still inside an I/O operation, because completion hands the pages back
+//! to the kernel for the next command — unless it completes with
 //! `KEEP_BUF` and frees the buffer later. Every buffer the ring hands out
 //! holds its command's [`BufLease`], so the ring can tell when the last one
 //! of a command is gone ([`CommandRing::buffers_in_use`](crate::CommandRing::buffers_in_use)):
 //! e.g. once an io_uring operation of an aborted command has finished.
 
-use std::io::{self, IoSlice, IoSliceMut};
-use std::os::fd::BorrowedFd;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::Arc;
 
-use crate::mmap::{Mapping, OutOfBounds};
+use crate::mmap::{Mapping, OutOfBounds, RingClaim};
 
 /// One command's claim on its data-area buffers: each of the command's
-/// [`DataBuf`]s (and every alias or piece of one) holds a clone, so the
-/// claim ends when the last buffer is dropped.
+/// [`DataBuf`]s (and every piece of one) holds a clone, so the claim ends
+/// when the last buffer is dropped.
 #[derive(Debug, Default)]
 pub struct BufLease {
-    _private: (),
+    /// For a ring's buffers, the ring's hold on its mapping: no other ring
+    /// may read the mapping while one of them lives.
+    _ring: Option<Arc<RingClaim>>,
+}
+
+impl BufLease {
+    /// A lease of buffers handed out by the ring holding `claim`.
+    pub(crate) fn for_ring(claim: Arc<RingClaim>) -> Self {
+        Self { _ring: Some(claim) }
+    }
 }
 
 /// A range of the data area belonging to one command's iovec.
@@ -44,8 +78,11 @@ pub struct DataBuf {
 }
 
 impl DataBuf {
-    /// A buffer over `[offset, offset + len)` of `map`, checked.
-    pub fn new(map: Arc<Mapping>, offset: usize, len: usize) -> Result<Self, OutOfBounds> {
+    /// A buffer over `[offset, offset + len)` of `map`, checked against the
+    /// mapping's bounds. Crate-private: the caller (the ring, a
+    /// [`ScratchArea`](crate::scratch::ScratchArea)) guarantees that no
+    /// other live buffer covers any of these bytes.
+    pub(crate) fn new(map: Arc<Mapping>, offset: usize, len: usize) -> Result<Self, OutOfBounds> {
         map.check(offset, len)?;
         Ok(Self {
             map,
@@ -62,25 +99,19 @@ impl DataBuf {
         self
     }
 
-    /// A zero-filled buffer of `len` bytes in fresh anonymous memory, for
-    /// I/O the runtime does on its own behalf (compare, copy, verify)
-    /// rather than into a command's ring buffers.
+    /// A zero-filled buffer of `len` bytes in fresh anonymous memory that
+    /// nothing else can reach. To lend memory and look at it afterwards,
+    /// use a [`ScratchArea`](crate::scratch::ScratchArea) instead.
     pub fn scratch(len: usize) -> std::io::Result<Self> {
         let map = Arc::new(Mapping::anonymous(len.max(1))?);
         Self::new(map, 0, len).map_err(|e| std::io::Error::other(e.to_string()))
     }
 
-    /// Another handle to the same bytes, e.g. to look at a scratch buffer
-    /// after lending it to a handler. Never use both handles while either
-    /// is inside an I/O operation.
-    pub fn alias(&self) -> Self {
-        Self {
-            map: self.map.clone(),
-            lease: self.lease.clone(),
-            offset: self.offset,
-            len: self.len,
-            init: self.init,
-        }
+    /// The same buffer, counted under `lease` for a scratch area (see
+    /// [`ScratchArea`](crate::scratch::ScratchArea)).
+    pub(crate) fn with_lease(mut self, lease: Arc<BufLease>) -> Self {
+        self.lease = Some(lease);
+        self
     }
 
     /// Splits the buffer at `at`: `self` keeps `[0, at)`, the returned
@@ -277,67 +308,82 @@ const STACK_IOVECS: usize = 8;
 /// straight from the page cache into the data area. With `nowait` the call
 /// passes `RWF_NOWAIT`, so it fails with `EAGAIN` instead of waiting for a
 /// device (and with `EOPNOTSUPP` on files that cannot promise that).
-/// Buffers' io_uring fill counts are not touched.
+/// Buffers' io_uring fill counts are not touched. The iovecs carry raw
+/// addresses: no Rust reference into ring memory is made.
 pub fn preadv(fd: BorrowedFd<'_>, pos: u64, bufs: &[DataBuf], nowait: bool) -> io::Result<usize> {
-    let slice = |b: &DataBuf| -> IoSliceMut<'_> {
-        // SAFETY: `DataBuf::new` checked `[offset, offset + len)` against
-        // the live mapping (kept alive by the buffer's `Arc`), and the
-        // kernel lent that range to this command alone until it completes,
-        // so nothing else reads or writes it while the slice exists; the
-        // slice lives only for this call.
-        IoSliceMut::new(unsafe { std::slice::from_raw_parts_mut(b.raw_ptr(), b.len) })
-    };
-    with_iovecs(
-        bufs,
-        || IoSliceMut::new(&mut []),
-        slice,
-        |iov| Ok(rustix::io::preadv2(fd, iov, pos, rw_flags(nowait))?),
-    )
+    with_iovecs(bufs, |iov| {
+        let pos = i64::try_from(pos).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: every iovec describes a live `DataBuf`'s range, checked
+        // against its mapping (kept alive by the buffer's `Arc`) when the
+        // buffer was made, and no other live buffer covers those bytes (see
+        // the module documentation); `iov` outlives the call, and its
+        // length fits `c_int` (at most `IOV_MAX`).
+        let n = unsafe {
+            libc::preadv2(
+                fd.as_raw_fd(),
+                iov.as_ptr(),
+                iov.len() as libc::c_int,
+                pos,
+                rw_flags(nowait),
+            )
+        };
+        syscall_result(n)
+    })
 }
 
 /// Writes `bufs`, in order, to `fd` at `pos` with one `pwritev2` (at most
 /// [`IOV_MAX`] buffers) and returns how many bytes were written. `nowait`
 /// as for [`preadv`].
 pub fn pwritev(fd: BorrowedFd<'_>, pos: u64, bufs: &[DataBuf], nowait: bool) -> io::Result<usize> {
-    let slice = |b: &DataBuf| -> IoSlice<'_> {
-        // SAFETY: as in `preadv`; the slice is only read from.
-        IoSlice::new(unsafe { std::slice::from_raw_parts(b.raw_ptr(), b.len) })
-    };
-    with_iovecs(
-        bufs,
-        || IoSlice::new(&[]),
-        slice,
-        |iov| Ok(rustix::io::pwritev2(fd, iov, pos, rw_flags(nowait))?),
-    )
+    with_iovecs(bufs, |iov| {
+        let pos = i64::try_from(pos).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: as in `preadv`; the kernel only reads the ranges.
+        let n = unsafe {
+            libc::pwritev2(
+                fd.as_raw_fd(),
+                iov.as_ptr(),
+                iov.len() as libc::c_int,
+                pos,
+                rw_flags(nowait),
+            )
+        };
+        syscall_result(n)
+    })
 }
 
-/// Calls `f` with the iovecs `make` builds for the first [`IOV_MAX`] of
-/// `bufs`: on the stack for up to `STACK_IOVECS` of them (`empty` fills
-/// the unused slots), in a vector otherwise.
-fn with_iovecs<'a, T, R>(
-    bufs: &'a [DataBuf],
-    empty: impl Fn() -> T,
-    make: impl Fn(&'a DataBuf) -> T,
-    f: impl FnOnce(&mut [T]) -> R,
-) -> R {
+/// A syscall's byte count, or its errno.
+fn syscall_result(n: isize) -> io::Result<usize> {
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+}
+
+/// Calls `f` with the raw iovecs of the first [`IOV_MAX`] of `bufs`: on
+/// the stack for up to `STACK_IOVECS` of them, in a vector otherwise.
+fn with_iovecs<R>(bufs: &[DataBuf], f: impl FnOnce(&[libc::iovec]) -> R) -> R {
     let bufs = &bufs[..bufs.len().min(IOV_MAX)];
+    let make = |b: &DataBuf| libc::iovec {
+        iov_base: b.raw_ptr().cast(),
+        iov_len: b.len,
+    };
     if bufs.len() <= STACK_IOVECS {
-        let mut iov: [T; STACK_IOVECS] = std::array::from_fn(|_| empty());
+        let mut iov = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; STACK_IOVECS];
         for (slot, b) in iov.iter_mut().zip(bufs) {
             *slot = make(b);
         }
-        f(&mut iov[..bufs.len()])
+        f(&iov[..bufs.len()])
     } else {
-        let mut iov: Vec<T> = bufs.iter().map(make).collect();
-        f(&mut iov)
+        let iov: Vec<libc::iovec> = bufs.iter().map(make).collect();
+        f(&iov)
     }
 }
 
-fn rw_flags(nowait: bool) -> rustix::io::ReadWriteFlags {
+fn rw_flags(nowait: bool) -> libc::c_int {
     if nowait {
-        rustix::io::ReadWriteFlags::NOWAIT
+        libc::RWF_NOWAIT
     } else {
-        rustix::io::ReadWriteFlags::empty()
+        0
     }
 }
 

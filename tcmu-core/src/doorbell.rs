@@ -2,8 +2,8 @@
 //!
 //! For a real device it is the `/dev/uioN` file: it becomes readable when the
 //! kernel posts entries (reading returns a 4-byte event count), and writing
-//! any 4 bytes tells the kernel to reap completions. For the simulator it is
-//! a pair of eventfds with the same meaning.
+//! any 4 bytes tells the kernel to reap completions. For the simulator
+//! (feature `sim`) it is a pair of eventfds with the same meaning.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -13,11 +13,13 @@ use rustix::fs::{Mode, OFlags};
 
 /// How the kernel and the daemon wake each other.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Doorbell {
     /// A real TCMU device: the opened `/dev/uioN`.
     Uio(OwnedFd),
     /// The simulator: `wake` is signalled by the simulated kernel, `kick` by
     /// the daemon.
+    #[cfg(feature = "sim")]
     Sim {
         /// Readable when the simulated kernel posted entries.
         wake: OwnedFd,
@@ -45,6 +47,7 @@ impl Doorbell {
     pub fn fd(&self) -> BorrowedFd<'_> {
         match self {
             Self::Uio(fd) => fd.as_fd(),
+            #[cfg(feature = "sim")]
             Self::Sim { wake, .. } => wake.as_fd(),
         }
     }
@@ -54,6 +57,7 @@ impl Doorbell {
         let mut buf = [0u8; 8];
         let (fd, len) = match self {
             Self::Uio(fd) => (fd, 4),
+            #[cfg(feature = "sim")]
             Self::Sim { wake, .. } => (wake, 8),
         };
         match rustix::io::read(fd, &mut buf[..len]) {
@@ -67,6 +71,7 @@ impl Doorbell {
     pub fn kick(&self) -> io::Result<()> {
         let res = match self {
             Self::Uio(fd) => rustix::io::write(fd, &1u32.to_ne_bytes()),
+            #[cfg(feature = "sim")]
             Self::Sim { kick, .. } => rustix::io::write(kick, &1u64.to_ne_bytes()),
         };
         match res {

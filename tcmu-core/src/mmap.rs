@@ -8,7 +8,8 @@
 
 use std::os::fd::AsFd;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
 
 use rustix::mm::{MapFlags, ProtFlags};
 
@@ -29,6 +30,32 @@ pub struct OutOfBounds {
 pub struct Mapping {
     base: NonNull<u8>,
     len: usize,
+    /// Whether a command ring (or a buffer it handed out) uses the mapping:
+    /// one at a time, so that one ring sees every buffer over it.
+    ring: AtomicBool,
+}
+
+/// A command ring's exclusive hold on a [`Mapping`], released when the
+/// ring and every lease of its buffers are gone.
+#[derive(Debug)]
+pub(crate) struct RingClaim {
+    map: Arc<Mapping>,
+}
+
+impl RingClaim {
+    /// The hold on `map`, or `None` while another ring has it.
+    pub(crate) fn new(map: &Arc<Mapping>) -> Option<Self> {
+        map.ring
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .ok()
+            .map(|_| Self { map: map.clone() })
+    }
+}
+
+impl Drop for RingClaim {
+    fn drop(&mut self) {
+        self.map.ring.store(false, Ordering::Release);
+    }
 }
 
 // SAFETY: the mapping is plain shared memory with no thread affinity; all
@@ -86,7 +113,11 @@ impl Mapping {
     fn from_raw(ptr: *mut std::ffi::c_void, len: usize) -> std::io::Result<Self> {
         let base = NonNull::new(ptr.cast::<u8>())
             .ok_or_else(|| std::io::Error::other("mmap returned a null pointer"))?;
-        Ok(Self { base, len })
+        Ok(Self {
+            base,
+            len,
+            ring: AtomicBool::new(false),
+        })
     }
 
     /// Length of the mapping in bytes.

@@ -23,6 +23,10 @@ impl sealed::Sealed for crate::doorbell::Doorbell {}
 impl OwnsFd for crate::doorbell::Doorbell {}
 impl sealed::Sealed for crate::netlink::EventSocket {}
 impl OwnsFd for crate::netlink::EventSocket {}
+impl sealed::Sealed for crate::master::Master {}
+impl OwnsFd for crate::master::Master {}
+impl sealed::Sealed for crate::device::Device {}
+impl OwnsFd for crate::device::Device {}
 
 /// Registers `inner` with the current tokio runtime for readability.
 pub fn register_readable<T: OwnsFd>(inner: T) -> std::io::Result<AsyncFd<T>> {

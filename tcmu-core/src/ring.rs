@@ -14,8 +14,17 @@
 //! Everything an entry says is copied out of shared memory and validated
 //! (lengths, alignment, iovecs inside the data area, CDB inside the entry)
 //! before use; a malformed entry is a [`RingError`], never a panic.
+//!
+//! The ring is also what keeps [`DataBuf`]s from aliasing (see
+//! [`crate::buf`]): a command whose iovecs overlap each other, or overlap a
+//! buffer of an earlier command that is still alive, is handed out as
+//! [`Entry::Invalid`], never as buffers. The kernel never lends the same
+//! bytes twice, so this costs a well-behaved ring nothing but the check;
+//! it holds whatever is written into the memory. Only one `CommandRing`
+//! at a time reads a [`Mapping`] (its buffers included).
 
 use std::mem::offset_of;
+use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 
 use crate::buf::{BufLease, DataBuf};
@@ -25,7 +34,7 @@ use crate::layout::{
     MAILBOX_VERSION, OP_ALIGN_SIZE, OP_CMD, OP_MASK, OP_PAD, OP_TMR, SENSE_BUFFER_SIZE,
     UFLAG_KEEP_BUF, UFLAG_READ_LEN, UFLAG_UNKNOWN_OP,
 };
-use crate::mmap::{Mapping, OutOfBounds};
+use crate::mmap::{Mapping, OutOfBounds, RingClaim};
 
 /// Something in the ring is not as the ABI says.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +66,10 @@ pub enum RingError {
     /// More completions than read commands.
     #[error("no read command slot left to complete into")]
     NoSlot,
+    /// Another [`CommandRing`] (or buffers it handed out) still uses the
+    /// mapping.
+    #[error("the mapping is already read by another command ring")]
+    InUse,
     /// An access outside the mapping.
     #[error(transparent)]
     Bounds(#[from] OutOfBounds),
@@ -207,12 +220,35 @@ pub struct CommandRing {
     tail: u32,
     /// Start of the data area (end of the command ring).
     data_start: usize,
-    /// Buffer leases by command id (the kernel hands out the lowest free
-    /// ids, so this stays as long as the deepest queue seen).
-    leases: Vec<Option<Arc<BufLease>>>,
+    /// What the ring remembers per command id (the kernel hands out the
+    /// lowest free ids, so this stays as long as the deepest queue seen).
+    ids: Vec<Option<IdSlot>>,
+    /// Ids whose buffers may still be alive.
+    live: Vec<u16>,
+    /// The iovecs of the command being read, `(start, len)` in entry order.
+    iovecs: Vec<(usize, usize)>,
+    /// The same as `[start, end)` ranges, sorted (empty ones left out).
+    sorted: Vec<(usize, usize)>,
+    /// This ring's hold on the mapping, shared by every lease.
+    claim: Arc<RingClaim>,
     /// Emptied buffer lists given back with [`recycle`](Self::recycle), to
     /// hold the next commands' buffers without allocating.
     spare_lists: Vec<Vec<DataBuf>>,
+}
+
+/// What the ring remembers about one command id.
+#[derive(Debug)]
+struct IdSlot {
+    /// Held by every buffer of the id's latest command.
+    lease: Arc<BufLease>,
+    /// The data-area ranges `[start, end)` of those buffers, sorted.
+    ranges: Vec<(usize, usize)>,
+}
+
+impl IdSlot {
+    fn in_use(&self) -> bool {
+        Arc::strong_count(&self.lease) > 1
+    }
 }
 
 /// Most buffer lists [`CommandRing::recycle`] keeps (a deep queue's worth).
@@ -224,8 +260,11 @@ const SPARE_LIST_CAPACITY: usize = 64;
 
 impl CommandRing {
     /// Validates the mailbox of `map` and starts reading at its `cmd_tail`
-    /// (after a ring reset, both indexes are 0).
+    /// (after a ring reset, both indexes are 0). Fails with
+    /// [`RingError::InUse`] while another ring, or a buffer one handed out,
+    /// uses the mapping.
     pub fn new(map: Arc<Mapping>) -> Result<Self, RingError> {
+        let claim = RingClaim::new(&map).ok_or(RingError::InUse)?;
         let version = map.read_u16(offset_of!(Mailbox, version))?;
         if version != MAILBOX_VERSION {
             return Err(RingError::Version(version));
@@ -261,7 +300,11 @@ impl CommandRing {
             tail,
             data_start: off as usize + size as usize,
             map,
-            leases: Vec::new(),
+            ids: Vec::new(),
+            live: Vec::new(),
+            iovecs: Vec::new(),
+            sorted: Vec::new(),
+            claim: Arc::new(claim),
             spare_lists: Vec::new(),
         })
     }
@@ -302,20 +345,57 @@ impl CommandRing {
     /// Whether any data buffer of command `cmd_id` is still alive (held by
     /// a handler, or by an I/O operation that outlived its future).
     pub fn buffers_in_use(&self, cmd_id: u16) -> bool {
-        self.leases
+        self.ids
             .get(usize::from(cmd_id))
             .and_then(Option::as_ref)
-            .is_some_and(|l| Arc::strong_count(l) > 1)
+            .is_some_and(IdSlot::in_use)
     }
 
-    /// The lease for command `cmd_id`'s buffers (made the first time the
-    /// id is seen, then reused).
-    fn lease(&mut self, cmd_id: u16) -> Arc<BufLease> {
+    /// The slot of `cmd_id` (made the first time the id is seen, then
+    /// reused).
+    fn slot(&mut self, cmd_id: u16) -> &mut IdSlot {
         let i = usize::from(cmd_id);
-        if self.leases.len() <= i {
-            self.leases.resize(i + 1, None);
+        if self.ids.len() <= i {
+            self.ids.resize_with(i + 1, || None);
         }
-        self.leases[i].get_or_insert_with(Arc::default).clone()
+        let claim = &self.claim;
+        self.ids[i].get_or_insert_with(|| IdSlot {
+            lease: Arc::new(BufLease::for_ring(claim.clone())),
+            ranges: Vec::new(),
+        })
+    }
+
+    /// Whether the sorted ranges in `self.sorted` overlap each other or a
+    /// buffer of another command still alive; forgets, in the same pass,
+    /// the ids whose buffers are all gone.
+    fn overlaps_live(&mut self) -> bool {
+        if self.sorted.windows(2).any(|w| w[1].0 < w[0].1) {
+            return true;
+        }
+        let ids = &self.ids;
+        let new = &self.sorted;
+        let mut hit = false;
+        self.live.retain(|id| {
+            let Some(slot) = ids.get(usize::from(*id)).and_then(Option::as_ref) else {
+                return false;
+            };
+            if !slot.in_use() {
+                return false;
+            }
+            hit = hit
+                || slot.ranges.iter().any(|&(start, end)| {
+                    // The first new range ending after `start` (ends are
+                    // sorted too: the new ranges are disjoint).
+                    let i = new.partition_point(|r| r.1 <= start);
+                    new.get(i).is_some_and(|r| r.0 < end)
+                });
+            true
+        });
+        // A buffer dropped on another thread wrote its bytes before its
+        // Release decrement of the lease: order them before the kernel's
+        // next use of the memory and ours.
+        fence(Ordering::Acquire);
+        hit
     }
 
     /// Whether the kernel has posted entries not yet read.
@@ -405,8 +485,9 @@ impl CommandRing {
     }
 
     /// A command entry: the command, or an [`Entry::Invalid`] to fail when
-    /// its own fields are wrong. A command id whose previous command still
-    /// has buffers alive means the ring cannot be trusted: an error.
+    /// its own fields are wrong or its buffers would overlap live ones. A
+    /// command id whose previous command still has buffers alive means the
+    /// ring cannot be trusted: an error.
     fn command(&mut self, pos: u32, len: u32, cmd_id: u16) -> Result<Entry, RingError> {
         if self.buffers_in_use(cmd_id) {
             return Err(RingError::Corrupt {
@@ -414,23 +495,77 @@ impl CommandRing {
                 why: "command id reused while its previous command's buffers are in use",
             });
         }
-        let lease = self.lease(cmd_id);
-        let data = self.spare_lists.pop().unwrap_or_default();
-        match self.parse_cmd(pos, len, cmd_id, &lease, data) {
-            Ok(cmd) => Ok(Entry::Cmd(cmd)),
+        let mut iovecs = std::mem::take(&mut self.iovecs);
+        iovecs.clear();
+        let parsed = self.parse_cmd(pos, len, &mut iovecs);
+        let entry = match parsed {
+            Ok((cdb, iov_cnt)) => Ok(self.lend(cmd_id, cdb, iov_cnt, &iovecs)),
             Err(RingError::Corrupt { why, .. }) => Ok(Entry::Invalid { cmd_id, why }),
             Err(e) => Err(e),
-        }
+        };
+        self.iovecs = iovecs;
+        entry
     }
 
+    /// Hands out the buffers of a parsed command (`iovecs`: its data then
+    /// bidi iovecs, each inside the data area), unless they overlap.
+    fn lend(&mut self, cmd_id: u16, cdb: Cdb, iov_cnt: usize, iovecs: &[(usize, usize)]) -> Entry {
+        self.sorted.clear();
+        self.sorted.extend(
+            iovecs
+                .iter()
+                .filter(|&&(_, len)| len > 0)
+                .map(|&(start, len)| (start, start + len)),
+        );
+        self.sorted.sort_unstable();
+        if !self.sorted.is_empty() && self.overlaps_live() {
+            return Entry::Invalid {
+                cmd_id,
+                why: "iovecs overlap each other or a buffer still in use",
+            };
+        }
+        let map = self.map.clone();
+        let mut data = self.spare_lists.pop().unwrap_or_default();
+        data.reserve(iov_cnt);
+        let mut bidi = Vec::with_capacity(iovecs.len() - iov_cnt);
+        let sorted = std::mem::take(&mut self.sorted);
+        let slot = self.slot(cmd_id);
+        slot.ranges.clear();
+        slot.ranges.extend_from_slice(&sorted);
+        let lease = slot.lease.clone();
+        for (i, &(base, blen)) in iovecs.iter().enumerate() {
+            // Checked against the mapping by `parse_cmd`.
+            let Ok(buf) = DataBuf::new(map.clone(), base, blen) else {
+                continue;
+            };
+            let buf = buf.leased(&lease);
+            if i < iov_cnt {
+                data.push(buf);
+            } else {
+                bidi.push(buf);
+            }
+        }
+        self.sorted = sorted;
+        if !self.sorted.is_empty() {
+            self.live.push(cmd_id);
+        }
+        Entry::Cmd(CmdEntry {
+            cmd_id,
+            cdb,
+            data,
+            bidi,
+        })
+    }
+
+    /// Reads a command entry's iovecs (into `iovecs`, each checked to lie
+    /// in the data area) and its CDB; returns the CDB and how many iovecs
+    /// are data (the rest are bidi).
     fn parse_cmd(
         &self,
         pos: u32,
         len: u32,
-        cmd_id: u16,
-        lease: &Arc<BufLease>,
-        mut data: Vec<DataBuf>,
-    ) -> Result<CmdEntry, RingError> {
+        iovecs: &mut Vec<(usize, usize)>,
+    ) -> Result<(Cdb, usize), RingError> {
         let off = self.entry_off(pos);
         let corrupt = |why| RingError::Corrupt { pos, why };
         if (len as usize) < CMD_ENTRY_SIZE {
@@ -454,8 +589,7 @@ impl CommandRing {
             return Err(corrupt("more iovecs than the entry holds"));
         }
         let iov_base = off + std::mem::size_of::<CmdRequest>();
-        data.reserve(iov_cnt);
-        let mut bidi = Vec::with_capacity(bidi_cnt);
+        iovecs.reserve(iov_cnt + bidi_cnt);
         for i in 0..iov_cnt + bidi_cnt {
             let at = iov_base + i * std::mem::size_of::<RingIovec>();
             let base = self.map.read_u64(at + offset_of!(RingIovec, base))?;
@@ -464,14 +598,10 @@ impl CommandRing {
                 (Ok(b), Ok(l)) if b >= self.data_start => (b, l),
                 _ => return Err(corrupt("iovec outside the data area")),
             };
-            let buf = DataBuf::new(self.map.clone(), base, blen)
-                .map_err(|_| corrupt("iovec outside the data area"))?
-                .leased(lease);
-            if i < iov_cnt {
-                data.push(buf);
-            } else {
-                bidi.push(buf);
-            }
+            self.map
+                .check(base, blen)
+                .map_err(|_| corrupt("iovec outside the data area"))?;
+            iovecs.push((base, blen));
         }
         // The CDB must lie inside this entry.
         let cdb_off = usize::try_from(cdb_off).map_err(|_| corrupt("CDB offset too large"))?;
@@ -487,12 +617,7 @@ impl CommandRing {
             return Err(corrupt("CDB runs past its entry"));
         }
         let cdb = Cdb::try_filled(clen, |b| self.map.read(cdb_off, b))?;
-        Ok(CmdEntry {
-            cmd_id,
-            cdb,
-            data,
-            bidi,
-        })
+        Ok((cdb, iov_cnt))
     }
 
     fn parse_tmr(&self, pos: u32, len: u32) -> Result<TmrNotice, RingError> {

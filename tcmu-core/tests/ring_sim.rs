@@ -253,13 +253,13 @@ fn a_command_id_reused_while_its_buffers_live_is_refused() {
     let (mut k, mut ring, _bell) = setup(SimConfig::default());
     k.post(&[0x28, 0, 0, 0, 0, 0, 0, 0, 8, 0], SimData::In(4096))
         .unwrap();
-    let a = read_cmd(&mut ring);
+    let mut a = read_cmd(&mut ring);
     assert!(ring.buffers_in_use(a.cmd_id));
-    let kept = a.data[0].alias();
+    let kept = a.data[0].split_off(2048);
     drop(a.data);
     assert!(
         ring.buffers_in_use(a.cmd_id),
-        "an alias still holds the lease"
+        "a piece still holds the lease"
     );
     ring.complete(a.cmd_id, &Completion::good()).unwrap();
     ring.publish().unwrap();
@@ -291,4 +291,97 @@ fn kept_buffers_hold_their_id_until_freed() {
     k.free_kept_buf(a.cmd_id).unwrap();
     assert!(k.free_kept_buf(a.cmd_id).is_err());
     assert!(k.kept().is_empty());
+}
+
+/// Offset in the mapping of iovec `i` of the entry at ring position `pos`.
+fn iovec_at(pos: u32, i: usize) -> usize {
+    use std::mem::size_of;
+    use tcmu_core::layout::{CmdRequest, Mailbox, RingIovec};
+    size_of::<Mailbox>() + pos as usize + size_of::<CmdRequest>() + i * size_of::<RingIovec>()
+}
+
+#[test]
+fn buffers_never_overlap_live_ones() {
+    let (mut k, dev) = SimKernel::new(SimConfig::default()).unwrap();
+    let map = dev.map.clone();
+    let mut ring = CommandRing::new(dev.map).unwrap();
+    let read = [0x28, 0, 0, 0, 0, 0, 0, 0, 8, 0];
+    k.post(&read, SimData::In(4096)).unwrap();
+    let a = read_cmd(&mut ring);
+    let a_base = map.read_u64(iovec_at(0, 0)).unwrap();
+    assert_eq!(a.data[0].offset() as u64, a_base);
+
+    // A second command whose iovec names a's live buffer is failed, not
+    // lent.
+    let pos = k.head();
+    let b = k.post(&read, SimData::In(4096)).unwrap();
+    map.write_u64(iovec_at(pos, 0), a_base + 512).unwrap();
+    match ring.next_entry().unwrap() {
+        Some(Entry::Invalid { cmd_id, why }) => {
+            assert_eq!(cmd_id, b);
+            assert!(why.contains("overlap"), "{why}");
+        }
+        other => panic!("expected an invalid entry, got {other:?}"),
+    }
+    ring.complete(b, &Completion::status(2)).unwrap();
+    // Once a's buffers are gone, the same bytes may be lent again.
+    drop(a);
+    let pos = k.head();
+    let c = k.post(&read, SimData::In(4096)).unwrap();
+    map.write_u64(iovec_at(pos, 0), a_base).unwrap();
+    assert_eq!(read_cmd(&mut ring).cmd_id, c);
+}
+
+#[test]
+fn iovecs_of_one_command_never_overlap() {
+    let (mut k, dev) = SimKernel::new(SimConfig::default()).unwrap();
+    let map = dev.map.clone();
+    let mut ring = CommandRing::new(dev.map).unwrap();
+    let read = [0x28, 0, 0, 0, 0, 0, 0, 0, 8, 0];
+    // Blocks 0 and 1, then block 0 freed: the next 8 KiB get blocks 0 and
+    // 2, two iovecs.
+    k.post(&read, SimData::In(4096)).unwrap();
+    k.post(&read, SimData::In(4096)).unwrap();
+    let a = read_cmd(&mut ring);
+    let _b = read_cmd(&mut ring);
+    let a_id = a.cmd_id;
+    drop(a);
+    ring.complete(a_id, &Completion::good()).unwrap();
+    ring.publish().unwrap();
+    k.reap().unwrap();
+    let pos = k.head();
+    let c = k
+        .post(&[0x28, 0, 0, 0, 0, 0, 0, 0, 16, 0], SimData::In(8192))
+        .unwrap();
+    let first = map.read_u64(iovec_at(pos, 0)).unwrap();
+    assert_ne!(map.read_u64(iovec_at(pos, 1)).unwrap(), first + 4096);
+    map.write_u64(iovec_at(pos, 1), first + 100).unwrap();
+    match ring.next_entry().unwrap() {
+        Some(Entry::Invalid { cmd_id, why }) => {
+            assert_eq!(cmd_id, c);
+            assert!(why.contains("overlap"), "{why}");
+        }
+        other => panic!("expected an invalid entry, got {other:?}"),
+    }
+}
+
+#[test]
+fn one_ring_at_a_time_reads_a_mapping() {
+    let (mut k, dev) = SimKernel::new(SimConfig::default()).unwrap();
+    let mut ring = CommandRing::new(dev.map.clone()).unwrap();
+    assert!(matches!(
+        CommandRing::new(dev.map.clone()),
+        Err(tcmu_core::RingError::InUse)
+    ));
+    k.post(&[0x28, 0, 0, 0, 0, 0, 0, 0, 8, 0], SimData::In(4096))
+        .unwrap();
+    let a = read_cmd(&mut ring);
+    drop(ring);
+    // A buffer of the dropped ring still holds the mapping.
+    assert!(matches!(
+        CommandRing::new(dev.map.clone()),
+        Err(tcmu_core::RingError::InUse)
+    ));
+    drop(a);
+    CommandRing::new(dev.map).unwrap();
 }

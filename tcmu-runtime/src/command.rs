@@ -10,7 +10,7 @@
 //! ([`CmdOutcome::NotHandled`]).
 
 use tcmu_core::buf::{self, DataBuf};
-use tcmu_core::Cdb;
+use tcmu_core::{reply, Cdb};
 use tcmu_scsi::{Sense, Status};
 
 /// A SCSI command handed to [`CommandHook::handle_cmd`](crate::CommandHook::handle_cmd).
@@ -134,13 +134,11 @@ impl CmdReply {
     /// them zeroed, and a shorter answer reported as such. Bytes beyond the
     /// buffers are dropped (the initiator's allocation length wins).
     pub fn data_in(bufs: &[DataBuf], data: &[u8]) -> Self {
-        let total = buf::total_len(bufs);
-        let placed = buf::scatter(bufs, data);
-        let mut reply = Self::good();
-        if placed < total {
-            reply.read_len = Some(placed as u32);
+        let placed = reply::with_data(bufs, reply::GOOD, &[], data);
+        Self {
+            read_len: placed.read_len,
+            ..Self::good()
         }
-        reply
     }
 
     /// GOOD after the hook filled the first `len` bytes of `bufs` itself
@@ -149,13 +147,14 @@ impl CmdReply {
     /// (zeroed) buffers: a hook that produced nothing for a read should
     /// answer CHECK CONDITION instead.
     pub fn filled(bufs: &[DataBuf], len: usize) -> Self {
-        let total = buf::total_len(bufs);
-        let mut reply = Self::good();
-        if len < total {
-            buf::zero_beyond(bufs, len);
-            reply.read_len = Some(len as u32);
+        if len >= buf::total_len(bufs) {
+            return Self::good();
         }
-        reply
+        let filled = reply::filled(bufs, reply::GOOD, &[], u32::try_from(len).ok());
+        Self {
+            read_len: filled.read_len,
+            ..Self::good()
+        }
     }
 }
 
@@ -163,29 +162,34 @@ impl CmdReply {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use tcmu_core::ScratchArea;
 
     #[test]
     fn data_in_zeroes_what_it_does_not_cover() {
-        let a = DataBuf::scratch(8).unwrap();
-        let b = DataBuf::scratch(8).unwrap();
-        a.copy_from(0, &[0xee; 8]);
-        b.copy_from(0, &[0xee; 8]);
-        let bufs = [a.alias(), b.alias()];
+        let area = ScratchArea::new(64).unwrap();
+        area.fill(0, 64, 0xee).unwrap();
+        let bufs = [area.lend(0, 8).unwrap(), area.lend(32, 8).unwrap()];
         let r = CmdReply::data_in(&bufs, &[1, 2, 3]);
         assert_eq!(r.read_len, Some(3));
         assert_eq!(r.status, Status::Good);
-        assert_eq!(a.to_vec(), [1, 2, 3, 0, 0, 0, 0, 0]);
-        assert_eq!(b.to_vec(), [0; 8]);
-        let bufs = [a.alias()];
+        drop(bufs);
+        let got = area.to_vec().unwrap();
+        assert_eq!(got[..8], [1, 2, 3, 0, 0, 0, 0, 0]);
+        assert_eq!(got[8..32], [0xee; 24], "outside the buffers");
+        assert_eq!(got[32..40], [0; 8]);
+
+        let bufs = [area.lend(0, 8).unwrap()];
         assert_eq!(CmdReply::data_in(&bufs, &[9; 20]).read_len, None);
         assert_eq!(CmdReply::filled(&bufs, 5).read_len, Some(5));
         assert_eq!(CmdReply::filled(&bufs, 8).read_len, None);
-        assert_eq!(a.to_vec(), [9, 9, 9, 9, 9, 0, 0, 0]);
+        drop(bufs);
+        assert_eq!(area.to_vec().unwrap()[..8], [9, 9, 9, 9, 9, 0, 0, 0]);
     }
 
     #[test]
     fn a_command_knows_when_buffers_were_taken() {
-        let data = vec![DataBuf::scratch(16).unwrap()];
+        let area = ScratchArea::new(16).unwrap();
+        let data = vec![area.lend_all().unwrap()];
         let mut cmd = ScsiCmd::new(Cdb::from_slice(&[0x28; 10]), data);
         assert_eq!(cmd.opcode(), 0x28);
         assert_eq!(cmd.data_len(), 16);

@@ -9,7 +9,7 @@ use std::panic::AssertUnwindSafe;
 
 use futures::FutureExt;
 use tcmu_core::buf::{self, DataBuf};
-use tcmu_core::{CmdEntry, Completion};
+use tcmu_core::{reply, CmdEntry, Completion};
 use tcmu_scsi::lba_status::{self, Extent, Provisioning};
 use tcmu_scsi::opcode::{INQUIRY, REQUEST_SENSE};
 use tcmu_scsi::{Command, Outcome, Response, Sense, Status};
@@ -70,39 +70,36 @@ fn check(sense: &Sense) -> Completion {
     Completion::check_condition(&sense.to_fixed())
 }
 
-/// Completion for an emulated answer: data-in is copied into the buffers
-/// (the rest zeroed, so no earlier command's bytes leak) and a short answer
-/// reports its length.
-fn respond(resp: Response, data: &[DataBuf]) -> Completion {
-    let total = buf::total_len(data);
-    let placed = if total > 0 {
-        buf::scatter(data, &resp.data_in)
-    } else {
-        0
-    };
-    match resp.status {
-        Status::CheckCondition => {
-            let sense = resp.sense.unwrap_or_else(Sense::internal_target_failure);
-            check(&sense)
-        }
-        status => {
-            let c = Completion::status(status.code());
-            if !resp.data_in.is_empty() && placed < total {
-                c.with_read_len(placed as u32)
-            } else {
-                c
-            }
-        }
-    }
+/// The fixed-format sense bytes a CHECK CONDITION carries (INTERNAL
+/// TARGET FAILURE when none was given); `None` for other statuses.
+fn sense_bytes(
+    status: Status,
+    sense: Option<Sense>,
+) -> Option<[u8; tcmu_scsi::sense::FIXED_SENSE_LEN]> {
+    (status == Status::CheckCondition).then(|| {
+        sense
+            .unwrap_or_else(Sense::internal_target_failure)
+            .to_fixed()
+    })
 }
 
+/// Completion for an emulated answer, by the completion rules of
+/// [`tcmu_core::reply`]: data-in copied in with the rest of the buffers
+/// zeroed, a short answer reporting its length.
+fn respond(resp: Response, data: &[DataBuf]) -> Completion {
+    let sense = sense_bytes(resp.status, resp.sense);
+    let sense = sense.as_ref().map_or(&[][..], |s| &s[..]);
+    reply::with_data(data, resp.status.code(), sense, &resp.data_in)
+}
+
+/// Completion for a command hook's own answer. The hook owned the
+/// buffers: [`CmdReply`]'s constructors applied the completion rules to
+/// them already.
 fn reply_completion(reply: CmdReply) -> Completion {
-    match (reply.status, reply.sense) {
-        (Status::CheckCondition, sense) => {
-            check(&sense.unwrap_or_else(Sense::internal_target_failure))
-        }
-        (status, _) => {
-            let c = Completion::status(status.code());
+    match sense_bytes(reply.status, reply.sense) {
+        Some(sense) => Completion::check_condition(&sense),
+        None => {
+            let c = Completion::status(reply.status.code());
             match reply.read_len {
                 Some(n) => c.with_read_len(n),
                 None => c,

@@ -6,7 +6,7 @@
 //! chunks of at most [`CHUNK`] bytes so a large WRITE SAME or FORMAT UNIT
 //! does not allocate the whole range at once.
 
-use tcmu_core::DataBuf;
+use tcmu_core::{DataBuf, ScratchArea};
 
 use crate::error::{BlockError, CompareError};
 use crate::handler::BlockHandler;
@@ -14,10 +14,10 @@ use crate::handler::BlockHandler;
 /// Largest piece read or written at once.
 pub(crate) const CHUNK: u64 = 1 << 20;
 
-fn scratch(len: u64) -> Result<DataBuf, BlockError> {
+fn scratch(len: u64) -> Result<ScratchArea, BlockError> {
     let len = usize::try_from(len)
         .map_err(|_| BlockError::Io(std::io::ErrorKind::InvalidInput.into()))?;
-    Ok(DataBuf::scratch(len)?)
+    Ok(ScratchArea::new(len)?)
 }
 
 /// Reads `len` bytes at `offset` into a new vector.
@@ -26,9 +26,10 @@ pub(crate) async fn read_vec(
     offset: u64,
     len: u64,
 ) -> Result<Vec<u8>, BlockError> {
-    let buf = scratch(len)?;
-    h.read(offset, vec![buf.alias().into_read_target()]).await?;
-    Ok(buf.to_vec())
+    let area = scratch(len)?;
+    let buf = area.lend_all().map_err(std::io::Error::from)?;
+    h.read(offset, vec![buf.into_read_target()]).await?;
+    Ok(area.to_vec().map_err(std::io::Error::from)?)
 }
 
 /// Writes `data` at `offset`.
@@ -37,8 +38,9 @@ pub(crate) async fn write_slice(
     offset: u64,
     data: &[u8],
 ) -> Result<(), BlockError> {
-    let buf = scratch(data.len() as u64)?;
-    buf.copy_from(0, data);
+    let area = scratch(data.len() as u64)?;
+    area.write(0, data).map_err(std::io::Error::from)?;
+    let buf = area.lend_all().map_err(std::io::Error::from)?;
     h.write(offset, vec![buf]).await
 }
 
@@ -52,16 +54,19 @@ pub(crate) async fn write_same(
 ) -> Result<(), BlockError> {
     let plen = pattern.len().max(1) as u64;
     let chunk = (CHUNK / plen).max(1) * plen;
-    let buf = scratch(chunk.min(len))?;
+    let area = scratch(chunk.min(len))?;
     let mut at = 0;
-    while at < buf.len() {
-        at += buf.copy_from(at, pattern).max(1);
+    while at < area.len() {
+        let n = pattern.len().min(area.len() - at).max(1);
+        area.write(at, &pattern[..n.min(pattern.len())])
+            .map_err(std::io::Error::from)?;
+        at += n;
     }
     let mut done = 0;
     while done < len {
         let n = (len - done).min(chunk);
-        let mut piece = buf.alias();
-        piece.truncate(n as usize);
+        // The previous piece went into the handler's write and is gone.
+        let piece = area.lend(0, n as usize).map_err(std::io::Error::from)?;
         h.write(offset + done, vec![piece]).await?;
         done += n;
     }

@@ -7,6 +7,8 @@
 #
 # Environment (from the guest env file written by xtask, see xtask/src/vm):
 #   TCMU_RUNNER   path of our daemon binary (target/release/tcmu-runner)
+#   EXAMPLES_DIR  folder of the library crates' examples built in release
+#                 (target/release/examples: consumer, …)
 #   FIO_RUNTIME   seconds per fio run (default 60)
 #   XT_OUT        host folder for results; daemon logs are copied there
 #   TCMU_DEBUG    non-empty: start the daemon with -d
@@ -842,16 +844,49 @@ fio_wait() {
     log "fio '$name' finished: no errors, $((verified / 1048576)) MiB verified"
 }
 
+# The log log_mark/log_since read: the daemon's, unless a test serves its
+# devices with another program (an example) and points this at its log.
+DAEMON_LOG_FILE=${DAEMON_LOG_FILE:-$LOGDIR/tcmu-runner.log}
+
 # log_mark: remember the daemon log's current size (see log_since).
 log_mark() {
     LOG_MARK=0
-    [[ -f $LOGDIR/tcmu-runner.log ]] && LOG_MARK=$(stat -c %s "$LOGDIR/tcmu-runner.log")
+    [[ -f $DAEMON_LOG_FILE ]] && LOG_MARK=$(stat -c %s "$DAEMON_LOG_FILE")
     return 0
 }
 
 # log_since: the daemon log lines written since the last log_mark.
 log_since() {
-    tail -c +$((LOG_MARK + 1)) "$LOGDIR/tcmu-runner.log" 2>/dev/null
+    tail -c +$((LOG_MARK + 1)) "$DAEMON_LOG_FILE" 2>/dev/null
+}
+
+# example_start NAME READY_PATTERN [ARGS...]: start $EXAMPLES_DIR/NAME in
+# the background in place of the daemon, its stderr appended to
+# $LOGDIR/NAME.log (which becomes DAEMON_LOG_FILE), and wait (30 s) for a
+# new log line matching READY_PATTERN. Sets DAEMON_PID, so daemon_alive,
+# daemon_stop (SIGTERM, exit status 0 required) and cleanup apply to it.
+example_start() {
+    local name=$1 ready=$2
+    shift 2
+    local bin=${EXAMPLES_DIR:-}/$name
+    [[ -x $bin ]] || fail "example '$name' not built: no executable $bin (EXAMPLES_DIR='${EXAMPLES_DIR:-}')"
+    DAEMON_LOG_FILE=$LOGDIR/$name.log
+    log_mark
+    "$bin" "$@" >>"$LOGDIR/$name.stdout.log" 2>>"$DAEMON_LOG_FILE" &
+    DAEMON_PID=$!
+    local deadline=$((SECONDS + 30))
+    until log_since | grep -Eq -- "$ready"; do
+        if ! kill -0 "$DAEMON_PID" 2>/dev/null; then
+            local rc=0
+            wait "$DAEMON_PID" || rc=$?
+            DAEMON_PID=
+            echo "--- $name log:"; log_since | tail -n 30
+            fail "example '$name' exited (status $rc) before logging /$ready/"
+        fi
+        ((SECONDS < deadline)) || { echo "--- $name log:"; log_since | tail -n 30; fail "example '$name' did not log /$ready/ within 30s"; }
+        sleep 0.1
+    done
+    log "example '$name' started (pid $DAEMON_PID)"
 }
 
 # dmesg_mark: remember how many kernel log lines there are (see dmesg_since).

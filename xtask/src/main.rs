@@ -3,8 +3,9 @@
 //! Commands:
 //! - `setup`: install the host packages and build the cached test VM
 //!   (Debian kernel + busybox initramfs under `target/vm/`).
-//! - `vm-test [FILTER]`: build `tcmu-runner` in release and run the
-//!   acceptance tests (`tests/vm/run-all.sh`) inside the VM.
+//! - `vm-test [FILTER]`: build `tcmu-runner` and the library crates'
+//!   examples in release and run the acceptance tests
+//!   (`tests/vm/run-all.sh`) inside the VM.
 //! - `demo`: like `vm-test`, but run `tests/vm/demo.sh`.
 //! - `vm-run SCRIPT`: boot the VM and run any guest script (no build).
 //! - `test`: the docs' links, unit tests, clippy, rustfmt, rustdoc,
@@ -60,7 +61,8 @@ usage: cargo xtask <command> [options]
 commands:
   setup                 install host packages (apt), fetch the Debian kernel,
                         build the VM initramfs (all cached under target/vm/)
-  vm-test [FILTER]      build tcmu-runner (release) and run tests/vm/t-*.sh in
+  vm-test [FILTER]      build tcmu-runner and the library examples (release)
+                        and run tests/vm/t-*.sh in
                         the VM; FILTER selects tests by name (extended regex,
                         e.g. t-10 or 't-10|t-30'); each host variable
                         GUEST_<NAME> goes to the tests as $<NAME>
@@ -297,14 +299,31 @@ fn vm_test(paths: &Paths, opts: &VmOptions, filter: Option<String>) -> Result<()
     vm::boot_and_run(paths, &kernel, &run)?.into_result()
 }
 
-/// Builds the daemon the guest tests run.
+/// Builds the daemon the guest tests run, and the library crates'
+/// examples they run too (`$EXAMPLES_DIR`). Two builds: the examples'
+/// dev-dependencies turn on features (the simulator) that the daemon
+/// binary must not be rebuilt with.
 fn build_runner(paths: &Paths) -> Result<()> {
     cmd::run(
         cmd::cargo()
             .args(["build", "--release", "-p", "tcmu-runner"])
             .current_dir(&paths.root),
     )
-    .context("building tcmu-runner (release) failed")
+    .context("building tcmu-runner (release) failed")?;
+    cmd::run(
+        cmd::cargo()
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "tcmu-core",
+                "-p",
+                "tcmu-runtime",
+                "--examples",
+            ])
+            .current_dir(&paths.root),
+    )
+    .context("building the examples of tcmu-core and tcmu-runtime (release) failed")
 }
 
 /// Describes one guest run: script, environment and limits.
@@ -336,6 +355,14 @@ fn guest_run(
                 paths
                     .root
                     .join("target/release/tcmu-runner")
+                    .display()
+                    .to_string(),
+            ),
+            (
+                "EXAMPLES_DIR".into(),
+                paths
+                    .root
+                    .join("target/release/examples")
                     .display()
                     .to_string(),
             ),

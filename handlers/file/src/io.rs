@@ -435,11 +435,9 @@ pub async fn write_pattern(
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-    use std::sync::Arc;
-
     use std::os::fd::AsFd;
 
-    use tcmu_core::Mapping;
+    use tcmu_core::ScratchArea;
 
     use super::*;
 
@@ -463,19 +461,19 @@ mod tests {
                 let file = File::from_std(std_file);
                 let cell = Cell::new(policy);
                 let size = 2 * INLINE_MAX_BYTES;
-                let map = Arc::new(Mapping::anonymous(size).unwrap());
+                let map = ScratchArea::new(size).unwrap();
                 let pattern: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
                 map.write(0, &pattern).unwrap();
                 // 4k in 8 pieces of 512 bytes.
                 let small = |base: usize| -> Vec<DataBuf> {
                     (0..8)
-                        .map(|i| DataBuf::new(map.clone(), base + i * 512, 512).unwrap())
+                        .map(|i| map.lend(base + i * 512, 512).unwrap())
                         .collect()
                 };
                 write(&file, fd_file.as_fd(), &cell, 0, small(0))
                     .await
                     .unwrap();
-                let big = vec![DataBuf::new(map.clone(), 0, size).unwrap()];
+                let big = vec![map.lend(0, size).unwrap()];
                 write(&file, fd_file.as_fd(), &cell, 4096, big)
                     .await
                     .unwrap();
@@ -495,7 +493,7 @@ mod tests {
                     got[2048..].iter().all(|&b| b == 0),
                     "{policy:?}: tail not zeroed"
                 );
-                let big = vec![DataBuf::new(map.clone(), 0, size).unwrap()];
+                let big = vec![map.lend(0, size).unwrap()];
                 read(&file, fd_file.as_fd(), &cell, 4096, big)
                     .await
                     .unwrap();
@@ -515,10 +513,10 @@ mod tests {
         use rustix::fs::{memfd_create, MemfdFlags};
         let fd = memfd_create("fast", MemfdFlags::CLOEXEC).unwrap();
         rustix::fs::ftruncate(&fd, 16384).unwrap();
-        let map = Arc::new(Mapping::anonymous(2 * INLINE_MAX_BYTES).unwrap());
+        let map = ScratchArea::new(2 * INLINE_MAX_BYTES).unwrap();
         let pattern: Vec<u8> = (0..4096).map(|i| (i * 11 % 253) as u8).collect();
         map.write(0, &pattern).unwrap();
-        let piece = |off, len| DataBuf::new(map.clone(), off, len).unwrap();
+        let piece = |off, len| map.lend(off, len).unwrap();
         let four_k = || vec![piece(0, 1024), piece(1024, 3072)];
         let always = Cell::new(Inline::Always);
         assert!(matches!(
@@ -536,6 +534,7 @@ mod tests {
         assert!(read_now(fd.as_fd(), &never, 0, &four_k()).is_none());
         let big = vec![piece(0, 2 * INLINE_MAX_BYTES)];
         assert!(read_now(fd.as_fd(), &always, 0, &big).is_none());
+        drop(big);
         assert!(read_now(fd.as_fd(), &always, 14336, &four_k()).is_none());
         // A cached read with RWF_NOWAIT is served, unless the file refuses
         // the flag itself, which moves it to io_uring for good.
@@ -559,8 +558,8 @@ mod tests {
 
     #[test]
     fn advance_skips_written_bytes() {
-        let map = Arc::new(Mapping::anonymous(4096).unwrap());
-        let mk = |off, len| DataBuf::new(map.clone(), off, len).unwrap().slice_full();
+        let map = ScratchArea::new(4096).unwrap();
+        let mk = |off, len| map.lend(off, len).unwrap().slice_full();
         let lens = |v: &[Slice<DataBuf>]| v.iter().map(|s| s.bytes_total()).collect::<Vec<_>>();
         let v = advance(vec![mk(0, 10), mk(100, 20), mk(200, 5)], 15);
         assert_eq!(lens(&v), vec![15, 5]);
@@ -575,9 +574,9 @@ mod tests {
 
     #[test]
     fn batches_respect_iov_max() {
-        let map = Arc::new(Mapping::anonymous(4096).unwrap());
+        let map = ScratchArea::new(4096).unwrap();
         let bufs: Vec<DataBuf> = (0..2 * IOV_MAX + 3)
-            .map(|i| DataBuf::new(map.clone(), i % 4096, 1).unwrap())
+            .map(|i| map.lend(i % 4096, 1).unwrap())
             .collect();
         let sizes: Vec<usize> = batches(bufs).iter().map(Vec::len).collect();
         assert_eq!(sizes, vec![IOV_MAX, IOV_MAX, 3]);

@@ -7,9 +7,8 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 
-use tcmu_core::{DataBuf, Mapping};
+use tcmu_core::{DataBuf, ScratchArea};
 use tcmu_handler_file::{FileFactory, FileHandler};
 use tcmu_runtime::{
     BlockError, BlockHandler, DeviceConfig, HandlerFactory, LbaStatus, ReconfigRequest, Unmap,
@@ -46,14 +45,14 @@ fn dev(path: &TempPath, size: u64) -> DeviceConfig {
     DeviceConfig::new("file0", path.cfg(), size, 512).with_write_cache(true)
 }
 
-fn bufs(map: &Arc<Mapping>, spans: &[(usize, usize)]) -> Vec<DataBuf> {
+fn bufs(map: &ScratchArea, spans: &[(usize, usize)]) -> Vec<DataBuf> {
     spans
         .iter()
-        .map(|&(off, len)| DataBuf::new(map.clone(), off, len).unwrap())
+        .map(|&(off, len)| map.lend(off, len).unwrap())
         .collect()
 }
 
-fn bytes(map: &Mapping, off: usize, len: usize) -> Vec<u8> {
+fn bytes(map: &ScratchArea, off: usize, len: usize) -> Vec<u8> {
     let mut v = vec![0u8; len];
     map.read(off, &mut v).unwrap();
     v
@@ -79,7 +78,7 @@ fn creates_the_file_and_grows_it_never_shrinks() {
         fs::write(&p.0, [0x5a; 1000]).unwrap();
         let h = FileHandler::open(&dev(&p, 8192)).await.unwrap();
         assert_eq!(fs::metadata(&p.0).unwrap().len(), 8192);
-        let map = Arc::new(Mapping::anonymous(8192).unwrap());
+        let map = ScratchArea::new(8192).unwrap();
         map.fill(0, 8192, 0xee).unwrap();
         h.read(0, bufs(&map, &[(0, 8192)])).await.unwrap();
         let got = bytes(&map, 0, 8192);
@@ -98,7 +97,7 @@ fn writes_scattered_buffers_and_reads_them_back() {
     tokio_uring::start(async {
         let p = TempPath::new("rw");
         let h = FileFactory.open(&dev(&p, 4 << 20)).await.unwrap();
-        let map = Arc::new(Mapping::anonymous(256 << 10).unwrap());
+        let map = ScratchArea::new(256 << 10).unwrap();
         let data = pattern(20000, 7);
         // Data-out: three buffers at odd places in the "data area".
         map.write(4096, &data[..4096]).unwrap();
@@ -129,7 +128,7 @@ fn more_buffers_than_iov_max() {
         let p = TempPath::new("iovmax");
         let h = FileHandler::open(&dev(&p, 4 << 20)).await.unwrap();
         let n = 2100;
-        let map = Arc::new(Mapping::anonymous(2 * n * 512).unwrap());
+        let map = ScratchArea::new(2 * n * 512).unwrap();
         let data = pattern(n * 512, 3);
         map.write(0, &data).unwrap();
         let spans: Vec<(usize, usize)> = (0..n).map(|i| (i * 512, 512)).collect();
@@ -152,7 +151,7 @@ fn reads_past_eof_are_zeroes() {
     tokio_uring::start(async {
         let p = TempPath::new("eof");
         let h = FileHandler::open(&dev(&p, 65536)).await.unwrap();
-        let map = Arc::new(Mapping::anonymous(65536).unwrap());
+        let map = ScratchArea::new(65536).unwrap();
         map.fill(0, 8192, 0x11).unwrap();
         h.write(0, bufs(&map, &[(0, 8192)])).await.unwrap();
         // Someone truncates the file under us: 1000 bytes are left.
@@ -203,7 +202,7 @@ fn unmap_punches_holes() {
             m.blocks()
         );
 
-        let map = Arc::new(Mapping::anonymous(4 << 20).unwrap());
+        let map = ScratchArea::new(4 << 20).unwrap();
         h.read(0, bufs(&map, &[(0, 4 << 20)])).await.unwrap();
         let got = bytes(&map, 0, 4 << 20);
         assert!(got[..1 << 20].iter().all(|&b| b == 0x77));

@@ -292,6 +292,7 @@ mod tests {
     use super::*;
     use std::path::Path;
     use std::process::Command;
+    use tcmu_core::ScratchArea;
 
     const MIB: u64 = 1 << 20;
 
@@ -341,14 +342,18 @@ mod tests {
                 .await
                 .unwrap();
             h.flush().await.unwrap();
-            let got = DataBuf::scratch(data.len()).unwrap();
-            h.read(3 * MIB + 512, vec![got.alias()]).await.unwrap();
-            assert_eq!(got.to_vec(), data);
+            let got = ScratchArea::new(data.len()).unwrap();
+            h.read(3 * MIB + 512, vec![got.lend_all().unwrap()])
+                .await
+                .unwrap();
+            assert_eq!(got.to_vec().unwrap(), data);
             // Never written: zeroes.
-            let zeros = DataBuf::scratch(4096).unwrap();
-            zeros.copy_from(0, &[0xAA; 4096]);
-            h.read(9 * MIB, vec![zeros.alias()]).await.unwrap();
-            assert!(zeros.to_vec().iter().all(|&b| b == 0));
+            let zeros = ScratchArea::new(4096).unwrap();
+            zeros.write(0, &[0xAA; 4096]).unwrap();
+            h.read(9 * MIB, vec![zeros.lend_all().unwrap()])
+                .await
+                .unwrap();
+            assert!(zeros.to_vec().unwrap().iter().all(|&b| b == 0));
             h.close().await;
         });
         // qemu-img finds the image consistent and the data where it was written.
@@ -389,14 +394,14 @@ mod tests {
         ]);
         block_on(async {
             let h = QcowHandler::open(&config(&top, 4 * MIB)).await.unwrap();
-            let got = DataBuf::scratch(512).unwrap();
-            h.read(MIB, vec![got.alias()]).await.unwrap();
-            assert_eq!(&got.to_vec()[..4], b"BASE");
+            let got = ScratchArea::new(512).unwrap();
+            h.read(MIB, vec![got.lend_all().unwrap()]).await.unwrap();
+            assert_eq!(&got.to_vec().unwrap()[..4], b"BASE");
             h.write(MIB, vec![scratch_with(&[b'T'; 512])])
                 .await
                 .unwrap();
-            h.read(MIB, vec![got.alias()]).await.unwrap();
-            assert_eq!(&got.to_vec()[..4], b"TTTT");
+            h.read(MIB, vec![got.lend_all().unwrap()]).await.unwrap();
+            assert_eq!(&got.to_vec().unwrap()[..4], b"TTTT");
             h.close().await;
         });
         // The backing file is untouched.
@@ -424,9 +429,9 @@ mod tests {
                 .unwrap();
             // Two whole clusters and part of a third.
             unmap.unmap(MIB + 4096, 160 * 1024).await.unwrap();
-            let got = DataBuf::scratch(256 * 1024).unwrap();
-            h.read(MIB, vec![got.alias()]).await.unwrap();
-            let got = got.to_vec();
+            let got = ScratchArea::new(256 * 1024).unwrap();
+            h.read(MIB, vec![got.lend_all().unwrap()]).await.unwrap();
+            let got = got.to_vec().unwrap();
             let (head, rest) = got.split_at(4096);
             let (gone, tail) = rest.split_at(160 * 1024);
             assert!(head.iter().all(|&b| b == 0x5A));

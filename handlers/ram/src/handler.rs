@@ -503,16 +503,14 @@ impl CopyOffload for RamHandler {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-    use std::sync::Arc;
-
-    use tcmu_core::Mapping;
+    use tcmu_core::ScratchArea;
 
     use super::*;
 
-    fn bufs(map: &Arc<Mapping>, spans: &[(usize, usize)]) -> Vec<DataBuf> {
+    fn bufs(map: &ScratchArea, spans: &[(usize, usize)]) -> Vec<DataBuf> {
         spans
             .iter()
-            .map(|&(off, len)| DataBuf::new(map.clone(), off, len).unwrap())
+            .map(|&(off, len)| map.lend(off, len).unwrap())
             .collect()
     }
 
@@ -520,7 +518,7 @@ mod tests {
     fn write_then_read_back() {
         tokio_uring::start(async {
             let h = RamHandler::new(1 << 20).unwrap();
-            let map = Arc::new(Mapping::anonymous(64 << 10).unwrap());
+            let map = ScratchArea::new(64 << 10).unwrap();
             let data: Vec<u8> = (0..12288u32).map(|i| (i % 251) as u8).collect();
             map.write(0, &data).unwrap();
             h.write(8192, bufs(&map, &[(0, 4096), (4096, 512), (4608, 7680)]))
@@ -545,7 +543,7 @@ mod tests {
         });
     }
 
-    fn gather(map: &Mapping, off: usize, len: usize) -> Vec<u8> {
+    fn gather(map: &ScratchArea, off: usize, len: usize) -> Vec<u8> {
         let mut v = vec![0u8; len];
         map.read(off, &mut v).unwrap();
         v
@@ -555,7 +553,7 @@ mod tests {
     fn out_of_range_is_an_io_error() {
         tokio_uring::start(async {
             let h = RamHandler::new(8192).unwrap();
-            let map = Arc::new(Mapping::anonymous(8192).unwrap());
+            let map = ScratchArea::new(8192).unwrap();
             let err = h.write(4096, bufs(&map, &[(0, 8192)])).await.unwrap_err();
             assert!(matches!(err, BlockError::Io(_)), "{err}");
             let err = h.read(u64::MAX, bufs(&map, &[(0, 1)])).await.unwrap_err();
@@ -571,7 +569,7 @@ mod tests {
             h.write_same(0, 65536, &[0xab; 512]).await.unwrap();
             h.unmap(4096, 8192).await.unwrap();
 
-            let map = Arc::new(Mapping::anonymous(16384).unwrap());
+            let map = ScratchArea::new(16384).unwrap();
             h.read(0, bufs(&map, &[(0, 16384)])).await.unwrap();
             let got = gather(&map, 0, 16384);
             assert!(got[..4096].iter().all(|&b| b == 0xab));
@@ -595,7 +593,7 @@ mod tests {
             h.write_same(0, 4096, &[7; 512]).await.unwrap();
             h.reconfig(&ReconfigRequest::Size(8192)).await.unwrap();
             assert_eq!(h.size(), 8192);
-            let map = Arc::new(Mapping::anonymous(8192).unwrap());
+            let map = ScratchArea::new(8192).unwrap();
             h.read(0, bufs(&map, &[(0, 8192)])).await.unwrap();
             let got = gather(&map, 0, 8192);
             assert!(got[..4096].iter().all(|&b| b == 7));
@@ -624,7 +622,7 @@ mod tests {
             let chunk = crate::store::CHUNK;
             let h = RamHandler::new(4 * chunk as u64).unwrap();
             assert_eq!(h.allocated(), 0);
-            let map = Arc::new(Mapping::anonymous(4 << 20).unwrap());
+            let map = ScratchArea::new(4 << 20).unwrap();
             let data: Vec<u8> = (0..3 * chunk as u32).map(|i| (i % 241) as u8).collect();
             map.write(0, &data).unwrap();
             let off = chunk as u64 - 777;
@@ -681,7 +679,7 @@ mod tests {
     fn failed_accesses_report_the_first_bad_block_and_write_nothing() {
         tokio_uring::start(async {
             let h = with_faults(1 << 20, 4096, "fail_read=10-11;fail_write=20");
-            let map = Arc::new(Mapping::anonymous(64 << 10).unwrap());
+            let map = ScratchArea::new(64 << 10).unwrap();
             map.fill(0, 64 << 10, 0x5a).unwrap();
             // Blocks 8..16 (4096-byte blocks): the first failing one is 10.
             let err = h.read(8 * 4096, bufs(&map, &[(0, 32768)])).await;
@@ -697,7 +695,7 @@ mod tests {
             assert_eq!(h.allocated(), 0, "a failed write wrote nothing");
             // Around the ranges everything works; a write to a read-only
             // fault's range works too.
-            let scratch = Arc::new(Mapping::anonymous(32768).unwrap());
+            let scratch = ScratchArea::new(32768).unwrap();
             h.read(12 * 4096, bufs(&scratch, &[(0, 32768)]))
                 .await
                 .unwrap();
@@ -736,7 +734,7 @@ mod tests {
     fn not_ready_answers_reads_writes_and_flushes() {
         tokio_uring::start(async {
             let h = with_faults(65536, 512, "not_ready");
-            let map = Arc::new(Mapping::anonymous(4096).unwrap());
+            let map = ScratchArea::new(4096).unwrap();
             for r in [
                 h.read(0, bufs(&map, &[(0, 512)])).await,
                 h.write(0, bufs(&map, &[(0, 512)])).await,
@@ -751,7 +749,7 @@ mod tests {
     fn delays_every_read_and_write() {
         tokio_uring::start(async {
             let h = with_faults(65536, 512, "delay_ms=60");
-            let map = Arc::new(Mapping::anonymous(4096).unwrap());
+            let map = ScratchArea::new(4096).unwrap();
             let start = std::time::Instant::now();
             h.write(0, bufs(&map, &[(0, 512)])).await.unwrap();
             h.read(0, bufs(&map, &[(0, 512)])).await.unwrap();
@@ -766,10 +764,10 @@ mod tests {
 
         tokio_uring::start(async {
             let h = with_faults(65536, 512, "hang_read=4;hang_write=6-7;delay_ms=1");
-            let map = Arc::new(Mapping::anonymous(4096).unwrap());
-            map.fill(0, 4096, 0x33).unwrap();
+            let map = ScratchArea::new(3 * 4096).unwrap();
+            map.fill(0, 3 * 4096, 0x33).unwrap();
             let mut read = h.read(0, bufs(&map, &[(0, 4096)]));
-            let mut write = h.write(0, bufs(&map, &[(0, 4096)]));
+            let mut write = h.write(0, bufs(&map, &[(4096, 4096)]));
             // Past the delay, both reach their hang and stay there.
             tokio::time::sleep(std::time::Duration::from_millis(30)).await;
             for _ in 0..3 {
@@ -778,7 +776,7 @@ mod tests {
                 tokio::time::sleep(std::time::Duration::from_millis(5)).await;
             }
             // Meanwhile other blocks are served.
-            h.write(4096, bufs(&map, &[(0, 4096)])).await.unwrap();
+            h.write(4096, bufs(&map, &[(8192, 4096)])).await.unwrap();
             drop(read);
             drop(write);
             // Dropped: nothing was written, nothing is held.
@@ -796,7 +794,7 @@ mod tests {
 
         tokio_uring::start(async {
             let h = with_faults(65536, 512, "panic_write=3");
-            let map = Arc::new(Mapping::anonymous(4096).unwrap());
+            let map = ScratchArea::new(4096).unwrap();
             let r = AssertUnwindSafe(h.write(1024, bufs(&map, &[(0, 1024)])))
                 .catch_unwind()
                 .await;
@@ -823,7 +821,7 @@ mod tests {
     fn short_reads_answer_read_commands_with_a_residual() {
         tokio_uring::start(async {
             let h = with_faults(65536, 512, "short_read=10-19;fail_read=12");
-            let map = Arc::new(Mapping::anonymous(16384).unwrap());
+            let map = ScratchArea::new(16384).unwrap();
             let data: Vec<u8> = (0..8192u32).map(|i| (i % 253) as u8).collect();
             map.write(0, &data).unwrap();
             h.write(4 * 512, bufs(&map, &[(0, 8192)])).await.unwrap();
@@ -860,7 +858,7 @@ mod tests {
             }
             // A plain read ignores short reads (it cannot return fewer
             // bytes) but not the failure inside the range.
-            let err = h.read(10 * 512, bufs(&map, &[(0, 2048)])).await;
+            let err = h.read(10 * 512, bufs(&map, &[(8192, 2048)])).await;
             assert!(
                 matches!(err, Err(BlockError::IoAt { lba: 12, .. })),
                 "{err:?}"

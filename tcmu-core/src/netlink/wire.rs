@@ -1,72 +1,19 @@
-//! The `TCM-USER` generic netlink family: device events from the kernel and
-//! the daemon's replies.
-//!
-//! `target_core_user` registers the generic netlink family `TCM-USER`
-//! (version 2, no family header) with one multicast group, `config`. When a
-//! backstore is enabled, disabled or reconfigured, the kernel multicasts
-//! ADDED_DEVICE, REMOVED_DEVICE or RECONFIG_DEVICE to that group, naming the
-//! device by its UIO name, UIO minor and LIO device index (DEVICE_ID).
-//! Once a daemon has sent SET_FEATURES with SUPP_KERN_CMD_REPLY=1, the
-//! kernel waits, **with no timeout**, for the matching `*_DONE` reply
-//! carrying the status and the DEVICE_ID: every event must be answered.
-//!
-//! Two sockets, two roles:
-//! - [`EventSocket`] joins the group and decodes events into
-//!   [`DeviceEvent`]s. It is blocking by default; a runtime makes it
-//!   non-blocking with [`EventSocket::set_nonblocking`] and polls it through
-//!   [`AsFd`]. Open it *before* scanning `/sys/class/uio` at start-up, so no
-//!   device added in between is missed.
-//! - [`ControlSocket`] sends unicast requests (SET_FEATURES, the `*_DONE`
-//!   replies) and waits for the kernel's ack; a refusal comes back as
-//!   [`NetlinkError::Kernel`] (ENODEV for a reply the kernel is not waiting
-//!   for).
-//!
-//! Both resolve the family and group ids through the generic netlink
-//! controller (CTRL_CMD_GETFAMILY) when opened. Messages are built and
-//! parsed with `netlink-packet-core`/`netlink-packet-generic`:
-//! [`TcmuMessage`] is the family's payload type and [`TcmuAttr`] its
-//! attributes. The wire format is reachable without a kernel through
-//! [`parse_events`] and [`encode_request`], which is how it is unit-tested;
-//! the sockets themselves need the `target_core_user` module.
-//!
-//! All sockets and buffers are owned by the socket types; nothing here
-//! spawns threads or keeps global state.
-
-use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+//! The `TCM-USER` wire format: commands, attributes, messages and events,
+//! encoded and decoded with `netlink-packet-core`/`netlink-packet-generic`.
+//! Everything here is a function of bytes, tested without a kernel.
 
 use netlink_packet_core::{
     parse_i32, parse_string, parse_u16, parse_u32, parse_u64, parse_u8, DecodeError, DefaultNla,
-    Emitable, ErrorBuffer, ErrorContext, ErrorMessage, NetlinkBuffer, NetlinkHeader,
-    NetlinkMessage, Nla, NlaBuffer, NlasIterator, Parseable, ParseableParametrized, NLMSG_ERROR,
-    NLM_F_ACK, NLM_F_REQUEST,
+    Emitable, ErrorContext, NetlinkBuffer, NetlinkHeader, NetlinkMessage, Nla, NlaBuffer,
+    NlasIterator, Parseable, ParseableParametrized, NLM_F_ACK, NLM_F_REQUEST,
 };
 use netlink_packet_generic::constants::{
     CTRL_ATTR_FAMILY_ID, CTRL_ATTR_MCAST_GROUPS, CTRL_ATTR_MCAST_GRP_ID, CTRL_ATTR_MCAST_GRP_NAME,
-    GENL_HDRLEN, GENL_ID_CTRL,
+    GENL_HDRLEN,
 };
-use netlink_packet_generic::ctrl::nlas::GenlCtrlAttrs;
-use netlink_packet_generic::ctrl::{GenlCtrl, GenlCtrlCmd};
 use netlink_packet_generic::{GenlFamily, GenlHeader, GenlMessage};
-use netlink_sys::protocols::NETLINK_GENERIC;
-use netlink_sys::{Socket, SocketAddr};
 
-/// The generic netlink family name `target_core_user` registers.
-pub const FAMILY_NAME: &str = "TCM-USER";
-
-/// The family version (the `version` of the generic netlink header).
-pub const FAMILY_VERSION: u8 = 2;
-
-/// The multicast group the kernel sends device events to.
-pub const MCAST_GROUP: &str = "config";
-
-/// Receive buffer size; the kernel sends each event in its own datagram of
-/// at most `NLMSG_GOODSIZE` (a page or 8 KiB).
-const RECV_BUF_LEN: usize = 64 * 1024;
-
-/// Socket receive buffer requested for the event socket, so a burst of
-/// events (many devices enabled at once) does not overrun it.
-const EVENT_SOCKET_RCVBUF: libc::c_int = 1 << 20;
+use super::{decode_error, NetlinkError, FAMILY_NAME, FAMILY_VERSION};
 
 /// The commands of the family (`enum tcmu_genl_cmd`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -460,116 +407,9 @@ impl DeviceEvent {
     }
 }
 
-/// An error of the netlink layer.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum NetlinkError {
-    /// A socket operation failed (including `WouldBlock` on a non-blocking
-    /// socket, see [`NetlinkError::is_would_block`], and `ENOBUFS` when
-    /// events were lost, see [`NetlinkError::is_overrun`]).
-    #[error("netlink socket: cannot {op}: {source}")]
-    Socket {
-        /// What was being done.
-        op: &'static str,
-        /// The underlying I/O error.
-        #[source]
-        source: io::Error,
-    },
-    /// The generic netlink controller does not know the family.
-    #[error("generic netlink family {family} not found: is target_core_user loaded?")]
-    FamilyNotFound {
-        /// The family looked for.
-        family: &'static str,
-    },
-    /// The family exists but has no such multicast group.
-    #[error("generic netlink family {family} has no multicast group {group:?}")]
-    GroupNotFound {
-        /// The family.
-        family: &'static str,
-        /// The group looked for.
-        group: &'static str,
-    },
-    /// A message could not be decoded.
-    #[error("malformed netlink message ({context}): {source}")]
-    Decode {
-        /// Which message or part of it.
-        context: &'static str,
-        /// What the decoder said.
-        #[source]
-        source: DecodeError,
-    },
-    /// An event lacks an attribute it must carry. If `device_id` is known
-    /// the kernel is still waiting for a reply for it; answer with an error
-    /// status (see [`NetlinkError::pending_device_id`]).
-    #[error("TCM-USER {command} message without the {attribute} attribute")]
-    MissingAttribute {
-        /// The command's name, e.g. `ADDED_DEVICE`.
-        command: &'static str,
-        /// The missing attribute's name.
-        attribute: &'static str,
-        /// The DEVICE_ID of the message, if it had one.
-        device_id: Option<u32>,
-    },
-    /// A datagram was larger than the receive buffer and was cut.
-    #[error("a {len}-byte netlink datagram does not fit the {capacity}-byte receive buffer")]
-    Truncated {
-        /// The datagram's size.
-        len: usize,
-        /// The buffer's size.
-        capacity: usize,
-    },
-    /// The kernel refused a request; the value is the (positive) errno,
-    /// e.g. `ENODEV` for a `*_DONE` the kernel was not waiting for.
-    #[error("the kernel refused the request: {}", errno_text(.0))]
-    Kernel(i32),
-}
-
-/// The text of an errno.
-fn errno_text(errno: &i32) -> io::Error {
-    io::Error::from_raw_os_error(*errno)
-}
-
-impl NetlinkError {
-    /// Whether this is a non-blocking socket's "nothing to read now".
-    pub fn is_would_block(&self) -> bool {
-        matches!(self, Self::Socket { source, .. } if source.kind() == io::ErrorKind::WouldBlock)
-    }
-
-    /// Whether the socket's receive buffer overran (`ENOBUFS`): events were
-    /// lost, and the daemon must rescan `/sys/class/uio` to resynchronise.
-    pub fn is_overrun(&self) -> bool {
-        matches!(self, Self::Socket { source, .. } if source.raw_os_error() == Some(libc::ENOBUFS))
-    }
-
-    /// The errno of a kernel refusal ([`NetlinkError::Kernel`]).
-    pub fn kernel_errno(&self) -> Option<i32> {
-        match self {
-            Self::Kernel(errno) => Some(*errno),
-            _ => None,
-        }
-    }
-
-    /// For an event that could not be decoded but named its device, the
-    /// DEVICE_ID the kernel may be waiting on.
-    pub fn pending_device_id(&self) -> Option<u32> {
-        match self {
-            Self::MissingAttribute { device_id, .. } => *device_id,
-            _ => None,
-        }
-    }
-}
-
-fn socket_error(op: &'static str) -> impl FnOnce(io::Error) -> NetlinkError {
-    move |source| NetlinkError::Socket { op, source }
-}
-
-fn decode_error(context: &'static str) -> impl FnOnce(DecodeError) -> NetlinkError {
-    move |source| NetlinkError::Decode { context, source }
-}
-
 /// Splits a datagram into its netlink messages: each header and the bytes
 /// after it (up to the header's length).
-fn split_messages(mut data: &[u8]) -> Result<Vec<(NetlinkHeader, &[u8])>, NetlinkError> {
+pub(super) fn split_messages(mut data: &[u8]) -> Result<Vec<(NetlinkHeader, &[u8])>, NetlinkError> {
     let mut messages = Vec::new();
     while !data.is_empty() {
         let buf = NetlinkBuffer::new_checked(data).map_err(decode_error("netlink header"))?;
@@ -602,7 +442,7 @@ pub fn parse_events(datagram: &[u8], family_id: u16) -> Result<Vec<DeviceEvent>,
 }
 
 /// Serialises a generic netlink request with `NLM_F_REQUEST | NLM_F_ACK`.
-fn encode<F>(genl: GenlMessage<F>, seq: u32) -> Vec<u8>
+pub(super) fn encode<F>(genl: GenlMessage<F>, seq: u32) -> Vec<u8>
 where
     F: GenlFamily + Emitable + std::fmt::Debug,
 {
@@ -625,13 +465,13 @@ pub fn encode_request(msg: TcmuMessage, family_id: u16, seq: u32) -> Vec<u8> {
 
 /// What the controller says about the family.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct FamilyInfo {
-    id: u16,
-    groups: Vec<(String, u32)>,
+pub(super) struct FamilyInfo {
+    pub(super) id: u16,
+    pub(super) groups: Vec<(String, u32)>,
 }
 
 impl FamilyInfo {
-    fn group(&self, name: &str) -> Option<u32> {
+    pub(super) fn group(&self, name: &str) -> Option<u32> {
         self.groups
             .iter()
             .find(|(group, _)| group == name)
@@ -642,7 +482,7 @@ impl FamilyInfo {
 /// Reads the family id and multicast groups from a controller NEWFAMILY
 /// reply (generic header included), ignoring every other attribute so a
 /// newer kernel's additions do not break start-up.
-fn parse_family_reply(payload: &[u8]) -> Result<FamilyInfo, NetlinkError> {
+pub(super) fn parse_family_reply(payload: &[u8]) -> Result<FamilyInfo, NetlinkError> {
     const CONTEXT: &str = "generic netlink controller reply";
     let err = decode_error(CONTEXT);
     GenlHeader::parse(payload).map_err(decode_error(CONTEXT))?;
@@ -686,289 +526,9 @@ fn parse_family_reply(payload: &[u8]) -> Result<FamilyInfo, NetlinkError> {
     Ok(FamilyInfo { id, groups })
 }
 
-/// A bound generic netlink socket with its receive buffer and sequence
-/// counter.
-#[derive(Debug)]
-struct Channel {
-    socket: Socket,
-    seq: u32,
-    buf: Vec<u8>,
-}
-
-impl Channel {
-    fn open() -> Result<Self, NetlinkError> {
-        let mut socket =
-            Socket::new(NETLINK_GENERIC).map_err(socket_error("open a NETLINK_GENERIC socket"))?;
-        socket.bind_auto().map_err(socket_error("bind"))?;
-        Ok(Self {
-            socket,
-            seq: 0,
-            buf: Vec::with_capacity(RECV_BUF_LEN),
-        })
-    }
-
-    fn next_seq(&mut self) -> u32 {
-        self.seq = self.seq.wrapping_add(1).max(1);
-        self.seq
-    }
-
-    fn send(&self, bytes: &[u8]) -> Result<(), NetlinkError> {
-        let kernel = SocketAddr::new(0, 0);
-        loop {
-            match self.socket.send_to(bytes, &kernel, 0) {
-                Ok(sent) if sent == bytes.len() => return Ok(()),
-                Ok(sent) => {
-                    return Err(NetlinkError::Socket {
-                        op: "send",
-                        source: io::Error::new(
-                            io::ErrorKind::WriteZero,
-                            format!("sent {sent} of {} bytes", bytes.len()),
-                        ),
-                    })
-                }
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(err) => return Err(socket_error("send")(err)),
-            }
-        }
-    }
-
-    /// Receives one datagram into `self.buf`; returns its length and the
-    /// sender's port (0 for the kernel).
-    fn recv(&mut self) -> Result<(usize, u32), NetlinkError> {
-        loop {
-            self.buf.clear();
-            self.buf.reserve(RECV_BUF_LEN);
-            let capacity = self.buf.capacity();
-            // MSG_TRUNC makes recv report the datagram's real length.
-            match self.socket.recv_from(&mut self.buf, libc::MSG_TRUNC) {
-                Ok((len, _)) if len > self.buf.len() => {
-                    return Err(NetlinkError::Truncated { len, capacity })
-                }
-                Ok((len, from)) => return Ok((len, from.port_number())),
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(err) => return Err(socket_error("receive")(err)),
-            }
-        }
-    }
-
-    /// Sends a request (built with sequence number `seq` and `NLM_F_ACK`)
-    /// and reads until the kernel's ack for it. Every other message with
-    /// that sequence number is handed to `on_reply` with its type and
-    /// payload.
-    fn transact(
-        &mut self,
-        request: &[u8],
-        seq: u32,
-        mut on_reply: impl FnMut(u16, &[u8]) -> Result<(), NetlinkError>,
-    ) -> Result<(), NetlinkError> {
-        self.send(request)?;
-        loop {
-            let (len, from) = self.recv()?;
-            if from != 0 {
-                continue;
-            }
-            let datagram = self.buf.get(..len).unwrap_or_default();
-            for (header, payload) in split_messages(datagram)? {
-                if header.sequence_number != seq {
-                    continue;
-                }
-                if header.message_type == NLMSG_ERROR {
-                    let ack = ErrorBuffer::new_checked(&payload)
-                        .and_then(|buf| ErrorMessage::parse(&buf))
-                        .map_err(decode_error("netlink ack"))?;
-                    return match ack.code {
-                        None => Ok(()),
-                        Some(code) => Err(NetlinkError::Kernel(code.get().saturating_abs())),
-                    };
-                }
-                on_reply(header.message_type, payload)?;
-            }
-        }
-    }
-
-    /// Asks the generic netlink controller about `family`.
-    fn resolve_family(&mut self, family: &'static str) -> Result<FamilyInfo, NetlinkError> {
-        let seq = self.next_seq();
-        let request = encode(
-            GenlMessage::from_payload(GenlCtrl {
-                cmd: GenlCtrlCmd::GetFamily,
-                nlas: vec![GenlCtrlAttrs::FamilyName(family.to_owned())],
-            }),
-            seq,
-        );
-        let mut info = None;
-        let result = self.transact(&request, seq, |message_type, payload| {
-            if message_type == GENL_ID_CTRL {
-                info = Some(parse_family_reply(payload)?);
-            }
-            Ok(())
-        });
-        match result {
-            Err(NetlinkError::Kernel(libc::ENOENT)) => Err(NetlinkError::FamilyNotFound { family }),
-            Err(err) => Err(err),
-            Ok(()) => info.ok_or(NetlinkError::FamilyNotFound { family }),
-        }
-    }
-
-    /// Sends a `TCM-USER` request and waits for its ack.
-    fn request(&mut self, family_id: u16, msg: TcmuMessage) -> Result<(), NetlinkError> {
-        let seq = self.next_seq();
-        let request = encode_request(msg, family_id, seq);
-        self.transact(&request, seq, |_, _| Ok(()))
-    }
-}
-
-/// The socket that receives the kernel's device events: bound, and joined
-/// to the `TCM-USER` family's `config` multicast group.
-#[derive(Debug)]
-pub struct EventSocket {
-    channel: Channel,
-    family_id: u16,
-    group_id: u32,
-}
-
-impl EventSocket {
-    /// Resolves the family and its `config` group through the generic
-    /// netlink controller and joins the group. Fails with
-    /// [`NetlinkError::FamilyNotFound`] when `target_core_user` is not
-    /// loaded.
-    pub fn open() -> Result<Self, NetlinkError> {
-        Self::open_group(FAMILY_NAME, MCAST_GROUP)
-    }
-
-    /// Joins multicast group `group` of generic netlink family `family`
-    /// (tests use the always-present controller family `nlctrl`).
-    fn open_group(family: &'static str, group: &'static str) -> Result<Self, NetlinkError> {
-        let mut channel = Channel::open()?;
-        let info = channel.resolve_family(family)?;
-        let group_id = info
-            .group(group)
-            .ok_or(NetlinkError::GroupNotFound { family, group })?;
-        channel
-            .socket
-            .set_rx_buf_sz(EVENT_SOCKET_RCVBUF)
-            .map_err(socket_error("set the receive buffer size"))?;
-        channel
-            .socket
-            .add_membership(group_id)
-            .map_err(socket_error("join the multicast group"))?;
-        Ok(Self {
-            channel,
-            family_id: info.id,
-            group_id,
-        })
-    }
-
-    /// Receives the next device events. Blocks (on a blocking socket) until
-    /// a datagram with at least one event arrives; one datagram may hold
-    /// several. On a non-blocking socket, returns an error for which
-    /// [`NetlinkError::is_would_block`] holds when nothing is pending.
-    pub fn recv(&mut self) -> Result<Vec<DeviceEvent>, NetlinkError> {
-        loop {
-            let (len, from) = self.channel.recv()?;
-            if from != 0 {
-                continue;
-            }
-            let datagram = self.channel.buf.get(..len).unwrap_or_default();
-            let events = parse_events(datagram, self.family_id)?;
-            if !events.is_empty() {
-                return Ok(events);
-            }
-        }
-    }
-
-    /// Makes the socket non-blocking (`true`) or blocking again (`false`).
-    pub fn set_nonblocking(&self, nonblocking: bool) -> Result<(), NetlinkError> {
-        self.channel
-            .socket
-            .set_non_blocking(nonblocking)
-            .map_err(socket_error("set O_NONBLOCK"))
-    }
-
-    /// The family id the kernel assigned to `TCM-USER`.
-    pub fn family_id(&self) -> u16 {
-        self.family_id
-    }
-
-    /// The id of the `config` multicast group.
-    pub fn group_id(&self) -> u32 {
-        self.group_id
-    }
-}
-
-impl AsFd for EventSocket {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.channel.socket.as_fd()
-    }
-}
-
-impl AsRawFd for EventSocket {
-    fn as_raw_fd(&self) -> RawFd {
-        self.channel.socket.as_raw_fd()
-    }
-}
-
-/// The socket for requests to the kernel: SET_FEATURES and the `*_DONE`
-/// replies. Each call waits for the kernel's ack.
-#[derive(Debug)]
-pub struct ControlSocket {
-    channel: Channel,
-    family_id: u16,
-}
-
-impl ControlSocket {
-    /// Resolves the family through the generic netlink controller. Fails
-    /// with [`NetlinkError::FamilyNotFound`] when `target_core_user` is not
-    /// loaded.
-    pub fn open() -> Result<Self, NetlinkError> {
-        let mut channel = Channel::open()?;
-        let info = channel.resolve_family(FAMILY_NAME)?;
-        Ok(Self {
-            channel,
-            family_id: info.id,
-        })
-    }
-
-    /// Tells the kernel whether this daemon answers events with `*_DONE`
-    /// replies (SET_FEATURES, SUPP_KERN_CMD_REPLY). Once `true`, every
-    /// event must be answered: the kernel waits without a timeout.
-    pub fn set_features(&mut self, kernel_cmd_reply: bool) -> Result<(), NetlinkError> {
-        self.channel
-            .request(self.family_id, TcmuMessage::set_features(kernel_cmd_reply))
-    }
-
-    /// Answers an event of kind `kind` for device `device_id` with `status`
-    /// (0 or -errno) and waits for the ack. A refusal is
-    /// [`NetlinkError::Kernel`]; ENODEV means the kernel was not waiting for
-    /// this reply (replies not enabled for the device, or already answered).
-    pub fn reply(
-        &mut self,
-        kind: EventKind,
-        device_id: u32,
-        status: i32,
-    ) -> Result<(), NetlinkError> {
-        self.channel
-            .request(self.family_id, TcmuMessage::done(kind, device_id, status))
-    }
-
-    /// The family id the kernel assigned to `TCM-USER`.
-    pub fn family_id(&self) -> u16 {
-        self.family_id
-    }
-}
-
-/// Whether the `TCM-USER` family is registered, i.e. `target_core_user` is
-/// loaded (in this network namespace's view of generic netlink).
-pub fn family_available() -> bool {
-    Channel::open()
-        .and_then(|mut channel| channel.resolve_family(FAMILY_NAME))
-        .is_ok()
-}
-
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
-
+    use super::super::MCAST_GROUP;
     use super::*;
 
     const FAMILY: u16 = 0x1d;
@@ -1278,97 +838,5 @@ mod tests {
         let err = parse_family_reply(&[1, 2, 0, 0]).unwrap_err();
         assert!(matches!(err, NetlinkError::Decode { .. }), "{err}");
         assert!(parse_family_reply(&[1, 2]).is_err());
-    }
-
-    #[test]
-    fn error_helpers() {
-        let would_block = NetlinkError::Socket {
-            op: "receive",
-            source: io::Error::from(io::ErrorKind::WouldBlock),
-        };
-        assert!(would_block.is_would_block());
-        assert!(!would_block.is_overrun());
-        let overrun = NetlinkError::Socket {
-            op: "receive",
-            source: io::Error::from_raw_os_error(libc::ENOBUFS),
-        };
-        assert!(overrun.is_overrun());
-        assert!(!overrun.is_would_block());
-        let refused = NetlinkError::Kernel(libc::ENODEV);
-        assert_eq!(refused.kernel_errno(), Some(libc::ENODEV));
-        assert!(refused.to_string().contains("No such device"), "{refused}");
-        assert_eq!(would_block.kernel_errno(), None);
-    }
-
-    /// The controller path against the real kernel, with the family that is
-    /// always registered: resolve `nlctrl` (id 16, group `notify`), join the
-    /// group, and see a non-blocking receive report "would block".
-    #[test]
-    fn resolves_and_joins_a_real_family() {
-        let mut channel = Channel::open().unwrap();
-        let info = channel.resolve_family("nlctrl").unwrap();
-        assert_eq!(info.id, GENL_ID_CTRL);
-        assert!(info.group("notify").is_some(), "{info:?}");
-        let err = channel.resolve_family("no-such-family").unwrap_err();
-        assert!(
-            matches!(
-                err,
-                NetlinkError::FamilyNotFound {
-                    family: "no-such-family"
-                }
-            ),
-            "{err}"
-        );
-
-        let mut events = EventSocket::open_group("nlctrl", "notify").unwrap();
-        assert_eq!(events.family_id(), GENL_ID_CTRL);
-        assert!(events.as_raw_fd() >= 0);
-        events.set_nonblocking(true).unwrap();
-        // A family registered meanwhile would send a (non-TCMU) notification
-        // first; drain a bounded number of those.
-        let mut would_block = false;
-        for _ in 0..100 {
-            match events.recv() {
-                Err(err) if err.is_would_block() => {
-                    would_block = true;
-                    break;
-                }
-                Err(NetlinkError::Decode { .. }) | Ok(_) => continue,
-                Err(err) => panic!("unexpected error: {err}"),
-            }
-        }
-        assert!(would_block);
-        let err = EventSocket::open_group("nlctrl", "no-such-group").unwrap_err();
-        assert!(matches!(err, NetlinkError::GroupNotFound { .. }), "{err}");
-    }
-
-    /// Without `target_core_user` (as on the build machine) opening fails
-    /// with the clear message; with it, both sockets open. Either way
-    /// something is asserted.
-    #[test]
-    fn open_reports_a_missing_module_clearly() {
-        if family_available() {
-            let events = EventSocket::open().unwrap();
-            assert!(events.family_id() >= 0x10);
-            events.set_nonblocking(true).unwrap();
-            ControlSocket::open().unwrap();
-        } else {
-            for err in [
-                EventSocket::open().unwrap_err(),
-                ControlSocket::open().unwrap_err(),
-            ] {
-                match &err {
-                    NetlinkError::FamilyNotFound { .. } => assert_eq!(
-                        err.to_string(),
-                        "generic netlink family TCM-USER not found: is target_core_user loaded?"
-                    ),
-                    // A sandbox without netlink sockets at all.
-                    NetlinkError::Socket { op, .. } => {
-                        assert!(op.contains("NETLINK_GENERIC") || *op == "bind", "{err}")
-                    }
-                    other => panic!("unexpected error: {other}"),
-                }
-            }
-        }
     }
 }
