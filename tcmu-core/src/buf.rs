@@ -30,6 +30,12 @@
 //! [`DataBuf::split_off`] cuts a buffer in two disjoint pieces, so a buffer
 //! and its pieces never overlap either.
 //!
+//! Everything that writes into a buffer — [`DataBuf::copy_from`],
+//! [`DataBuf::zero_from`], [`scatter`], [`zero_beyond`], [`preadv`] — takes
+//! it by `&mut`, like io_uring reads through tokio-uring do: while anyone
+//! holds a shared view of a buffer's bytes (tokio-uring's `Slice`
+//! dereferences to `&[u8]`), nothing can write them.
+//!
 //! # Completion
 //!
 //! The runtime must not complete a command while any of its buffers is
@@ -166,13 +172,13 @@ impl DataBuf {
     }
 
     /// How many bytes a read has filled so far (see [`into_read_target`](Self::into_read_target)).
-    pub fn filled(&self) -> usize {
+    pub fn filled(&mut self) -> usize {
         self.init
     }
 
     /// Copies up to `self.len()` bytes from `src` into the buffer at `at`;
     /// returns how many were copied.
-    pub fn copy_from(&self, at: usize, src: &[u8]) -> usize {
+    pub fn copy_from(&mut self, at: usize, src: &[u8]) -> usize {
         let n = src.len().min(self.len.saturating_sub(at));
         if n == 0 {
             return 0;
@@ -196,7 +202,7 @@ impl DataBuf {
     }
 
     /// Zeroes `[at, len)`.
-    pub fn zero_from(&self, at: usize) {
+    pub fn zero_from(&mut self, at: usize) {
         if at < self.len {
             let _ = self.map.fill(self.offset + at, self.len - at, 0);
         }
@@ -224,7 +230,7 @@ pub fn total_len(bufs: &[DataBuf]) -> usize {
 }
 
 /// Zeroes everything in `bufs` past their first `len` bytes.
-pub fn zero_beyond(bufs: &[DataBuf], len: usize) {
+pub fn zero_beyond(bufs: &mut [DataBuf], len: usize) {
     let mut start = 0;
     for b in bufs {
         if start + b.len() > len {
@@ -271,7 +277,7 @@ pub fn split_list(bufs: &mut Vec<DataBuf>, at: usize) -> Vec<DataBuf> {
 /// Copies `src` across `bufs` in order, zero-filling whatever is left of
 /// them, and returns how many bytes of `src` were placed. Zero-filling keeps
 /// a previous command's bytes from leaking to this initiator.
-pub fn scatter(bufs: &[DataBuf], src: &[u8]) -> usize {
+pub fn scatter(bufs: &mut [DataBuf], src: &[u8]) -> usize {
     let mut done = 0;
     for b in bufs {
         let n = b.copy_from(0, &src[done.min(src.len())..]);
@@ -310,7 +316,12 @@ const STACK_IOVECS: usize = 8;
 /// device (and with `EOPNOTSUPP` on files that cannot promise that).
 /// Buffers' io_uring fill counts are not touched. The iovecs carry raw
 /// addresses: no Rust reference into ring memory is made.
-pub fn preadv(fd: BorrowedFd<'_>, pos: u64, bufs: &[DataBuf], nowait: bool) -> io::Result<usize> {
+pub fn preadv(
+    fd: BorrowedFd<'_>,
+    pos: u64,
+    bufs: &mut [DataBuf],
+    nowait: bool,
+) -> io::Result<usize> {
     with_iovecs(bufs, |iov| {
         let pos = i64::try_from(pos).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         // SAFETY: every iovec describes a live `DataBuf`'s range, checked
@@ -431,16 +442,16 @@ mod tests {
     fn scatter_and_gather() {
         let m = Arc::new(Mapping::anonymous(4096).unwrap());
         m.fill(0, 4096, 0xee).unwrap();
-        let bufs = vec![
+        let mut bufs = vec![
             DataBuf::new(m.clone(), 100, 4).unwrap(),
             DataBuf::new(m.clone(), 200, 4).unwrap(),
         ];
-        assert_eq!(scatter(&bufs, &[1, 2, 3, 4, 5, 6]), 6);
+        assert_eq!(scatter(&mut bufs, &[1, 2, 3, 4, 5, 6]), 6);
         assert_eq!(gather(&bufs, 100), vec![1, 2, 3, 4, 5, 6, 0, 0]);
         assert_eq!(gather(&bufs, 3), vec![1, 2, 3]);
-        zero_beyond(&bufs, 5);
+        zero_beyond(&mut bufs, 5);
         assert_eq!(gather(&bufs, 100), vec![1, 2, 3, 4, 5, 0, 0, 0]);
-        scatter(&bufs, &[1, 2, 3, 4, 5, 6]);
+        scatter(&mut bufs, &[1, 2, 3, 4, 5, 6]);
         let mut list = bufs;
         truncate_list(&mut list, 6);
         assert_eq!(list.len(), 2);
@@ -460,7 +471,7 @@ mod tests {
             DataBuf::new(m.clone(), 100, 4).unwrap(),
             DataBuf::new(m.clone(), 200, 4).unwrap(),
         ];
-        scatter(&bufs, &bytes);
+        scatter(&mut bufs, &bytes);
         // In the middle of a buffer.
         let tail = split_list(&mut bufs, 6);
         assert_eq!(gather(&bufs, 100), (0..6).collect::<Vec<u8>>());
@@ -487,17 +498,17 @@ mod tests {
         // More buffers than fit the stack array, to cover both paths.
         for count in [3usize, 12] {
             let each = 12 / count;
-            let bufs: Vec<DataBuf> = (0..count)
+            let mut bufs: Vec<DataBuf> = (0..count)
                 .map(|i| DataBuf::new(m.clone(), 1000 - i * 64, each).unwrap())
                 .collect();
-            scatter(&bufs, &bytes);
+            scatter(&mut bufs, &bytes);
             assert_eq!(pwritev(fd.as_fd(), 100, &bufs, false).unwrap(), 12);
-            scatter(&bufs, &[0; 12]);
-            assert_eq!(preadv(fd.as_fd(), 100, &bufs, false).unwrap(), 12);
+            scatter(&mut bufs, &[0; 12]);
+            assert_eq!(preadv(fd.as_fd(), 100, &mut bufs, false).unwrap(), 12);
             assert_eq!(gather(&bufs, 100), bytes);
             // Reading past the end of the file returns what is there.
-            assert_eq!(preadv(fd.as_fd(), 106, &bufs, false).unwrap(), 6);
-            assert_eq!(preadv(fd.as_fd(), 4096, &bufs, false).unwrap(), 0);
+            assert_eq!(preadv(fd.as_fd(), 106, &mut bufs, false).unwrap(), 6);
+            assert_eq!(preadv(fd.as_fd(), 4096, &mut bufs, false).unwrap(), 0);
         }
     }
 

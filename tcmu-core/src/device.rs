@@ -126,12 +126,12 @@ impl Device {
     /// CONDITION `status`.
     pub fn complete_with_data(
         &mut self,
-        cmd: CmdEntry,
+        mut cmd: CmdEntry,
         status: u8,
         sense: &[u8],
         data: &[u8],
     ) -> Result<(), RingError> {
-        let c = reply::with_data(&cmd.data, status, sense, data);
+        let c = reply::with_data(&mut cmd.data, status, sense, data);
         self.finish(cmd, &c)
     }
 
@@ -140,12 +140,12 @@ impl Device {
     /// `read_len` n.
     pub fn complete_filled(
         &mut self,
-        cmd: CmdEntry,
+        mut cmd: CmdEntry,
         status: u8,
         sense: &[u8],
         filled: Option<u32>,
     ) -> Result<(), RingError> {
-        let c = reply::filled(&cmd.data, status, sense, filled);
+        let c = reply::filled(&mut cmd.data, status, sense, filled);
         self.finish(cmd, &c)
     }
 

@@ -40,7 +40,7 @@ pub const CHECK_CONDITION: u8 = 0x02;
 /// With `status` [`CHECK_CONDITION`] the completion carries `sense`; the
 /// buffers are still overwritten (with `data`, normally empty, and zeroes),
 /// so nothing stale is left in them either.
-pub fn with_data(bufs: &[DataBuf], status: u8, sense: &[u8], data: &[u8]) -> Completion {
+pub fn with_data(bufs: &mut [DataBuf], status: u8, sense: &[u8], data: &[u8]) -> Completion {
     let total = buf::total_len(bufs);
     let placed = if total > 0 {
         buf::scatter(bufs, data)
@@ -66,7 +66,7 @@ pub fn with_data(bufs: &[DataBuf], status: u8, sense: &[u8], data: &[u8]) -> Com
 ///
 /// With `status` [`CHECK_CONDITION`] the completion carries `sense` and the
 /// buffers are left alone: the kernel returns no data with it.
-pub fn filled(bufs: &[DataBuf], status: u8, sense: &[u8], filled: Option<u32>) -> Completion {
+pub fn filled(bufs: &mut [DataBuf], status: u8, sense: &[u8], filled: Option<u32>) -> Completion {
     if status == CHECK_CONDITION {
         return Completion::check_condition(sense);
     }
@@ -103,68 +103,68 @@ mod tests {
 
     #[test]
     fn a_short_answer_is_zero_filled_and_reports_its_length() {
-        let (area, bufs) = stale();
-        let c = with_data(&bufs, GOOD, &[], &[1, 2, 3, 4, 5]);
+        let (area, mut bufs) = stale();
+        let c = with_data(&mut bufs, GOOD, &[], &[1, 2, 3, 4, 5]);
         assert_eq!(c, Completion::good().with_read_len(5));
         assert_eq!(contents(&area, bufs), [1, 2, 3, 4, 5, 0, 0, 0, 0, 0]);
     }
 
     #[test]
     fn an_answer_filling_the_buffers_needs_no_read_len() {
-        let (area, bufs) = stale();
+        let (area, mut bufs) = stale();
         let data: Vec<u8> = (1..=12).collect();
-        let c = with_data(&bufs, GOOD, &[], &data);
+        let c = with_data(&mut bufs, GOOD, &[], &data);
         assert_eq!(c, Completion::good());
         assert_eq!(contents(&area, bufs), data[..10]);
     }
 
     #[test]
     fn no_answer_zeroes_the_buffers() {
-        let (area, bufs) = stale();
-        assert_eq!(with_data(&bufs, GOOD, &[], &[]), Completion::good());
+        let (area, mut bufs) = stale();
+        assert_eq!(with_data(&mut bufs, GOOD, &[], &[]), Completion::good());
         assert_eq!(contents(&area, bufs), [0; 10]);
-        assert_eq!(with_data(&[], GOOD, &[], &[1]), Completion::good());
+        assert_eq!(with_data(&mut [], GOOD, &[], &[1]), Completion::good());
     }
 
     #[test]
     fn check_condition_carries_sense_and_leaves_nothing_stale() {
         let sense = [0x70, 0, 5, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x24, 0];
-        let (area, bufs) = stale();
-        let c = with_data(&bufs, CHECK_CONDITION, &sense, &[]);
+        let (area, mut bufs) = stale();
+        let c = with_data(&mut bufs, CHECK_CONDITION, &sense, &[]);
         assert_eq!(c, Completion::check_condition(&sense));
         assert_eq!(c.read_len, None);
         assert_eq!(contents(&area, bufs), [0; 10]);
 
-        let (area, bufs) = stale();
-        let c = filled(&bufs, CHECK_CONDITION, &sense, Some(3));
+        let (area, mut bufs) = stale();
+        let c = filled(&mut bufs, CHECK_CONDITION, &sense, Some(3));
         assert_eq!(c, Completion::check_condition(&sense));
         assert_eq!(contents(&area, bufs), [0xee; 10], "no data goes back");
     }
 
     #[test]
     fn filled_buffers_are_zeroed_past_the_count() {
-        let (area, bufs) = stale();
-        let c = filled(&bufs, GOOD, &[], Some(6));
+        let (area, mut bufs) = stale();
+        let c = filled(&mut bufs, GOOD, &[], Some(6));
         assert_eq!(c, Completion::good().with_read_len(6));
         assert_eq!(
             contents(&area, bufs),
             [0xee, 0xee, 0xee, 0xee, 0xee, 0xee, 0, 0, 0, 0]
         );
 
-        let (area, bufs) = stale();
+        let (area, mut bufs) = stale();
         assert_eq!(
-            filled(&bufs, GOOD, &[], Some(0)),
+            filled(&mut bufs, GOOD, &[], Some(0)),
             Completion::good().with_read_len(0)
         );
         assert_eq!(contents(&area, bufs), [0; 10]);
 
-        let (area, bufs) = stale();
-        assert_eq!(filled(&bufs, GOOD, &[], None), Completion::good());
+        let (area, mut bufs) = stale();
+        assert_eq!(filled(&mut bufs, GOOD, &[], None), Completion::good());
         assert_eq!(contents(&area, bufs), [0xee; 10]);
 
         // Another status (CONDITION MET, BUSY…) keeps the rules.
-        let (area, bufs) = stale();
-        let c = filled(&bufs, 0x04, &[], Some(4));
+        let (area, mut bufs) = stale();
+        let c = filled(&mut bufs, 0x04, &[], Some(4));
         assert_eq!(c, Completion::status(0x04).with_read_len(4));
         assert_eq!(contents(&area, bufs)[4..], [0; 6]);
     }

@@ -250,7 +250,7 @@ mod tests {
     fn the_owner_sees_what_the_borrower_wrote() {
         let area = ScratchArea::new(16).unwrap();
         area.write(0, &[1; 16]).unwrap();
-        let b = area.lend(4, 8).unwrap();
+        let mut b = area.lend(4, 8).unwrap();
         assert!(matches!(
             area.write(0, &[0]),
             Err(ScratchError::Lent { .. })

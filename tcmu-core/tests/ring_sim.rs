@@ -42,11 +42,11 @@ fn command_round_trip_with_data() {
     assert_eq!(w.cdb.len(), 10);
     assert_eq!(w.cdb[0], 0x2a);
     assert_eq!(tcmu_core::buf::gather(&w.data, usize::MAX), out);
-    let r = read_cmd(&mut ring);
+    let mut r = read_cmd(&mut ring);
     assert_eq!(r.cmd_id, id_r);
     assert!(ring.next_entry().unwrap().is_none());
 
-    tcmu_core::buf::scatter(&r.data, &[7u8; 100]);
+    tcmu_core::buf::scatter(&mut r.data, &[7u8; 100]);
     ring.complete(r.cmd_id, &Completion::good().with_read_len(100))
         .unwrap();
     ring.complete(w.cmd_id, &Completion::good()).unwrap();
@@ -111,11 +111,11 @@ fn out_of_order_batches_across_the_wrap() {
         let ids: Vec<u16> = (0..6)
             .map(|_| k.post(&[0x00; 6], SimData::In(16)).unwrap())
             .collect();
-        let cmds: Vec<_> = (0..6).map(|_| read_cmd(&mut ring)).collect();
+        let mut cmds: Vec<_> = (0..6).map(|_| read_cmd(&mut ring)).collect();
         assert_eq!(cmds.iter().map(|c| c.cmd_id).collect::<Vec<_>>(), ids);
         // Complete in reverse, one batch.
-        for c in cmds.iter().rev() {
-            tcmu_core::buf::scatter(&c.data, &c.cmd_id.to_le_bytes());
+        for c in cmds.iter_mut().rev() {
+            tcmu_core::buf::scatter(&mut c.data, &c.cmd_id.to_le_bytes());
             ring.complete(c.cmd_id, &Completion::status(round % 3))
                 .unwrap();
         }

@@ -18,7 +18,7 @@
 //! use tcmu_runtime::blocking;
 //! let n = blocking::run(move || {
 //!     let fd = std::os::fd::AsFd::as_fd(&*file);
-//!     tcmu_core::buf::preadv(fd, 0, &bufs, false)
+//!     tcmu_core::buf::preadv(fd, 0, &mut bufs, false)
 //! })
 //! .await??;
 //! # let _ = n; Ok(()) }

@@ -55,6 +55,11 @@ impl ScsiCmd {
         &self.data
     }
 
+    /// The data buffers, to fill (data-in).
+    pub fn data_mut(&mut self) -> &mut [DataBuf] {
+        &mut self.data
+    }
+
     /// Total length of the data buffers the command arrived with.
     pub fn data_len(&self) -> usize {
         self.data_len
@@ -133,7 +138,7 @@ impl CmdReply {
     /// GOOD with `data` as data-in: copied into `bufs` in order, the rest of
     /// them zeroed, and a shorter answer reported as such. Bytes beyond the
     /// buffers are dropped (the initiator's allocation length wins).
-    pub fn data_in(bufs: &[DataBuf], data: &[u8]) -> Self {
+    pub fn data_in(bufs: &mut [DataBuf], data: &[u8]) -> Self {
         let placed = reply::with_data(bufs, reply::GOOD, &[], data);
         Self {
             read_len: placed.read_len,
@@ -146,7 +151,7 @@ impl CmdReply {
     /// reported. The kernel takes a length of 0 as a full transfer of the
     /// (zeroed) buffers: a hook that produced nothing for a read should
     /// answer CHECK CONDITION instead.
-    pub fn filled(bufs: &[DataBuf], len: usize) -> Self {
+    pub fn filled(bufs: &mut [DataBuf], len: usize) -> Self {
         if len >= buf::total_len(bufs) {
             return Self::good();
         }
@@ -168,8 +173,8 @@ mod tests {
     fn data_in_zeroes_what_it_does_not_cover() {
         let area = ScratchArea::new(64).unwrap();
         area.fill(0, 64, 0xee).unwrap();
-        let bufs = [area.lend(0, 8).unwrap(), area.lend(32, 8).unwrap()];
-        let r = CmdReply::data_in(&bufs, &[1, 2, 3]);
+        let mut bufs = [area.lend(0, 8).unwrap(), area.lend(32, 8).unwrap()];
+        let r = CmdReply::data_in(&mut bufs, &[1, 2, 3]);
         assert_eq!(r.read_len, Some(3));
         assert_eq!(r.status, Status::Good);
         drop(bufs);
@@ -178,10 +183,10 @@ mod tests {
         assert_eq!(got[8..32], [0xee; 24], "outside the buffers");
         assert_eq!(got[32..40], [0; 8]);
 
-        let bufs = [area.lend(0, 8).unwrap()];
-        assert_eq!(CmdReply::data_in(&bufs, &[9; 20]).read_len, None);
-        assert_eq!(CmdReply::filled(&bufs, 5).read_len, Some(5));
-        assert_eq!(CmdReply::filled(&bufs, 8).read_len, None);
+        let mut bufs = [area.lend(0, 8).unwrap()];
+        assert_eq!(CmdReply::data_in(&mut bufs, &[9; 20]).read_len, None);
+        assert_eq!(CmdReply::filled(&mut bufs, 5).read_len, Some(5));
+        assert_eq!(CmdReply::filled(&mut bufs, 8).read_len, None);
         drop(bufs);
         assert_eq!(area.to_vec().unwrap()[..8], [9, 9, 9, 9, 9, 0, 0, 0]);
     }

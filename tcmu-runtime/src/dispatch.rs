@@ -86,7 +86,7 @@ fn sense_bytes(
 /// Completion for an emulated answer, by the completion rules of
 /// [`tcmu_core::reply`]: data-in copied in with the rest of the buffers
 /// zeroed, a short answer reporting its length.
-fn respond(resp: Response, data: &[DataBuf]) -> Completion {
+fn respond(resp: Response, data: &mut [DataBuf]) -> Completion {
     let sense = sense_bytes(resp.status, resp.sense);
     let sense = sense.as_ref().map_or(&[][..], |s| &s[..]);
     reply::with_data(data, resp.status.code(), sense, &resp.data_in)
@@ -351,7 +351,7 @@ pub(crate) async fn run(
     };
     let h = ctx.handler.block();
     match outcome {
-        Outcome::Done(resp) => respond(resp, &data),
+        Outcome::Done(resp) => respond(resp, &mut data),
         Outcome::Read { lba, blocks, .. } => {
             let _range = ctx.locks.shared(lba, u64::from(blocks)).await;
             let len = (u64::from(blocks) * bs) as usize;
@@ -359,11 +359,11 @@ pub(crate) async fn run(
             // zeroes and a residual, never an earlier command's bytes.
             let longer = buf::total_len(&data) > len;
             if longer {
-                buf::zero_beyond(&data, len);
+                buf::zero_beyond(&mut data, len);
             }
             buf::truncate_list(&mut data, len);
-            let bufs: Vec<DataBuf> = data.into_iter().map(DataBuf::into_read_target).collect();
-            let r = match now(ctx, "read", || h.read_now(lba * bs, &bufs)) {
+            let mut bufs: Vec<DataBuf> = data.into_iter().map(DataBuf::into_read_target).collect();
+            let r = match now(ctx, "read", || h.read_now(lba * bs, &mut bufs)) {
                 Some(r) => {
                     *spare = Some(bufs);
                     r
@@ -544,7 +544,7 @@ pub(crate) async fn run(
             };
             respond(
                 Response::data(lba_status::response(lba, &extents, alloc_len)),
-                &data,
+                &mut data,
             )
         }
     }

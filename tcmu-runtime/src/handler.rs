@@ -70,7 +70,7 @@ pub trait BlockHandler {
     /// memory, in the page cache) this skips the boxed future of `read`.
     /// Must not block; work it started and gave up on is simply redone by
     /// `read`.
-    fn read_now(&self, _offset: u64, _bufs: &[DataBuf]) -> Option<Result<(), BlockError>> {
+    fn read_now(&self, _offset: u64, _bufs: &mut [DataBuf]) -> Option<Result<(), BlockError>> {
         None
     }
 

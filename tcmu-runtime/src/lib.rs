@@ -72,8 +72,8 @@
 //!
 //! #[async_trait(?Send)]
 //! impl BlockHandler for Null {
-//!     async fn read(&self, _offset: u64, bufs: Vec<DataBuf>) -> Result<(), BlockError> {
-//!         bufs.iter().for_each(|b| b.zero_from(0));
+//!     async fn read(&self, _offset: u64, mut bufs: Vec<DataBuf>) -> Result<(), BlockError> {
+//!         bufs.iter_mut().for_each(|b| b.zero_from(0));
 //!         Ok(())
 //!     }
 //!     async fn write(&self, _offset: u64, _bufs: Vec<DataBuf>) -> Result<(), BlockError> {

@@ -51,10 +51,10 @@ struct Flaky {
 
 #[async_trait(?Send)]
 impl BlockHandler for Flaky {
-    async fn read(&self, offset: u64, bufs: Vec<DataBuf>) -> Result<(), BlockError> {
+    async fn read(&self, offset: u64, mut bufs: Vec<DataBuf>) -> Result<(), BlockError> {
         let d = self.data.borrow();
         let mut at = offset as usize;
-        for b in &bufs {
+        for b in &mut bufs {
             b.copy_from(0, &d[at..at + b.len()]);
             at += b.len();
         }
@@ -101,14 +101,14 @@ impl CommandHook for Flaky {
     async fn handle_cmd(&self, mut cmd: ScsiCmd) -> CmdOutcome {
         HOOKED.fetch_add(1, Ordering::Relaxed);
         match cmd.opcode() {
-            VENDOR_DATA => CmdOutcome::Done(CmdReply::data_in(cmd.data(), b"hello")),
+            VENDOR_DATA => CmdOutcome::Done(CmdReply::data_in(cmd.data_mut(), b"hello")),
             VENDOR_TAKE_AND_PASS => {
                 let _taken = cmd.take_data();
                 CmdOutcome::NotHandled(cmd)
             }
             VENDOR_LEAK => {
                 // A buggy hook: answers while "I/O" still owns the buffers.
-                let bufs = cmd.take_data();
+                let mut bufs = cmd.take_data();
                 tokio::task::spawn_local(async move {
                     tokio::time::sleep(LEAK_FOR).await;
                     bufs[0].copy_from(0, b"late");
@@ -117,9 +117,9 @@ impl CommandHook for Flaky {
             }
             VENDOR_FILL => {
                 // Owns the buffers: could hand them to io_uring here.
-                let bufs = cmd.take_data();
+                let mut bufs = cmd.take_data();
                 bufs[0].copy_from(0, b"abc");
-                CmdOutcome::Done(CmdReply::filled(&bufs, 3))
+                CmdOutcome::Done(CmdReply::filled(&mut bufs, 3))
             }
             _ => CmdOutcome::NotHandled(cmd),
         }

@@ -39,7 +39,7 @@ struct MemDisk(RefCell<Vec<u8>>);
 
 #[async_trait(?Send)]
 impl BlockHandler for MemDisk {
-    async fn read(&self, offset: u64, bufs: Vec<DataBuf>) -> Result<(), BlockError> {
+    async fn read(&self, offset: u64, mut bufs: Vec<DataBuf>) -> Result<(), BlockError> {
         if offset == 1000 * BS {
             return Err(BlockError::Io(std::io::Error::other("injected")));
         }
@@ -57,7 +57,7 @@ impl BlockHandler for MemDisk {
         }
         let d = self.0.borrow();
         let mut at = offset as usize;
-        for b in &bufs {
+        for b in &mut bufs {
             b.copy_from(0, &d[at..at + b.len()]);
             at += b.len();
         }
@@ -75,7 +75,7 @@ impl BlockHandler for MemDisk {
     async fn flush(&self) -> Result<(), BlockError> {
         Ok(())
     }
-    fn read_now(&self, offset: u64, bufs: &[DataBuf]) -> Option<Result<(), BlockError>> {
+    fn read_now(&self, offset: u64, bufs: &mut [DataBuf]) -> Option<Result<(), BlockError>> {
         if !FAST_LBAS.contains(&(offset / BS)) {
             return None;
         }

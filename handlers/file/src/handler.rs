@@ -235,7 +235,7 @@ impl BlockHandler for FileHandler {
         Ok(file_io::write(&self.file, fd, &self.write_policy, offset, bufs).await?)
     }
 
-    fn read_now(&self, offset: u64, bufs: &[DataBuf]) -> Option<Result<(), BlockError>> {
+    fn read_now(&self, offset: u64, bufs: &mut [DataBuf]) -> Option<Result<(), BlockError>> {
         let r = file_io::read_now(self.meta.as_fd(), &self.read_policy, offset, bufs)?;
         Some(r.map_err(BlockError::from))
     }

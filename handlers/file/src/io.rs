@@ -149,19 +149,12 @@ fn nowait_refused(policy: &Cell<Inline>) {
 /// past the end of the file is left to them too (they zero-fill).
 fn transfer_now(
     policy: &Cell<Inline>,
-    dir: Dir,
-    fd: BorrowedFd<'_>,
-    pos: u64,
-    bufs: &[DataBuf],
+    total: usize,
+    mut transfer: impl FnMut(bool) -> io::Result<usize>,
 ) -> Option<io::Result<()>> {
-    let total = tcmu_core::buf::total_len(bufs);
     let nowait = inline_mode(policy, total)?;
     loop {
-        let moved = match dir {
-            Dir::Read => tcmu_core::buf::preadv(fd, pos, bufs, nowait),
-            Dir::Write => tcmu_core::buf::pwritev(fd, pos, bufs, nowait),
-        };
-        return match moved {
+        return match transfer(nowait) {
             Ok(n) if n == total => Some(Ok(())),
             Ok(_) => None,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -184,9 +177,12 @@ pub fn read_now(
     fd: BorrowedFd<'_>,
     policy: &Cell<Inline>,
     pos: u64,
-    bufs: &[DataBuf],
+    bufs: &mut [DataBuf],
 ) -> Option<io::Result<()>> {
-    transfer_now(policy, Dir::Read, fd, pos, bufs)
+    let total = tcmu_core::buf::total_len(bufs);
+    transfer_now(policy, total, |nowait| {
+        tcmu_core::buf::preadv(fd, pos, bufs, nowait)
+    })
 }
 
 /// Writes `bufs` to `fd` at `pos` right away, when [`write()`] would do it
@@ -197,7 +193,10 @@ pub fn write_now(
     pos: u64,
     bufs: &[DataBuf],
 ) -> Option<io::Result<()>> {
-    transfer_now(policy, Dir::Write, fd, pos, bufs)
+    let total = tcmu_core::buf::total_len(bufs);
+    transfer_now(policy, total, |nowait| {
+        tcmu_core::buf::pwritev(fd, pos, bufs, nowait)
+    })
 }
 
 /// Whether a `RWF_NOWAIT` transfer should go to io_uring after `e`.
@@ -224,13 +223,13 @@ fn transfer_inline(
 ) -> io::Result<Rest> {
     while tcmu_core::buf::total_len(&bufs) > 0 {
         let moved = match dir {
-            Dir::Read => tcmu_core::buf::preadv(fd, pos, &bufs, nowait),
+            Dir::Read => tcmu_core::buf::preadv(fd, pos, &mut bufs, nowait),
             Dir::Write => tcmu_core::buf::pwritev(fd, pos, &bufs, nowait),
         };
         match moved {
             Ok(0) if dir == Dir::Read => {
                 // End of file: the rest of the device reads as zeroes.
-                tcmu_core::buf::zero_beyond(&bufs, 0);
+                tcmu_core::buf::zero_beyond(&mut bufs, 0);
                 break;
             }
             Ok(0) => return Err(no_progress(pos)),
@@ -329,8 +328,9 @@ async fn read_batch(file: &File, pos: u64, bufs: Vec<DataBuf>) -> io::Result<u64
         match res {
             Ok(0) => {
                 // End of file: the rest of the device reads as zeroes.
-                for b in &bufs {
-                    b.zero_from(b.filled());
+                for b in &mut bufs {
+                    let filled = b.filled();
+                    b.zero_from(filled);
                 }
                 break;
             }
@@ -525,22 +525,22 @@ mod tests {
         ));
         map.fill(0, 4096, 0).unwrap();
         assert!(matches!(
-            read_now(fd.as_fd(), &always, 8192, &four_k()),
+            read_now(fd.as_fd(), &always, 8192, &mut four_k()),
             Some(Ok(()))
         ));
         assert_eq!(tcmu_core::buf::gather(&four_k(), 4096), pattern);
         // Not taken: io_uring only, over the inline limit, past the end.
         let never = Cell::new(Inline::Never);
-        assert!(read_now(fd.as_fd(), &never, 0, &four_k()).is_none());
-        let big = vec![piece(0, 2 * INLINE_MAX_BYTES)];
-        assert!(read_now(fd.as_fd(), &always, 0, &big).is_none());
+        assert!(read_now(fd.as_fd(), &never, 0, &mut four_k()).is_none());
+        let mut big = vec![piece(0, 2 * INLINE_MAX_BYTES)];
+        assert!(read_now(fd.as_fd(), &always, 0, &mut big).is_none());
         drop(big);
-        assert!(read_now(fd.as_fd(), &always, 14336, &four_k()).is_none());
+        assert!(read_now(fd.as_fd(), &always, 14336, &mut four_k()).is_none());
         // A cached read with RWF_NOWAIT is served, unless the file refuses
         // the flag itself, which moves it to io_uring for good.
         let nowait = Cell::new(Inline::NoWait);
         map.fill(0, 4096, 0).unwrap();
-        match read_now(fd.as_fd(), &nowait, 8192, &four_k()) {
+        match read_now(fd.as_fd(), &nowait, 8192, &mut four_k()) {
             Some(r) => {
                 r.unwrap();
                 assert_eq!(tcmu_core::buf::gather(&four_k(), 4096), pattern);

@@ -208,11 +208,11 @@ impl QcowHandler {
 
 #[async_trait(?Send)]
 impl BlockHandler for QcowHandler {
-    async fn read(&self, offset: u64, bufs: Vec<DataBuf>) -> Result<(), BlockError> {
+    async fn read(&self, offset: u64, mut bufs: Vec<DataBuf>) -> Result<(), BlockError> {
         with_image(&self.image, false, move |op| {
             let mut bounce = vec![0u8; total_len(&bufs)];
             wait(op.image().read(&mut bounce[..], offset))?;
-            scatter(&bufs, &bounce);
+            scatter(&mut bufs, &bounce);
             Ok(())
         })
         .await
@@ -315,7 +315,7 @@ mod tests {
     }
 
     fn scratch_with(bytes: &[u8]) -> DataBuf {
-        let buf = DataBuf::scratch(bytes.len()).unwrap();
+        let mut buf = DataBuf::scratch(bytes.len()).unwrap();
         buf.copy_from(0, bytes);
         buf
     }

@@ -46,13 +46,13 @@ pub struct RamHandler {
     faults: RefCell<FaultSet>,
 }
 
-/// The buffer holding byte `done` of a list laid end to end, and the
-/// offset of that byte within it.
-fn locate(bufs: &[DataBuf], done: usize) -> Option<(&DataBuf, usize)> {
+/// The index of the buffer holding byte `done` of a list laid end to end,
+/// and the offset of that byte within it.
+fn locate(bufs: &[DataBuf], done: usize) -> Option<(usize, usize)> {
     let mut start = 0;
-    for b in bufs {
+    for (i, b) in bufs.iter().enumerate() {
         if done < start + b.len() {
-            return Some((b, done - start));
+            return Some((i, done - start));
         }
         start += b.len();
     }
@@ -194,7 +194,7 @@ impl RamHandler {
     /// Serves a READ command that an injected `short_read` cuts short:
     /// `None` when none does (the generic layer then serves it, and
     /// answers commands out of range).
-    async fn short_read(&self, cmd: &ScsiCmd) -> Option<CmdReply> {
+    async fn short_read(&self, cmd: &mut ScsiCmd) -> Option<CmdReply> {
         let Ok(Command::Read { lba, blocks, .. }) = tcmu_scsi::decode(cmd.cdb()) else {
             return None;
         };
@@ -227,10 +227,10 @@ impl RamHandler {
         let len = usize::try_from((cut - lba).checked_mul(self.block_size)?).ok()?;
         let len = len.min(cmd.data_len());
         let copied = self.store.try_borrow().map_err(|_| ()).and_then(|store| {
-            copy_out(&store, lba * self.block_size, len, cmd.data()).map_err(|_| ())
+            copy_out(&store, lba * self.block_size, len, cmd.data_mut()).map_err(|_| ())
         });
         Some(match copied {
-            Ok(()) => CmdReply::filled(cmd.data(), len),
+            Ok(()) => CmdReply::filled(cmd.data_mut(), len),
             Err(()) => CmdReply::check(tcmu_scsi::Sense::medium_error_read()),
         })
     }
@@ -243,15 +243,15 @@ fn not_ready() -> BlockError {
 
 /// Copies `len` bytes of the store from `offset` into `bufs` laid end to
 /// end.
-fn copy_out(store: &Store, offset: u64, len: usize, bufs: &[DataBuf]) -> io::Result<()> {
+fn copy_out(store: &Store, offset: u64, len: usize, bufs: &mut [DataBuf]) -> io::Result<()> {
     // Store pieces and buffers are split at different places: copy each
     // piece across however many buffers it spans.
     store.read(offset, len as u64, |mut done, mut bytes| {
         while !bytes.is_empty() {
-            let Some((buf, at)) = locate(bufs, done) else {
+            let Some((i, at)) = locate(bufs, done) else {
                 return;
             };
-            let n = buf.copy_from(at, bytes);
+            let n = bufs[i].copy_from(at, bytes);
             if n == 0 {
                 return;
             }
@@ -272,7 +272,7 @@ impl RamHandler {
     }
 
     /// Copies the bytes at `offset` into `bufs`.
-    fn read_sync(&self, offset: u64, bufs: &[DataBuf]) -> Result<(), BlockError> {
+    fn read_sync(&self, offset: u64, bufs: &mut [DataBuf]) -> Result<(), BlockError> {
         let total = tcmu_core::buf::total_len(bufs);
         copy_out(&*self.store()?, offset, total, bufs).map_err(io_err)
     }
@@ -284,10 +284,10 @@ impl RamHandler {
         store
             .write(offset, total, |mut done, mut bytes| {
                 while !bytes.is_empty() {
-                    let Some((buf, at)) = locate(bufs, done) else {
+                    let Some((i, at)) = locate(bufs, done) else {
                         return;
                     };
-                    let n = buf.copy_to(at, bytes);
+                    let n = bufs[i].copy_to(at, bytes);
                     if n == 0 {
                         return;
                     }
@@ -301,10 +301,10 @@ impl RamHandler {
 
 #[async_trait(?Send)]
 impl BlockHandler for RamHandler {
-    async fn read(&self, offset: u64, bufs: Vec<DataBuf>) -> Result<(), BlockError> {
+    async fn read(&self, offset: u64, mut bufs: Vec<DataBuf>) -> Result<(), BlockError> {
         let total = tcmu_core::buf::total_len(&bufs);
         self.inject(Access::Read, offset, total as u64).await?;
-        self.read_sync(offset, &bufs)
+        self.read_sync(offset, &mut bufs)
     }
 
     async fn write(&self, offset: u64, bufs: Vec<DataBuf>) -> Result<(), BlockError> {
@@ -313,7 +313,7 @@ impl BlockHandler for RamHandler {
         self.write_sync(offset, &bufs)
     }
 
-    fn read_now(&self, offset: u64, bufs: &[DataBuf]) -> Option<Result<(), BlockError>> {
+    fn read_now(&self, offset: u64, bufs: &mut [DataBuf]) -> Option<Result<(), BlockError>> {
         // With faults armed, `read` applies them.
         self.healthy().then(|| self.read_sync(offset, bufs))
     }
@@ -379,7 +379,7 @@ impl BlockHandler for RamHandler {
 /// Armed faults that change a command's answer: short reads, not ready.
 #[async_trait(?Send)]
 impl CommandHook for RamHandler {
-    async fn handle_cmd(&self, cmd: ScsiCmd) -> CmdOutcome {
+    async fn handle_cmd(&self, mut cmd: ScsiCmd) -> CmdOutcome {
         let (short_reads, not_ready) = match self.faults.try_borrow() {
             Ok(f) => (f.has_short_reads(), f.not_ready),
             Err(_) => return CmdOutcome::NotHandled(cmd),
@@ -390,7 +390,7 @@ impl CommandHook for RamHandler {
             return CmdOutcome::Done(CmdReply::check(tcmu_scsi::Sense::not_ready()));
         }
         if short_reads {
-            if let Some(reply) = self.short_read(&cmd).await {
+            if let Some(reply) = self.short_read(&mut cmd).await {
                 return CmdOutcome::Done(reply);
             }
         }
