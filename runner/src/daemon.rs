@@ -12,22 +12,17 @@
 //! a device, which devices belong to an out-of-process handler, workers.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use crate::dbus::ExternalHandlers;
 use crate::devices::{DeviceInfo, DeviceTable};
 use crate::lock::InstanceLock;
 use crate::service_manager;
 use crate::upgrade::{self, Launch};
-use tcmu_core::configfs::{self, DeviceDir};
+use tcmu_core::configfs::DeviceDir;
 use tcmu_core::master::{DeviceState, Event, Existing, Master};
-use tcmu_core::netlink::{EventKind, NetlinkError, Reconfig};
+use tcmu_core::netlink::{EventKind, NetlinkError};
 use tcmu_core::uio::UioDevice;
-use tcmu_runtime::tcmu_scsi::DeviceParams;
-use tcmu_runtime::{
-    split_dev_config, take_runner_options, DeviceConfig, DeviceHandle, DeviceSpec, HandlerError,
-    HandlerFactory, ReconfigRequest, Registry, Report, RingSource, Workers,
-};
+use tcmu_runtime::{DeviceHandle, ReconfigRequest, Registry, Report, Workers};
 use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{debug, error, info, warn};
@@ -86,53 +81,6 @@ fn load_module() {
     }
 }
 
-/// Builds what the runtime needs to serve `uio`, checking its
-/// configuration first.
-fn device_spec(
-    registry: &Registry,
-    uio: &UioDevice,
-) -> Result<(DeviceSpec, Arc<dyn HandlerFactory>), String> {
-    let name = &uio.name;
-    if name.dev_config.is_empty() {
-        return Err("no dev_config set (expected <subtype>/<config>)".to_owned());
-    }
-    let factory = registry
-        .get(&name.subtype)
-        .ok_or_else(|| format!("no handler for subtype '{}'", name.subtype))?;
-    let report = |e: HandlerError| Report(&e).to_string();
-    let (handler_config, options) = take_runner_options(&name.handler_config).map_err(report)?;
-    factory.check_config(&handler_config).map_err(report)?;
-    let dir = uio.configfs();
-    let cfs = |e: configfs::ConfigfsError| format!("cannot read configfs: {e}");
-    let size = dir.dev_size().map_err(cfs)?;
-    let block_size = dir.block_size().map_err(cfs)?;
-    if block_size == 0 {
-        return Err("block size is 0".to_owned());
-    }
-    let max_sectors = dir.max_sectors().map_err(cfs)?;
-    let write_cache = dir.write_cache().map_err(cfs)?;
-    let mut params = DeviceParams::new(block_size, size / u64::from(block_size));
-    params.max_transfer_blocks = max_sectors;
-    params.optimal_transfer_blocks = max_sectors;
-    params.unit_serial = dir.unit_serial().ok().flatten();
-    // 96-byte standard INQUIRY with version descriptors, as Debian 12's
-    // kernel answers for its own backstores; the transport is not known
-    // to a TCMU daemon.
-    params.version_descriptors = Some(0);
-    let spec = DeviceSpec {
-        config: DeviceConfig::new(name.device.clone(), handler_config, size, block_size)
-            .with_write_cache(write_cache),
-        params,
-        ring: RingSource::Uio {
-            path: uio.dev_path(),
-            map_size: uio.map_size as usize,
-        },
-        configfs: Some(dir),
-        options,
-    };
-    Ok((spec, factory))
-}
-
 impl Daemon {
     /// Connects to the kernel: joins the event group before anything else
     /// (so no event between scan and join is lost), then tells the kernel
@@ -160,9 +108,8 @@ impl Daemon {
     /// Starts serving a device on a worker; the error is the message to
     /// log. [`Daemon::adopt`] then records it.
     async fn start(&self, uio: &UioDevice) -> Result<DeviceHandle, String> {
-        let (spec, factory) = device_spec(&self.registry, uio)?;
         self.workers
-            .open(spec, factory)
+            .open_uio(&self.registry, uio)
             .await
             .map_err(|e| Report(&e).to_string())
     }
@@ -366,17 +313,11 @@ impl Daemon {
                 ),
             ));
         };
-        let req = match ev.reconfig() {
-            Some(Reconfig::DevSize(n)) => ReconfigRequest::Size(*n),
-            Some(Reconfig::WriteCache(on)) => ReconfigRequest::WriteCache(*on),
-            Some(Reconfig::DevConfig(cfg)) => {
-                match split_dev_config(cfg.trim_end()).and_then(|(_, c)| take_runner_options(c)) {
-                    Ok((c, _)) => ReconfigRequest::Config(c),
-                    Err(e) => return Err((REFUSED, format!("{}: {}", served.label, Report(&e)))),
-                }
-            }
-            None => return Ok(()),
+        let Some(change) = ev.reconfig() else {
+            return Ok(());
         };
+        let req = ReconfigRequest::from_event(change)
+            .map_err(|e| (REFUSED, format!("{}: {}", served.label, Report(&e))))?;
         served.handle.reconfig(req).await.map_err(|e| {
             (
                 REFUSED,

@@ -140,6 +140,15 @@ pub enum DeviceError {
     /// The handler refused it.
     #[error(transparent)]
     Handler(#[from] HandlerError),
+    /// The device's configfs attributes could not be read.
+    #[error("cannot read the device's configfs directory {path}")]
+    Configfs {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: tcmu_core::configfs::ConfigfsError,
+    },
     /// The device's UIO node could not be opened or mapped.
     #[error("cannot open {path}")]
     Ring {

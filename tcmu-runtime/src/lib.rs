@@ -115,6 +115,7 @@ pub mod factory;
 mod fallback;
 pub mod handler;
 mod inflight;
+mod kernel_device;
 mod peers;
 pub mod poll;
 mod range_lock;
