@@ -86,7 +86,7 @@
 //! ```
 //!
 //! The `tcmu-runner` daemon registers factories in a [`Registry`] and serves
-//! every device the kernel announces; `examples/custom_handler.rs` serves
+//! every device the kernel announces; `examples/custom_handler` serves
 //! one handler without the daemon. `docs/writing-a-handler.md` in the
 //! repository goes further (capabilities, command hooks, blocking work,
 //! tests with `testing::SimLun` under feature `sim`).

@@ -704,6 +704,41 @@ dbus_has_name() {
 }
 
 # ---------------------------------------------------------------------------
+# targetcli-fb
+
+# targetcli_env: targetcli keeps its prefs and log in $HOME: keep them in
+# guest RAM.
+targetcli_env() {
+    export HOME=$WORK PYTHONDONTWRITEBYTECODE=1
+}
+
+# tc ARGS...: run targetcli non-interactively; prints its output (colour
+# codes removed), which also goes to targetcli.txt with the status.
+tc() {
+    local rc=0
+    targetcli "$@" >"$WORK/tc.raw" 2>&1 || rc=$?
+    sed 's/\x1b\[[0-9;]*m//g' "$WORK/tc.raw" >"$WORK/tc.out"
+    { echo "\$ targetcli $*"; cat "$WORK/tc.out"; echo "(status $rc)"; } >>"$WORK/targetcli.txt"
+    cat "$WORK/tc.out"
+    return $rc
+}
+
+# tc_batch CMD...: run several targetcli commands in one session (targetcli
+# starts slowly under TCG), read from stdin; prints the session's output.
+# Every session first turns auto_save_on_exit off again, so leaving it can
+# never save to the host's /etc.
+tc_batch() {
+    printf '%s\n' "set global auto_save_on_exit=false" "$@" >"$WORK/tc.in"
+    targetcli <"$WORK/tc.in" >"$WORK/tc.raw" 2>&1 || true
+    sed 's/\x1b\[[0-9;]*m//g' "$WORK/tc.raw" >"$WORK/tc.out"
+    { echo "\$ targetcli <<<'$*'"; cat "$WORK/tc.out"; } >>"$WORK/targetcli.txt"
+    cat "$WORK/tc.out"
+}
+
+# so_path NAME: the configfs folder of user backstore NAME (none: empty).
+so_path() { compgen -G "$CFG/core/user_*/$1" | head -n1 || true; }
+
+# ---------------------------------------------------------------------------
 # Our daemon
 
 # daemon_start [ARGS...]: start $TCMU_RUNNER -l $LOGDIR in the background and
@@ -887,6 +922,30 @@ example_start() {
         sleep 0.1
     done
     log "example '$name' started (pid $DAEMON_PID)"
+}
+
+# ext4_roundtrip DEV FILES MIB: mkfs.ext4 on DEV, mount it, write FILES
+# files of MIB MiB of random data each, record their sha256sums, unmount,
+# `fsck.ext4 -fn` must be clean, drop the page cache, remount and the
+# checksums must match; unmounted at the end. Fails the test otherwise.
+ext4_roundtrip() {
+    local dev=$1 files=$2 mib=$3 mnt=$WORK/mnt-ext4 i
+    mkfs.ext4 -q -F "$dev" >"$WORK/mkfs.txt" 2>&1 || { cat "$WORK/mkfs.txt"; fail "mkfs.ext4 on $dev failed"; }
+    mkdir -p "$mnt"
+    mount "$dev" "$mnt" || fail "mounting $dev failed"
+    push_cleanup "! mountpoint -q $mnt || umount $mnt"
+    for ((i = 0; i < files; i++)); do
+        dd if=/dev/urandom of="$mnt/f$i" bs=1M count="$mib" status=none || fail "writing f$i on $dev failed"
+    done
+    (cd "$mnt" && sha256sum f*) >"$WORK/ext4-sums.txt" || fail "sha256sum failed"
+    umount "$mnt" || fail "unmounting $dev failed"
+    fsck.ext4 -fn "$dev" >"$WORK/fsck.txt" 2>&1 || { cat "$WORK/fsck.txt"; fail "fsck.ext4 found errors on $dev"; }
+    # Drop every cached page so the checksums read the device again.
+    echo 3 >/proc/sys/vm/drop_caches
+    mount "$dev" "$mnt" || fail "remounting $dev failed"
+    (cd "$mnt" && sha256sum --quiet -c "$WORK/ext4-sums.txt") || fail "files on $dev differ after a remount"
+    umount "$mnt" || fail "final umount of $dev failed"
+    log "ext4 on $dev: $files x $mib MiB written, fsck clean, checksums match after a remount"
 }
 
 # dmesg_mark: remember how many kernel log lines there are (see dmesg_since).

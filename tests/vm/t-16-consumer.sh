@@ -24,19 +24,7 @@ assert_eq "$(cat "$C0/action/block_dev" 2>/dev/null || echo unknown)" unblocked 
 
 loop_export "$C0"
 C0_DEV=$DEV
-mkfs.ext4 -q -F "$C0_DEV" >"$WORK/mkfs.txt" 2>&1 || { cat "$WORK/mkfs.txt"; fail "mkfs.ext4 on the consumer LUN failed"; }
-mkdir -p "$WORK/mnt"
-mount "$C0_DEV" "$WORK/mnt" || fail "mounting the consumer LUN failed"
-for i in 1 2 3; do
-    dd if=/dev/urandom of="$WORK/mnt/f$i" bs=1M count=4 status=none || fail "writing f$i failed"
-done
-(cd "$WORK/mnt" && sha256sum f1 f2 f3) >"$WORK/sums.txt"
-umount "$WORK/mnt" || fail "umount failed"
-mount "$C0_DEV" "$WORK/mnt" || fail "remounting the consumer LUN failed"
-(cd "$WORK/mnt" && sha256sum -c --quiet "$WORK/sums.txt") || fail "files read back differ after a remount"
-umount "$WORK/mnt" || fail "second umount failed"
-fsck.ext4 -fn "$C0_DEV" >"$WORK/fsck.txt" 2>&1 || { cat "$WORK/fsck.txt"; fail "fsck.ext4 found errors"; }
-log "ext4 on the consumer LUN: files intact after a remount, fsck clean"
+ext4_roundtrip "$C0_DEV" 3 4
 
 fio_bg consumer "$C0_DEV" $((FIO_RUNTIME < 15 ? FIO_RUNTIME : 15))
 fio_wait consumer "$FIO_PID"

@@ -16,38 +16,12 @@
 
 source "$(dirname "$0")/lib.sh"
 
-# targetcli keeps its prefs and log in $HOME: keep them in guest RAM.
-export HOME=$WORK PYTHONDONTWRITEBYTECODE=1
+targetcli_env
 SVC=org.kernel.TCMUService1
-
-# tc ARGS...: run targetcli non-interactively; prints its output (colour
-# codes removed), which also goes to targetcli.txt with the status.
-tc() {
-    local rc=0
-    targetcli "$@" >"$WORK/tc.raw" 2>&1 || rc=$?
-    sed 's/\x1b\[[0-9;]*m//g' "$WORK/tc.raw" >"$WORK/tc.out"
-    { echo "\$ targetcli $*"; cat "$WORK/tc.out"; echo "(status $rc)"; } >>"$WORK/targetcli.txt"
-    cat "$WORK/tc.out"
-    return $rc
-}
-
-# tc_batch CMD...: run several targetcli commands in one session (targetcli
-# starts slowly under TCG), read from stdin; prints the session's output.
-# Every session first turns auto_save_on_exit off again, so leaving it can
-# never save to the host's /etc.
-tc_batch() {
-    printf '%s\n' "set global auto_save_on_exit=false" "$@" >"$WORK/tc.in"
-    targetcli <"$WORK/tc.in" >"$WORK/tc.raw" 2>&1 || true
-    sed 's/\x1b\[[0-9;]*m//g' "$WORK/tc.raw" >"$WORK/tc.out"
-    { echo "\$ targetcli <<<'$*'"; cat "$WORK/tc.out"; } >>"$WORK/targetcli.txt"
-    cat "$WORK/tc.out"
-}
 
 # prop PATH IFACE NAME: a property's value as busctl prints it ("t 42").
 prop() { busctl --system get-property "$SVC" "$1" "$2" "$3"; }
 
-# so_path NAME: the configfs folder of user backstore NAME (none: empty).
-so_path() { compgen -G "$CFG/core/user_*/$1" | head -n1 || true; }
 
 load_modules
 dbus_start

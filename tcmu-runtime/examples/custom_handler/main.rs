@@ -1,0 +1,45 @@
+//! A handler of your own, served by `tcmu-runtime` without the
+//! `tcmu-runner` daemon: `user:xor` backstores, RAM disks that keep their
+//! data XORed with a key (`dev_config=xor/<hex key>`).
+//!
+//! ```sh
+//! cargo run --release -p tcmu-runtime --example custom_handler   # as root
+//! mkdir /sys/kernel/config/target/core/user_1/x0
+//! echo dev_size=67108864 > /sys/kernel/config/target/core/user_1/x0/control
+//! echo dev_config=xor/5a3c > /sys/kernel/config/target/core/user_1/x0/control
+//! echo 1 > /sys/kernel/config/target/core/user_1/x0/enable
+//! ```
+//!
+//! Then export it through any fabric. It is the only TCMU daemon while it
+//! runs: devices of other subtypes are refused. SIGTERM or SIGINT stop it.
+//! `xor.rs` is the handler, `serve.rs` the event loop.
+
+mod serve;
+mod xor;
+
+use std::sync::Arc;
+
+use tokio::signal::unix::{signal, SignalKind};
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let mut registry = tcmu_runtime::Registry::new();
+    registry.register(Arc::new(xor::XorFactory));
+    let (mut term, mut int) = (
+        signal(SignalKind::terminate())?,
+        signal(SignalKind::interrupt())?,
+    );
+    let stop = async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    };
+    serve::run(registry, serve::Others::Refuse, stop).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
