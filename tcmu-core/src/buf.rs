@@ -322,35 +322,46 @@ pub fn preadv(
     bufs: &mut [DataBuf],
     nowait: bool,
 ) -> io::Result<usize> {
-    with_iovecs(bufs, |iov| {
-        let pos = i64::try_from(pos).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        // SAFETY: every iovec describes a live `DataBuf`'s range, checked
-        // against its mapping (kept alive by the buffer's `Arc`) when the
-        // buffer was made, and no other live buffer covers those bytes (see
-        // the module documentation); `iov` outlives the call, and its
-        // length fits `c_int` (at most `IOV_MAX`).
-        let n = unsafe {
-            libc::preadv2(
-                fd.as_raw_fd(),
-                iov.as_ptr(),
-                iov.len() as libc::c_int,
-                pos,
-                rw_flags(nowait),
-            )
-        };
-        syscall_result(n)
-    })
+    // `&mut`: the kernel writes into the buffers, which nothing else may
+    // look at meanwhile.
+    vectored(fd, pos, bufs, nowait, libc::preadv2)
 }
 
 /// Writes `bufs`, in order, to `fd` at `pos` with one `pwritev2` (at most
 /// [`IOV_MAX`] buffers) and returns how many bytes were written. `nowait`
 /// as for [`preadv`].
 pub fn pwritev(fd: BorrowedFd<'_>, pos: u64, bufs: &[DataBuf], nowait: bool) -> io::Result<usize> {
+    vectored(fd, pos, bufs, nowait, libc::pwritev2)
+}
+
+/// The signature `preadv2` and `pwritev2` share.
+type VectoredCall = unsafe extern "C" fn(
+    libc::c_int,
+    *const libc::iovec,
+    libc::c_int,
+    libc::off_t,
+    libc::c_int,
+) -> libc::ssize_t;
+
+/// Runs `call` (`preadv2` or `pwritev2`) over the iovecs of `bufs`.
+fn vectored(
+    fd: BorrowedFd<'_>,
+    pos: u64,
+    bufs: &[DataBuf],
+    nowait: bool,
+    call: VectoredCall,
+) -> io::Result<usize> {
     with_iovecs(bufs, |iov| {
         let pos = i64::try_from(pos).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        // SAFETY: as in `preadv`; the kernel only reads the ranges.
+        // SAFETY: every iovec describes a live `DataBuf`'s range, checked
+        // against its mapping (kept alive by the buffer's `Arc`) when the
+        // buffer was made, and no other live buffer covers those bytes (see
+        // the module documentation); the caller holds the buffers by `&mut`
+        // when the kernel writes into them (`preadv`), so no view of those
+        // bytes exists meanwhile; `iov` outlives the call, and its length
+        // fits `c_int` (at most `IOV_MAX`).
         let n = unsafe {
-            libc::pwritev2(
+            call(
                 fd.as_raw_fd(),
                 iov.as_ptr(),
                 iov.len() as libc::c_int,

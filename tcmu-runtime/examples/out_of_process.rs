@@ -30,7 +30,6 @@ mod xor;
 use std::sync::Arc;
 
 use tcmu_runtime::{HandlerFactory, Registry, Report};
-use tokio::signal::unix::{signal, SignalKind};
 use zbus::connection::Builder;
 
 /// The subtype this program serves.
@@ -59,10 +58,7 @@ impl HandlerObject {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    serve::init_logging();
     let mut registry = Registry::new();
     registry.register(Arc::new(xor::XorFactory));
 
@@ -89,17 +85,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     tracing::info!("registered '{SUBTYPE}' with the daemon");
 
-    let (mut term, mut int) = (
-        signal(SignalKind::terminate())?,
-        signal(SignalKind::interrupt())?,
-    );
-    let stop = async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-    };
-    serve::run(registry, serve::Others::Leave, stop).await?;
+    serve::run(registry, serve::Others::Leave, serve::on_termination()?).await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -53,20 +53,15 @@ struct Flaky {
 impl BlockHandler for Flaky {
     async fn read(&self, offset: u64, mut bufs: Vec<DataBuf>) -> Result<(), BlockError> {
         let d = self.data.borrow();
-        let mut at = offset as usize;
-        for b in &mut bufs {
-            b.copy_from(0, &d[at..at + b.len()]);
-            at += b.len();
-        }
+        let at = offset as usize;
+        let len = tcmu_core::buf::total_len(&bufs);
+        tcmu_core::buf::scatter(&mut bufs, &d[at..at + len]);
         Ok(())
     }
     async fn write(&self, offset: u64, bufs: Vec<DataBuf>) -> Result<(), BlockError> {
-        let mut d = self.data.borrow_mut();
-        let mut at = offset as usize;
-        for b in &bufs {
-            b.copy_to(0, &mut d[at..at + b.len()]);
-            at += b.len();
-        }
+        let bytes = tcmu_core::buf::gather(&bufs, usize::MAX);
+        let at = offset as usize;
+        self.data.borrow_mut()[at..at + bytes.len()].copy_from_slice(&bytes);
         Ok(())
     }
     async fn flush(&self) -> Result<(), BlockError> {

@@ -14,7 +14,8 @@ use tcmu_core::buf;
 use tcmu_core::sim::{SimCompletion, SimData, SimKernel};
 use tcmu_core::DataBuf;
 use tcmu_runtime::tcmu_scsi::UnmapParams;
-use tcmu_runtime::testing::{SimLun, SimOptions};
+use tcmu_runtime::testing::cdb::{rw10, rw16 as cdb16};
+use tcmu_runtime::testing::{sense_key_asc, SimLun, SimOptions};
 use tcmu_runtime::{
     BlockError, BlockHandler, DeviceConfig, Handler, HandlerError, HandlerFactory, Unmap, Workers,
 };
@@ -56,20 +57,15 @@ impl BlockHandler for MemDisk {
             tokio::time::sleep(Duration::from_millis(1100)).await;
         }
         let d = self.0.borrow();
-        let mut at = offset as usize;
-        for b in &mut bufs {
-            b.copy_from(0, &d[at..at + b.len()]);
-            at += b.len();
-        }
+        let at = offset as usize;
+        let len = tcmu_core::buf::total_len(&bufs);
+        tcmu_core::buf::scatter(&mut bufs, &d[at..at + len]);
         Ok(())
     }
     async fn write(&self, offset: u64, bufs: Vec<DataBuf>) -> Result<(), BlockError> {
-        let mut d = self.0.borrow_mut();
-        let mut at = offset as usize;
-        for b in &bufs {
-            b.copy_to(0, &mut d[at..at + b.len()]);
-            at += b.len();
-        }
+        let bytes = tcmu_core::buf::gather(&bufs, usize::MAX);
+        let at = offset as usize;
+        self.0.borrow_mut()[at..at + bytes.len()].copy_from_slice(&bytes);
         Ok(())
     }
     async fn flush(&self) -> Result<(), BlockError> {
@@ -81,11 +77,9 @@ impl BlockHandler for MemDisk {
         }
         assert_ne!(offset / BS, PANIC_NOW_LBA, "injected panic in read_now");
         let d = self.0.borrow();
-        let mut at = offset as usize;
-        for b in bufs {
-            b.copy_from(0, &d[at..at + b.len()]);
-            at += b.len();
-        }
+        let at = offset as usize;
+        let len = tcmu_core::buf::total_len(bufs);
+        tcmu_core::buf::scatter(bufs, &d[at..at + len]);
         SERVED_NOW.fetch_add(1, Ordering::Relaxed);
         Some(Ok(()))
     }
@@ -93,12 +87,9 @@ impl BlockHandler for MemDisk {
         if !FAST_LBAS.contains(&(offset / BS)) {
             return None;
         }
-        let mut d = self.0.borrow_mut();
-        let mut at = offset as usize;
-        for b in bufs {
-            b.copy_to(0, &mut d[at..at + b.len()]);
-            at += b.len();
-        }
+        let bytes = tcmu_core::buf::gather(bufs, usize::MAX);
+        let at = offset as usize;
+        self.0.borrow_mut()[at..at + bytes.len()].copy_from_slice(&bytes);
         SERVED_NOW.fetch_add(1, Ordering::Relaxed);
         Some(Ok(()))
     }
@@ -206,17 +197,6 @@ impl Rig {
     fn close(self) {
         self.lun.close();
     }
-}
-
-fn rw10(op: u8, lba: u32, blocks: u16) -> Vec<u8> {
-    let mut c = vec![op, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-    c[2..6].copy_from_slice(&lba.to_be_bytes());
-    c[7..9].copy_from_slice(&blocks.to_be_bytes());
-    c
-}
-
-fn sense_key_asc(c: &SimCompletion) -> (u8, u8, u8) {
-    (c.sense[2] & 0xf, c.sense[12], c.sense[13])
 }
 
 #[test]
@@ -344,15 +324,6 @@ fn longer_buffers_than_the_cdb_get_zeroes_and_a_residual() {
     assert_eq!(r.status, 0);
     assert_eq!(r.read_len, Some(512));
     assert_eq!(r.data_in, vec![0x5a; 512]);
-}
-
-fn cdb16(op: u8, b1: u8, lba: u64, n: u32) -> Vec<u8> {
-    let mut c = vec![0u8; 16];
-    c[0] = op;
-    c[1] = b1;
-    c[2..10].copy_from_slice(&lba.to_be_bytes());
-    c[10..14].copy_from_slice(&n.to_be_bytes());
-    c
 }
 
 #[test]
@@ -716,7 +687,7 @@ fn a_command_past_tcmur_cmd_time_out_is_reported_while_it_runs() {
     let waited = deadline - Duration::from_secs(5);
     assert!(waited.elapsed() >= Duration::from_secs(1));
     assert!(
-        TIMED_OUT_ALL.lock().unwrap().contains(&cdb),
+        TIMED_OUT_ALL.lock().unwrap().contains(&cdb.to_vec()),
         "the handler hook saw the CDB"
     );
     assert_eq!(rig.kernel().inflight(), 1, "still running: only reported");

@@ -19,27 +19,12 @@ mod xor;
 
 use std::sync::Arc;
 
-use tokio::signal::unix::{signal, SignalKind};
-
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    serve::init_logging();
     let mut registry = tcmu_runtime::Registry::new();
     registry.register(Arc::new(xor::XorFactory));
-    let (mut term, mut int) = (
-        signal(SignalKind::terminate())?,
-        signal(SignalKind::interrupt())?,
-    );
-    let stop = async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-    };
-    serve::run(registry, serve::Others::Refuse, stop).await?;
+    serve::run(registry, serve::Others::Refuse, serve::on_termination()?).await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -10,6 +10,30 @@ use tcmu_runtime::tcmu_core::netlink::EventKind;
 use tcmu_runtime::tcmu_core::reactor::register_readable;
 use tcmu_runtime::{DeviceHandle, ReconfigRequest, Registry, Report, Workers};
 
+/// Logs to stderr (colours only on a terminal).
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+/// A future that completes on SIGTERM or SIGINT (the handlers are set up
+/// now).
+pub fn on_termination() -> std::io::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut term, mut int) = (
+        signal(SignalKind::terminate())?,
+        signal(SignalKind::interrupt())?,
+    );
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
+}
+
 /// What to do with events for subtypes this program does not serve.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Others {
