@@ -19,16 +19,15 @@
 //!
 //! Start it after the daemon: the daemon forgets registrations when it
 //! restarts (as tcmu-runner does), and this program exits when its
-//! registration is refused. SIGTERM or SIGINT stop it. The handler and the
-//! event loop are the `custom_handler` example's.
+//! registration is refused. SIGTERM or SIGINT stop it. The handler is the
+//! `custom_handler` example's.
 
-#[path = "custom_handler/serve.rs"]
-mod serve;
 #[path = "custom_handler/xor.rs"]
 mod xor;
 
 use std::sync::Arc;
 
+use tcmu_runtime::serve::{serve, terminated, Others, ServeOptions};
 use tcmu_runtime::{HandlerFactory, Registry, Report};
 use zbus::connection::Builder;
 
@@ -58,7 +57,10 @@ impl HandlerObject {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    serve::init_logging();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
     let mut registry = Registry::new();
     registry.register(Arc::new(xor::XorFactory));
 
@@ -85,7 +87,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     tracing::info!("registered '{SUBTYPE}' with the daemon");
 
-    serve::run(registry, serve::Others::Leave, serve::on_termination()?).await?;
-    tracing::info!("stopped");
+    // Beside the daemon: other subtypes' events are its to answer.
+    let options = ServeOptions::new(Others::Leave).with_workers(1);
+    serve(registry, options, terminated()?).await?;
     Ok(())
 }

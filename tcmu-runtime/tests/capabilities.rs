@@ -165,7 +165,7 @@ fn open(cfgstring: &str) -> (SimLun, Workers) {
 
 /// INQUIRY VPD page `page`.
 fn vpd(lun: &mut SimLun, page: u8) -> SimCompletion {
-    lun.run(&[0x12, 1, page, 0, 255, 0], SimData::In(255))
+    lun.run(&cdb::inquiry_vpd(page, 255), SimData::In(255))
 }
 
 /// The LBPU bit of VPD page 0xB2 (UNMAP supported).
@@ -175,21 +175,12 @@ fn lbpu(lun: &mut SimLun) -> bool {
     c.data_in[5] & 0x80 != 0
 }
 
-fn unmap_cdb_and_list(lba: u64, blocks: u32) -> ([u8; 10], Vec<u8>) {
-    let mut list = vec![0u8; 24];
-    list[1] = 22;
-    list[3] = 16;
-    list[8..16].copy_from_slice(&lba.to_be_bytes());
-    list[16..20].copy_from_slice(&blocks.to_be_bytes());
-    ([0x42, 0, 0, 0, 0, 0, 0, 0, 24, 0], list)
-}
-
 #[test]
 fn an_unsupported_unmap_is_withdrawn_from_vpd_and_dispatch_at_once() {
     let (mut lun, workers) = open("");
     assert!(lbpu(&mut lun), "UNMAP is declared");
     let before = UNMAPS.load(Ordering::Relaxed);
-    let (c, list) = unmap_cdb_and_list(8, 8);
+    let (c, list) = cdb::unmap(&[(8, 8)]);
     let r = lun.run(&c, SimData::Out(list.clone()));
     assert_eq!(r.status, 2);
     assert_eq!(
@@ -256,7 +247,7 @@ fn undeclared_capabilities_are_never_used() {
     let (mut lun, workers) = open("plain");
     assert!(!lbpu(&mut lun));
     let hooked = HOOKED.load(Ordering::Relaxed);
-    let (c, list) = unmap_cdb_and_list(8, 8);
+    let (c, list) = cdb::unmap(&[(8, 8)]);
     assert_eq!(
         sense_key_asc(&lun.run(&c, SimData::Out(list))),
         (5, 0x20, 0)

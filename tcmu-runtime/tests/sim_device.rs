@@ -14,7 +14,7 @@ use tcmu_core::buf;
 use tcmu_core::sim::{SimCompletion, SimData, SimKernel};
 use tcmu_core::DataBuf;
 use tcmu_runtime::tcmu_scsi::UnmapParams;
-use tcmu_runtime::testing::cdb::{rw10, rw16 as cdb16};
+use tcmu_runtime::testing::cdb::{self, rw10, rw16 as cdb16};
 use tcmu_runtime::testing::{sense_key_asc, SimLun, SimOptions};
 use tcmu_runtime::{
     BlockError, BlockHandler, DeviceConfig, Handler, HandlerError, HandlerFactory, Unmap, Workers,
@@ -292,12 +292,8 @@ fn completions_come_back_out_of_order() {
 fn unmap_zeroes_blocks() {
     let mut rig = Rig::new();
     rig.run(&rw10(0x2a, 5, 1), SimData::Out(vec![0xff; 512]));
-    let mut list = vec![0u8; 24];
-    list[1] = 22;
-    list[3] = 16;
-    list[8..16].copy_from_slice(&5u64.to_be_bytes());
-    list[16..20].copy_from_slice(&1u32.to_be_bytes());
-    let c = rig.run(&[0x42, 0, 0, 0, 0, 0, 0, 0, 24, 0], SimData::Out(list));
+    let (unmap, list) = cdb::unmap(&[(5, 1)]);
+    let c = rig.run(&unmap, SimData::Out(list));
     assert_eq!(c.status, 0, "sense {:?}", &c.sense[..18]);
     let r = rig.run(&rw10(0x28, 5, 1), SimData::In(512));
     assert_eq!(r.data_in, vec![0u8; 512]);
@@ -489,12 +485,8 @@ fn statistics_count_what_crossed_the_ring() {
         &[0x41, 0, 0, 0, 0, 200, 0, 0, 16, 0],
         SimData::Out(vec![7; 512]),
     ));
-    let mut list = vec![0u8; 24];
-    list[1] = 22;
-    list[3] = 16;
-    list[8..16].copy_from_slice(&200u64.to_be_bytes());
-    list[16..20].copy_from_slice(&4u32.to_be_bytes());
-    ok(rig.run(&[0x42, 0, 0, 0, 0, 0, 0, 0, 24, 0], SimData::Out(list)));
+    let (unmap, list) = cdb::unmap(&[(200, 4)]);
+    ok(rig.run(&unmap, SimData::Out(list)));
     // INQUIRY: a command, no data bytes.
     ok(rig.run(&[0x12, 0, 0, 0, 255, 0], SimData::In(255)));
 
