@@ -92,7 +92,7 @@ commands:
 
 options (vm-test, demo, vm-run, test):
   --timeout SECS        fail when the guest has not finished after SECS
-                        (default 1800, or $XTASK_VM_TIMEOUT)
+                        (default 2700, or $XTASK_VM_TIMEOUT)
   --fio-runtime SECS    fio run time per job in the guest tests
                         (default 60, or $FIO_RUNTIME)
   --no-build            vm-test/demo: use the existing target/release/tcmu-runner
@@ -137,7 +137,7 @@ impl VmOptions {
     /// arguments; defaults come from the environment.
     fn parse(args: &[String]) -> Result<Self> {
         let mut opts = VmOptions {
-            timeout: Duration::from_secs(env_u64("XTASK_VM_TIMEOUT")?.unwrap_or(1800)),
+            timeout: Duration::from_secs(env_u64("XTASK_VM_TIMEOUT")?.unwrap_or(2700)),
             fio_runtime: env_u64("FIO_RUNTIME")?.unwrap_or(60),
             no_build: false,
             positional: Vec::new(),
