@@ -363,7 +363,7 @@ pub fn execute(
             fmtpinfo,
             longlist,
             fmtdata,
-        } => match format_unit(fmtpinfo, longlist, fmtdata, data_out) {
+        } => match check_format_unit(fmtpinfo, longlist, fmtdata, data_out) {
             Ok(()) => Outcome::Format,
             Err(s) => check(s),
         },
@@ -495,8 +495,14 @@ pub fn execute(
 
 /// Checks a FORMAT UNIT: no protection information, and a parameter list
 /// (if any) that asks for nothing but an optional IMMED: no initialization
-/// pattern, no defect list.
-fn format_unit(fmtpinfo: u8, longlist: bool, fmtdata: bool, data_out: &[u8]) -> Result<(), Sense> {
+/// pattern, no defect list. Public for handlers that format their medium
+/// themselves (a zoned disk resets its zones) and answer the same.
+pub fn check_format_unit(
+    fmtpinfo: u8,
+    longlist: bool,
+    fmtdata: bool,
+    data_out: &[u8],
+) -> Result<(), Sense> {
     if fmtpinfo != 0 {
         return Err(Sense::invalid_field_in_cdb(1, Some(7)));
     }
