@@ -1,0 +1,124 @@
+#!/bin/bash
+# zbc/diff.sh — the zbc differential of t-26-zbc, sourced after lib.sh
+# (set ZBC_DIR to this folder first).
+#
+# zbc_diff_send SIDE SG sends every case of cases.tsv, in order, with
+# sg_raw to SG and records one answer a case in $ZD_OUT/SIDE.tsv:
+#   GOOD | CHECK k/AA/QQ, then sks=XXXXXX when the sense-key-specific bytes
+#   are valid, then data=<md5 prefix>/<bytes> when data came back.
+# A REPORT ZONES answer's data is cut to its header and the descriptors
+# its zone list length counts (what lies past them is not part of the
+# answer: tcmu-runner leaves the rest of the buffer as it found it).
+# zbc_diff_compare prints the table (case | C | ours | verdict) and fails
+# on any MISMATCH, and on any deviation of deviations.tsv a case no
+# longer needs.
+
+ZBC_DIR=${ZBC_DIR:?set ZBC_DIR to the zbc test folder before sourcing diff.sh}
+ZD_OUT=$WORK/zbc-diff
+# The data-out of every write: 4 KiB of text.
+ZD_PATTERN=$ZD_OUT/pattern.bin
+
+# zbc_diff_setup: the output folder, the pattern, sg_raw from guest RAM
+# (conformance/run.sh's conf_sg_raw_setup: ~0.1 s a case less under TCG).
+zbc_diff_setup() {
+    mkdir -p "$ZD_OUT"
+    head -c 4096 < <(yes 'zbc differential, tcmu-rs against tcmu-runner') >"$ZD_PATTERN"
+    CONF_DIR=$ZBC_DIR/../conformance
+    # shellcheck source=../conformance/run.sh
+    source "$CONF_DIR/run.sh"
+    CONF_OUT=$ZD_OUT
+    conf_sg_raw_setup
+}
+
+# zbc_diff_answer FILE.txt FILE.bin NAME: one answer, from sg_raw -v's
+# report and the data-in file.
+zbc_diff_answer() {
+    local txt=$1 bin=$2 name=$3 data='' len hex
+    if [[ -s $bin ]]; then
+        len=$(stat -c %s "$bin")
+        if [[ $name == rz-* ]] && ((len >= 4)); then
+            hex=$(od -An -tx1 -N4 "$bin" | tr -d ' \n')
+            local list=$((16#$hex + 64))
+            ((list < len)) && len=$list
+        fi
+        data=" data=$(head -c "$len" "$bin" | md5sum | cut -c1-8)/$len"
+    fi
+    awk -v data="$data" '
+        function hexval(h) { return index("0123456789abcdef", tolower(substr(h, 1, 1))) * 16 - 16 + index("0123456789abcdef", tolower(substr(h, 2, 1))) - 1 }
+        in_raw && /^ +[0-9a-f][0-9a-f]( +[0-9a-f][0-9a-f])* *$/ { raw = raw " " $0; next }
+        { in_raw = 0 }
+        /^SCSI Status: / { st = $0; sub(/^SCSI Status: /, "", st); sub(/ +$/, "", st) }
+        /Raw sense data/ { in_raw = 1 }
+        END {
+            if (st == "Good") s = "GOOD"
+            else if (st == "Check Condition") s = "CHECK"
+            else if (st == "") s = "ERROR"
+            else { s = toupper(st); gsub(/ /, "_", s) }
+            n = split(raw, b, " ")
+            if (n >= 14) s = s " " substr(b[3], 2, 1) "/" b[13] "/" b[14]
+            if (n >= 18 && hexval(b[16]) >= 128) s = s " sks=" b[16] b[17] b[18]
+            print s data
+        }' "$txt"
+}
+
+# zbc_diff_send SIDE SG: every case to SG; answers in $ZD_OUT/SIDE.tsv.
+zbc_diff_send() {
+    local side=$1 sg=$2 name cdb dout din dir=$ZD_OUT/$1 n=0
+    local -a args c
+    mkdir -p "$dir"
+    : >"$ZD_OUT/$side.tsv"
+    while IFS=$'\t' read -r name cdb dout din; do
+        [[ -z $name || $name == \#* ]] && continue
+        args=(-v -t 20)
+        [[ $dout == - ]] || args+=(-s "$dout" -i "$ZD_PATTERN")
+        ((din == 0)) || args+=(-r "$din" -o "$dir/$name.bin")
+        read -ra c <<<"$cdb"
+        "${SG_RAW[@]}" "${args[@]}" "$sg" "${c[@]}" >"$dir/$name.txt" 2>&1 || true
+        printf '%s\t%s\n' "$name" "$(zbc_diff_answer "$dir/$name.txt" "$dir/$name.bin" "$name")" \
+            >>"$ZD_OUT/$side.tsv"
+        n=$((n + 1))
+    done <"$ZBC_DIR/cases.tsv"
+    log "zbc differential: $n cases sent to the $side LUN ($sg)"
+}
+
+# zbc_diff_compare: the table, into $WORK/zbc-diff.txt and the console;
+# fails on a MISMATCH or an unneeded deviation.
+zbc_diff_compare() {
+    local table=$WORK/zbc-diff.txt verdicts
+    verdicts=$(awk -F'\t' -v table="$table" '
+        function strip(a, what) { gsub(" " what "=[^ ]*", "", a); return a }
+        FILENAME ~ /deviations.tsv$/ {
+            if ($0 ~ /^#/ || NF < 3) next
+            dev[$1] = $2; num[$1] = $3; next
+        }
+        FILENAME ~ /\/c.tsv$/ { c[$1] = $2; order[++n] = $1; next }
+        { ours[$1] = $2 }
+        END {
+            printf "%-28s | %-40s | %-40s | %s\n", "case", "tcmu-runner (C)", "tcmu-rs", "verdict" > table
+            for (i = 1; i <= n; i++) {
+                k = order[i]; a = c[k]; b = ours[k]
+                if (!(k in ours)) v = "MISSING"
+                else if (a == b) v = (k in dev) ? "UNNEEDED-DEVIATION" : "MATCH"
+                else if (!(k in dev)) v = "MISMATCH"
+                else if (dev[k] == "all") v = "DEVIATION(#" num[k] ")"
+                else if (strip(a, dev[k]) == strip(b, dev[k])) v = "DEVIATION(#" num[k] ")"
+                else v = "MISMATCH"
+                printf "%-28s | %-40s | %-40s | %s\n", k, a, b, v > table
+                split(v, w, "(")
+                count[w[1]]++
+                if (v !~ /^(MATCH|DEVIATION)/) bad = bad " " k "=" v
+            }
+            printf "summary %d %d %d %d\n", n, count["MATCH"], count["DEVIATION"], n - count["MATCH"] - count["DEVIATION"]
+            if (bad != "") print "bad" bad
+        }' "$ZBC_DIR/deviations.tsv" "$ZD_OUT/c.tsv" "$ZD_OUT/ours.tsv") ||
+        fail "comparing the zbc answers failed"
+    local line
+    while IFS= read -r line; do echo "$line"; done <"$table"
+    local word n match dev other
+    read -r word n match dev other <<<"$(grep '^summary' <<<"$verdicts")"
+    ((n >= 90)) || fail "zbc differential: only $n cases compared"
+    if grep -q '^bad' <<<"$verdicts"; then
+        fail "zbc differential: $(grep '^bad' <<<"$verdicts" | cut -c5-)"
+    fi
+    log "zbc differential against tcmu-runner: $n cases, $match MATCH, $dev DEVIATION, $other other"
+}
