@@ -496,6 +496,60 @@ impl BlockHandler for ZbcHandler {
         Ok(())
     }
 
+    fn read_now(&self, offset: u64, bufs: &mut [DataBuf]) -> Option<Result<(), BlockError>> {
+        let len = buf::total_len(bufs) as u64;
+        let (lba, blocks) = (offset / self.bs, len / self.bs);
+        if blocks == 0 {
+            return Some(Ok(()));
+        }
+        let runs = match self.zones.borrow().read(lba, blocks) {
+            Ok(runs) => runs,
+            Err(s) => return Some(Err(BlockError::Sense(s))),
+        };
+        match runs.as_slice() {
+            [run] if run.from_file => {
+                let fd = self.meta.as_fd();
+                file_io::read_now(fd, &self.policy, self.data_off + offset, bufs)
+                    .map(|r| r.map_err(BlockError::from))
+            }
+            [_] => {
+                buf::zero_beyond(bufs, 0);
+                Some(Ok(()))
+            }
+            // File data and zeroes: the async path splits the buffers.
+            _ => None,
+        }
+    }
+
+    fn write_now(&self, offset: u64, bufs: &[DataBuf]) -> Option<Result<(), BlockError>> {
+        let len = buf::total_len(bufs) as u64;
+        let (lba, blocks) = (offset / self.bs, len / self.bs);
+        if blocks == 0 {
+            return Some(Ok(()));
+        }
+        // Nothing here yields, so the zones need not be held: only free.
+        if !self.locks.is_free(&self.zones_of(lba, blocks)) {
+            return None;
+        }
+        if let Err(s) = self.zones.borrow_mut().begin_write(lba, blocks) {
+            return Some(Err(BlockError::Sense(s)));
+        }
+        if let Err(e) = self.persist() {
+            return Some(Err(e.into()));
+        }
+        // None: the file would wait; `write` admits the write again (the
+        // zone is already open) and moves the same bytes.
+        let fd = self.meta.as_fd();
+        let written = file_io::write_now(fd, &self.policy, self.data_off + offset, bufs)?;
+        Some(match written {
+            Ok(()) => {
+                self.zones.borrow_mut().end_write(lba, blocks);
+                self.persist().map_err(BlockError::from)
+            }
+            Err(e) => Err(e.into()),
+        })
+    }
+
     async fn flush(&self) -> Result<(), BlockError> {
         Ok(self.sync().await?)
     }

@@ -54,6 +54,16 @@ impl ZoneLocks {
         }
     }
 
+    /// Whether `zones` could be held right now (nothing holds any of them,
+    /// and no command holds or waits for every zone): a synchronous
+    /// caller that runs to completion without yielding may then go ahead
+    /// without holding them.
+    pub fn is_free(&self, zones: &RangeInclusive<u32>) -> bool {
+        self.waiting_for_all.get() == 0
+            && !self.everything.get()
+            && self.held.borrow().range(zones.clone()).next().is_none()
+    }
+
     /// Holds every zone, waiting for the commands holding some to finish;
     /// new ones wait for this one.
     pub async fn lock_all(&self) -> ZoneGuard<'_> {
@@ -111,6 +121,8 @@ mod tests {
         };
         let mut b = pin!(locks.lock(2..=2));
         assert!(poll(b.as_mut()).is_pending());
+        assert!(!locks.is_free(&(2..=3)));
+        assert!(locks.is_free(&(3..=3)));
         let c = pin!(locks.lock(3..=3));
         assert!(poll(c).is_ready(), "other zones are free");
         drop(a);
@@ -125,6 +137,7 @@ mod tests {
         };
         let mut all = pin!(locks.lock_all());
         assert!(poll(all.as_mut()).is_pending());
+        assert!(!locks.is_free(&(9..=9)), "a waiting FORMAT keeps zones");
         // A newcomer waits behind the waiting FORMAT.
         let mut later = pin!(locks.lock(9..=9));
         assert!(poll(later.as_mut()).is_pending());
