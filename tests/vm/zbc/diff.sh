@@ -30,35 +30,37 @@ zbc_diff_setup() {
     conf_sg_raw_setup
 }
 
-# zbc_diff_answer FILE.txt FILE.bin NAME: one answer, from sg_raw -v's
-# report and the data-in file.
-zbc_diff_answer() {
-    local txt=$1 bin=$2 name=$3 data='' len hex
-    if [[ -s $bin ]]; then
-        len=$(stat -c %s "$bin")
-        if [[ $name == rz-* ]] && ((len >= 4)); then
-            hex=$(od -An -tx1 -N4 "$bin" | tr -d ' \n')
-            local list=$((16#$hex + 64))
-            ((list < len)) && len=$list
-        fi
-        data=" data=$(head -c "$len" "$bin" | md5sum | cut -c1-8)/$len"
-    fi
-    awk -v data="$data" '
-        function hexval(h) { return index("0123456789abcdef", tolower(substr(h, 1, 1))) * 16 - 16 + index("0123456789abcdef", tolower(substr(h, 2, 1))) - 1 }
-        in_raw && /^ +[0-9a-f][0-9a-f]( +[0-9a-f][0-9a-f])* *$/ { raw = raw " " $0; next }
-        { in_raw = 0 }
-        /^SCSI Status: / { st = $0; sub(/^SCSI Status: /, "", st); sub(/ +$/, "", st) }
-        /Raw sense data/ { in_raw = 1 }
-        END {
-            if (st == "Good") s = "GOOD"
-            else if (st == "Check Condition") s = "CHECK"
-            else if (st == "") s = "ERROR"
-            else { s = toupper(st); gsub(/ /, "_", s) }
-            n = split(raw, b, " ")
-            if (n >= 14) s = s " " substr(b[3], 2, 1) "/" b[13] "/" b[14]
-            if (n >= 18 && hexval(b[16]) >= 128) s = s " sks=" b[16] b[17] b[18]
-            print s data
-        }' "$txt"
+# zbc_diff_answers SIDE: $ZD_OUT/SIDE.tsv, one answer a case, from
+# sg_raw -v's reports and the data-in files (one python process: a few
+# small processes a case would cost more than sg_raw under TCG).
+zbc_diff_answers() {
+    python3 - "$ZBC_DIR/cases.tsv" "$ZD_OUT/$1" >"$ZD_OUT/$1.tsv" <<'PY'
+import hashlib, os, re, sys
+cases, folder = sys.argv[1], sys.argv[2]
+for line in open(cases):
+    if not line.strip() or line.startswith("#"):
+        continue
+    name = line.split("\t")[0]
+    report = open(os.path.join(folder, name + ".txt"), errors="replace").read()
+    m = re.search(r"^SCSI Status: (.*?) *$", report, re.M)
+    status = {"Good": "GOOD", "Check Condition": "CHECK"}.get(
+        m.group(1) if m else "", (m.group(1).upper().replace(" ", "_") if m else "ERROR"))
+    answer = status
+    m = re.search(r"Raw sense data.*\n((?: +[0-9a-f]{2}(?: +[0-9a-f]{2})* *\n)+)", report)
+    if m:
+        b = m.group(1).split()
+        if len(b) >= 14:
+            answer += " %s/%s/%s" % (b[2][1], b[12], b[13])
+        if len(b) >= 18 and int(b[15], 16) >= 0x80:
+            answer += " sks=" + "".join(b[15:18])
+    path = os.path.join(folder, name + ".bin")
+    if os.path.exists(path) and os.path.getsize(path) > 0:
+        data = open(path, "rb").read()
+        if name.startswith("rz-") and len(data) >= 4:
+            data = data[: int.from_bytes(data[:4], "big") + 64]
+        answer += " data=%s/%d" % (hashlib.md5(data).hexdigest()[:8], len(data))
+    print("%s\t%s" % (name, answer))
+PY
 }
 
 # zbc_diff_send SIDE SG: every case to SG; answers in $ZD_OUT/SIDE.tsv.
@@ -66,7 +68,6 @@ zbc_diff_send() {
     local side=$1 sg=$2 name cdb dout din dir=$ZD_OUT/$1 n=0
     local -a args c
     mkdir -p "$dir"
-    : >"$ZD_OUT/$side.tsv"
     while IFS=$'\t' read -r name cdb dout din; do
         [[ -z $name || $name == \#* ]] && continue
         args=(-v -t 20)
@@ -74,10 +75,9 @@ zbc_diff_send() {
         ((din == 0)) || args+=(-r "$din" -o "$dir/$name.bin")
         read -ra c <<<"$cdb"
         "${SG_RAW[@]}" "${args[@]}" "$sg" "${c[@]}" >"$dir/$name.txt" 2>&1 || true
-        printf '%s\t%s\n' "$name" "$(zbc_diff_answer "$dir/$name.txt" "$dir/$name.bin" "$name")" \
-            >>"$ZD_OUT/$side.tsv"
         n=$((n + 1))
     done <"$ZBC_DIR/cases.tsv"
+    zbc_diff_answers "$side" || fail "cannot read the answers of the $side LUN"
     log "zbc differential: $n cases sent to the $side LUN ($sg)"
 }
 
