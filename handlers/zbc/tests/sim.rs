@@ -369,6 +369,37 @@ fn files_that_are_not_zoned_disks_are_refused() {
 }
 
 #[test]
+fn tcmu_runners_files_are_served_and_brought_to_version_1() {
+    let workers = Workers::start(1).unwrap();
+    let f = TempPath::new("v0");
+    let cfg = format!("{HM}{}", f.s());
+    let mut lun = Lun::open(&workers, &cfg, 8 * MIB, 512).unwrap();
+    good(&lun.write(Z, &[7u8; 4096]));
+    lun.close();
+    // What tcmu-runner writes: the same layout, version byte 0.
+    let mut bytes = fs::read(&f.0).unwrap();
+    assert_eq!(bytes[44], 1);
+    bytes[44] = 0;
+    fs::write(&f.0, &bytes).unwrap();
+    let mut lun = Lun::open(&workers, &cfg, 8 * MIB, 512).unwrap();
+    assert_eq!(
+        lun.report(Z, 0)[0],
+        (2, 2, Z, Z, Z + 8),
+        "implicitly open, as it was left"
+    );
+    assert_eq!(lun.read(Z, 8).data_in, vec![7u8; 4096]);
+    lun.close();
+    assert_eq!(fs::read(&f.0).unwrap()[44], 1, "version 1 written");
+    // A newer version is refused.
+    let mut bytes = fs::read(&f.0).unwrap();
+    bytes[44] = 2;
+    fs::write(&f.0, &bytes).unwrap();
+    let e = Lun::open(&workers, &cfg, 8 * MIB, 512).err().unwrap();
+    assert!(e.contains("metadata version 2 is newer"), "{e}");
+    workers.shutdown();
+}
+
+#[test]
 fn host_aware_and_4k_blocks() {
     let workers = Workers::start(1).unwrap();
     let f = TempPath::new("ha4k");
