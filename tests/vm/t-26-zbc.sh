@@ -6,7 +6,9 @@
 #    and invalid fields, and the reads and writes their rules govern) to a
 #    zbc LUN of Debian's C tcmu-runner (handler_file_zbc.so), then to one
 #    of ours with the same geometry: status, sense and data equal but for
-#    zbc/deviations.tsv (reasons in zbc/README.md).
+#    zbc/deviations.tsv (reasons in zbc/README.md). Then each daemon
+#    serves the file the other left (zbc/cross.tsv): the same zones and
+#    data.
 # 2. Three LUNs of ours on one tcm_loop target: host managed with 512-byte
 #    blocks (hm), host managed with 4096-byte blocks (h4), host aware
 #    (ha). sd registers them zoned: queue/zoned, nr_zones, chunk_sectors,
@@ -123,6 +125,16 @@ zbc_backstore odiff $((64 * MIB)) "$DIFF_CFG@$WORK/odiff.raw"
 loop_add_lun "$tpg" 0 "$BS_PATH"
 zbc_diff_send ours "$SG"
 zbc_diff_compare
+# Each daemon serves the other's file: first ours the C daemon's (no
+# options: as the file is), which holds tcmu-runner's version 0.
+log_mark
+zbc_backstore cfile $((64 * MIB)) "$WORK/cdiff.raw"
+loop_add_lun "$tpg" 4 "$BS_PATH"
+sg_turs "$SG" >/dev/null 2>&1 || true
+zbc_diff_send cfile "$SG" "$ZBC_DIR/cross.tsv"
+zbc_cross_check cfile c "tcmu-rs serving tcmu-runner's file"
+sleep 0.5
+log_since | grep -q 'brought to version 1' || fail "no log line about tcmu-runner's version-0 metadata"
 
 # ---------------------------------------------------------------------------
 # 2. Zoned disks to the kernel.
@@ -266,3 +278,14 @@ log "kill -9 after SYNCHRONIZE CACHE, then a clean restart: zones (one explicitl
 
 undo_all
 daemon_stop
+
+# And the C daemon serves the file of ours the differential left.
+c_daemon_start
+user_backstore ofile $((64 * MIB)) "zbc/$WORK/odiff.raw" ||
+    fail "the C daemon did not enable a zbc backstore on our file"
+loop_export "$BS_PATH"
+sg_turs "$SG" >/dev/null 2>&1 || true
+zbc_diff_send ofile "$SG" "$ZBC_DIR/cross.tsv"
+zbc_cross_check ofile ours "tcmu-runner serving tcmu-rs's file"
+undo_all
+c_daemon_stop

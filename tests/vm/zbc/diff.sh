@@ -30,11 +30,11 @@ zbc_diff_setup() {
     conf_sg_raw_setup
 }
 
-# zbc_diff_answers SIDE: $ZD_OUT/SIDE.tsv, one answer a case, from
+# zbc_diff_answers SIDE CASES: $ZD_OUT/SIDE.tsv, one answer a case, from
 # sg_raw -v's reports and the data-in files (one python process: a few
 # small processes a case would cost more than sg_raw under TCG).
 zbc_diff_answers() {
-    python3 - "$ZBC_DIR/cases.tsv" "$ZD_OUT/$1" >"$ZD_OUT/$1.tsv" <<'PY'
+    python3 - "$2" "$ZD_OUT/$1" >"$ZD_OUT/$1.tsv" <<'PY'
 import hashlib, os, re, sys
 cases, folder = sys.argv[1], sys.argv[2]
 for line in open(cases):
@@ -63,9 +63,10 @@ for line in open(cases):
 PY
 }
 
-# zbc_diff_send SIDE SG: every case to SG; answers in $ZD_OUT/SIDE.tsv.
+# zbc_diff_send SIDE SG [CASES]: every case of CASES (default cases.tsv)
+# to SG; answers in $ZD_OUT/SIDE.tsv.
 zbc_diff_send() {
-    local side=$1 sg=$2 name cdb dout din dir=$ZD_OUT/$1 n=0
+    local side=$1 sg=$2 cases=${3:-$ZBC_DIR/cases.tsv} name cdb dout din dir=$ZD_OUT/$1 n=0
     local -a args c
     mkdir -p "$dir"
     while IFS=$'\t' read -r name cdb dout din; do
@@ -76,8 +77,8 @@ zbc_diff_send() {
         read -ra c <<<"$cdb"
         "${SG_RAW[@]}" "${args[@]}" "$sg" "${c[@]}" >"$dir/$name.txt" 2>&1 || true
         n=$((n + 1))
-    done <"$ZBC_DIR/cases.tsv"
-    zbc_diff_answers "$side" || fail "cannot read the answers of the $side LUN"
+    done <"$cases"
+    zbc_diff_answers "$side" "$cases" || fail "cannot read the answers of the $side LUN"
     log "zbc differential: $n cases sent to the $side LUN ($sg)"
 }
 
@@ -121,4 +122,18 @@ zbc_diff_compare() {
         fail "zbc differential: $(grep '^bad' <<<"$verdicts" | cut -c5-)"
     fi
     log "zbc differential against tcmu-runner: $n cases, $match MATCH, $dev DEVIATION, $other other"
+}
+
+# zbc_cross_check SIDE OWNER WHAT: every answer of $ZD_OUT/SIDE.tsv equals
+# the answer of the same case in $ZD_OUT/OWNER.tsv (a daemon serving the
+# other daemon's file answers as the file's own daemon did).
+zbc_cross_check() {
+    local name answer want n=0
+    while IFS=$'\t' read -r name answer; do
+        want=$(awk -F'\t' -v k="$name" '$1 == k { print $2 }' "$ZD_OUT/$2.tsv")
+        [[ $answer == "$want" ]] || fail "$3: $name answers '$answer', the file's own daemon '$want'"
+        n=$((n + 1))
+    done <"$ZD_OUT/$1.tsv"
+    ((n > 0)) || fail "$3: no answers"
+    log "$3: $n answers equal the file's own daemon's"
 }
