@@ -253,6 +253,7 @@ fn run() -> Result<()> {
             let mut run = guest_run(&paths, &opts, script, None)?;
             run.extra_env
                 .push(("XT_ARG".into(), arg.unwrap_or_default()));
+            run.extra_env.extend(c_peer_env(&paths)?);
             vm::boot_and_run(&paths, &kernel, &run)?.into_result()
         }
         "test" => {
@@ -295,8 +296,23 @@ fn vm_test(paths: &Paths, opts: &VmOptions, filter: Option<String>) -> Result<()
     if !opts.no_build {
         build_runner(paths)?;
     }
-    let run = guest_run(paths, opts, paths.tests_vm.join("run-all.sh"), filter)?;
+    let mut run = guest_run(paths, opts, paths.tests_vm.join("run-all.sh"), filter)?;
+    run.extra_env.extend(c_peer_env(paths)?);
     vm::boot_and_run(paths, &kernel, &run)?.into_result()
+}
+
+/// Debian's C tcmu-runner, unpacked under `target/vm/c-peer/` for the tests
+/// that compare with it (`t-26-zbc` against its `handler_file_zbc.so`), as
+/// the guest variables `C_TCMU_BIN`, `C_TCMU_LIBDIR`, `C_TCMU_HANDLERS`.
+fn c_peer_env(paths: &Paths) -> Result<Vec<(String, String)>> {
+    let mut apt = setup::Apt::default();
+    let peer = bench::cpeer::ensure_debian(&paths.root.join("target/vm/c-peer"), &mut apt)?;
+    let s = |p: &std::path::Path| p.display().to_string();
+    Ok(vec![
+        ("C_TCMU_BIN".into(), s(&peer.bin)),
+        ("C_TCMU_LIBDIR".into(), s(&peer.lib_dir)),
+        ("C_TCMU_HANDLERS".into(), s(&peer.handlers)),
+    ])
 }
 
 /// Builds the daemon the guest tests run, and the library crates'
