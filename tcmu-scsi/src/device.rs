@@ -3,6 +3,7 @@
 //! MODE SELECT and by the runtime, one per device).
 
 use crate::alua::PortGroup;
+use crate::mmc::MmcParams;
 use crate::sense::Sense;
 use crate::xcopy::CopyStatus;
 use crate::zbc::ZonedParams;
@@ -101,6 +102,10 @@ pub struct DeviceParams {
     /// `None` for an ordinary disk. Zone state is the handler's (see
     /// [`crate::zbc`]).
     pub zoned: Option<ZonedParams>,
+    /// An optical drive (MMC): peripheral device type 5 with a removable
+    /// medium, the SPC VPD pages only, the MMC mode pages. `None` for a
+    /// disk. The medium is the handler's (see [`crate::mmc`]).
+    pub mmc: Option<MmcParams>,
 }
 
 impl DeviceParams {
@@ -128,12 +133,17 @@ impl DeviceParams {
             lu_group: None,
             third_party_copy: false,
             zoned: None,
+            mmc: None,
         }
     }
 
-    /// The peripheral device type of INQUIRY and every VPD page: 0x14 for a
-    /// host-managed zoned device, 0 (direct access) otherwise.
+    /// The peripheral device type of INQUIRY and every VPD page: 0x05 for
+    /// an optical drive, 0x14 for a host-managed zoned device, 0 (direct
+    /// access) otherwise.
     pub fn peripheral_device_type(&self) -> u8 {
+        if self.mmc.is_some() {
+            return crate::mmc::PERIPHERAL_MMC;
+        }
         self.zoned
             .as_ref()
             .map_or(crate::inquiry::PERIPHERAL_DISK, |z| {
@@ -233,6 +243,15 @@ mod tests {
         assert_eq!(p.peripheral_device_type(), 0x14);
         p.zoned = Some(ZonedParams::host_aware(4));
         assert_eq!(p.peripheral_device_type(), 0x00);
+    }
+
+    #[test]
+    fn optical_device_type() {
+        let mut p = DeviceParams::new(2048, 100);
+        p.mmc = Some(MmcParams {
+            drive: crate::mmc::Drive::DvdRom,
+        });
+        assert_eq!(p.peripheral_device_type(), 0x05);
     }
 
     #[test]
