@@ -151,6 +151,25 @@ impl DeviceParams {
             })
     }
 
+    /// Changes the logical block size to `block_size`, keeping the size of
+    /// the device and of its transfer limits in bytes (rounded down, never
+    /// to nothing): for a handler whose medium has its own block size (2048
+    /// bytes for an optical disc, a zoned disk's format) whatever the
+    /// backstore's `hw_block_size` says.
+    pub fn set_block_size(&mut self, block_size: u32) {
+        let (old, new) = (
+            u64::from(self.block_size.max(1)),
+            u64::from(block_size.max(1)),
+        );
+        let scale = |n: u32| u32::try_from((u64::from(n) * old / new).max(1)).unwrap_or(u32::MAX);
+        if self.max_transfer_blocks != 0 {
+            self.max_transfer_blocks = scale(self.max_transfer_blocks);
+        }
+        self.optimal_transfer_blocks = scale(self.optimal_transfer_blocks);
+        self.num_blocks = self.num_blocks.saturating_mul(old) / new;
+        self.block_size = block_size;
+    }
+
     /// The longest READ/WRITE accepted: the advertised maximum, but at
     /// least [`ACCEPTED_TRANSFER_BYTES`] worth of blocks. TCMU devices
     /// advertise the kernel's small default (128 blocks), some initiators
@@ -252,6 +271,26 @@ mod tests {
             drive: crate::mmc::Drive::DvdRom,
         });
         assert_eq!(p.peripheral_device_type(), 0x05);
+    }
+
+    #[test]
+    fn block_size_changes_keep_bytes() {
+        let mut p = DeviceParams::new(512, 4096);
+        p.max_transfer_blocks = 1024;
+        p.optimal_transfer_blocks = 2;
+        p.set_block_size(2048);
+        assert_eq!(
+            (
+                p.block_size,
+                p.num_blocks,
+                p.max_transfer_blocks,
+                p.optimal_transfer_blocks
+            ),
+            (2048, 1024, 256, 1)
+        );
+        p.max_transfer_blocks = 0;
+        p.set_block_size(512);
+        assert_eq!((p.num_blocks, p.max_transfer_blocks), (4096, 0));
     }
 
     #[test]
