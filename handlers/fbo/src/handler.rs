@@ -4,7 +4,7 @@
 //! io_uring [`tokio_uring::fs::File`] for data (shared with a background
 //! format) and a duplicate `std` handle (same open file description) for
 //! the inline copies. The drive (is a disc loaded, may it be removed, is
-//! it being formatted, which events are pending) lives in a [`Drive`]
+//! it being formatted, which events are pending) lives in a `Drive`
 //! behind an `Rc<RefCell<…>>` that is never borrowed across an `.await`;
 //! a background FORMAT UNIT holds the other reference.
 //!
