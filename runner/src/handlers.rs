@@ -14,5 +14,7 @@ pub fn registry() -> Registry {
     r.register(std::sync::Arc::new(tcmu_handler_qcow::QcowFactory));
     #[cfg(feature = "zbc")]
     r.register(std::sync::Arc::new(tcmu_handler_zbc::ZbcFactory));
+    #[cfg(feature = "glfs")]
+    r.register(std::sync::Arc::new(tcmu_handler_glfs::GlfsFactory));
     r
 }
