@@ -14,13 +14,24 @@ const NOFILE_MIN: u64 = 65_536;
 /// See [`NOFILE_MIN`].
 const NOFILE_MAX: u64 = 1_048_576;
 
+/// What `-V` prints after the name, on one line: our version, then the
+/// tcmu-runner release whose interface we serve, as the last word. Tools
+/// that drive tcmu-runner read its version from the last word of
+/// `tcmu-runner --version` (gluster-block: `awk '{printf $NF}'`, at least
+/// 1.1.3, and 1.5.0 for its I/O time-out capability); our own version
+/// (0.x) would fail those checks.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (tcmu-rs), compatible with tcmu-runner 1.5.4"
+);
+
 /// tcmu-runner: serves LIO TCM-User (`user:<subtype>`) backstores.
 ///
 /// Settings are read from /etc/tcmu/tcmu.conf (log_level, log_dir,
 /// metrics_file, metrics_interval) and re-read when it changes; a value
 /// in that file overrides the flags below.
 #[derive(Debug, Parser)]
-#[command(name = "tcmu-runner", version, about, long_about)]
+#[command(name = "tcmu-runner", version = VERSION, about, long_about)]
 pub struct Cli {
     /// Enable debug messages: log level 5 (DEBUG SCSI CMD) unless
     /// tcmu.conf sets log_level.
@@ -120,5 +131,21 @@ mod tests {
         assert!(help.contains("--tcmu-log-dir"));
         assert!(help.contains("--takeover"));
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_version_names_tcmu_rs_and_ends_with_a_tcmu_runner_release() {
+        let v = Cli::command().render_version().to_string();
+        assert_eq!(v.lines().count(), 1, "{v:?}");
+        assert!(
+            v.starts_with(&format!("tcmu-runner {}", env!("CARGO_PKG_VERSION"))),
+            "{v}"
+        );
+        assert!(v.contains("tcmu-rs"), "{v}");
+        // What gluster-block's `awk '{printf $NF}'` reads: at least 1.5.0.
+        let last = v.split_whitespace().last().unwrap_or_default();
+        let nums: Vec<u32> = last.split('.').filter_map(|n| n.parse().ok()).collect();
+        assert_eq!(nums.len(), 3, "{last}");
+        assert!(nums >= vec![1, 5, 0], "{last}");
     }
 }

@@ -16,5 +16,7 @@ pub fn registry() -> Registry {
     r.register(std::sync::Arc::new(tcmu_handler_zbc::ZbcFactory));
     #[cfg(feature = "fbo")]
     r.register(std::sync::Arc::new(tcmu_handler_fbo::FboFactory));
+    #[cfg(feature = "glfs")]
+    r.register(std::sync::Arc::new(tcmu_handler_glfs::GlfsFactory));
     r
 }

@@ -30,17 +30,19 @@ wait_for 15 "$SVC on the system bus" dbus_has_name "$SVC"
 tc set global auto_save_on_exit=false >/dev/null || fail "targetcli set global failed"
 push_cleanup "(cleanup_all_lio)"   # not targetcli: it fails with no system bus
 
-# 1. The handlers, as targetcli sees them.
+# 1. The handlers, as targetcli sees them: the runner's, and only those.
+USER_HANDLERS="file ram qcow zbc fbo glfs"
 tc ls /backstores >"$WORK/ls.txt" || fail "targetcli ls /backstores failed"
 cat "$WORK/ls.txt"
-for h in file ram qcow zbc fbo; do
+for h in $USER_HANDLERS; do
     assert_grep "o- user:$h " "$WORK/ls.txt" "targetcli lists user:$h"
 done
-assert_eq "$(grep -c 'o- user:' "$WORK/ls.txt")" 5 "user:* backstores listed (only the handlers)"
-tc_batch "/backstores/user:file help create" "/backstores/user:ram help create" \
-    "/backstores/user:qcow help create" "/backstores/user:zbc help create" \
-    "/backstores/user:fbo help create" >"$WORK/help.txt"
-for h in file ram qcow zbc fbo; do
+assert_eq "$(grep -c 'o- user:' "$WORK/ls.txt")" "$(wc -w <<<"$USER_HANDLERS")" \
+    "user:* backstores listed (only the handlers)"
+help_cmds=()
+for h in $USER_HANDLERS; do help_cmds+=("/backstores/user:$h help create"); done
+tc_batch "${help_cmds[@]}" >"$WORK/help.txt"
+for h in $USER_HANDLERS; do
     desc=$(prop "/org/kernel/TCMUService1/$h" "$SVC" ConfigDesc | sed -E 's/^s "(.*)"$/\1/')
     [[ -n $desc ]] || fail "no ConfigDesc for $h"
     grep -qF -- "$desc" "$WORK/help.txt" || fail "targetcli's help for user:$h lacks our ConfigDesc '$desc'"

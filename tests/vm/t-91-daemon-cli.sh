@@ -1,7 +1,8 @@
 #!/bin/bash
 # t-91-daemon-cli: the command line, tcmu.conf and its live reload, logging.
 #
-# - `-V` prints the workspace version and exits 0; `-h` exits 0 and names
+# - `-V` prints the workspace version, then the tcmu-runner release served
+#   as the last word (what gluster-block reads), and exits 0; `-h` exits 0 and names
 #   --tcmu-log-dir.
 # - The daemon runs with `--config $WORK/tcmu.conf -l $LOGDIR` and logs to
 #   $LOGDIR/tcmu-runner.log while serving a user:file LUN under I/O.
@@ -69,7 +70,9 @@ ws_version=$(sed -n '/^\[workspace.package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p'
 rc=0
 out=$("$TCMU_RUNNER" -V) || rc=$?
 assert_eq "$rc" 0 "exit status of -V"
-assert_eq "$out" "tcmu-runner $ws_version" "output of -V"
+assert_eq "$out" "tcmu-runner $ws_version (tcmu-rs), compatible with tcmu-runner 1.5.4" "output of -V"
+# gluster-block reads the version as the last word of the whole output.
+assert_eq "$("$TCMU_RUNNER" --version 2>&1 | awk -F' ' '{printf $NF}')" 1.5.4 "the version gluster-block reads"
 rc=0
 "$TCMU_RUNNER" -h >"$WORK/help.txt" || rc=$?
 assert_eq "$rc" 0 "exit status of -h"

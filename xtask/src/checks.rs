@@ -19,7 +19,10 @@ pub fn run_host_checks(paths: &Paths) -> Result<()> {
     crate::docs::run(paths, &crate::docs::Options::default())
         .context("`cargo xtask check-docs` failed")?;
     // The qcow handler's unit tests make and check images with qemu-img.
-    crate::setup::Apt::default().ensure(&["qemu-utils"])?;
+    // The glfs handler's tests start glusterd and a brick and load libgfapi.
+    let mut apt = crate::setup::Apt::default();
+    apt.ensure(&["qemu-utils"])?;
+    apt.ensure(crate::setup::GLFS_PACKAGES)?;
     let steps: [&[&str]; 4] = [
         &["test", "--workspace"],
         &[

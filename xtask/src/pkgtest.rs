@@ -533,7 +533,11 @@ fn dpkg_round_trip(dir: &Path, ours: &Path, theirs: &Path) -> Result<()> {
     );
     println!("ok   the C package's handlers and init script are gone");
     let version = cmd::output(Command::new(root.path("/usr/bin/tcmu-runner")).arg("-V"))?;
-    let want = format!("tcmu-runner {}", env!("CARGO_PKG_VERSION"));
+    // runner's VERSION: ours, then the tcmu-runner release served, last.
+    let want = format!(
+        "tcmu-runner {} (tcmu-rs), compatible with tcmu-runner 1.5.4",
+        env!("CARGO_PKG_VERSION")
+    );
     ensure!(
         version.trim() == want,
         "/usr/bin/tcmu-runner -V printed {version:?}, expected {want:?}"

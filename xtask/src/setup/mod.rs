@@ -48,7 +48,14 @@ pub const PACKAGES: &[&str] = &[
     "xorriso",
     "udftools",
     "eject",
+    // The glfs handler's tests: glusterd and a brick (and libgfapi0, which
+    // the daemon loads at run time).
+    "glusterfs-server",
 ];
+
+/// What the glfs handler's host tests need: glusterd, the gluster CLI, the
+/// brick daemon and libgfapi (the handler links nothing at build time).
+pub const GLFS_PACKAGES: &[&str] = &["glusterfs-server", "libgfapi0"];
 
 /// The QEMU package, installed with `-t bookworm-backports`.
 pub const QEMU_PACKAGE: &str = "qemu-system-x86";
