@@ -12,8 +12,11 @@
 #    Then kill -9 while fio writes, after a SYNCHRONIZE CACHE (64 KiB and
 #    512-byte clusters, see crash_under_fio): at most leaked clusters, the
 #    flushed bytes intact in the image and through a new daemon.
-# 2. A qcow2 overlay on a raw backing file: the disk reads the backing
-#    file's bytes, writes land in the overlay, the backing file is unchanged.
+# 2. compat 0.10 and 1.1 images, overlays on a raw and on a qcow2 backing
+#    file, a compressed image (qemu-img convert -c): each served, the disk
+#    reads what qemu-img reads, fio verify, removed: `qemu-img check` clean,
+#    `qemu-img compare` of the image against the disk's bytes equal, the
+#    backing file unchanged.
 # 3. Refused promptly with the reason in the log: a raw file as a qcow
 #    image, and a device larger than the image's virtual size.
 
@@ -172,21 +175,59 @@ crash_under_fio() {
 crash_under_fio crash64k 65536
 crash_under_fio crash512 512
 
-# 2. A backing chain.
+# 2. Images of every kind qemu-img makes, each 16 MiB (12 MiB of data, a
+# 4 MiB hole), through serve_image.
+# serve_image NAME IMG [BACKING]: serves IMG; the disk reads what qemu-img
+# reads (`qemu-img compare` against the disk's bytes), fio randwrite with
+# crc32c verify over its first 8 MiB, the disk's bytes copied out, the
+# device removed: `qemu-img check` clean, `qemu-img compare` of IMG against
+# the copy equal, and the backing file BACKING byte for byte unchanged.
+serve_image() {
+    local name=$1 img=$2 backing=${3:-} bsum=
+    [[ -z $backing ]] || bsum=$(md5sum <"$backing")
+    user_backstore "$name" $((16 * MIB)) "qcow/$img" || fail "enabling $name ($img) failed"
+    loop_export "$BS_PATH"
+    dd if="$DEV" of="$WORK/$name-before.raw" bs=1M iflag=direct status=none || fail "reading $DEV failed"
+    qemu-img compare -q -f qcow2 -F raw "$img" "$WORK/$name-before.raw" ||
+        fail "$name: the disk does not read what qemu-img reads from $img"
+    fio_bg "$name" "$DEV" 6 --size=8m --bsrange=4k-64k
+    fio_wait "$name" "$FIO_PID"
+    dd if="$DEV" of="$WORK/$name-lun.raw" bs=1M iflag=direct status=none || fail "reading $DEV failed"
+    cmp -s <(tail -c $((8 * MIB)) "$WORK/$name-before.raw") <(tail -c $((8 * MIB)) "$WORK/$name-lun.raw") ||
+        fail "$name: the 8 MiB fio did not write changed"
+    loop_unexport "$LOOP_TPG" || fail "cannot remove the tcm_loop export"
+    rmdir_timeout "$BS_PATH" || fail "cannot remove backstore $name"
+    qemu-img check "$img" >"$WORK/$name-check.txt" 2>&1 || { cat "$WORK/$name-check.txt"; fail "$name: qemu-img check after removal"; }
+    qemu-img compare -q -f qcow2 -F raw "$img" "$WORK/$name-lun.raw" ||
+        fail "$name: qemu-img compare of $img and the disk's bytes"
+    [[ -z $backing ]] || assert_eq "$(md5sum <"$backing")" "$bsum" "$name: the backing file after writes to the overlay"
+    rm -f "$WORK/$name-before.raw" "$WORK/$name-lun.raw"
+    log "$name: served, fio verified, removed: check clean, compare equal${backing:+, backing file unchanged}"
+}
+data=$WORK/data.raw
+head -c $((12 * MIB)) /dev/urandom >"$data"
+truncate -s $((16 * MIB)) "$data"
+for compat in 0.10 1.1; do
+    qemu-img convert -f raw -O qcow2 -o compat=$compat "$data" "$WORK/v$compat.qcow2" || fail "qemu-img convert compat=$compat failed"
+    assert_grep "compat: $compat" <(qemu-img info "$WORK/v$compat.qcow2") "the image's compat"
+    serve_image "compat$compat" "$WORK/v$compat.qcow2"
+done
+# Overlays on a raw and on a qcow2 backing file (the backing file opened
+# read-only: serve_image checks it is unchanged).
 base=$WORK/base.raw
-head -c $((16 * MIB)) /dev/urandom >"$base"
-base_sum=$(md5sum <"$base")
-top=$WORK/top.qcow2
-qemu-img create -q -f qcow2 -b "$base" -F raw "$top" || fail "qemu-img create of the overlay failed"
-user_backstore q1 $((16 * MIB)) "qcow/$top" || fail "enabling the overlay failed"
-loop_export "$BS_PATH"
-assert_eq "$(md5sum <"$DEV")" "$base_sum" "the overlay disk reads its backing file"
-dd_roundtrip "$DEV" 3
-loop_unexport "$LOOP_TPG" || fail "cannot remove the tcm_loop export"
-rmdir_timeout "$BS_PATH" || fail "cannot remove backstore q1"
-assert_eq "$(md5sum <"$base")" "$base_sum" "the backing file after writes to the overlay"
-qemu-img check -q "$top" || fail "qemu-img check of the overlay failed"
-log "overlay on a raw backing file: reads through, writes stay in the overlay"
+cp "$data" "$base"
+qemu-img create -q -f qcow2 -b "$base" -F raw "$WORK/top-raw.qcow2" || fail "qemu-img create of the overlay on raw failed"
+serve_image over-raw "$WORK/top-raw.qcow2" "$base"
+qemu-img convert -f raw -O qcow2 "$data" "$WORK/base.qcow2" || fail "qemu-img convert to the qcow2 base failed"
+qemu-img create -q -f qcow2 -b "$WORK/base.qcow2" -F qcow2 "$WORK/top-qcow2.qcow2" || fail "qemu-img create of the overlay on qcow2 failed"
+serve_image over-qcow2 "$WORK/top-qcow2.qcow2" "$WORK/base.qcow2"
+# A compressed image (compressible data: random bytes in base64); fio's
+# writes land on compressed clusters, partial ones too.
+head -c $((9 * MIB)) /dev/urandom | base64 -w 0 | head -c $((12 * MIB)) >"$WORK/text.raw"
+truncate -s $((16 * MIB)) "$WORK/text.raw"
+qemu-img convert -c -f raw -O qcow2 "$WORK/text.raw" "$WORK/comp.qcow2" || fail "qemu-img convert -c failed"
+assert_grep '[1-9][0-9.]*% compressed clusters' <(qemu-img check "$WORK/comp.qcow2") "qemu-img check of the compressed image"
+serve_image compressed "$WORK/comp.qcow2"
 
 # 3. Refusals.
 truncate -s 16M "$WORK/raw.img"
