@@ -106,7 +106,7 @@ zones_agree() {
 
 # ---------------------------------------------------------------------------
 # 1. The differential, C daemon first (two daemons never serve at once).
-zbc_diff_setup
+diff_setup zbc "$ZBC_DIR" 90
 DIFF_CFG="model-HM/zsize-4/conv-2/open-4"
 c_daemon_start
 user_backstore cdiff $((64 * MIB)) "zbc/$DIFF_CFG@$WORK/cdiff.raw" ||
@@ -115,7 +115,7 @@ c_bs=$BS_PATH
 loop_export "$c_bs"
 c_tpg=$LOOP_TPG
 assert_eq "$(queue_attr "$DEV" zoned)" host-managed "the C daemon's zbc LUN"
-zbc_diff_send c "$SG"
+diff_send c "$SG"
 loop_unexport "$c_tpg" || fail "cannot remove the C LUN's export"
 rmdir_timeout "$c_bs" || fail "cannot remove the C daemon's backstore"
 c_daemon_stop
@@ -125,16 +125,16 @@ loop_target
 tpg=$LOOP_TPG
 zbc_backstore odiff $((64 * MIB)) "$DIFF_CFG@$WORK/odiff.raw"
 loop_add_lun "$tpg" 0 "$BS_PATH"
-zbc_diff_send ours "$SG"
-zbc_diff_compare
+diff_send ours "$SG"
+diff_compare
 # Each daemon serves the other's file: first ours the C daemon's (no
 # options: as the file is), which holds tcmu-runner's version 0.
 log_mark
 zbc_backstore cfile $((64 * MIB)) "$WORK/cdiff.raw"
 loop_add_lun "$tpg" 4 "$BS_PATH"
 sg_turs "$SG" >/dev/null 2>&1 || true
-zbc_diff_send cfile "$SG" "$ZBC_DIR/cross.tsv"
-zbc_cross_check cfile c "tcmu-rs serving tcmu-runner's file"
+diff_send cfile "$SG" "$ZBC_DIR/cross.tsv"
+diff_cross_check cfile c "tcmu-rs serving tcmu-runner's file"
 wait_log 10 'brought to version 1' "a log line about tcmu-runner's version-0 metadata"
 
 # ---------------------------------------------------------------------------
@@ -326,7 +326,7 @@ user_backstore ofile $((64 * MIB)) "zbc/$WORK/odiff.raw" ||
     fail "the C daemon did not enable a zbc backstore on our file"
 loop_export "$BS_PATH"
 sg_turs "$SG" >/dev/null 2>&1 || true
-zbc_diff_send ofile "$SG" "$ZBC_DIR/cross.tsv"
-zbc_cross_check ofile ours "tcmu-runner serving tcmu-rs's file"
+diff_send ofile "$SG" "$ZBC_DIR/cross.tsv"
+diff_cross_check ofile ours "tcmu-runner serving tcmu-rs's file"
 undo_all
 c_daemon_stop

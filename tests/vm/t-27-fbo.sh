@@ -23,8 +23,15 @@
 #    READY, FORMAT IN PROGRESS with a progress that never goes back, TEST
 #    UNIT READY is NOT READY meanwhile; when it ends the whole disc (and
 #    its file) reads zeroes.
+# 5. (run first) The differential: every CDB of fbo/cases.tsv (the MMC
+#    commands, valid and invalid fields, reads, writes, eject and load) to
+#    an fbo LUN of Debian's C tcmu-runner (handler_file_optical.so), then
+#    to one of ours over a copy of the same file: status, sense and data
+#    equal but for fbo/deviations.tsv (reasons in fbo/README.md).
 
+FBO_DIR=$(cd "$(dirname "$0")/fbo" && pwd)
 source "$(dirname "$0")/lib.sh"
+source "$FBO_DIR/../zbc/diff.sh"
 
 MIB=$((1024 * 1024))
 
@@ -123,9 +130,34 @@ same_files() {
 MNT=$WORK/mnt
 mkdir -p "$MNT"
 
+# ---------------------------------------------------------------------------
+# 5. The differential, first: the C daemon serves its LUN and is stopped
+# before ours starts (two daemons never serve at once).
+diff_setup fbo "$FBO_DIR" 70
+DIFF_SIZE=$((4 * MIB))
+head -c "$DIFF_SIZE" < <(yes 'fbo differential medium, 2048-byte blocks') >"$WORK/diff-medium.img"
+cp "$WORK/diff-medium.img" "$WORK/cdiff.img"
+cp "$WORK/diff-medium.img" "$WORK/odiff.img"
+c_daemon_start
+user_backstore cdiff "$DIFF_SIZE" "fbo/$WORK/cdiff.img" ||
+    fail "the C daemon did not enable its fbo backstore"
+c_bs=$BS_PATH
+loop_export "$c_bs"
+c_tpg=$LOOP_TPG
+[[ $DEV == /dev/sr* ]] || fail "the C daemon's fbo LUN is $DEV, not an sr device"
+diff_send c "$SG"
+loop_unexport "$c_tpg" || fail "cannot remove the C LUN's export"
+rmdir_timeout "$c_bs" || fail "cannot remove the C daemon's backstore"
+c_daemon_stop
+
 daemon_start
 loop_target
 TPG=$LOOP_TPG
+user_backstore odiff "$DIFF_SIZE" "fbo/$WORK/odiff.img" || fail "enabling our fbo backstore odiff failed"
+loop_add_lun "$TPG" 2 "$BS_PATH"
+[[ $DEV == /dev/sr* ]] || fail "our fbo LUN is $DEV, not an sr device"
+diff_send ours "$SG"
+diff_compare
 
 # ---------------------------------------------------------------------------
 # 1. An ISO 9660 image, read-only.
