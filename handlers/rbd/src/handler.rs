@@ -325,10 +325,13 @@ impl Inner {
             return busy(format!("rbd: {}", Report(e)));
         }
         if errno == libc::ETIMEDOUT {
-            this.counters
-                .cmd_timed_out
-                .set(this.counters.cmd_timed_out.get() + 1);
-            warn!(device = %this.name, "rbd: {kind:?} timed out (osd_op_timeout): answered BUSY");
+            let n = this.counters.cmd_timed_out.get() + 1;
+            this.counters.cmd_timed_out.set(n);
+            // An OSD outage times out every command in flight: log the
+            // first ones and then every power of two.
+            if n <= 4 || n.is_power_of_two() {
+                warn!(device = %this.name, "rbd: {kind:?} timed out (osd_op_timeout): answered BUSY ({n} so far)");
+            }
             Self::report(this);
             return busy("rbd: OSD operation timed out");
         }
