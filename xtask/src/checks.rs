@@ -18,8 +18,11 @@ pub fn run_host_checks(paths: &Paths) -> Result<()> {
     eprintln!("xtask: checking the links of the Markdown files (cargo xtask check-docs)");
     crate::docs::run(paths, &crate::docs::Options::default())
         .context("`cargo xtask check-docs` failed")?;
-    // The qcow handler's unit tests make and check images with qemu-img.
-    crate::setup::Apt::default().ensure(&["qemu-utils"])?;
+    // The qcow handler's unit tests make and check images with qemu-img;
+    // the rbd handler links librbd and its tests start a Ceph cluster.
+    let mut apt = crate::setup::Apt::default();
+    apt.ensure(&["qemu-utils"])?;
+    apt.ensure(crate::setup::RBD_PACKAGES)?;
     let steps: [&[&str]; 4] = [
         &["test", "--workspace"],
         &[

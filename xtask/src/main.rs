@@ -304,6 +304,8 @@ fn vm_test(paths: &Paths, opts: &VmOptions, filter: Option<String>) -> Result<()
 /// dev-dependencies turn on features (the simulator) that the daemon
 /// binary must not be rebuilt with.
 fn build_runner(paths: &Paths) -> Result<()> {
+    // The rbd handler links librbd and librados.
+    setup::Apt::default().ensure(setup::RBD_PACKAGES)?;
     cmd::run(
         cmd::cargo()
             .args(["build", "--release", "-p", "tcmu-runner"])

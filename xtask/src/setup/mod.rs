@@ -41,6 +41,25 @@ pub const PACKAGES: &[&str] = &[
     "dbus",
     // qemu-img: makes and checks the qcow handler's images (unit and VM tests).
     "qemu-utils",
+    // The rbd handler: librbd to build it, a Ceph cluster to test it.
+    "librbd-dev",
+    "librados-dev",
+    "ceph-mon",
+    "ceph-osd",
+    "ceph-mgr",
+    "ceph-common",
+];
+
+/// What building the daemon (the rbd handler links librbd and librados)
+/// and the rbd handler's host tests (a throwaway cluster: mon, memstore
+/// OSD, mgr for the service map; the rbd and ceph tools) need.
+pub const RBD_PACKAGES: &[&str] = &[
+    "librbd-dev",
+    "librados-dev",
+    "ceph-mon",
+    "ceph-osd",
+    "ceph-mgr",
+    "ceph-common",
 ];
 
 /// The QEMU package, installed with `-t bookworm-backports`.
