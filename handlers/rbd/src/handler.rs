@@ -56,8 +56,26 @@ use crate::config::RbdConfig;
 use crate::conn::{self, Conn, Status};
 
 /// After the lock was taken from us, how long writes are answered BUSY
-/// before this device takes it back.
+/// before this device takes it back (unless [`HOLDOFF_ENV`] says
+/// otherwise).
 pub const LOCK_HOLDOFF: Duration = Duration::from_secs(5);
+
+/// The daemon's environment variable that overrides [`LOCK_HOLDOFF`], in
+/// milliseconds (tests lengthen it to look at the data while another client
+/// holds the lock).
+pub const HOLDOFF_ENV: &str = "TCMU_RBD_LOCK_HOLDOFF_MS";
+
+/// The hold-off in force.
+fn lock_holdoff() -> Duration {
+    std::env::var(HOLDOFF_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(LOCK_HOLDOFF, Duration::from_millis)
+}
+
+/// How long a reopen waits for the old client to close before it opens the
+/// new one anyway (the close goes on in the background).
+const CLOSE_WAIT: Duration = Duration::from_secs(10);
 
 /// Between failed attempts to reopen the connection.
 const REOPEN_RETRY: Duration = Duration::from_secs(2);
@@ -65,6 +83,13 @@ const REOPEN_RETRY: Duration = Duration::from_secs(2);
 /// Events are published in the service map at most this often (bursts of
 /// time-outs come together), as tcmu-runner batches them.
 const STATUS_BATCH: Duration = Duration::from_secs(1);
+
+/// A command that finds the device not ready for it (the lock being taken,
+/// the connection reopened) waits this long for that to change before it
+/// is answered BUSY: most then need no retry at all, and those that do are
+/// retried about once a second instead of in a tight loop that would
+/// starve the cluster of CPU.
+const BUSY_WAIT: Duration = Duration::from_secs(1);
 
 /// librbd takes a compare-and-write within one sector of this size.
 const CAW_SECTOR: u64 = 512;
@@ -107,11 +132,17 @@ struct Inner {
     lock: Cell<LockState>,
     /// When the lock was last taken from us (for [`LOCK_HOLDOFF`]).
     lost_at: Cell<Option<Instant>>,
+    /// The hold-off in force ([`LOCK_HOLDOFF`], [`HOLDOFF_ENV`]).
+    holdoff: Duration,
     reopening: Cell<bool>,
     closed: Cell<bool>,
     counters: Counters,
     /// A status report is scheduled.
     report_pending: Cell<bool>,
+    /// Operations timed out since the last one that completed.
+    timing_out: Cell<u64>,
+    /// Woken when the lock or the connection changes.
+    changed: tokio::sync::Notify,
 }
 
 /// A [`BlockHandler`] over an RBD image.
@@ -159,10 +190,13 @@ impl RbdHandler {
             generation: Cell::new(0),
             lock: Cell::new(lock),
             lost_at: Cell::new(None),
+            holdoff: lock_holdoff(),
             reopening: Cell::new(false),
             closed: Cell::new(false),
             counters: Counters::default(),
             report_pending: Cell::new(false),
+            timing_out: Cell::new(0),
+            changed: tokio::sync::Notify::new(),
         });
         Inner::report(&inner);
         Self { inner, unmap }
@@ -188,17 +222,39 @@ impl RbdHandler {
         submit: impl FnOnce(&Conn) -> Result<Op, RbdError>,
     ) -> Result<Done, BlockError> {
         let inner = &self.inner;
+        let deadline = Instant::now() + BUSY_WAIT;
         let (op, generation) = {
-            let conn = match kind {
-                Kind::Write => Inner::conn_for_write(inner)?,
-                Kind::Read | Kind::Flush => inner.conn_for_read()?,
+            let conn = loop {
+                // Made before the check, so a change in between wakes it.
+                let changed = inner.changed.notified();
+                let ready = match kind {
+                    Kind::Write => Inner::conn_for_write(inner),
+                    Kind::Read | Kind::Flush => inner.conn_for_read(),
+                };
+                match ready {
+                    Ok(conn) => break conn,
+                    Err(BlockError::Busy(why)) => {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            return Err(BlockError::Busy(why));
+                        }
+                        let _ = tokio::time::timeout(left, changed).await;
+                    }
+                    Err(e) => return Err(e),
+                }
             };
             let op = submit(&conn).map_err(|e| inner.failed(kind, inner.generation.get(), &e))?;
             (op, inner.generation.get())
         };
         let done = op.await;
         match done.errno() {
-            None => Ok(done),
+            None => {
+                let timed_out = inner.timing_out.replace(0);
+                if timed_out > 0 {
+                    info!(device = %inner.name, "rbd: operations complete again, after {timed_out} timed out");
+                }
+                Ok(done)
+            }
             Some(libc::EILSEQ) => Ok(done),
             Some(errno) => {
                 let e = RbdError::from_ret(format!("{kind:?} failed"), -i64::from(errno));
@@ -221,7 +277,9 @@ fn unmap_params(conn: &Conn, block_size: u32) -> UnmapParams {
         max_lba_count: blocks(4 * obj),
         max_descriptors: 16,
         granularity: blocks(gran),
-        alignment: 0,
+        // As tcmu-runner: granules start at multiples of the granularity
+        // (an alignment of one granularity is that, with UGAVALID set).
+        alignment: blocks(gran),
         reads_zeroes: false,
     }
 }
@@ -258,7 +316,7 @@ impl Inner {
             LockState::Unlocked => {
                 if let Some(at) = this.lost_at.get() {
                     let since = at.elapsed();
-                    if since < LOCK_HOLDOFF {
+                    if since < this.holdoff {
                         return Err(busy(format!(
                             "rbd: the exclusive lock moved to another client {} ms ago",
                             since.as_millis()
@@ -287,6 +345,7 @@ impl Inner {
             match r {
                 Ok(Ok(broken)) => {
                     inner.lock.set(LockState::Locked);
+                    inner.changed.notify_waiters();
                     if broken.is_empty() {
                         info!(device = %inner.name, "rbd: exclusive lock acquired in {} ms", started.elapsed().as_millis());
                     } else {
@@ -306,6 +365,7 @@ impl Inner {
                 Ok(Err(e)) => {
                     warn!(device = %inner.name, "rbd: cannot take the exclusive lock (the next write retries): {}", Report(&e));
                     inner.lock.set(LockState::Unlocked);
+                    inner.changed.notify_waiters();
                 }
                 Err(e) => {
                     error!(device = %inner.name, "rbd: taking the exclusive lock failed: {}", Report(&e));
@@ -327,6 +387,7 @@ impl Inner {
         if errno == libc::ETIMEDOUT {
             let n = this.counters.cmd_timed_out.get() + 1;
             this.counters.cmd_timed_out.set(n);
+            this.timing_out.set(this.timing_out.get() + 1);
             // An OSD outage times out every command in flight: log the
             // first ones and then every power of two.
             if n <= 4 || n.is_power_of_two() {
@@ -389,8 +450,20 @@ impl Inner {
             if let Some(old) = old {
                 // Close the old client first (its operations fail at once:
                 // it is fenced; or within osd_op_timeout), so the new one's
-                // open finds its address among the stale ones to unblock.
-                let _ = blocking::run(move || drop(old)).await;
+                // open finds its address among the stale ones to unblock;
+                // but never wait for it more than CLOSE_WAIT.
+                let closing = Instant::now();
+                let close = blocking::run(move || drop(old));
+                match tokio::time::timeout(CLOSE_WAIT, close).await {
+                    Ok(_) => {
+                        debug!(device = %inner.name, "rbd: old client closed in {} ms", closing.elapsed().as_millis())
+                    }
+                    Err(_) => warn!(
+                        device = %inner.name,
+                        "rbd: the old client did not close within {} s; opening a new one meanwhile",
+                        CLOSE_WAIT.as_secs()
+                    ),
+                }
             }
             let started = Instant::now();
             let mut attempts = 0u32;
@@ -424,6 +497,7 @@ impl Inner {
                         );
                         *inner.conn.borrow_mut() = Some(Arc::new(c));
                         inner.reopening.set(false);
+                        inner.changed.notify_waiters();
                         Self::report(&inner);
                         return;
                     }
