@@ -29,6 +29,10 @@
 #    is the host test's: see step 7 below for why not here.)
 # 8. `rbd resize`, then `attrib/dev_size`: a size unlike the image's is
 #    refused, the image's is taken and the initiator sees it after a rescan.
+# 9. targetcli-fb on a system bus: a missing image refused with our
+#    CheckConfig message, nothing left in configfs; a user:rbd backstore
+#    created, exported over LIO's iSCSI target on 127.0.0.1, open-iscsi's
+#    disk written and read back, the block in `rbd export`.
 
 source "$(dirname "$0")/lib.sh"
 
@@ -218,6 +222,35 @@ write_timeout 20 "$MISC_BS/attrib/dev_size" $((96 * MIB)) || fail "dev_size = th
 echo 1 >"/sys/class/scsi_device/$MISC_ADDR/device/rescan"
 wait_for 20 "the new capacity of $MISC_DEV" dev_size_is "$MISC_DEV" $((96 * MIB))
 log "rbd resize + dev_size: the initiator sees 96 MiB"
+
+# --- 9. targetcli (D-Bus CheckConfig) and LIO's iSCSI target ----------------
+rbdc create --size 64M rbd/tc0 || fail "rbd create tc0 failed"
+load_iscsi_modules
+dbus_start
+daemon_stop
+daemon_start
+wait_for 15 "org.kernel.TCMUService1 on the system bus" dbus_has_name org.kernel.TCMUService1
+targetcli_env
+out=$(tc_batch "/backstores/user:rbd create name=tcbad size=64M cfgstring=rbd/nosuch;conf=$CEPH_CONF")
+grep -qF "cfgstring invalid: rbd: rbd/nosuch (no such pool or image)" <<<"$out" ||
+    { echo "$out"; fail "targetcli did not show our CheckConfig refusal"; }
+[[ -z $(so_path tcbad) ]] || fail "the refused backstore tcbad was left in configfs"
+tc /backstores/user:rbd create name=tc0 size=64M "cfgstring=rbd/tc0;conf=$CEPH_CONF" >/dev/null ||
+    fail "targetcli create of a user:rbd backstore failed"
+tc_bs=$(so_path tc0)
+[[ -n $tc_bs ]] || fail "targetcli left no backstore tc0"
+push_cleanup "rmdir_timeout $tc_bs"
+assert_eq "$(cat "$tc_bs/enable")" 1 "tc0 enabled"
+log "targetcli: user:rbd tc0 created, a missing image refused with our message"
+iscsi_export rbd0 "$tc_bs"
+iscsid_start
+iscsi_login "$(iscsi_iqn rbd0)"
+assert_eq "$(dev_size_bytes "$DEV")" $((64 * MIB)) "size of the iSCSI disk"
+dd_roundtrip "$DEV" 3
+rbdc export rbd/tc0 "$WORK/tc0.export" >/dev/null 2>&1 || fail "rbd export tc0 failed"
+cmp -s <(dd if="$WORK/tc0.export" bs=1M skip=3 count=1 status=none) "$WORK/rt.bin" ||
+    fail "the block written over iSCSI is not in rbd export"
+log "iSCSI: the user:rbd LUN over LIO's iSCSI target, written and read back, in rbd export"
 
 undo_all
 daemon_stop
