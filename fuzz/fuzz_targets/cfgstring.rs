@@ -21,7 +21,12 @@
 //!   a directory, a FIFO, a dangling and a looping symlink), never where
 //!   they point on the host; paths with `..` are only checked for being
 //!   refused or accepted without touching the filesystem beyond that
-//!   directory's parent chain.
+//!   directory's parent chain;
+//! - the `zbc` handler's [`ZbcConfig::parse`] (no filesystem access): an
+//!   accepted path is absolute, and the layout its options give a few
+//!   device sizes ([`Geometry::from_options`]) is refused with a message
+//!   or holds together: a power-of-two zone size, at least one sequential
+//!   zone, 1 to that many open zones, zones covering the device.
 //!
 //! Everywhere: nothing panics, a string accepted once is accepted again
 //! with the same result, and every refusal is a non-empty message.
@@ -34,6 +39,7 @@ use std::sync::{Arc, OnceLock};
 use libfuzzer_sys::fuzz_target;
 use tcmu_handler_file::{FileConfig, FileFactory};
 use tcmu_handler_ram::{RamConfig, RamFactory};
+use tcmu_handler_zbc::{Geometry, ZbcConfig};
 use tcmu_runtime::{split_dev_config, take_runner_options, HandlerFactory, Registry, Report};
 
 fuzz_target!(|data: &[u8]| one_input(&String::from_utf8_lossy(data)));
@@ -95,10 +101,12 @@ fn one_input(s: &str) {
     let taken = check_take(s);
     check_ram(s);
     check_file(s);
+    check_zbc(s);
     check_registry(s);
     if let Some(rest) = &taken {
         check_ram(rest);
         check_file(rest);
+        check_zbc(rest);
     }
     if let Ok((_, cfg)) = split_dev_config(s) {
         if let Some(rest) = check_take(cfg) {
@@ -228,6 +236,39 @@ fn check_ram(cfg: &str) {
     );
     if let Err(e) = factory {
         check_message("RamFactory::check_config", cfg, &Report(&e).to_string());
+    }
+}
+
+/// The `zbc` handler's parser, and the layouts its options give.
+fn check_zbc(cfg: &str) {
+    let parsed = ZbcConfig::parse(cfg);
+    assert_eq!(
+        ZbcConfig::parse(cfg).map_err(|e| e.to_string()),
+        parsed.as_ref().map(Clone::clone).map_err(|e| e.to_string()),
+        "{cfg:?}: differs the second time"
+    );
+    let c = match parsed {
+        Ok(c) => c,
+        Err(e) => return check_message("ZbcConfig::parse", cfg, &e.to_string()),
+    };
+    assert!(c.path.is_absolute(), "{cfg:?}: relative path {:?}", c.path);
+    for size in [0, 512, 4096, 64 << 20, (1 << 40) + 4096, u64::MAX] {
+        match Geometry::from_options(&c.options, size) {
+            Ok(g) => {
+                assert!(g.zone_blocks.is_power_of_two(), "{cfg:?}: {g:?}");
+                assert!(g.nr_conv < g.nr_zones, "{cfg:?}: {g:?}");
+                assert!(
+                    (1..=g.seq_zones()).contains(&g.max_open),
+                    "{cfg:?}: {g:?}"
+                );
+                assert_eq!(g.size_bytes(), size, "{cfg:?}: {g:?}");
+                assert!(
+                    u64::from(g.nr_zones) * g.zone_blocks >= g.capacity,
+                    "{cfg:?}: {g:?}"
+                );
+            }
+            Err(e) => check_message("Geometry::from_options", cfg, &e),
+        }
     }
 }
 

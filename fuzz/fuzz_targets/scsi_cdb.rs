@@ -29,15 +29,22 @@
 //! - a pending unit attention is reported and cleared as [`execute`]
 //!   documents;
 //! - a command that does not want the data-out buffer answers the same
-//!   without it.
+//!   without it;
+//! - on a zoned device, every page and the standard INQUIRY data carry its
+//!   peripheral device type, and REPORT ZONES data built with
+//!   [`zbc::report_zones`] from the command's fields and zones made of the
+//!   device's bytes keeps to the allocation length and lists only whole
+//!   descriptors of the zones the reporting options select.
 
 #![no_main]
 
 use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use tcmu_scsi::opcode::cdb_len;
+use tcmu_scsi::zbc::{self, ReportingOptions, ZoneCondition, ZoneDescriptor, ZoneType};
 use tcmu_scsi::{
     decode, execute, Command, DeviceParams, DeviceState, Outcome, Sense, Status, UnmapParams,
+    ZonedParams,
 };
 
 fuzz_target!(|data: &[u8]| one_input(data));
@@ -196,6 +203,59 @@ enum Identity {
     },
 }
 
+/// A zoned model, or none.
+#[derive(Debug, Arbitrary)]
+enum Zoned {
+    No,
+    HostManaged { max_open: u32, unrestricted_reads: bool },
+    HostAware { optimal_open: u32 },
+}
+
+impl Zoned {
+    /// `DeviceParams::zoned`.
+    fn params(&self) -> Option<ZonedParams> {
+        match *self {
+            Zoned::No => None,
+            Zoned::HostManaged {
+                max_open,
+                unrestricted_reads,
+            } => Some(ZonedParams {
+                unrestricted_reads,
+                ..ZonedParams::host_managed(max_open)
+            }),
+            Zoned::HostAware { optimal_open } => Some(ZonedParams::host_aware(optimal_open)),
+        }
+    }
+}
+
+/// One zone of a REPORT ZONES answer, from fuzzer bytes.
+#[derive(Debug, Arbitrary)]
+struct FuzzZone {
+    zone_type: u8,
+    condition: u8,
+    reset_recommended: bool,
+    non_sequential: bool,
+    length: u64,
+    write_pointer: u64,
+}
+
+impl FuzzZone {
+    /// The descriptor of the zone starting at `start` (reserved codes
+    /// become a conventional zone).
+    fn descriptor(&self, start: u64) -> ZoneDescriptor {
+        ZoneDescriptor {
+            zone_type: ZoneType::from_code(self.zone_type & 3).unwrap_or(ZoneType::Conventional),
+            condition: ZoneCondition::from_code(self.condition & 0xf)
+                .unwrap_or(ZoneCondition::NotWritePointer),
+            reset_recommended: self.reset_recommended,
+            non_sequential: self.non_sequential,
+            length: self.length,
+            start,
+            write_pointer: self.write_pointer,
+        }
+    }
+}
+
 /// Everything about the device that the fuzzer chooses.
 #[derive(Debug, Arbitrary)]
 struct Device {
@@ -213,6 +273,9 @@ struct Device {
     solid_state: bool,
     /// `DeviceParams::version_descriptors`: the long INQUIRY of newer kernels.
     version_descriptors: Option<u16>,
+    zoned: Zoned,
+    /// The zones a REPORT ZONES answer lists (at most 64 of them).
+    zones: Vec<FuzzZone>,
 }
 
 impl Device {
@@ -224,6 +287,7 @@ impl Device {
         p.unmap = self.thin.params();
         p.solid_state = self.solid_state;
         p.version_descriptors = self.version_descriptors;
+        p.zoned = self.zoned.params();
         if let Identity::Custom {
             vendor,
             product,
@@ -287,6 +351,61 @@ fn one_input(data: &[u8]) {
         return;
     };
     check_execute(&cmd, &device.params(), &device.state(), data_out);
+    if let Command::ReportZones {
+        lba,
+        alloc_len,
+        options,
+        partial,
+    } = cmd
+    {
+        check_report_zones(&device, lba, alloc_len, options, partial);
+    }
+}
+
+/// REPORT ZONES data for the device's zones (laid end to end from `lba`)
+/// keeps the allocation length, counts whole descriptors and lists exactly
+/// the zones `options` selects.
+fn check_report_zones(device: &Device, lba: u64, alloc_len: u32, options: u8, partial: bool) {
+    let Some(options) = ReportingOptions::from_code(options) else {
+        return;
+    };
+    let mut start = lba;
+    let zones: Vec<ZoneDescriptor> = device
+        .zones
+        .iter()
+        .take(64)
+        .map(|z| {
+            let d = z.descriptor(start);
+            start = start.wrapping_add(z.length);
+            d
+        })
+        .collect();
+    let data = zbc::report_zones(u64::MAX, zones.iter().copied(), options, partial, alloc_len);
+    let alloc = usize::try_from(alloc_len).unwrap_or(usize::MAX);
+    assert!(data.len() <= alloc, "REPORT ZONES: {} bytes for {alloc}", data.len());
+    let selected: Vec<&ZoneDescriptor> = zones.iter().filter(|z| options.matches(z)).collect();
+    let Some(header) = data.get(..4) else {
+        return;
+    };
+    let list_len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    assert_eq!(list_len % zbc::DESCRIPTOR_LEN, 0, "a zone list of part of a descriptor");
+    let listed = list_len / zbc::DESCRIPTOR_LEN;
+    if partial {
+        assert!(
+            64 + list_len <= alloc.max(64),
+            "PARTIAL lists {listed} zones that do not fit in {alloc} bytes"
+        );
+    } else {
+        assert_eq!(listed, selected.len(), "zone list length without PARTIAL");
+    }
+    for (i, chunk) in data.get(64..).unwrap_or_default().chunks(64).enumerate() {
+        let want = selected.get(i).map(|z| z.to_bytes());
+        assert_eq!(
+            want.as_ref().map(|w| &w[..chunk.len()]),
+            Some(chunk),
+            "descriptor {i} of the report"
+        );
+    }
 }
 
 /// Decodes `cdb`, checks the decoder's contracts and returns the command.
@@ -410,6 +529,13 @@ fn accepted(params: &DeviceParams) -> u32 {
 fn check_outcome(cmd: &Command, params: &DeviceParams, outcome: &Outcome) {
     match outcome {
         Outcome::Done(r) => {
+            if let (Command::Inquiry { .. }, Some(&ptype)) = (cmd, r.data_in.first()) {
+                assert_eq!(
+                    ptype,
+                    params.peripheral_device_type(),
+                    "{cmd:?}: the peripheral device type"
+                );
+            }
             assert_eq!(
                 r.status == Status::CheckCondition,
                 r.sense.is_some(),

@@ -14,5 +14,7 @@ pub fn registry() -> Registry {
     r.register(std::sync::Arc::new(tcmu_handler_qcow::QcowFactory));
     #[cfg(feature = "rbd")]
     r.register(std::sync::Arc::new(tcmu_handler_rbd::RbdFactory::default()));
+    #[cfg(feature = "zbc")]
+    r.register(std::sync::Arc::new(tcmu_handler_zbc::ZbcFactory));
     r
 }

@@ -287,6 +287,37 @@ pub fn scatter(bufs: &mut [DataBuf], src: &[u8]) -> usize {
     done
 }
 
+/// Copies `src` into `bufs` laid end to end, from byte `at` of the list
+/// on, and returns how many bytes fit; nothing outside that range is
+/// touched (unlike [`scatter`], which zero-fills).
+pub fn copy_into(bufs: &mut [DataBuf], at: usize, src: &[u8]) -> usize {
+    let mut start = 0;
+    let mut done = 0;
+    for b in bufs {
+        let end = start + b.len();
+        if done < src.len() && at + done < end {
+            done += b.copy_from(at + done - start, &src[done..]);
+        }
+        start = end;
+    }
+    done
+}
+
+/// Copies bytes of `bufs` laid end to end, from byte `at` of the list on,
+/// into `dst`, and returns how many there were.
+pub fn copy_out_of(bufs: &[DataBuf], at: usize, dst: &mut [u8]) -> usize {
+    let mut start = 0;
+    let mut done = 0;
+    for b in bufs {
+        let end = start + b.len();
+        if done < dst.len() && at + done < end {
+            done += b.copy_to(at + done - start, &mut dst[done..]);
+        }
+        start = end;
+    }
+    done
+}
+
 /// Copies up to `max` bytes out of `bufs`, in order.
 pub fn gather(bufs: &[DataBuf], max: usize) -> Vec<u8> {
     let total = total_len(bufs).min(max);
@@ -322,35 +353,46 @@ pub fn preadv(
     bufs: &mut [DataBuf],
     nowait: bool,
 ) -> io::Result<usize> {
-    with_iovecs(bufs, |iov| {
-        let pos = i64::try_from(pos).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        // SAFETY: every iovec describes a live `DataBuf`'s range, checked
-        // against its mapping (kept alive by the buffer's `Arc`) when the
-        // buffer was made, and no other live buffer covers those bytes (see
-        // the module documentation); `iov` outlives the call, and its
-        // length fits `c_int` (at most `IOV_MAX`).
-        let n = unsafe {
-            libc::preadv2(
-                fd.as_raw_fd(),
-                iov.as_ptr(),
-                iov.len() as libc::c_int,
-                pos,
-                rw_flags(nowait),
-            )
-        };
-        syscall_result(n)
-    })
+    // `&mut`: the kernel writes into the buffers, which nothing else may
+    // look at meanwhile.
+    vectored(fd, pos, bufs, nowait, libc::preadv2)
 }
 
 /// Writes `bufs`, in order, to `fd` at `pos` with one `pwritev2` (at most
 /// [`IOV_MAX`] buffers) and returns how many bytes were written. `nowait`
 /// as for [`preadv`].
 pub fn pwritev(fd: BorrowedFd<'_>, pos: u64, bufs: &[DataBuf], nowait: bool) -> io::Result<usize> {
+    vectored(fd, pos, bufs, nowait, libc::pwritev2)
+}
+
+/// The signature `preadv2` and `pwritev2` share.
+type VectoredCall = unsafe extern "C" fn(
+    libc::c_int,
+    *const libc::iovec,
+    libc::c_int,
+    libc::off_t,
+    libc::c_int,
+) -> libc::ssize_t;
+
+/// Runs `call` (`preadv2` or `pwritev2`) over the iovecs of `bufs`.
+fn vectored(
+    fd: BorrowedFd<'_>,
+    pos: u64,
+    bufs: &[DataBuf],
+    nowait: bool,
+    call: VectoredCall,
+) -> io::Result<usize> {
     with_iovecs(bufs, |iov| {
         let pos = i64::try_from(pos).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        // SAFETY: as in `preadv`; the kernel only reads the ranges.
+        // SAFETY: every iovec describes a live `DataBuf`'s range, checked
+        // against its mapping (kept alive by the buffer's `Arc`) when the
+        // buffer was made, and no other live buffer covers those bytes (see
+        // the module documentation); the caller holds the buffers by `&mut`
+        // when the kernel writes into them (`preadv`), so no view of those
+        // bytes exists meanwhile; `iov` outlives the call, and its length
+        // fits `c_int` (at most `IOV_MAX`).
         let n = unsafe {
-            libc::pwritev2(
+            call(
                 fd.as_raw_fd(),
                 iov.as_ptr(),
                 iov.len() as libc::c_int,
@@ -460,6 +502,24 @@ mod tests {
         assert_eq!(list.len(), 1);
         assert_eq!(total_len(&list), 3);
         assert!(DataBuf::new(m, 4090, 7).is_err());
+    }
+
+    #[test]
+    fn copies_at_an_offset_of_a_list() {
+        let area = crate::ScratchArea::new(64).unwrap();
+        area.fill(0, 64, 0xee).unwrap();
+        let mut bufs = vec![area.lend(0, 4).unwrap(), area.lend(32, 6).unwrap()];
+        // From inside the first buffer across into the second.
+        assert_eq!(copy_into(&mut bufs, 2, &[1, 2, 3, 4, 5]), 5);
+        let mut out = [0u8; 10];
+        assert_eq!(copy_out_of(&bufs, 0, &mut out), 10);
+        assert_eq!(out, [0xee, 0xee, 1, 2, 3, 4, 5, 0xee, 0xee, 0xee]);
+        // Past the end: what fits.
+        assert_eq!(copy_into(&mut bufs, 8, &[9; 5]), 2);
+        let mut tail = [0u8; 4];
+        assert_eq!(copy_out_of(&bufs, 7, &mut tail), 3);
+        assert_eq!(tail, [0xee, 9, 9, 0]);
+        assert_eq!(copy_into(&mut bufs, 10, &[1]), 0);
     }
 
     #[test]

@@ -123,6 +123,7 @@
 //! the test-only counting allocator (module `alloc_count`); every block
 //! carries a `// SAFETY:` note.
 #![deny(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 
 #[cfg(feature = "alloc-count")]
@@ -147,6 +148,7 @@ pub mod reply;
 pub mod ring;
 pub mod scratch;
 #[cfg(feature = "sim")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sim")))]
 pub mod sim;
 pub mod uio;
 

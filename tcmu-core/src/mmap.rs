@@ -25,6 +25,14 @@ pub struct OutOfBounds {
     pub size: usize,
 }
 
+/// Checks that `[offset, offset + len)` lies inside `size` bytes.
+pub(crate) fn check_range(offset: usize, len: usize, size: usize) -> Result<(), OutOfBounds> {
+    match offset.checked_add(len) {
+        Some(end) if end <= size => Ok(()),
+        _ => Err(OutOfBounds { offset, len, size }),
+    }
+}
+
 /// A shared, read-write memory mapping of a device's ring memory.
 #[derive(Debug)]
 pub struct Mapping {
@@ -141,14 +149,7 @@ impl Mapping {
 
     /// Checks that `[offset, offset + len)` lies inside the mapping.
     pub fn check(&self, offset: usize, len: usize) -> Result<(), OutOfBounds> {
-        match offset.checked_add(len) {
-            Some(end) if end <= self.len => Ok(()),
-            _ => Err(OutOfBounds {
-                offset,
-                len,
-                size: self.len,
-            }),
-        }
+        check_range(offset, len, self.len)
     }
 
     /// Pointer to `offset`, after checking `[offset, offset + len)`.

@@ -223,8 +223,8 @@ pub struct CommandRing {
     /// What the ring remembers per command id (the kernel hands out the
     /// lowest free ids, so this stays as long as the deepest queue seen).
     ids: Vec<Option<IdSlot>>,
-    /// Ids whose buffers may still be alive.
-    live: Vec<u16>,
+    /// Commands whose buffers may still be alive (see [`Listed`]).
+    live: Vec<Listed>,
     /// The iovecs of the command being read, `(start, len)` in entry order.
     iovecs: Vec<(usize, usize)>,
     /// The same as `[start, end)` ranges, sorted (empty ones left out).
@@ -243,6 +243,20 @@ struct IdSlot {
     lease: Arc<BufLease>,
     /// The data-area ranges `[start, end)` of those buffers, sorted.
     ranges: Vec<(usize, usize)>,
+    /// Counts the id's commands, so that an entry of [`CommandRing::live`]
+    /// about an earlier one is told apart.
+    generation: u32,
+}
+
+/// A command in [`CommandRing::live`]: its id and generation, and the
+/// bounds `[lo, hi)` of its ranges, which let the overlap check pass over
+/// it with two comparisons when a new command's ranges lie elsewhere.
+#[derive(Debug, Clone, Copy)]
+struct Listed {
+    id: u16,
+    generation: u32,
+    lo: usize,
+    hi: usize,
 }
 
 impl IdSlot {
@@ -362,26 +376,46 @@ impl CommandRing {
         self.ids[i].get_or_insert_with(|| IdSlot {
             lease: Arc::new(BufLease::for_ring(claim.clone())),
             ranges: Vec::new(),
+            generation: 0,
         })
     }
 
-    /// Whether the sorted ranges in `self.sorted` overlap each other or a
-    /// buffer of another command still alive; forgets, in the same pass,
-    /// the ids whose buffers are all gone.
+    /// Whether the sorted ranges in `self.sorted` (not empty) overlap each
+    /// other or a buffer of another command still alive.
+    ///
+    /// Only the listed commands whose bounds meet the new ranges' bounds
+    /// are looked at closely; those found finished (or superseded by a
+    /// newer command of their id) are forgotten then, the others when the
+    /// list has grown past twice the ids in use. The kernel reuses the
+    /// data-area blocks of finished commands, so what the new ranges meet
+    /// is mostly finished, and forgotten on the way.
     fn overlaps_live(&mut self) -> bool {
         if self.sorted.windows(2).any(|w| w[1].0 < w[0].1) {
             return true;
         }
+        let (lo, hi) = match (self.sorted.first(), self.sorted.last()) {
+            (Some(first), Some(last)) => (first.0, last.1),
+            _ => return false,
+        };
         let ids = &self.ids;
         let new = &self.sorted;
+        let current = |l: &Listed| {
+            ids.get(usize::from(l.id))
+                .and_then(Option::as_ref)
+                .filter(|slot| slot.generation == l.generation && slot.in_use())
+        };
         let mut hit = false;
-        self.live.retain(|id| {
-            let Some(slot) = ids.get(usize::from(*id)).and_then(Option::as_ref) else {
-                return false;
-            };
-            if !slot.in_use() {
-                return false;
+        let mut i = 0;
+        while i < self.live.len() {
+            let l = self.live[i];
+            if l.hi <= lo || hi <= l.lo {
+                i += 1;
+                continue;
             }
+            let Some(slot) = current(&l) else {
+                self.live.swap_remove(i);
+                continue;
+            };
             hit = hit
                 || slot.ranges.iter().any(|&(start, end)| {
                     // The first new range ending after `start` (ends are
@@ -389,8 +423,11 @@ impl CommandRing {
                     let i = new.partition_point(|r| r.1 <= start);
                     new.get(i).is_some_and(|r| r.0 < end)
                 });
-            true
-        });
+            i += 1;
+        }
+        if self.live.len() > 2 * ids.len() + 16 {
+            self.live.retain(|l| current(l).is_some());
+        }
         // A buffer dropped on another thread wrote its bytes before its
         // Release decrement of the lease: order them before the kernel's
         // next use of the memory and ours.
@@ -532,7 +569,8 @@ impl CommandRing {
         let slot = self.slot(cmd_id);
         slot.ranges.clear();
         slot.ranges.extend_from_slice(&sorted);
-        let lease = slot.lease.clone();
+        slot.generation = slot.generation.wrapping_add(1);
+        let (generation, lease) = (slot.generation, slot.lease.clone());
         for (i, &(base, blen)) in iovecs.iter().enumerate() {
             // Checked against the mapping by `parse_cmd`.
             let Ok(buf) = DataBuf::new(map.clone(), base, blen) else {
@@ -545,10 +583,15 @@ impl CommandRing {
                 bidi.push(buf);
             }
         }
-        self.sorted = sorted;
-        if !self.sorted.is_empty() {
-            self.live.push(cmd_id);
+        if let (Some(first), Some(last)) = (sorted.first(), sorted.last()) {
+            self.live.push(Listed {
+                id: cmd_id,
+                generation,
+                lo: first.0,
+                hi: last.1,
+            });
         }
+        self.sorted = sorted;
         Entry::Cmd(CmdEntry {
             cmd_id,
             cdb,

@@ -119,14 +119,7 @@ impl ScratchArea {
     }
 
     fn check(&self, offset: usize, len: usize) -> Result<(), OutOfBounds> {
-        match offset.checked_add(len) {
-            Some(end) if end <= self.len => Ok(()),
-            _ => Err(OutOfBounds {
-                offset,
-                len,
-                size: self.len,
-            }),
-        }
+        crate::mmap::check_range(offset, len, self.len)
     }
 
     /// Lends `[offset, offset + len)` as a buffer, refusing a range outside

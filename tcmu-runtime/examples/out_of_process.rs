@@ -19,18 +19,16 @@
 //!
 //! Start it after the daemon: the daemon forgets registrations when it
 //! restarts (as tcmu-runner does), and this program exits when its
-//! registration is refused. SIGTERM or SIGINT stop it. The handler and the
-//! event loop are the `custom_handler` example's.
+//! registration is refused. SIGTERM or SIGINT stop it. The handler is the
+//! `custom_handler` example's.
 
-#[path = "custom_handler/serve.rs"]
-mod serve;
 #[path = "custom_handler/xor.rs"]
 mod xor;
 
 use std::sync::Arc;
 
+use tcmu_runtime::serve::{serve, terminated, Others, ServeOptions};
 use tcmu_runtime::{HandlerFactory, Registry, Report};
-use tokio::signal::unix::{signal, SignalKind};
 use zbus::connection::Builder;
 
 /// The subtype this program serves.
@@ -89,17 +87,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     tracing::info!("registered '{SUBTYPE}' with the daemon");
 
-    let (mut term, mut int) = (
-        signal(SignalKind::terminate())?,
-        signal(SignalKind::interrupt())?,
-    );
-    let stop = async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-    };
-    serve::run(registry, serve::Others::Leave, stop).await?;
-    tracing::info!("stopped");
+    // Beside the daemon: other subtypes' events are its to answer.
+    let options = ServeOptions::new(Others::Leave).with_workers(1);
+    serve(registry, options, terminated()?).await?;
     Ok(())
 }

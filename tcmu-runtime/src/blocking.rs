@@ -12,16 +12,23 @@
 //! the kernel's hands until the closure has dropped them, so late writes
 //! never land in memory another command owns.
 //!
+//! The closure owns what it works on, buffers included, and can hand them
+//! back with its result:
+//!
 //! ```no_run
-//! # async fn demo(file: std::sync::Arc<std::fs::File>, mut bufs: Vec<tcmu_core::DataBuf>)
+//! # async fn demo(file: std::sync::Arc<std::fs::File>, bufs: Vec<tcmu_runtime::DataBuf>)
 //! # -> Result<(), tcmu_runtime::BlockError> {
-//! use tcmu_runtime::blocking;
-//! let n = blocking::run(move || {
+//! use tcmu_runtime::{blocking, tcmu_core};
+//! let (read, mut bufs) = blocking::run(move || {
+//!     let mut bufs = bufs;
 //!     let fd = std::os::fd::AsFd::as_fd(&*file);
-//!     tcmu_core::buf::preadv(fd, 0, &mut bufs, false)
+//!     (tcmu_core::buf::preadv(fd, 0, &mut bufs, false), bufs)
 //! })
-//! .await??;
-//! # let _ = n; Ok(()) }
+//! .await?;
+//! let n = read?;
+//! // Back on the worker: patch the buffers, e.g. from a cache.
+//! tcmu_core::buf::copy_into(&mut bufs, 0, &[0xff][..n.min(1)]);
+//! # Ok(()) }
 //! ```
 
 use tcmu_scsi::Sense;

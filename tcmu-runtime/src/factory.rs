@@ -2,7 +2,7 @@
 //!
 //! A [`HandlerFactory`] is one backend type (subtype `file`, `ram`, …): it
 //! validates configuration strings ([`HandlerFactory::check_config`], also
-//! what D-Bus `CheckConfig` answers) and opens a [`BlockHandler`] for a
+//! what D-Bus `CheckConfig` answers) and opens a [`Handler`] for a
 //! device. The [`Registry`] maps subtypes to factories.
 
 use std::collections::BTreeMap;
@@ -74,6 +74,12 @@ pub trait HandlerFactory: Send + Sync {
 
     /// Opens the backend for a device and declares what it can do
     /// ([`Handler::new`]). Runs on the device's worker thread.
+    ///
+    /// The daemon and [`Workers::open_uio`](crate::Workers::open_uio) call
+    /// [`check_config`](Self::check_config) first and refuse the device if
+    /// it fails; [`Workers::open`](crate::Workers::open) and the test rig
+    /// pass `config` as given. Parse the cfgstring here anyway (that is how
+    /// `open` learns its options) and return its error.
     async fn open(&self, config: &DeviceConfig) -> Result<Handler, HandlerError>;
 }
 

@@ -52,10 +52,19 @@ pub enum ReconfigRequest {
 }
 
 /// A storage backend serving one device.
+///
+/// Offsets and lengths are in bytes, whole logical blocks
+/// ([`DeviceConfig::block_size`](crate::DeviceConfig::block_size)), inside
+/// the device (the runtime checked them). The runtime runs a device's
+/// commands concurrently: reads and writes of overlapping ranges may be in
+/// flight together, as on a real disk, where initiators order what they
+/// need ordered; only COMPARE AND WRITE (and FORMAT UNIT) hold their range
+/// against every other command.
 #[async_trait(?Send)]
 pub trait BlockHandler {
-    /// Fills `bufs`, in order, with the bytes at `offset`. Bytes past the end
-    /// of the backing store must read as zeroes.
+    /// Fills `bufs`, in order, with the bytes at `offset` (as many as the
+    /// buffers hold). Bytes past the end of the backing store must read as
+    /// zeroes.
     async fn read(&self, offset: u64, bufs: Vec<DataBuf>) -> Result<(), BlockError>;
 
     /// Writes the bytes of `bufs`, in order, at `offset`.
@@ -104,8 +113,9 @@ pub trait BlockHandler {
 /// [`HandlerBuilder::unmap`](crate::HandlerBuilder::unmap).
 #[async_trait(?Send)]
 pub trait Unmap {
-    /// Deallocates `len` bytes at `offset`; they must then read back as
-    /// zeroes if [`unmap_params`](Self::unmap_params) says `reads_zeroes`.
+    /// Deallocates `len` bytes at `offset` (whole logical blocks); they
+    /// must then read back as zeroes if
+    /// [`unmap_params`](Self::unmap_params) says `reads_zeroes`.
     async fn unmap(&self, offset: u64, len: u64) -> Result<(), BlockError>;
 
     /// The limits reported in the Block Limits VPD page and enforced on

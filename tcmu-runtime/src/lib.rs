@@ -86,10 +86,11 @@
 //! ```
 //!
 //! The `tcmu-runner` daemon registers factories in a [`Registry`] and serves
-//! every device the kernel announces; `examples/custom_handler` serves
-//! one handler without the daemon. `docs/writing-a-handler.md` in the
-//! repository goes further (capabilities, command hooks, blocking work,
-//! tests with `testing::SimLun` under feature `sim`).
+//! every device the kernel announces; [`serve::serve`] serves a registry's
+//! handlers without the daemon (`examples/custom_handler`).
+//! `docs/writing-a-handler.md` in the repository goes further
+//! (capabilities, command hooks, blocking work, tests with
+//! `testing::SimLun` under feature `sim`).
 //!
 //! ## Errors and threads
 //!
@@ -98,6 +99,7 @@
 //! [`BlockError`]s; refused configurations, opens and reconfigurations are
 //! [`HandlerError`]s, whose [`Report`] is what the user reads.
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 
 mod alua;
@@ -119,8 +121,10 @@ mod kernel_device;
 mod peers;
 pub mod poll;
 mod range_lock;
+pub mod serve;
 pub mod stats;
 #[cfg(feature = "sim")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sim")))]
 pub mod testing;
 mod worker;
 

@@ -161,8 +161,15 @@ impl SimLun {
         futures::executor::block_on(self.handle.reconfig(req))
     }
 
-    /// Closes the device (its commands in flight finish first).
+    /// Closes the device (its commands in flight finish first); dropping
+    /// a `SimLun` does the same.
     pub fn close(self) {
+        drop(self);
+    }
+}
+
+impl Drop for SimLun {
+    fn drop(&mut self) {
         futures::executor::block_on(self.handle.close());
     }
 }
@@ -200,6 +207,31 @@ pub mod cdb {
 
     /// TEST UNIT READY.
     pub const TEST_UNIT_READY: [u8; 6] = [0; 6];
+
+    /// SYNCHRONIZE CACHE (10) of the whole device.
+    pub const SYNCHRONIZE_CACHE_10: [u8; 10] = [0x35, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+
+    /// INQUIRY of VPD page `page`, at most `alloc_len` bytes.
+    pub fn inquiry_vpd(page: u8, alloc_len: u16) -> [u8; 6] {
+        let len = alloc_len.to_be_bytes();
+        [0x12, 1, page, len[0], len[1], 0]
+    }
+
+    /// UNMAP of the `(lba, blocks)` ranges: the CDB and its parameter list
+    /// (the data-out of the command).
+    pub fn unmap(ranges: &[(u64, u32)]) -> ([u8; 10], Vec<u8>) {
+        let descriptors = 16 * ranges.len();
+        let mut list = vec![0u8; 8 + descriptors];
+        list[0..2].copy_from_slice(&((6 + descriptors) as u16).to_be_bytes());
+        list[2..4].copy_from_slice(&(descriptors as u16).to_be_bytes());
+        for (i, (lba, blocks)) in ranges.iter().enumerate() {
+            let d = &mut list[8 + 16 * i..][..16];
+            d[0..8].copy_from_slice(&lba.to_be_bytes());
+            d[8..12].copy_from_slice(&blocks.to_be_bytes());
+        }
+        let len = (list.len() as u16).to_be_bytes();
+        ([0x42, 0, 0, 0, 0, 0, 0, len[0], len[1], 0], list)
+    }
 }
 
 /// The sense key, ASC and ASCQ of a completion with fixed-format sense

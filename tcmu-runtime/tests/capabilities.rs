@@ -53,20 +53,15 @@ struct Flaky {
 impl BlockHandler for Flaky {
     async fn read(&self, offset: u64, mut bufs: Vec<DataBuf>) -> Result<(), BlockError> {
         let d = self.data.borrow();
-        let mut at = offset as usize;
-        for b in &mut bufs {
-            b.copy_from(0, &d[at..at + b.len()]);
-            at += b.len();
-        }
+        let at = offset as usize;
+        let len = tcmu_core::buf::total_len(&bufs);
+        tcmu_core::buf::scatter(&mut bufs, &d[at..at + len]);
         Ok(())
     }
     async fn write(&self, offset: u64, bufs: Vec<DataBuf>) -> Result<(), BlockError> {
-        let mut d = self.data.borrow_mut();
-        let mut at = offset as usize;
-        for b in &bufs {
-            b.copy_to(0, &mut d[at..at + b.len()]);
-            at += b.len();
-        }
+        let bytes = tcmu_core::buf::gather(&bufs, usize::MAX);
+        let at = offset as usize;
+        self.data.borrow_mut()[at..at + bytes.len()].copy_from_slice(&bytes);
         Ok(())
     }
     async fn flush(&self) -> Result<(), BlockError> {
@@ -170,7 +165,7 @@ fn open(cfgstring: &str) -> (SimLun, Workers) {
 
 /// INQUIRY VPD page `page`.
 fn vpd(lun: &mut SimLun, page: u8) -> SimCompletion {
-    lun.run(&[0x12, 1, page, 0, 255, 0], SimData::In(255))
+    lun.run(&cdb::inquiry_vpd(page, 255), SimData::In(255))
 }
 
 /// The LBPU bit of VPD page 0xB2 (UNMAP supported).
@@ -180,21 +175,12 @@ fn lbpu(lun: &mut SimLun) -> bool {
     c.data_in[5] & 0x80 != 0
 }
 
-fn unmap_cdb_and_list(lba: u64, blocks: u32) -> ([u8; 10], Vec<u8>) {
-    let mut list = vec![0u8; 24];
-    list[1] = 22;
-    list[3] = 16;
-    list[8..16].copy_from_slice(&lba.to_be_bytes());
-    list[16..20].copy_from_slice(&blocks.to_be_bytes());
-    ([0x42, 0, 0, 0, 0, 0, 0, 0, 24, 0], list)
-}
-
 #[test]
 fn an_unsupported_unmap_is_withdrawn_from_vpd_and_dispatch_at_once() {
     let (mut lun, workers) = open("");
     assert!(lbpu(&mut lun), "UNMAP is declared");
     let before = UNMAPS.load(Ordering::Relaxed);
-    let (c, list) = unmap_cdb_and_list(8, 8);
+    let (c, list) = cdb::unmap(&[(8, 8)]);
     let r = lun.run(&c, SimData::Out(list.clone()));
     assert_eq!(r.status, 2);
     assert_eq!(
@@ -261,7 +247,7 @@ fn undeclared_capabilities_are_never_used() {
     let (mut lun, workers) = open("plain");
     assert!(!lbpu(&mut lun));
     let hooked = HOOKED.load(Ordering::Relaxed);
-    let (c, list) = unmap_cdb_and_list(8, 8);
+    let (c, list) = cdb::unmap(&[(8, 8)]);
     assert_eq!(
         sense_key_asc(&lun.run(&c, SimData::Out(list))),
         (5, 0x20, 0)

@@ -14,7 +14,8 @@ use tcmu_core::buf;
 use tcmu_core::sim::{SimCompletion, SimData, SimKernel};
 use tcmu_core::DataBuf;
 use tcmu_runtime::tcmu_scsi::UnmapParams;
-use tcmu_runtime::testing::{SimLun, SimOptions};
+use tcmu_runtime::testing::cdb::{self, rw10, rw16 as cdb16};
+use tcmu_runtime::testing::{sense_key_asc, SimLun, SimOptions};
 use tcmu_runtime::{
     BlockError, BlockHandler, DeviceConfig, Handler, HandlerError, HandlerFactory, Unmap, Workers,
 };
@@ -59,20 +60,15 @@ impl BlockHandler for MemDisk {
             tokio::time::sleep(Duration::from_millis(1100)).await;
         }
         let d = self.0.borrow();
-        let mut at = offset as usize;
-        for b in &mut bufs {
-            b.copy_from(0, &d[at..at + b.len()]);
-            at += b.len();
-        }
+        let at = offset as usize;
+        let len = tcmu_core::buf::total_len(&bufs);
+        tcmu_core::buf::scatter(&mut bufs, &d[at..at + len]);
         Ok(())
     }
     async fn write(&self, offset: u64, bufs: Vec<DataBuf>) -> Result<(), BlockError> {
-        let mut d = self.0.borrow_mut();
-        let mut at = offset as usize;
-        for b in &bufs {
-            b.copy_to(0, &mut d[at..at + b.len()]);
-            at += b.len();
-        }
+        let bytes = tcmu_core::buf::gather(&bufs, usize::MAX);
+        let at = offset as usize;
+        self.0.borrow_mut()[at..at + bytes.len()].copy_from_slice(&bytes);
         Ok(())
     }
     async fn flush(&self) -> Result<(), BlockError> {
@@ -84,11 +80,9 @@ impl BlockHandler for MemDisk {
         }
         assert_ne!(offset / BS, PANIC_NOW_LBA, "injected panic in read_now");
         let d = self.0.borrow();
-        let mut at = offset as usize;
-        for b in bufs {
-            b.copy_from(0, &d[at..at + b.len()]);
-            at += b.len();
-        }
+        let at = offset as usize;
+        let len = tcmu_core::buf::total_len(bufs);
+        tcmu_core::buf::scatter(bufs, &d[at..at + len]);
         SERVED_NOW.fetch_add(1, Ordering::Relaxed);
         Some(Ok(()))
     }
@@ -96,12 +90,9 @@ impl BlockHandler for MemDisk {
         if !FAST_LBAS.contains(&(offset / BS)) {
             return None;
         }
-        let mut d = self.0.borrow_mut();
-        let mut at = offset as usize;
-        for b in bufs {
-            b.copy_to(0, &mut d[at..at + b.len()]);
-            at += b.len();
-        }
+        let bytes = tcmu_core::buf::gather(bufs, usize::MAX);
+        let at = offset as usize;
+        self.0.borrow_mut()[at..at + bytes.len()].copy_from_slice(&bytes);
         SERVED_NOW.fetch_add(1, Ordering::Relaxed);
         Some(Ok(()))
     }
@@ -211,17 +202,6 @@ impl Rig {
     }
 }
 
-fn rw10(op: u8, lba: u32, blocks: u16) -> Vec<u8> {
-    let mut c = vec![op, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-    c[2..6].copy_from_slice(&lba.to_be_bytes());
-    c[7..9].copy_from_slice(&blocks.to_be_bytes());
-    c
-}
-
-fn sense_key_asc(c: &SimCompletion) -> (u8, u8, u8) {
-    (c.sense[2] & 0xf, c.sense[12], c.sense[13])
-}
-
 #[test]
 fn write_then_read_back() {
     let mut rig = Rig::new();
@@ -318,12 +298,8 @@ fn completions_come_back_out_of_order() {
 fn unmap_zeroes_blocks() {
     let mut rig = Rig::new();
     rig.run(&rw10(0x2a, 5, 1), SimData::Out(vec![0xff; 512]));
-    let mut list = vec![0u8; 24];
-    list[1] = 22;
-    list[3] = 16;
-    list[8..16].copy_from_slice(&5u64.to_be_bytes());
-    list[16..20].copy_from_slice(&1u32.to_be_bytes());
-    let c = rig.run(&[0x42, 0, 0, 0, 0, 0, 0, 0, 24, 0], SimData::Out(list));
+    let (unmap, list) = cdb::unmap(&[(5, 1)]);
+    let c = rig.run(&unmap, SimData::Out(list));
     assert_eq!(c.status, 0, "sense {:?}", &c.sense[..18]);
     let r = rig.run(&rw10(0x28, 5, 1), SimData::In(512));
     assert_eq!(r.data_in, vec![0u8; 512]);
@@ -350,15 +326,6 @@ fn longer_buffers_than_the_cdb_get_zeroes_and_a_residual() {
     assert_eq!(r.status, 0);
     assert_eq!(r.read_len, Some(512));
     assert_eq!(r.data_in, vec![0x5a; 512]);
-}
-
-fn cdb16(op: u8, b1: u8, lba: u64, n: u32) -> Vec<u8> {
-    let mut c = vec![0u8; 16];
-    c[0] = op;
-    c[1] = b1;
-    c[2..10].copy_from_slice(&lba.to_be_bytes());
-    c[10..14].copy_from_slice(&n.to_be_bytes());
-    c
 }
 
 #[test]
@@ -524,12 +491,8 @@ fn statistics_count_what_crossed_the_ring() {
         &[0x41, 0, 0, 0, 0, 200, 0, 0, 16, 0],
         SimData::Out(vec![7; 512]),
     ));
-    let mut list = vec![0u8; 24];
-    list[1] = 22;
-    list[3] = 16;
-    list[8..16].copy_from_slice(&200u64.to_be_bytes());
-    list[16..20].copy_from_slice(&4u32.to_be_bytes());
-    ok(rig.run(&[0x42, 0, 0, 0, 0, 0, 0, 0, 24, 0], SimData::Out(list)));
+    let (unmap, list) = cdb::unmap(&[(200, 4)]);
+    ok(rig.run(&unmap, SimData::Out(list)));
     // INQUIRY: a command, no data bytes.
     ok(rig.run(&[0x12, 0, 0, 0, 255, 0], SimData::In(255)));
 
@@ -722,7 +685,7 @@ fn a_command_past_tcmur_cmd_time_out_is_reported_while_it_runs() {
     let waited = deadline - Duration::from_secs(5);
     assert!(waited.elapsed() >= Duration::from_secs(1));
     assert!(
-        TIMED_OUT_ALL.lock().unwrap().contains(&cdb),
+        TIMED_OUT_ALL.lock().unwrap().contains(&cdb.to_vec()),
         "the handler hook saw the CDB"
     );
     assert_eq!(rig.kernel().inflight(), 1, "still running: only reported");

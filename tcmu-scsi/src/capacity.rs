@@ -14,12 +14,19 @@ pub fn read_capacity_10(params: &DeviceParams) -> Vec<u8> {
 }
 
 /// READ CAPACITY (16): 32 bytes with last LBA, block length, no protection,
-/// one logical block per physical block, and LBPME/LBPRZ when thin
-/// provisioning is on.
+/// one logical block per physical block, LBPME/LBPRZ when thin
+/// provisioning is on, and for a zoned device RC BASIS 01b: the last LBA
+/// is the device's capacity (which Linux then takes as it is, rather than
+/// the MAXIMUM LBA of a REPORT ZONES).
 pub fn read_capacity_16(params: &DeviceParams) -> Vec<u8> {
     let mut b = vec![0u8; 32];
     put64(&mut b, 0, params.last_lba());
     put32(&mut b, 8, params.block_size);
+    if params.zoned.is_some() {
+        if let Some(x) = b.get_mut(12) {
+            *x = 0x10;
+        }
+    }
     if let Some(u) = &params.unmap {
         let mut flags = 0x80; // LBPME
         if u.reads_zeroes {
@@ -67,5 +74,8 @@ mod tests {
             ..UnmapParams::default()
         });
         assert_eq!(read_capacity_16(&p)[14], 0xc0);
+        assert_eq!(read_capacity_16(&p)[12], 0, "RC BASIS 0");
+        p.zoned = Some(crate::zbc::ZonedParams::host_managed(4));
+        assert_eq!(read_capacity_16(&p)[12], 0x10, "RC BASIS 01b");
     }
 }

@@ -6,6 +6,7 @@
 use crate::bytes::{be16, be24, be32, be64, u8_at};
 use crate::opcode as op;
 use crate::sense::Sense;
+use crate::zbc::{self, ZoneAction};
 
 /// A decoded SCSI command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -220,7 +221,32 @@ pub enum Command {
         /// PARAMETER LIST LENGTH.
         param_len: u32,
     },
-    /// Any other opcode; answered INVALID COMMAND OPERATION CODE.
+    /// REPORT ZONES (ZBC IN, service action 0x00).
+    ReportZones {
+        /// ZONE START LBA.
+        lba: u64,
+        /// ALLOCATION LENGTH.
+        alloc_len: u32,
+        /// REPORTING OPTIONS as sent (6 bits; see
+        /// [`zbc::ReportingOptions::from_code`] for the valid ones).
+        options: u8,
+        /// PARTIAL: the zone list length counts only what fits.
+        partial: bool,
+    },
+    /// ZBC OUT: CLOSE ZONE, FINISH ZONE, OPEN ZONE or RESET WRITE POINTER.
+    ZoneAction {
+        /// The service action.
+        action: ZoneAction,
+        /// ZONE ID: the first LBA of the zone.
+        lba: u64,
+        /// ZONE COUNT (ZBC-2): 0 and 1 both mean one zone.
+        count: u16,
+        /// ALL: every zone the action applies to (ZONE ID ignored).
+        all: bool,
+    },
+    /// Any other opcode, or ZBC IN/OUT with a service action we do not
+    /// know; answered INVALID COMMAND OPERATION CODE (INVALID FIELD IN CDB
+    /// for the service action, on a zoned device).
     Unsupported(u8),
 }
 
@@ -267,6 +293,8 @@ impl Command {
             Command::ReceiveCopyResults { .. } => "RECEIVE COPY RESULTS",
             Command::ReportTargetPortGroups { .. } => "REPORT TARGET PORT GROUPS",
             Command::SetTargetPortGroups { .. } => "SET TARGET PORT GROUPS",
+            Command::ReportZones { .. } => "REPORT ZONES",
+            Command::ZoneAction { action, .. } => action.name(),
             Command::Unsupported(_) => "UNSUPPORTED",
         }
     }
@@ -401,6 +429,27 @@ fn decode_known(opcode: u8, cdb: &[u8]) -> Option<Result<Command, Sense>> {
             op::VL_WRITE_SAME_32 => Err(Sense::invalid_field_in_cdb(0, None)),
             _ => Ok(Command::Unsupported(opcode)),
         },
+        zbc::ZBC_IN => Ok(match b1 & 0x1f {
+            zbc::SA_REPORT_ZONES => {
+                let b14 = u8_at(cdb, 14);
+                Command::ReportZones {
+                    lba: be64(cdb, 2),
+                    alloc_len: be32(cdb, 10),
+                    options: b14 & 0x3f,
+                    partial: bit(b14, 0x80),
+                }
+            }
+            _ => Command::Unsupported(opcode),
+        }),
+        zbc::ZBC_OUT => Ok(match ZoneAction::from_service_action(b1 & 0x1f) {
+            Some(action) => Command::ZoneAction {
+                action,
+                lba: be64(cdb, 2),
+                count: be16(cdb, 12),
+                all: bit(u8_at(cdb, 14), 0x01),
+            },
+            None => Command::Unsupported(opcode),
+        }),
         op::COMPARE_AND_WRITE => check_protect(cdb).map(|()| Command::CompareAndWrite {
             lba: be64(cdb, 2),
             blocks: u8_at(cdb, 13),
@@ -1025,6 +1074,64 @@ mod tests {
         );
         assert_eq!(ok(&[0xa3, 0x0b], 12), Command::Unsupported(0xa3));
         assert_eq!(ok(&[0xa4, 0x0b], 12), Command::Unsupported(0xa4));
+    }
+
+    #[test]
+    fn zbc_in_and_out() {
+        assert_eq!(
+            ok(
+                &[0x95, 0x00, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 0x10, 0, 0x85],
+                16
+            ),
+            Command::ReportZones {
+                lba: 0x1000,
+                alloc_len: 0x1000,
+                options: 0x05,
+                partial: true
+            }
+        );
+        // Reserved reporting options are the executor's to refuse.
+        assert!(matches!(
+            ok(&[0x95, 0xe0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x7f], 16),
+            Command::ReportZones {
+                options: 0x3f,
+                partial: false,
+                ..
+            }
+        ));
+        assert_eq!(ok(&[0x95, 0x06], 16), Command::Unsupported(0x95));
+        assert_eq!(
+            ok(
+                &[0x94, 0x04, 0, 0, 0, 0, 0, 0, 0x20, 0, 0, 0, 0, 3, 0x01],
+                16
+            ),
+            Command::ZoneAction {
+                action: ZoneAction::ResetWritePointer,
+                lba: 0x2000,
+                count: 3,
+                all: true
+            }
+        );
+        for (sa, action) in [
+            (1, ZoneAction::Close),
+            (2, ZoneAction::Finish),
+            (3, ZoneAction::Open),
+        ] {
+            assert!(matches!(
+                ok(&[0x94, sa], 16),
+                Command::ZoneAction { action: a, all: false, .. } if a == action
+            ));
+        }
+        assert_eq!(ok(&[0x94, 0x00], 16), Command::Unsupported(0x94));
+        assert_eq!(ok(&[0x94, 0x05], 16), Command::Unsupported(0x94));
+        assert_eq!(
+            err(&[0x95], 10),
+            Sense::invalid_field_in_cdb(0, None),
+            "a 16-byte CDB"
+        );
+        assert_eq!(ok(&[0x95], 16).name(), "REPORT ZONES");
+        assert_eq!(ok(&[0x94, 0x02], 16).name(), "FINISH ZONE");
+        assert!(!ok(&[0x94, 0x02], 16).wants_data_out());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 use crate::alua::PortGroup;
 use crate::sense::Sense;
 use crate::xcopy::CopyStatus;
+use crate::zbc::ZonedParams;
 
 /// Thin-provisioning limits, reported in the Block Limits VPD page and
 /// enforced on UNMAP. Values are used literally (as in the kernel): a limit
@@ -94,6 +95,12 @@ pub struct DeviceParams {
     /// descriptor `transport` (e.g. 0x0C60 SAS-3 for tcm_loop, 0x0960 iSCSI,
     /// 0 if unknown), SPC-4 and SBC-3.
     pub version_descriptors: Option<u16>,
+    /// A zoned block device (host managed or host aware): the peripheral
+    /// device type, VPD pages 0xB1 and 0xB6, READ CAPACITY (16)'s RC BASIS
+    /// and the ZBC commands of REPORT SUPPORTED OPERATION CODES follow it.
+    /// `None` for an ordinary disk. Zone state is the handler's (see
+    /// [`crate::zbc`]).
+    pub zoned: Option<ZonedParams>,
 }
 
 impl DeviceParams {
@@ -120,7 +127,18 @@ impl DeviceParams {
             port_groups: Vec::new(),
             lu_group: None,
             third_party_copy: false,
+            zoned: None,
         }
+    }
+
+    /// The peripheral device type of INQUIRY and every VPD page: 0x14 for a
+    /// host-managed zoned device, 0 (direct access) otherwise.
+    pub fn peripheral_device_type(&self) -> u8 {
+        self.zoned
+            .as_ref()
+            .map_or(crate::inquiry::PERIPHERAL_DISK, |z| {
+                z.model.peripheral_device_type()
+            })
     }
 
     /// The longest READ/WRITE accepted: the advertised maximum, but at
@@ -205,6 +223,16 @@ mod tests {
         assert_eq!(p.check_range(u64::MAX, 2), Err(Sense::lba_out_of_range()));
         assert_eq!(p.last_lba(), 99);
         assert_eq!(DeviceParams::new(512, 0).last_lba(), 0);
+    }
+
+    #[test]
+    fn peripheral_device_type() {
+        let mut p = DeviceParams::new(512, 100);
+        assert_eq!(p.peripheral_device_type(), 0x00);
+        p.zoned = Some(ZonedParams::host_managed(4));
+        assert_eq!(p.peripheral_device_type(), 0x14);
+        p.zoned = Some(ZonedParams::host_aware(4));
+        assert_eq!(p.peripheral_device_type(), 0x00);
     }
 
     #[test]

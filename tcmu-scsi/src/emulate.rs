@@ -363,7 +363,7 @@ pub fn execute(
             fmtpinfo,
             longlist,
             fmtdata,
-        } => match format_unit(fmtpinfo, longlist, fmtdata, data_out) {
+        } => match check_format_unit(fmtpinfo, longlist, fmtdata, data_out) {
             Ok(()) => Outcome::Format,
             Err(s) => check(s),
         },
@@ -478,14 +478,31 @@ pub fn execute(
                 }
             }
         }
+        // Zone state is the handler's (see `crate::zbc`): a zoned device
+        // whose handler did not answer these has no zones to report.
+        Command::ReportZones { .. } | Command::ZoneAction { .. } => {
+            check(Sense::invalid_command_opcode())
+        }
+        // A service action of ZBC IN or OUT that a zoned device lacks.
+        Command::Unsupported(crate::zbc::ZBC_IN | crate::zbc::ZBC_OUT)
+            if params.zoned.is_some() =>
+        {
+            check(Sense::invalid_field_in_cdb(1, Some(4)))
+        }
         Command::Unsupported(_) => check(Sense::invalid_command_opcode()),
     }
 }
 
 /// Checks a FORMAT UNIT: no protection information, and a parameter list
 /// (if any) that asks for nothing but an optional IMMED: no initialization
-/// pattern, no defect list.
-fn format_unit(fmtpinfo: u8, longlist: bool, fmtdata: bool, data_out: &[u8]) -> Result<(), Sense> {
+/// pattern, no defect list. Public for handlers that format their medium
+/// themselves (a zoned disk resets its zones) and answer the same.
+pub fn check_format_unit(
+    fmtpinfo: u8,
+    longlist: bool,
+    fmtdata: bool,
+    data_out: &[u8],
+) -> Result<(), Sense> {
     if fmtpinfo != 0 {
         return Err(Sense::invalid_field_in_cdb(1, Some(7)));
     }
@@ -1176,6 +1193,25 @@ mod tests {
             )),
             Some(Sense::invalid_field_in_cdb(1, Some(3)))
         );
+    }
+
+    #[test]
+    fn zbc_commands_without_a_zone_store() {
+        let mut z = params();
+        z.zoned = Some(crate::zbc::ZonedParams::host_managed(4));
+        let mut s = DeviceState::default();
+        let report = [0x95, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0];
+        let reset = [0x94, 0x04, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0];
+        let bad_sa = [0x95, 0x07, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        for (p, cdb, want) in [
+            (&params(), &report, Sense::invalid_command_opcode()),
+            (&params(), &reset, Sense::invalid_command_opcode()),
+            (&params(), &bad_sa, Sense::invalid_command_opcode()),
+            (&z, &report, Sense::invalid_command_opcode()),
+            (&z, &bad_sa, Sense::invalid_field_in_cdb(1, Some(4))),
+        ] {
+            assert_eq!(sense_of(&run_with(p, &mut s, cdb, 16, &[])), Some(want));
+        }
     }
 
     #[test]

@@ -31,7 +31,7 @@ pub fn standard(params: &DeviceParams) -> Vec<u8> {
         36
     };
     let mut b = vec![0u8; len];
-    put_bytes(&mut b, 0, &[PERIPHERAL_DISK]);
+    put_bytes(&mut b, 0, &[params.peripheral_device_type()]);
     // VERSION = 6 (SPC-4); NORMACA = HISUP = 0 and RESPONSE DATA FORMAT = 2,
     // as the kernel sets them.
     put_bytes(&mut b, 2, &[0x06, 0x02, (len - 5) as u8]);
@@ -126,6 +126,15 @@ mod tests {
             &[0x00, 0xa0, 0x00, 0x00, 0x04, 0x60, 0x04, 0xc0]
         );
         assert!(b[66..].iter().all(|&x| x == 0));
+    }
+
+    #[test]
+    fn host_managed_device_type() {
+        let mut p = DeviceParams::new(512, 1000);
+        p.zoned = Some(crate::zbc::ZonedParams::host_managed(8));
+        assert_eq!(standard(&p)[0], 0x14);
+        p.zoned = Some(crate::zbc::ZonedParams::host_aware(8));
+        assert_eq!(standard(&p)[0], 0x00);
     }
 
     #[test]

@@ -35,9 +35,11 @@ pub mod status;
 pub mod unmap;
 pub mod vpd;
 pub mod xcopy;
+pub mod zbc;
 
 pub use cdb::{decode, Command};
 pub use device::{DeviceParams, DeviceState, UnmapParams};
 pub use emulate::{execute, LbaRange, Outcome, Response};
 pub use sense::{FieldPointer, Sense, SenseKey};
 pub use status::Status;
+pub use zbc::{ZonedModel, ZonedParams};

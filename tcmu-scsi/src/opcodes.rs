@@ -6,6 +6,7 @@ use crate::bytes::{put16, put32};
 use crate::device::DeviceParams;
 use crate::opcode as op;
 use crate::sense::Sense;
+use crate::zbc;
 
 /// One supported command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,8 +63,35 @@ const RCR_OPERATING_PARAMETERS_USAGE: &[u8] = &[
     FF, FF, FF, FF, 0, 0,
 ];
 
+/// ZBC IN (REPORT ZONES): ZONE START LBA, ALLOCATION LENGTH, PARTIAL and
+/// REPORTING OPTIONS.
+#[rustfmt::skip]
+const REPORT_ZONES_USAGE: &[u8] = &[
+    zbc::ZBC_IN, zbc::SA_REPORT_ZONES, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, 0xbf, 0,
+];
+
+/// ZBC OUT with service action `sa`: ZONE ID, ZONE COUNT and ALL.
+#[rustfmt::skip]
+const fn zone_action_usage(sa: u8) -> [u8; 16] {
+    [zbc::ZBC_OUT, sa, FF, FF, FF, FF, FF, FF, FF, FF, 0, 0, FF, FF, 0x01, 0]
+}
+
+const CLOSE_ZONE_USAGE: [u8; 16] = zone_action_usage(zbc::SA_CLOSE_ZONE);
+const FINISH_ZONE_USAGE: [u8; 16] = zone_action_usage(zbc::SA_FINISH_ZONE);
+const OPEN_ZONE_USAGE: [u8; 16] = zone_action_usage(zbc::SA_OPEN_ZONE);
+const RESET_WRITE_POINTER_USAGE: [u8; 16] = zone_action_usage(zbc::SA_RESET_WRITE_POINTER);
+
+const fn zbc_info(opcode: u8, sa: u8, usage: &'static [u8]) -> OpcodeInfo {
+    OpcodeInfo {
+        opcode,
+        service_action: Some(sa as u16),
+        usage,
+    }
+}
+
 /// Every command we support, UNMAP included (dropped without thin
-/// provisioning by [`supported`]).
+/// provisioning by [`supported`]), and ZBC IN/OUT (dropped for devices that
+/// are not zoned).
 const ALL: &[OpcodeInfo] = &[
     info(op::TEST_UNIT_READY, &[op::TEST_UNIT_READY, 0, 0, 0, 0, 0]),
     info(op::REQUEST_SENSE, &[op::REQUEST_SENSE, 0x01, 0, 0, FF, 0]),
@@ -357,6 +385,15 @@ const ALL: &[OpcodeInfo] = &[
         service_action: Some(op::VL_WRITE_SAME_32),
         usage: WRITE_SAME_32_USAGE,
     },
+    zbc_info(zbc::ZBC_OUT, zbc::SA_CLOSE_ZONE, &CLOSE_ZONE_USAGE),
+    zbc_info(zbc::ZBC_OUT, zbc::SA_FINISH_ZONE, &FINISH_ZONE_USAGE),
+    zbc_info(zbc::ZBC_OUT, zbc::SA_OPEN_ZONE, &OPEN_ZONE_USAGE),
+    zbc_info(
+        zbc::ZBC_OUT,
+        zbc::SA_RESET_WRITE_POINTER,
+        &RESET_WRITE_POINTER_USAGE,
+    ),
+    zbc_info(zbc::ZBC_IN, zbc::SA_REPORT_ZONES, REPORT_ZONES_USAGE),
     // REPORT LUNS is answered by the kernel for TCMU devices.
     info(0xa0, &[0xa0, 0, FF, 0, 0, 0, FF, FF, FF, FF, 0, 0]),
     OpcodeInfo {
@@ -386,6 +423,7 @@ pub fn supported(params: &DeviceParams) -> impl Iterator<Item = &'static OpcodeI
         op::COMPARE_AND_WRITE => params.max_compare_write_blocks > 0,
         op::EXTENDED_COPY | op::RECEIVE_COPY_RESULTS => params.third_party_copy,
         op::MAINTENANCE_OUT => !params.port_groups.is_empty(),
+        zbc::ZBC_IN | zbc::ZBC_OUT => params.zoned.is_some(),
         op::MAINTENANCE_IN => {
             i.service_action != Some(u16::from(op::MI_REPORT_TARGET_PGS))
                 || !params.port_groups.is_empty()
@@ -474,9 +512,10 @@ mod tests {
     fn all_commands() {
         let mut p = DeviceParams::new(512, 100);
         let b = report(&p, false, 0, 0, 0).unwrap_or_default();
-        // Without thin provisioning, copy offload or ALUA: UNMAP, EXTENDED
-        // COPY, two RECEIVE COPY RESULTS, RTPG and STPG are left out.
-        let n = ALL.len() - 6;
+        // Without thin provisioning, copy offload, ALUA or zones: UNMAP,
+        // EXTENDED COPY, two RECEIVE COPY RESULTS, RTPG, STPG and the five
+        // ZBC IN/OUT service actions are left out.
+        let n = ALL.len() - 11;
         assert_eq!(b.len(), 4 + 8 * n);
         assert_eq!(u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize, 8 * n);
         assert!(!b[4..].chunks(8).any(|c| c[0] == op::UNMAP));
@@ -484,6 +523,7 @@ mod tests {
         p.unmap = Some(UnmapParams::default());
         p.third_party_copy = true;
         p.port_groups = vec![crate::alua::PortGroup::new(0)];
+        p.zoned = Some(crate::zbc::ZonedParams::host_managed(1));
         let b = report(&p, true, 0, 0, 0).unwrap_or_default();
         assert_eq!(b.len(), 4 + 20 * ALL.len());
         // First descriptor: TEST UNIT READY with CTDP.
@@ -517,6 +557,22 @@ mod tests {
         let b = report(&p, false, 2, op::VARIABLE_LENGTH, op::VL_WRITE_SAME_32).unwrap_or_default();
         assert_eq!(&b[..4], &[0, 0x03, 0, 32]);
         assert_eq!(b[4], op::VARIABLE_LENGTH);
+        // ZBC IN/OUT only for a zoned device.
+        assert_eq!(
+            report(&p, false, 2, zbc::ZBC_IN, 0),
+            Ok(vec![0, 0x01, 0, 0])
+        );
+        let mut z = p.clone();
+        z.zoned = Some(crate::zbc::ZonedParams::host_aware(1));
+        let b = report(&z, false, 2, zbc::ZBC_IN, 0).unwrap_or_default();
+        assert_eq!(&b[..4], &[0, 0x03, 0, 16]);
+        assert_eq!(&b[4..6], &[0x95, 0x00]);
+        let b = report(&z, false, 2, zbc::ZBC_OUT, 4).unwrap_or_default();
+        assert_eq!(&b[4..6], &[0x94, 0x04]);
+        assert_eq!(
+            report(&z, false, 2, zbc::ZBC_OUT, 5),
+            Ok(vec![0, 0x01, 0, 0])
+        );
         let b = report(&p, true, 3, op::READ_10, 0).unwrap_or_default();
         assert_eq!(b[1], 0x83);
         assert_eq!(b.len(), 4 + 10 + 12);

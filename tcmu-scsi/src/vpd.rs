@@ -1,23 +1,29 @@
-//! Vital product data pages (SPC-4 7.8, SBC-3 6.6), laid out like the
-//! kernel's `spc_emulate_evpd_*` for a `fileio` disk: 0x00 supported pages,
-//! 0x80 unit serial number, 0x83 device identification (NAA 6 + T10 vendor
-//! ID; the fabric-dependent target port designators are the kernel's to add
-//! and are not produced here), 0x86 extended INQUIRY, 0xB0 block limits,
-//! 0xB1 block device characteristics, 0xB2 logical block provisioning and
-//! 0xB3 referrals.
+//! Vital product data pages (SPC-4 7.8, SBC-3 6.6, ZBC-2 6.5), laid out
+//! like the kernel's `spc_emulate_evpd_*` for a `fileio` disk: 0x00
+//! supported pages, 0x80 unit serial number, 0x83 device identification
+//! (NAA 6 + T10 vendor ID; the fabric-dependent target port designators are
+//! the kernel's to add and are not produced here), 0x86 extended INQUIRY,
+//! 0xB0 block limits, 0xB1 block device characteristics, 0xB2 logical block
+//! provisioning and 0xB3 referrals; and for zoned devices 0xB6 zoned block
+//! device characteristics. Every page starts with the device's peripheral
+//! device type (0x14 for a host-managed zoned device).
 
 use crate::bytes::{ascii_field, put16, put32, put64, put_bytes};
 use crate::device::{DeviceParams, DeviceState};
-use crate::inquiry::PERIPHERAL_DISK;
 use crate::sense::Sense;
+use crate::zbc::ZonedModel;
 
-/// The VPD pages we answer, in the order page 0x00 lists them.
+/// The VPD pages of every device, in the order page 0x00 lists them.
 pub const SUPPORTED_PAGES: [u8; 8] = [0x00, 0x80, 0x83, 0x86, 0xb0, 0xb1, 0xb2, 0xb3];
 
+/// The zoned block device characteristics page, listed after
+/// [`SUPPORTED_PAGES`] for zoned devices.
+pub const ZONED_CHARACTERISTICS: u8 = 0xb6;
+
 /// A VPD page of `total` bytes with the 4-byte header filled in.
-fn page_buf(code: u8, total: usize) -> Vec<u8> {
+fn page_buf(params: &DeviceParams, code: u8, total: usize) -> Vec<u8> {
     let mut b = vec![0u8; total];
-    put_bytes(&mut b, 0, &[PERIPHERAL_DISK, code]);
+    put_bytes(&mut b, 0, &[params.peripheral_device_type(), code]);
     put16(&mut b, 2, total.saturating_sub(4) as u16);
     b
 }
@@ -25,22 +31,27 @@ fn page_buf(code: u8, total: usize) -> Vec<u8> {
 /// The VPD page `code`, or INVALID FIELD IN CDB (byte 2) if we have none.
 pub fn page(params: &DeviceParams, state: &DeviceState, code: u8) -> Result<Vec<u8>, Sense> {
     Ok(match code {
-        0x00 => supported_pages(),
+        0x00 => supported_pages(params),
         0x80 => unit_serial(params),
         0x83 => device_identification(params),
-        0x86 => extended_inquiry(state),
+        0x86 => extended_inquiry(params, state),
         0xb0 => block_limits(params),
         0xb1 => block_device_characteristics(params),
         0xb2 => logical_block_provisioning(params),
-        0xb3 => referrals(),
+        0xb3 => referrals(params),
+        ZONED_CHARACTERISTICS if params.zoned.is_some() => zoned_characteristics(params),
         _ => return Err(Sense::invalid_field_in_cdb(2, None)),
     })
 }
 
-/// Page 0x00: the supported VPD page codes.
-pub fn supported_pages() -> Vec<u8> {
-    let mut b = page_buf(0x00, 4 + SUPPORTED_PAGES.len());
-    put_bytes(&mut b, 4, &SUPPORTED_PAGES);
+/// Page 0x00: the supported VPD page codes, with 0xB6 for a zoned device.
+pub fn supported_pages(params: &DeviceParams) -> Vec<u8> {
+    let mut pages = SUPPORTED_PAGES.to_vec();
+    if params.zoned.is_some() {
+        pages.push(ZONED_CHARACTERISTICS);
+    }
+    let mut b = page_buf(params, 0x00, 4 + pages.len());
+    put_bytes(&mut b, 4, &pages);
     b
 }
 
@@ -58,11 +69,11 @@ fn serial(params: &DeviceParams) -> Option<&[u8]> {
 pub fn unit_serial(params: &DeviceParams) -> Vec<u8> {
     match serial(params) {
         Some(s) => {
-            let mut b = page_buf(0x80, 4 + s.len() + 1);
+            let mut b = page_buf(params, 0x80, 4 + s.len() + 1);
             put_bytes(&mut b, 4, s);
             b
         }
-        None => page_buf(0x80, 4),
+        None => page_buf(params, 0x80, 4),
     }
 }
 
@@ -121,15 +132,15 @@ pub fn device_identification(params: &DeviceParams) -> Vec<u8> {
         body.extend_from_slice(&[0x01, 0x06, 0x00, 0x04, 0x00, 0x00]);
         body.extend_from_slice(&group.to_be_bytes());
     }
-    let mut b = page_buf(0x83, 4 + body.len());
+    let mut b = page_buf(params, 0x83, 4 + body.len());
     put_bytes(&mut b, 4, &body);
     b
 }
 
 /// Page 0x86: HEADSUP/ORDSUP/SIMPSUP, and V_SUP while the write cache is
 /// enabled (as the kernel reports it).
-pub fn extended_inquiry(state: &DeviceState) -> Vec<u8> {
-    let mut b = page_buf(0x86, 64);
+pub fn extended_inquiry(params: &DeviceParams, state: &DeviceState) -> Vec<u8> {
+    let mut b = page_buf(params, 0x86, 64);
     put_bytes(&mut b, 5, &[0x07, u8::from(state.write_cache)]);
     b
 }
@@ -139,7 +150,7 @@ pub fn extended_inquiry(state: &DeviceState) -> Vec<u8> {
 /// maximum write same length out).
 pub fn block_limits(params: &DeviceParams) -> Vec<u8> {
     let mut b = vec![0u8; 64];
-    put_bytes(&mut b, 0, &[PERIPHERAL_DISK, 0xb0]);
+    put_bytes(&mut b, 0, &[params.peripheral_device_type(), 0xb0]);
     // WSNZ: WRITE SAME with 0 blocks is refused; MAXIMUM COMPARE AND
     // WRITE LENGTH.
     put_bytes(&mut b, 4, &[0x01, params.max_compare_write_blocks]);
@@ -162,17 +173,26 @@ pub fn block_limits(params: &DeviceParams) -> Vec<u8> {
     b
 }
 
-/// Page 0xB1: medium rotation rate 1 (non-rotating) for solid-state devices.
+/// Page 0xB1: medium rotation rate 1 (non-rotating) for solid-state
+/// devices; ZONED = 01b for a host-aware device (SBC-4: a host-managed
+/// one says so with its device type and leaves the field 0).
 pub fn block_device_characteristics(params: &DeviceParams) -> Vec<u8> {
-    let mut b = page_buf(0xb1, 64);
+    let mut b = page_buf(params, 0xb1, 64);
     put16(&mut b, 4, u16::from(params.solid_state));
+    if params
+        .zoned
+        .as_ref()
+        .is_some_and(|z| z.model == ZonedModel::HostAware)
+    {
+        put_bytes(&mut b, 8, &[0x10]);
+    }
     b
 }
 
 /// Page 0xB2: LBPU (UNMAP), LBPWS and LBPWS10 (WRITE SAME with UNMAP),
 /// LBPRZ, and provisioning type 2 (thin) when thin provisioning is on.
 pub fn logical_block_provisioning(params: &DeviceParams) -> Vec<u8> {
-    let mut b = page_buf(0xb2, 8);
+    let mut b = page_buf(params, 0xb2, 8);
     if let Some(u) = &params.unmap {
         let mut flags = 0x80 | 0x40 | 0x20;
         if u.reads_zeroes {
@@ -184,14 +204,32 @@ pub fn logical_block_provisioning(params: &DeviceParams) -> Vec<u8> {
 }
 
 /// Page 0xB3: referrals (none), as the kernel lists it.
-pub fn referrals() -> Vec<u8> {
-    page_buf(0xb3, 16)
+pub fn referrals(params: &DeviceParams) -> Vec<u8> {
+    page_buf(params, 0xb3, 16)
+}
+
+/// Page 0xB6 (ZBC-2 6.5.2), for zoned devices: URSWRZ, the optimal
+/// numbers of open and of non-sequentially written sequential write
+/// preferred zones, the maximum number of open sequential write required
+/// zones (unused counts hold "not reported", all ones, as Linux's
+/// `scsi_debug` reports them) and zone alignment method 0 (zone lengths are
+/// constant but the last). Empty of fields for a device that is not zoned.
+pub fn zoned_characteristics(params: &DeviceParams) -> Vec<u8> {
+    let mut b = page_buf(params, ZONED_CHARACTERISTICS, 64);
+    if let Some(z) = &params.zoned {
+        put_bytes(&mut b, 4, &[u8::from(z.unrestricted_reads)]);
+        put32(&mut b, 8, z.optimal_open);
+        put32(&mut b, 12, z.optimal_non_sequential);
+        put32(&mut b, 16, z.max_open);
+    }
+    b
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::device::UnmapParams;
+    use crate::zbc::ZonedParams;
 
     fn params() -> DeviceParams {
         let mut p = DeviceParams::new(512, 2048);
@@ -202,7 +240,7 @@ mod tests {
     #[test]
     fn page_00() {
         assert_eq!(
-            supported_pages(),
+            supported_pages(&params()),
             vec![0, 0, 0, 8, 0x00, 0x80, 0x83, 0x86, 0xb0, 0xb1, 0xb2, 0xb3]
         );
     }
@@ -255,10 +293,10 @@ mod tests {
 
     #[test]
     fn page_86() {
-        let b = extended_inquiry(&DeviceState::new(true));
+        let b = extended_inquiry(&params(), &DeviceState::new(true));
         assert_eq!(b.len(), 64);
         assert_eq!(&b[..8], &[0, 0x86, 0, 0x3c, 0, 0x07, 0x01, 0]);
-        assert_eq!(extended_inquiry(&DeviceState::new(false))[6], 0);
+        assert_eq!(extended_inquiry(&params(), &DeviceState::new(false))[6], 0);
     }
 
     #[test]
@@ -316,12 +354,49 @@ mod tests {
             ..UnmapParams::default()
         });
         assert_eq!(logical_block_provisioning(&p)[5], 0xe4);
-        assert_eq!(referrals(), {
+        assert_eq!(referrals(&p), {
             let mut v = vec![0u8; 16];
             v[1] = 0xb3;
             v[3] = 0x0c;
             v
         });
+    }
+
+    #[test]
+    fn zoned_pages() {
+        let mut p = params();
+        p.zoned = Some(ZonedParams::host_managed(7));
+        let b = supported_pages(&p);
+        assert_eq!(&b[..4], &[0x14, 0, 0, 9]);
+        assert_eq!(b[12], 0xb6);
+        for code in [0x00, 0x80, 0x83, 0x86, 0xb0, 0xb1, 0xb2, 0xb3, 0xb6] {
+            let page = page(&p, &DeviceState::default(), code).unwrap_or_default();
+            assert_eq!(&page[..2], &[0x14, code], "page {code:#x}");
+        }
+        let b = zoned_characteristics(&p);
+        assert_eq!(b.len(), 64);
+        assert_eq!(&b[..5], &[0x14, 0xb6, 0, 0x3c, 0x01]);
+        assert_eq!(
+            &b[8..20],
+            &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 7]
+        );
+        assert!(b[20..].iter().all(|&x| x == 0), "zone alignment method 0");
+        assert_eq!(block_device_characteristics(&p)[8], 0);
+
+        p.zoned = Some(ZonedParams::host_aware(5));
+        let b = zoned_characteristics(&p);
+        assert_eq!(&b[..2], &[0x00, 0xb6]);
+        assert_eq!(&b[8..20], &[0, 0, 0, 5, 0, 0, 0, 5, 0xff, 0xff, 0xff, 0xff]);
+        assert_eq!(
+            block_device_characteristics(&p)[8],
+            0x10,
+            "ZONED = host aware"
+        );
+        // Not zoned: no page 0xB6.
+        assert_eq!(
+            page(&params(), &DeviceState::default(), 0xb6),
+            Err(Sense::invalid_field_in_cdb(2, None))
+        );
     }
 
     #[test]

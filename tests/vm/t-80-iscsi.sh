@@ -110,23 +110,7 @@ iscsi_login "$USR_IQN"
 assert_eq "$(dev_size_bytes "$DEV")" "$size" "size of $DEV"
 dd_roundtrip "$DEV" 5
 
-log "mkfs.ext4 $DEV"
-mkfs.ext4 -q -F "$DEV" || fail "mkfs.ext4 on the iSCSI disk failed"
-mnt=$WORK/mnt
-mkdir -p "$mnt"
-mount "$DEV" "$mnt" || fail "mount failed"
-push_cleanup "! mountpoint -q $mnt || umount $mnt"
-for i in 0 1 2 3; do
-    dd if=/dev/urandom of="$mnt/f$i" bs=1M count=8 status=none || fail "writing f$i failed"
-done
-(cd "$mnt" && sha256sum f*) >"$WORK/sums" || fail "sha256sum failed"
-umount "$mnt" || fail "umount failed"
-fsck.ext4 -fn "$DEV" >"$WORK/fsck.txt" 2>&1 || { cat "$WORK/fsck.txt"; fail "fsck.ext4 reports errors"; }
-echo 3 >/proc/sys/vm/drop_caches
-mount "$DEV" "$mnt" || fail "remount failed"
-(cd "$mnt" && sha256sum --quiet -c "$WORK/sums") || fail "checksums differ after remount"
-umount "$mnt" || fail "final umount failed"
-log "ext4 over iSCSI: 32 MiB written, fsck clean, checksums match"
+ext4_roundtrip "$DEV" 4 8
 
 fio_bg iscsi "$DEV" $((FIO_RUNTIME < 20 ? FIO_RUNTIME : 20))
 fio_wait iscsi "$FIO_PID"

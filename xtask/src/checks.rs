@@ -34,7 +34,14 @@ pub fn run_host_checks(paths: &Paths) -> Result<()> {
             "warnings",
         ],
         &["fmt", "--all", "--check"],
-        &["doc", "--workspace", "--no-deps"],
+        // The simulator and the test rig are public API too.
+        &[
+            "doc",
+            "--workspace",
+            "--no-deps",
+            "--features",
+            "tcmu-core/sim,tcmu-runtime/sim",
+        ],
     ];
     for args in steps {
         cmd::run(

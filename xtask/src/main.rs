@@ -92,7 +92,7 @@ commands:
 
 options (vm-test, demo, vm-run, test):
   --timeout SECS        fail when the guest has not finished after SECS
-                        (default 1800, or $XTASK_VM_TIMEOUT)
+                        (default 2700, or $XTASK_VM_TIMEOUT)
   --fio-runtime SECS    fio run time per job in the guest tests
                         (default 60, or $FIO_RUNTIME)
   --no-build            vm-test/demo: use the existing target/release/tcmu-runner
@@ -137,7 +137,7 @@ impl VmOptions {
     /// arguments; defaults come from the environment.
     fn parse(args: &[String]) -> Result<Self> {
         let mut opts = VmOptions {
-            timeout: Duration::from_secs(env_u64("XTASK_VM_TIMEOUT")?.unwrap_or(1800)),
+            timeout: Duration::from_secs(env_u64("XTASK_VM_TIMEOUT")?.unwrap_or(2700)),
             fio_runtime: env_u64("FIO_RUNTIME")?.unwrap_or(60),
             no_build: false,
             positional: Vec::new(),
@@ -253,6 +253,7 @@ fn run() -> Result<()> {
             let mut run = guest_run(&paths, &opts, script, None)?;
             run.extra_env
                 .push(("XT_ARG".into(), arg.unwrap_or_default()));
+            run.extra_env.extend(c_peer_env(&paths)?);
             vm::boot_and_run(&paths, &kernel, &run)?.into_result()
         }
         "test" => {
@@ -295,8 +296,23 @@ fn vm_test(paths: &Paths, opts: &VmOptions, filter: Option<String>) -> Result<()
     if !opts.no_build {
         build_runner(paths)?;
     }
-    let run = guest_run(paths, opts, paths.tests_vm.join("run-all.sh"), filter)?;
+    let mut run = guest_run(paths, opts, paths.tests_vm.join("run-all.sh"), filter)?;
+    run.extra_env.extend(c_peer_env(paths)?);
     vm::boot_and_run(paths, &kernel, &run)?.into_result()
+}
+
+/// Debian's C tcmu-runner, unpacked under `target/vm/c-peer/` for the tests
+/// that compare with it (`t-26-zbc` against its `handler_file_zbc.so`), as
+/// the guest variables `C_TCMU_BIN`, `C_TCMU_LIBDIR`, `C_TCMU_HANDLERS`.
+fn c_peer_env(paths: &Paths) -> Result<Vec<(String, String)>> {
+    let mut apt = setup::Apt::default();
+    let peer = bench::cpeer::ensure_debian(&paths.root.join("target/vm/c-peer"), &mut apt)?;
+    let s = |p: &std::path::Path| p.display().to_string();
+    Ok(vec![
+        ("C_TCMU_BIN".into(), s(&peer.bin)),
+        ("C_TCMU_LIBDIR".into(), s(&peer.lib_dir)),
+        ("C_TCMU_HANDLERS".into(), s(&peer.handlers)),
+    ])
 }
 
 /// Builds the daemon the guest tests run, and the library crates'

@@ -46,19 +46,6 @@ pub struct RamHandler {
     faults: RefCell<FaultSet>,
 }
 
-/// The index of the buffer holding byte `done` of a list laid end to end,
-/// and the offset of that byte within it.
-fn locate(bufs: &[DataBuf], done: usize) -> Option<(usize, usize)> {
-    let mut start = 0;
-    for (i, b) in bufs.iter().enumerate() {
-        if done < start + b.len() {
-            return Some((i, done - start));
-        }
-        start += b.len();
-    }
-    None
-}
-
 impl RamHandler {
     /// A zero-filled RAM disk of `size` bytes (nothing is allocated until
     /// written), for a device of the same size with 512-byte blocks and no
@@ -244,20 +231,10 @@ fn not_ready() -> BlockError {
 /// Copies `len` bytes of the store from `offset` into `bufs` laid end to
 /// end.
 fn copy_out(store: &Store, offset: u64, len: usize, bufs: &mut [DataBuf]) -> io::Result<()> {
-    // Store pieces and buffers are split at different places: copy each
-    // piece across however many buffers it spans.
-    store.read(offset, len as u64, |mut done, mut bytes| {
-        while !bytes.is_empty() {
-            let Some((i, at)) = locate(bufs, done) else {
-                return;
-            };
-            let n = bufs[i].copy_from(at, bytes);
-            if n == 0 {
-                return;
-            }
-            bytes = &bytes[n..];
-            done += n;
-        }
+    // Store pieces and buffers are split at different places: each piece
+    // goes across however many buffers it spans.
+    store.read(offset, len as u64, |done, bytes| {
+        tcmu_core::buf::copy_into(bufs, done, bytes);
     })
 }
 
@@ -282,18 +259,8 @@ impl RamHandler {
         let total = tcmu_core::buf::total_len(bufs) as u64;
         let mut store = self.store()?;
         store
-            .write(offset, total, |mut done, mut bytes| {
-                while !bytes.is_empty() {
-                    let Some((i, at)) = locate(bufs, done) else {
-                        return;
-                    };
-                    let n = bufs[i].copy_to(at, bytes);
-                    if n == 0 {
-                        return;
-                    }
-                    bytes = &mut bytes[n..];
-                    done += n;
-                }
+            .write(offset, total, |done, bytes| {
+                tcmu_core::buf::copy_out_of(bufs, done, bytes);
             })
             .map_err(io_err)
     }

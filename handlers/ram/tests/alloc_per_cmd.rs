@@ -26,7 +26,8 @@ fn steady_state_allocations_per_command() {
     // None: the command's future runs in a reused slot of the device's
     // command pool, the CDB is inline (`Cdb`), the ram handler serves reads
     // and writes synchronously (`read_now`, `write_now`: no boxed future)
-    // and says it needs no `handle_cmd` (`sees_commands`), and the buffer
+    // and its command hook wants no command while no fault is armed
+    // (`CommandHook::wants`: no boxed `handle_cmd` future), and the buffer
     // list goes back to the ring for the next command (`recycle`).
     for (op, bound) in [(Op::Read, 0.01), (Op::Write, 0.01), (Op::Tur, 0.01)] {
         let per = rig.allocations_per_command(op, 32, COMMANDS);

@@ -12,34 +12,26 @@
 //!
 //! Then export it through any fabric. It is the only TCMU daemon while it
 //! runs: devices of other subtypes are refused. SIGTERM or SIGINT stop it.
-//! `xor.rs` is the handler, `serve.rs` the event loop.
+//! `xor.rs` is the handler; `tcmu_runtime::serve` does the rest (recovery
+//! of existing devices, the kernel's events and their answers).
 
-mod serve;
 mod xor;
 
 use std::sync::Arc;
 
-use tokio::signal::unix::{signal, SignalKind};
+use tcmu_runtime::serve::{serve, terminated, Others, ServeOptions};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Logs to stderr, in colour only on a terminal.
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let mut registry = tcmu_runtime::Registry::new();
     registry.register(Arc::new(xor::XorFactory));
-    let (mut term, mut int) = (
-        signal(SignalKind::terminate())?,
-        signal(SignalKind::interrupt())?,
-    );
-    let stop = async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-    };
-    serve::run(registry, serve::Others::Refuse, stop).await?;
-    tracing::info!("stopped");
+    // The only TCMU daemon here: other subtypes are refused.
+    let options = ServeOptions::new(Others::Refuse).with_workers(1);
+    serve(registry, options, terminated()?).await?;
     Ok(())
 }

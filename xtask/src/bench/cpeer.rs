@@ -42,6 +42,17 @@ const BUILD_PACKAGES: &[&str] = &[
     "libnl-genl-3-dev",
 ];
 
+/// The shared libraries the unpacked daemon and libtcmu load (the
+/// packages' Depends, but librbd1: only Debian's rbd handler wants it, and
+/// the daemon skips a handler it cannot load).
+const RUNTIME_PACKAGES: &[&str] = &[
+    "libglib2.0-0",
+    "libkmod2",
+    "libnl-3-200",
+    "libnl-genl-3-200",
+    "zlib1g",
+];
+
 /// The C peer, ready to run in the guest.
 pub struct CPeer {
     /// Debian's version of the packages (e.g. `1.5.4-4.1`).
@@ -58,13 +69,7 @@ pub struct CPeer {
 /// Makes sure the C peer is built and unpacked under `dir`
 /// (`target/bench/`), doing only what the cache does not hold.
 pub fn ensure(dir: &Path, apt: &mut Apt) -> Result<CPeer> {
-    let version = match candidate_version(PACKAGE) {
-        Ok(v) => v,
-        Err(first) => {
-            apt.update()?;
-            candidate_version(PACKAGE).context(first)?
-        }
-    };
+    let version = package_version(apt)?;
     let root = dir.join("c-root");
     let handlers = dir.join("c-handlers");
     let stamp = dir.join("c-peer.version");
@@ -80,18 +85,7 @@ pub fn ensure(dir: &Path, apt: &mut Apt) -> Result<CPeer> {
     apt.ensure(BUILD_PACKAGES)?;
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     fs::remove_file(&stamp).ok();
-
-    // Debian's binaries, unpacked only.
-    let debs = dir.join("c-debs");
-    clear(&debs)?;
-    for pkg in [PACKAGE, LIB_PACKAGE] {
-        setup::download(&format!("{pkg}={version}"), &debs)?;
-    }
-    clear(&root)?;
-    for deb in files_with_ext(&debs, "deb")? {
-        cmd::run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))
-            .with_context(|| format!("unpacking {} failed", deb.display()))?;
-    }
+    unpack(dir, &root, &version)?;
 
     // The source package, and handler_file built from it.
     let src_parent = dir.join("c-src");
@@ -117,15 +111,88 @@ pub fn ensure(dir: &Path, apt: &mut Apt) -> Result<CPeer> {
     clear(&handlers)?;
     fs::copy(&so, handlers.join("handler_file.so"))
         .with_context(|| format!("cannot copy {}", so.display()))?;
+    link_debian_handlers(&lib_dir, &handlers)?;
+    let peer = locate(&root, &handlers, &version)?;
+    check_runs(&peer)?;
+    fs::write(&stamp, format!("{version}\n"))
+        .with_context(|| format!("cannot write {}", stamp.display()))?;
+    Ok(peer)
+}
+
+/// Makes sure Debian's C daemon and its own handlers (`file_zbc`, `fbo`,
+/// `qcow`, `rbd`) are unpacked under `dir` (`target/vm/c-peer/`), with
+/// nothing built: what a test against one of Debian's handlers needs (the
+/// zbc differential of `t-26-zbc`). Cached like [`ensure`].
+pub fn ensure_debian(dir: &Path, apt: &mut Apt) -> Result<CPeer> {
+    apt.ensure(RUNTIME_PACKAGES)?;
+    let version = package_version(apt)?;
+    let root = dir.join("c-root");
+    let handlers = dir.join("c-handlers");
+    let stamp = dir.join("c-debian.version");
+    let cached = fs::read_to_string(&stamp).unwrap_or_default();
+    if cached.trim() == version {
+        if let Ok(peer) = locate(&root, &handlers, &version) {
+            if peer.handlers.join("handler_file_zbc.so").exists() {
+                return Ok(peer);
+            }
+        }
+    }
+    eprintln!("xtask: unpacking Debian's {PACKAGE} {version} (the C peer of the VM tests)");
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    fs::remove_file(&stamp).ok();
+    unpack(dir, &root, &version)?;
+    let lib_dir = multiarch_dir(&root)?;
+    clear(&handlers)?;
+    link_debian_handlers(&lib_dir, &handlers)?;
+    let peer = locate(&root, &handlers, &version)?;
+    check_runs(&peer)?;
+    fs::write(&stamp, format!("{version}\n"))
+        .with_context(|| format!("cannot write {}", stamp.display()))?;
+    Ok(peer)
+}
+
+/// The version of the C package apt offers (updating apt's lists once if
+/// it knows none).
+fn package_version(apt: &mut Apt) -> Result<String> {
+    match candidate_version(PACKAGE) {
+        Ok(v) => Ok(v),
+        Err(first) => {
+            apt.update()?;
+            candidate_version(PACKAGE).context(first)
+        }
+    }
+}
+
+/// Downloads Debian's binary packages of `version` into `dir/c-debs` and
+/// unpacks them (nothing installed) into `root`.
+fn unpack(dir: &Path, root: &Path, version: &str) -> Result<()> {
+    let debs = dir.join("c-debs");
+    clear(&debs)?;
+    for pkg in [PACKAGE, LIB_PACKAGE] {
+        setup::download(&format!("{pkg}={version}"), &debs)?;
+    }
+    clear(root)?;
+    for deb in files_with_ext(&debs, "deb")? {
+        cmd::run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(root))
+            .with_context(|| format!("unpacking {} failed", deb.display()))?;
+    }
+    Ok(())
+}
+
+/// Links Debian's handlers (`lib_dir/tcmu-runner/*.so`) into `handlers`.
+fn link_debian_handlers(lib_dir: &Path, handlers: &Path) -> Result<()> {
     let debian_handlers = lib_dir.join("tcmu-runner");
     for h in files_with_ext(&debian_handlers, "so")? {
         let Some(name) = h.file_name() else { continue };
         std::os::unix::fs::symlink(&h, handlers.join(name))
             .with_context(|| format!("cannot link {}", h.display()))?;
     }
-    let peer = locate(&root, &handlers, &version)?;
-    // It runs here too: a broken unpack fails now, not in the guest.
-    // (`-V` exits 1 after printing the version.)
+    Ok(())
+}
+
+/// Runs the unpacked daemon here: a broken unpack fails now, not in the
+/// guest. (`-V` exits 1 after printing the version.)
+fn check_runs(peer: &CPeer) -> Result<()> {
     let out = Command::new(&peer.bin)
         .arg("-V")
         .env("LD_LIBRARY_PATH", &peer.lib_dir)
@@ -133,16 +200,16 @@ pub fn ensure(dir: &Path, apt: &mut Apt) -> Result<CPeer> {
         .with_context(|| format!("cannot run {}", peer.bin.display()))?;
     let v =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    if !v.contains("tcmu-runner") {
+    // The loader's own complaints name the binary too: look for the
+    // version line.
+    if !v.lines().any(|l| l.trim().starts_with("tcmu-runner ")) {
         bail!(
             "the unpacked C tcmu-runner does not run: `{} -V` printed {v:?}",
             peer.bin.display()
         );
     }
     eprintln!("xtask: C peer ready: {}", v.trim());
-    fs::write(&stamp, format!("{version}\n"))
-        .with_context(|| format!("cannot write {}", stamp.display()))?;
-    Ok(peer)
+    Ok(())
 }
 
 /// Configures the source tree with Debian's compiler flags (as its

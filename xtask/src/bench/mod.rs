@@ -8,7 +8,7 @@
 //! `bench.tsv`, `host.tsv`), from which `--report-only` renders again.
 
 mod chart;
-mod cpeer;
+pub mod cpeer;
 pub mod report;
 
 use std::fs;

@@ -41,6 +41,8 @@ pub const PACKAGES: &[&str] = &[
     "dbus",
     // qemu-img: makes and checks the qcow handler's images (unit and VM tests).
     "qemu-utils",
+    // mkfs.f2fs: a file system on the zbc handler's host-managed disks.
+    "f2fs-tools",
     // The rbd handler: librbd to build it, a Ceph cluster to test it.
     "librbd-dev",
     "librados-dev",
