@@ -895,6 +895,16 @@ log_since() {
     tail -c +$((LOG_MARK + 1)) "$DAEMON_LOG_FILE" 2>/dev/null
 }
 
+# log_has PATTERN: a line written since the last log_mark matches PATTERN
+# (grep -E).
+log_has() { log_since | grep -qE -- "$1"; }
+
+# wait_log SECS PATTERN WHAT: wait up to SECS for a log line since the last
+# log_mark matching PATTERN; fail naming WHAT if none comes. (The daemon
+# writes its log from its own thread: a line can land a moment after the
+# event it tells of, longer on a loaded machine.)
+wait_log() { wait_for "$1" "$3" log_has "$2"; }
+
 # example_start NAME READY_PATTERN [ARGS...]: start $EXAMPLES_DIR/NAME in
 # the background in place of the daemon, its stderr appended to
 # $LOGDIR/NAME.log (which becomes DAEMON_LOG_FILE), and wait (30 s) for a

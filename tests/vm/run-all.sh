@@ -45,6 +45,7 @@ echo "run-all: kernel $(uname -r), TCMU_RUNNER=${TCMU_RUNNER:-unset}, FIO_RUNTIM
 passed=0
 failed=0
 failures=()
+failure_outputs=()
 suite_start=$SECONDS
 for script in t-*.sh; do
     name=${script%.sh}
@@ -55,19 +56,25 @@ for script in t-*.sh; do
     start=$SECONDS
     dmesg_lines=$(dmesg | wc -l)
     rc=0
+    # The test's output goes to the console as it runs and to a file, so a
+    # failure can be shown again at the end of the run (CI keeps the tail).
+    out_file=$(mktemp "/tmp/run-all-$name.XXXXXX")
     # TEST_TIMEOUT tells the test its own limit (t-80 budgets by it).
     TEST_NAME=$name TEST_TIMEOUT=$PER_TEST_TIMEOUT \
-        timeout --kill-after=30 "$PER_TEST_TIMEOUT" bash "./$script" || rc=$?
+        timeout --kill-after=30 "$PER_TEST_TIMEOUT" bash "./$script" \
+        > >(tee "$out_file") 2>&1 || rc=$?
     took=$((SECONDS - start))
     if [[ $rc -eq 0 ]]; then
         echo "PASS $name (${took}s)"
         passed=$((passed + 1))
+        rm -f "$out_file"
     else
         reason="exit status $rc"
         [[ $rc -eq 124 || $rc -eq 137 ]] && reason="timed out after ${PER_TEST_TIMEOUT}s"
         echo "FAIL $name ($reason, ${took}s)"
         failed=$((failed + 1))
         failures+=("$name")
+        failure_outputs+=("$out_file")
         # Kernel messages logged during the test: the last few here, all of
         # them next to the test's other logs.
         if [[ -n "${XT_OUT:-}" ]]; then
@@ -81,6 +88,14 @@ for script in t-*.sh; do
     fi
 done
 
+# Each failed test's last lines once more, where a truncated log keeps them.
+for i in "${!failures[@]}"; do
+    echo "--- last 40 lines of ${failures[$i]}:"
+    tail -n 40 "${failure_outputs[$i]}" || true
+    if [[ -n "${XT_OUT:-}" ]]; then
+        cp "${failure_outputs[$i]}" "$XT_OUT/logs/${failures[$i]}/output.txt" || true
+    fi
+done
 echo "run-all: suite took $((SECONDS - suite_start))s"
 ((failed == 0)) || echo "run-all: failed: ${failures[*]}"
 summary="$passed passed, $failed failed"

@@ -29,8 +29,7 @@ rc=0
 user_backstore m1 "$size" "ram/16M" 10 || rc=$?
 [[ $rc -ne 124 ]] || fail "enable of a too-small ram device hung"
 [[ $rc -ne 0 ]] || fail "a ram device smaller than its LUN was accepted"
-sleep 0.5
-log_since | grep -q 'm1: refused' || fail "the daemon log does not say why m1 was refused"
+wait_log 10 'm1: refused' "the daemon log to say why m1 was refused"
 daemon_alive || fail "the daemon died"
 
 undo_all

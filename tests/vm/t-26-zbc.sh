@@ -133,8 +133,7 @@ loop_add_lun "$tpg" 4 "$BS_PATH"
 sg_turs "$SG" >/dev/null 2>&1 || true
 zbc_diff_send cfile "$SG" "$ZBC_DIR/cross.tsv"
 zbc_cross_check cfile c "tcmu-rs serving tcmu-runner's file"
-sleep 0.5
-log_since | grep -q 'brought to version 1' || fail "no log line about tcmu-runner's version-0 metadata"
+wait_log 10 'brought to version 1' "a log line about tcmu-runner's version-0 metadata"
 
 # ---------------------------------------------------------------------------
 # 2. Zoned disks to the kernel.
