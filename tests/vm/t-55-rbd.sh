@@ -197,13 +197,16 @@ log "lock lost, reopened, taken back after the hold-off: $(log_since | grep -E '
 # than SIGSTOP of the OSD: in this TCG guest, Ceph 16's memstore OSD leaves
 # its PGs' ops "delayed" for minutes after a SIGCONT, whatever the client
 # (rbd bench too). The handler's host test stops the OSD with SIGSTOP.
+# Paused first, then fio: the ceph tool takes seconds under TCG (over 30 s
+# on a loaded host), and a pause that lands after fio's run proves nothing.
+# fio's first writes take the pause to our client; the rest wait for it.
 log_mark
 dmesg_mark
-fio_bg osd "$FIO_DEV" $((FIO_SECS + 20)) --iodepth=16
-sleep 3
 cephc osd pause >/dev/null 2>&1 || fail "ceph osd pause failed"
 push_cleanup "ceph -c $CEPH_CONF osd unpause"
 log "OSD I/O paused"
+# Long enough to go on writing after an unpause as slow as that.
+fio_bg osd "$FIO_DEV" $((FIO_SECS + 30)) --iodepth=16
 # Twice osd_op_timeout.
 sleep 12
 cephc osd unpause >/dev/null 2>&1 || fail "ceph osd unpause failed"
