@@ -16,5 +16,7 @@ pub fn registry() -> Registry {
     r.register(std::sync::Arc::new(tcmu_handler_rbd::RbdFactory::default()));
     #[cfg(feature = "zbc")]
     r.register(std::sync::Arc::new(tcmu_handler_zbc::ZbcFactory));
+    #[cfg(feature = "fbo")]
+    r.register(std::sync::Arc::new(tcmu_handler_fbo::FboFactory));
     r
 }

@@ -4,6 +4,7 @@
 //! becomes the [`Sense`] to answer with. Nothing here looks at the device.
 
 use crate::bytes::{be16, be24, be32, be64, u8_at};
+use crate::mmc;
 use crate::opcode as op;
 use crate::sense::Sense;
 use crate::zbc::{self, ZoneAction};
@@ -244,6 +245,87 @@ pub enum Command {
         /// ALL: every zone the action applies to (ZONE ID ignored).
         all: bool,
     },
+    /// PREVENT ALLOW MEDIUM REMOVAL (MMC).
+    PreventAllowMediumRemoval {
+        /// PREVENT (byte 4, bits 1-0): bit 0 prevents removal, bit 1 is the
+        /// persistent prevent.
+        prevent: u8,
+    },
+    /// READ FORMAT CAPACITIES (MMC).
+    ReadFormatCapacities {
+        /// ALLOCATION LENGTH.
+        alloc_len: u16,
+    },
+    /// READ TOC/PMA/ATIP (MMC).
+    ReadToc {
+        /// MSF: addresses as minutes, seconds and frames.
+        msf: bool,
+        /// FORMAT: byte 2 bits 3-0, or, when those are zero, the obsolete
+        /// FORMAT field of byte 9 (bits 7-6), which Linux's sr driver
+        /// still uses for the session information.
+        format: u8,
+        /// TRACK/SESSION NUMBER.
+        track: u8,
+        /// ALLOCATION LENGTH.
+        alloc_len: u16,
+    },
+    /// GET CONFIGURATION (MMC).
+    GetConfiguration {
+        /// RT (REQUESTED TYPE, byte 1 bits 1-0).
+        rt: u8,
+        /// STARTING FEATURE NUMBER.
+        start: u16,
+        /// ALLOCATION LENGTH.
+        alloc_len: u16,
+    },
+    /// GET EVENT STATUS NOTIFICATION (MMC).
+    GetEventStatus {
+        /// POLLED (asynchronous operation is not supported).
+        polled: bool,
+        /// NOTIFICATION CLASS REQUEST: bit N asks for class N.
+        classes: u8,
+        /// ALLOCATION LENGTH.
+        alloc_len: u16,
+    },
+    /// READ DISC INFORMATION (MMC).
+    ReadDiscInformation {
+        /// DATA TYPE (byte 1, bits 2-0).
+        data_type: u8,
+        /// ALLOCATION LENGTH.
+        alloc_len: u16,
+    },
+    /// READ TRACK INFORMATION (MMC).
+    ReadTrackInformation {
+        /// OPEN (byte 1, bit 2).
+        open: bool,
+        /// ADDRESS/NUMBER TYPE (byte 1, bits 1-0): 0 an LBA, 1 a track, 2
+        /// a session.
+        address_type: u8,
+        /// LOGICAL BLOCK ADDRESS/TRACK/SESSION NUMBER.
+        address: u32,
+        /// ALLOCATION LENGTH.
+        alloc_len: u16,
+    },
+    /// READ DISC STRUCTURE (READ DVD STRUCTURE) (MMC).
+    ReadDiscStructure {
+        /// MEDIA TYPE (byte 1, bits 3-0): 0 DVD, 1 BD.
+        media_type: u8,
+        /// ADDRESS.
+        address: u32,
+        /// LAYER NUMBER.
+        layer: u8,
+        /// FORMAT CODE.
+        format: u8,
+        /// ALLOCATION LENGTH.
+        alloc_len: u16,
+        /// AGID (byte 10, bits 7-6).
+        agid: u8,
+    },
+    /// MECHANISM STATUS (MMC).
+    MechanismStatus {
+        /// ALLOCATION LENGTH.
+        alloc_len: u16,
+    },
     /// Any other opcode, or ZBC IN/OUT with a service action we do not
     /// know; answered INVALID COMMAND OPERATION CODE (INVALID FIELD IN CDB
     /// for the service action, on a zoned device).
@@ -295,6 +377,15 @@ impl Command {
             Command::SetTargetPortGroups { .. } => "SET TARGET PORT GROUPS",
             Command::ReportZones { .. } => "REPORT ZONES",
             Command::ZoneAction { action, .. } => action.name(),
+            Command::PreventAllowMediumRemoval { .. } => "PREVENT ALLOW MEDIUM REMOVAL",
+            Command::ReadFormatCapacities { .. } => "READ FORMAT CAPACITIES",
+            Command::ReadToc { .. } => "READ TOC/PMA/ATIP",
+            Command::GetConfiguration { .. } => "GET CONFIGURATION",
+            Command::GetEventStatus { .. } => "GET EVENT STATUS NOTIFICATION",
+            Command::ReadDiscInformation { .. } => "READ DISC INFORMATION",
+            Command::ReadTrackInformation { .. } => "READ TRACK INFORMATION",
+            Command::ReadDiscStructure { .. } => "READ DISC STRUCTURE",
+            Command::MechanismStatus { .. } => "MECHANISM STATUS",
             Command::Unsupported(_) => "UNSUPPORTED",
         }
     }
@@ -623,6 +714,52 @@ fn decode_known(opcode: u8, cdb: &[u8]) -> Option<Result<Command, Sense>> {
                 }
             })
         }
+        mmc::PREVENT_ALLOW_MEDIUM_REMOVAL => Ok(Command::PreventAllowMediumRemoval {
+            prevent: u8_at(cdb, 4) & 0x03,
+        }),
+        mmc::READ_FORMAT_CAPACITIES => Ok(Command::ReadFormatCapacities {
+            alloc_len: be16(cdb, 7),
+        }),
+        mmc::READ_TOC_PMA_ATIP => Ok(Command::ReadToc {
+            msf: bit(b1, 0x02),
+            format: match u8_at(cdb, 2) & 0x0f {
+                0 => u8_at(cdb, 9) >> 6,
+                f => f,
+            },
+            track: u8_at(cdb, 6),
+            alloc_len: be16(cdb, 7),
+        }),
+        mmc::GET_CONFIGURATION => Ok(Command::GetConfiguration {
+            rt: b1 & 0x03,
+            start: be16(cdb, 2),
+            alloc_len: be16(cdb, 7),
+        }),
+        mmc::GET_EVENT_STATUS_NOTIFICATION => Ok(Command::GetEventStatus {
+            polled: bit(b1, 0x01),
+            classes: u8_at(cdb, 4),
+            alloc_len: be16(cdb, 7),
+        }),
+        mmc::READ_DISC_INFORMATION => Ok(Command::ReadDiscInformation {
+            data_type: b1 & 0x07,
+            alloc_len: be16(cdb, 7),
+        }),
+        mmc::READ_TRACK_INFORMATION => Ok(Command::ReadTrackInformation {
+            open: bit(b1, 0x04),
+            address_type: b1 & 0x03,
+            address: be32(cdb, 2),
+            alloc_len: be16(cdb, 7),
+        }),
+        mmc::READ_DISC_STRUCTURE => Ok(Command::ReadDiscStructure {
+            media_type: b1 & 0x0f,
+            address: be32(cdb, 2),
+            layer: u8_at(cdb, 6),
+            format: u8_at(cdb, 7),
+            alloc_len: be16(cdb, 8),
+            agid: u8_at(cdb, 10) >> 6,
+        }),
+        mmc::MECHANISM_STATUS => Ok(Command::MechanismStatus {
+            alloc_len: be16(cdb, 8),
+        }),
         _ => return None,
     };
     Some(cmd)
@@ -650,6 +787,85 @@ mod tests {
             Ok(c) => panic!("decode {bytes:02x?} gave {c:?}"),
             Err(s) => s,
         }
+    }
+
+    #[test]
+    fn mmc_commands() {
+        assert_eq!(
+            ok(&[0x1e, 0, 0, 0, 0x03], 6),
+            Command::PreventAllowMediumRemoval { prevent: 3 }
+        );
+        assert_eq!(
+            ok(&[0x23, 0, 0, 0, 0, 0, 0, 0x01, 0xfc], 10),
+            Command::ReadFormatCapacities { alloc_len: 0x1fc }
+        );
+        // The obsolete FORMAT of byte 9 counts only when byte 2's is zero.
+        assert_eq!(
+            ok(&[0x43, 0x02, 0, 0, 0, 0, 0xaa, 0, 12, 0x40], 10),
+            Command::ReadToc {
+                msf: true,
+                format: 1,
+                track: 0xaa,
+                alloc_len: 12
+            }
+        );
+        assert_eq!(
+            ok(&[0x43, 0, 0x02, 0, 0, 0, 0, 0, 12, 0x40], 10),
+            Command::ReadToc {
+                msf: false,
+                format: 2,
+                track: 0,
+                alloc_len: 12
+            }
+        );
+        assert_eq!(
+            ok(&[0x46, 0x02, 0x01, 0x05, 0, 0, 0, 0, 0x20], 10),
+            Command::GetConfiguration {
+                rt: 2,
+                start: 0x105,
+                alloc_len: 0x20
+            }
+        );
+        assert_eq!(
+            ok(&[0x4a, 0x01, 0, 0, 0x10, 0, 0, 0, 8], 10),
+            Command::GetEventStatus {
+                polled: true,
+                classes: 0x10,
+                alloc_len: 8
+            }
+        );
+        assert_eq!(
+            ok(&[0x51, 0x01, 0, 0, 0, 0, 0, 0, 34], 10),
+            Command::ReadDiscInformation {
+                data_type: 1,
+                alloc_len: 34
+            }
+        );
+        assert_eq!(
+            ok(&[0x52, 0x05, 0, 0, 0, 1, 0, 0, 48], 10),
+            Command::ReadTrackInformation {
+                open: true,
+                address_type: 1,
+                address: 1,
+                alloc_len: 48
+            }
+        );
+        assert_eq!(
+            ok(&[0xad, 0x01, 0, 0, 0, 2, 1, 0xff, 0x08, 0x04, 0xc0], 12),
+            Command::ReadDiscStructure {
+                media_type: 1,
+                address: 2,
+                layer: 1,
+                format: 0xff,
+                alloc_len: 0x804,
+                agid: 3
+            }
+        );
+        assert_eq!(
+            ok(&[0xbd, 0, 0, 0, 0, 0, 0, 0, 0, 8], 12),
+            Command::MechanismStatus { alloc_len: 8 }
+        );
+        assert_eq!(err(&[0xbd], 10), Sense::invalid_field_in_cdb(0, None));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! MODE SELECT and by the runtime, one per device).
 
 use crate::alua::PortGroup;
+use crate::mmc::MmcParams;
 use crate::sense::Sense;
 use crate::xcopy::CopyStatus;
 use crate::zbc::ZonedParams;
@@ -101,6 +102,10 @@ pub struct DeviceParams {
     /// `None` for an ordinary disk. Zone state is the handler's (see
     /// [`crate::zbc`]).
     pub zoned: Option<ZonedParams>,
+    /// An optical drive (MMC): peripheral device type 5 with a removable
+    /// medium, the SPC VPD pages only, the MMC mode pages. `None` for a
+    /// disk. The medium is the handler's (see [`crate::mmc`]).
+    pub mmc: Option<MmcParams>,
 }
 
 impl DeviceParams {
@@ -128,17 +133,41 @@ impl DeviceParams {
             lu_group: None,
             third_party_copy: false,
             zoned: None,
+            mmc: None,
         }
     }
 
-    /// The peripheral device type of INQUIRY and every VPD page: 0x14 for a
-    /// host-managed zoned device, 0 (direct access) otherwise.
+    /// The peripheral device type of INQUIRY and every VPD page: 0x05 for
+    /// an optical drive, 0x14 for a host-managed zoned device, 0 (direct
+    /// access) otherwise.
     pub fn peripheral_device_type(&self) -> u8 {
+        if self.mmc.is_some() {
+            return crate::mmc::PERIPHERAL_MMC;
+        }
         self.zoned
             .as_ref()
             .map_or(crate::inquiry::PERIPHERAL_DISK, |z| {
                 z.model.peripheral_device_type()
             })
+    }
+
+    /// Changes the logical block size to `block_size`, keeping the size of
+    /// the device and of its transfer limits in bytes (rounded down, never
+    /// to nothing): for a handler whose medium has its own block size (2048
+    /// bytes for an optical disc, a zoned disk's format) whatever the
+    /// backstore's `hw_block_size` says.
+    pub fn set_block_size(&mut self, block_size: u32) {
+        let (old, new) = (
+            u64::from(self.block_size.max(1)),
+            u64::from(block_size.max(1)),
+        );
+        let scale = |n: u32| u32::try_from((u64::from(n) * old / new).max(1)).unwrap_or(u32::MAX);
+        if self.max_transfer_blocks != 0 {
+            self.max_transfer_blocks = scale(self.max_transfer_blocks);
+        }
+        self.optimal_transfer_blocks = scale(self.optimal_transfer_blocks);
+        self.num_blocks = self.num_blocks.saturating_mul(old) / new;
+        self.block_size = block_size;
     }
 
     /// The longest READ/WRITE accepted: the advertised maximum, but at
@@ -233,6 +262,35 @@ mod tests {
         assert_eq!(p.peripheral_device_type(), 0x14);
         p.zoned = Some(ZonedParams::host_aware(4));
         assert_eq!(p.peripheral_device_type(), 0x00);
+    }
+
+    #[test]
+    fn optical_device_type() {
+        let mut p = DeviceParams::new(2048, 100);
+        p.mmc = Some(MmcParams {
+            drive: crate::mmc::Drive::DvdRom,
+        });
+        assert_eq!(p.peripheral_device_type(), 0x05);
+    }
+
+    #[test]
+    fn block_size_changes_keep_bytes() {
+        let mut p = DeviceParams::new(512, 4096);
+        p.max_transfer_blocks = 1024;
+        p.optimal_transfer_blocks = 2;
+        p.set_block_size(2048);
+        assert_eq!(
+            (
+                p.block_size,
+                p.num_blocks,
+                p.max_transfer_blocks,
+                p.optimal_transfer_blocks
+            ),
+            (2048, 1024, 256, 1)
+        );
+        p.max_transfer_blocks = 0;
+        p.set_block_size(512);
+        assert_eq!((p.num_blocks, p.max_transfer_blocks), (4096, 0));
     }
 
     #[test]

@@ -257,7 +257,12 @@ pub fn execute(
             alloc_len,
             ten,
         } => done(
-            mode::mode_sense(params, state, ten, dbd, llbaa, pc, page, subpage),
+            match params.mmc {
+                Some(mmc) => {
+                    crate::mmc::mode::mode_sense(&mmc_mode(mmc, state), ten, pc, page, subpage)
+                }
+                None => mode::mode_sense(params, state, ten, dbd, llbaa, pc, page, subpage),
+            },
             usize::from(alloc_len),
         ),
         Command::ModeSelect {
@@ -273,9 +278,10 @@ pub fn execute(
             } else if param_len == 0 {
                 good()
             } else {
-                match param_list(data_out, u32::from(param_len))
-                    .and_then(|list| mode::mode_select(params, state, ten, list))
-                {
+                match param_list(data_out, u32::from(param_len)).and_then(|list| match params.mmc {
+                    Some(mmc) => crate::mmc::mode::mode_select(&mmc_mode(mmc, state), ten, list),
+                    None => mode::mode_select(params, state, ten, list),
+                }) {
                     Ok(()) => good(),
                     Err(s) => check(s),
                 }
@@ -483,6 +489,18 @@ pub fn execute(
         Command::ReportZones { .. } | Command::ZoneAction { .. } => {
             check(Sense::invalid_command_opcode())
         }
+        // The medium of an optical drive is the handler's (see
+        // `crate::mmc`): one whose handler did not answer these has none
+        // to describe, and a disk has no such commands.
+        Command::PreventAllowMediumRemoval { .. }
+        | Command::ReadFormatCapacities { .. }
+        | Command::ReadToc { .. }
+        | Command::GetConfiguration { .. }
+        | Command::GetEventStatus { .. }
+        | Command::ReadDiscInformation { .. }
+        | Command::ReadTrackInformation { .. }
+        | Command::ReadDiscStructure { .. }
+        | Command::MechanismStatus { .. } => check(Sense::invalid_command_opcode()),
         // A service action of ZBC IN or OUT that a zoned device lacks.
         Command::Unsupported(crate::zbc::ZBC_IN | crate::zbc::ZBC_OUT)
             if params.zoned.is_some() =>
@@ -490,6 +508,16 @@ pub fn execute(
             check(Sense::invalid_field_in_cdb(1, Some(4)))
         }
         Command::Unsupported(_) => check(Sense::invalid_command_opcode()),
+    }
+}
+
+/// What the MMC mode pages of the generic emulation show: the drive, the
+/// write cache, and no lock (the medium's lock is the handler's).
+fn mmc_mode(mmc: crate::mmc::MmcParams, state: &DeviceState) -> crate::mmc::mode::ModeState {
+    crate::mmc::mode::ModeState {
+        drive: mmc.drive,
+        write_cache: state.write_cache,
+        locked: false,
     }
 }
 
@@ -654,6 +682,60 @@ mod tests {
         assert_eq!(
             sense_of(&caw(0x20, 0, 1)),
             Some(Sense::invalid_field_in_cdb(1, Some(7)))
+        );
+    }
+
+    #[test]
+    fn mmc_commands_are_the_handlers() {
+        // On a disk, and on an optical drive whose handler left them.
+        let mut optical = params();
+        optical.mmc = Some(crate::mmc::MmcParams {
+            drive: crate::mmc::Drive::DvdRam,
+        });
+        for p in [params(), optical] {
+            for cdb in [
+                &[0x1e, 0, 0, 0, 1][..],
+                &[0x23],
+                &[0x43],
+                &[0x46],
+                &[0x4a, 1, 0, 0, 0x10],
+                &[0x51],
+                &[0x52],
+                &[0xad],
+                &[0xbd],
+            ] {
+                let len = crate::opcode::cdb_len(cdb[0]).unwrap();
+                let got = run_with(&p, &mut DeviceState::default(), cdb, len, &[]);
+                assert_eq!(
+                    sense_of(&got),
+                    Some(Sense::invalid_command_opcode()),
+                    "{cdb:02x?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_optical_drive_has_the_mmc_mode_pages() {
+        let mut p = params();
+        p.mmc = Some(crate::mmc::MmcParams {
+            drive: crate::mmc::Drive::DvdRam,
+        });
+        let mut s = DeviceState::new(true);
+        let Outcome::Done(r) = run_with(&p, &mut s, &[0x5a, 0, 0x2a, 0, 0, 0, 0, 0, 64], 10, &[])
+        else {
+            panic!("MODE SENSE went to the handler");
+        };
+        assert_eq!(&r.data_in[..10], &[0, 28, 0, 0, 0, 0, 0, 0, 0x2a, 0x14]);
+        let page8 = crate::mmc::mode::page(0x08, 0, &mmc_mode(p.mmc.unwrap(), &s)).unwrap();
+        let mut list = vec![0u8; 8];
+        list.extend(&page8);
+        let select = [0x55, 0x10, 0, 0, 0, 0, 0, 0, list.len() as u8];
+        assert_eq!(run_with(&p, &mut s, &select, 10, &list), good());
+        list[10] = 0;
+        assert_eq!(
+            sense_of(&run_with(&p, &mut s, &select, 10, &list)),
+            Some(Sense::invalid_field_in_parameter_list(10, None))
         );
     }
 

@@ -23,7 +23,8 @@ pub const VERSION_SBC3: u16 = 0x04c0;
 
 /// Standard INQUIRY data: 36 bytes, or 96 with version descriptors (see
 /// [`DeviceParams::version_descriptors`]) in the kernel's fixed slots:
-/// SAM-5 at byte 58, the transport at 60, SPC-4 at 62, SBC-3 at 64.
+/// SAM-5 at byte 58, the transport at 60, SPC-4 at 62, SBC-3 (MMC-6 for an
+/// optical drive) at 64. An optical drive sets RMB.
 pub fn standard(params: &DeviceParams) -> Vec<u8> {
     let len = if params.version_descriptors.is_some() {
         96
@@ -32,6 +33,9 @@ pub fn standard(params: &DeviceParams) -> Vec<u8> {
     };
     let mut b = vec![0u8; len];
     put_bytes(&mut b, 0, &[params.peripheral_device_type()]);
+    if params.mmc.is_some() {
+        put_bytes(&mut b, 1, &[0x80]); // RMB: the medium is removable
+    }
     // VERSION = 6 (SPC-4); NORMACA = HISUP = 0 and RESPONSE DATA FORMAT = 2,
     // as the kernel sets them.
     put_bytes(&mut b, 2, &[0x06, 0x02, (len - 5) as u8]);
@@ -53,7 +57,12 @@ pub fn standard(params: &DeviceParams) -> Vec<u8> {
     if let Some(transport) = params.version_descriptors {
         // Fixed slots, as the kernel fills them: an unknown transport (0)
         // leaves its slot empty rather than moving SPC-4 and SBC-3 up.
-        let descriptors = [VERSION_SAM5, transport, VERSION_SPC4, VERSION_SBC3];
+        let command_set = if params.mmc.is_some() {
+            crate::mmc::VERSION_MMC6
+        } else {
+            VERSION_SBC3
+        };
+        let descriptors = [VERSION_SAM5, transport, VERSION_SPC4, command_set];
         for (i, d) in descriptors.into_iter().enumerate() {
             put16(&mut b, 58 + 2 * i, d);
         }
@@ -135,6 +144,18 @@ mod tests {
         assert_eq!(standard(&p)[0], 0x14);
         p.zoned = Some(crate::zbc::ZonedParams::host_aware(8));
         assert_eq!(standard(&p)[0], 0x00);
+    }
+
+    #[test]
+    fn optical_drive() {
+        let mut p = DeviceParams::new(2048, 1000);
+        p.mmc = Some(crate::mmc::MmcParams {
+            drive: crate::mmc::Drive::DvdRam,
+        });
+        let b = standard(&p);
+        assert_eq!(&b[..3], &[0x05, 0x80, 0x06]);
+        p.version_descriptors = Some(0);
+        assert_eq!(&standard(&p)[64..66], &[0x04, 0xe0]);
     }
 
     #[test]

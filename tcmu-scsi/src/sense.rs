@@ -109,6 +109,10 @@ pub struct Sense {
     pub information: Option<u64>,
     /// Sense-key-specific field pointer, for ILLEGAL REQUEST.
     pub field_pointer: Option<FieldPointer>,
+    /// Sense-key-specific PROGRESS INDICATION (SPC-4 4.5.2.4.4), for NOT
+    /// READY and NO SENSE: how far an operation (a FORMAT UNIT) has come,
+    /// in 65536ths. Not sent when a field pointer is set.
+    pub progress: Option<u16>,
 }
 
 /// Length of fixed-format sense data as produced by [`Sense::to_fixed`].
@@ -123,6 +127,7 @@ impl Sense {
             ascq,
             information: None,
             field_pointer: None,
+            progress: None,
         }
     }
 
@@ -136,6 +141,25 @@ impl Sense {
     pub const fn with_field_pointer(mut self, field_pointer: FieldPointer) -> Self {
         self.field_pointer = Some(field_pointer);
         self
+    }
+
+    /// The same sense with a PROGRESS INDICATION (`done` of 65536).
+    pub const fn with_progress(mut self, done: u16) -> Self {
+        self.progress = Some(done);
+        self
+    }
+
+    /// The three sense-key-specific bytes (SKSV set), if any: the field
+    /// pointer, else the progress indication.
+    fn key_specific(&self) -> Option<[u8; 3]> {
+        match (self.field_pointer, self.progress) {
+            (Some(fp), _) => Some(fp.to_bytes()),
+            (None, Some(p)) => {
+                let [hi, lo] = p.to_be_bytes();
+                Some([0x80, hi, lo])
+            }
+            (None, None) => None,
+        }
     }
 
     /// NO SENSE (00/00/00): what REQUEST SENSE returns when nothing is pending.
@@ -289,8 +313,7 @@ impl Sense {
         b[7] = (FIXED_SENSE_LEN - 8) as u8;
         b[12] = self.asc;
         b[13] = self.ascq;
-        if let Some(fp) = self.field_pointer {
-            let [s0, s1, s2] = fp.to_bytes();
+        if let Some([s0, s1, s2]) = self.key_specific() {
             b[15] = s0;
             b[16] = s1;
             b[17] = s2;
@@ -307,9 +330,9 @@ impl Sense {
             b.extend_from_slice(&[0x00, 0x0a, 0x80, 0x00]);
             b.extend_from_slice(&info.to_be_bytes());
         }
-        if let Some(fp) = self.field_pointer {
+        if let Some(sks) = self.key_specific() {
             b.extend_from_slice(&[0x02, 0x06, 0x00, 0x00]);
-            b.extend_from_slice(&fp.to_bytes());
+            b.extend_from_slice(&sks);
             b.push(0);
         }
         let additional = b.len().saturating_sub(8);
@@ -319,18 +342,32 @@ impl Sense {
         b
     }
 
+    /// Sets the sense-key-specific field from its three bytes: a progress
+    /// indication for NOT READY and NO SENSE, a field pointer otherwise.
+    fn set_key_specific(&mut self, s: [u8; 3]) {
+        if s[0] & 0x80 == 0 {
+            return;
+        }
+        let value = u16::from_be_bytes([s[1], s[2]]);
+        match self.key {
+            SenseKey::NotReady | SenseKey::NoSense => self.progress = Some(value),
+            _ => {
+                self.field_pointer = Some(FieldPointer {
+                    in_cdb: s[0] & 0x40 != 0,
+                    byte: value,
+                    bit: (s[0] & 0x08 != 0).then_some(s[0] & 0x07),
+                })
+            }
+        }
+    }
+
     /// Parse fixed (0x70/0x71) or descriptor (0x72/0x73) sense data, e.g.
     /// from a handler that produced raw sense bytes. `None` if the bytes are
-    /// not sense data this crate understands.
+    /// not sense data this crate understands. The sense-key-specific bytes
+    /// are a progress indication under NOT READY and NO SENSE, a field
+    /// pointer under the other keys.
     pub fn parse(bytes: &[u8]) -> Option<Self> {
         use crate::bytes::{be16, be32, be64, u8_at};
-        let sks = |s: [u8; 3]| {
-            (s[0] & 0x80 != 0).then(|| FieldPointer {
-                in_cdb: s[0] & 0x40 != 0,
-                byte: u16::from_be_bytes([s[1], s[2]]),
-                bit: (s[0] & 0x08 != 0).then_some(s[0] & 0x07),
-            })
-        };
         match u8_at(bytes, 0) & 0x7f {
             0x70 | 0x71 if bytes.len() >= 14 => {
                 let key = SenseKey::from_code(u8_at(bytes, 2))?;
@@ -339,7 +376,7 @@ impl Sense {
                     s.information = Some(u64::from(be32(bytes, 3)));
                 }
                 if bytes.len() >= 18 {
-                    s.field_pointer = sks([u8_at(bytes, 15), u8_at(bytes, 16), u8_at(bytes, 17)]);
+                    s.set_key_specific([u8_at(bytes, 15), u8_at(bytes, 16), u8_at(bytes, 17)]);
                 }
                 Some(s)
             }
@@ -360,7 +397,7 @@ impl Sense {
                         }
                         0x02 if len >= 6 => {
                             let b = be16(bytes, off + 5).to_be_bytes();
-                            s.field_pointer = sks([u8_at(bytes, off + 4), b[0], b[1]]);
+                            s.set_key_specific([u8_at(bytes, off + 4), b[0], b[1]]);
                         }
                         _ => {}
                     }
@@ -535,6 +572,21 @@ mod tests {
         assert_eq!(&b[15..18], &[0x8a, 0x01, 0x23]);
         let b = Sense::invalid_command_opcode().to_fixed();
         assert_eq!(&b[15..18], &[0, 0, 0]);
+    }
+
+    #[test]
+    fn progress_indication() {
+        let s = Sense::not_ready().with_progress(0x8000);
+        assert_eq!(&s.to_fixed()[15..18], &[0x80, 0x80, 0x00]);
+        let d = s.to_descriptor();
+        assert_eq!(&d[8..16], &[0x02, 0x06, 0, 0, 0x80, 0x80, 0x00, 0]);
+        assert_eq!(Sense::parse(&s.to_fixed()), Some(s));
+        assert_eq!(Sense::parse(&d), Some(s));
+        let none = Sense::no_sense().with_progress(0);
+        assert_eq!(Sense::parse(&none.to_fixed()), Some(none));
+        // A field pointer wins over progress on the wire.
+        let both = Sense::invalid_field_in_cdb(2, None).with_progress(7);
+        assert_eq!(&both.to_fixed()[15..18], &[0xc0, 0x00, 0x02]);
     }
 
     #[test]

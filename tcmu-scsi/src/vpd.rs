@@ -5,8 +5,9 @@
 //! the kernel's to add and are not produced here), 0x86 extended INQUIRY,
 //! 0xB0 block limits, 0xB1 block device characteristics, 0xB2 logical block
 //! provisioning and 0xB3 referrals; and for zoned devices 0xB6 zoned block
-//! device characteristics. Every page starts with the device's peripheral
-//! device type (0x14 for a host-managed zoned device).
+//! device characteristics; an optical drive has the SPC pages 0x00, 0x80
+//! and 0x83 only. Every page starts with the device's peripheral device
+//! type (0x14 for a host-managed zoned device, 0x05 for an optical drive).
 
 use crate::bytes::{ascii_field, put16, put32, put64, put_bytes};
 use crate::device::{DeviceParams, DeviceState};
@@ -30,6 +31,9 @@ fn page_buf(params: &DeviceParams, code: u8, total: usize) -> Vec<u8> {
 
 /// The VPD page `code`, or INVALID FIELD IN CDB (byte 2) if we have none.
 pub fn page(params: &DeviceParams, state: &DeviceState, code: u8) -> Result<Vec<u8>, Sense> {
+    if params.mmc.is_some() && !MMC_PAGES.contains(&code) {
+        return Err(Sense::invalid_field_in_cdb(2, None));
+    }
     Ok(match code {
         0x00 => supported_pages(params),
         0x80 => unit_serial(params),
@@ -44,9 +48,17 @@ pub fn page(params: &DeviceParams, state: &DeviceState, code: u8) -> Result<Vec<
     })
 }
 
-/// Page 0x00: the supported VPD page codes, with 0xB6 for a zoned device.
+/// The VPD pages of an optical drive: those of SPC, none of SBC's.
+pub const MMC_PAGES: [u8; 3] = [0x00, 0x80, 0x83];
+
+/// Page 0x00: the supported VPD page codes, with 0xB6 for a zoned device
+/// and only [`MMC_PAGES`] for an optical drive.
 pub fn supported_pages(params: &DeviceParams) -> Vec<u8> {
-    let mut pages = SUPPORTED_PAGES.to_vec();
+    let mut pages = if params.mmc.is_some() {
+        MMC_PAGES.to_vec()
+    } else {
+        SUPPORTED_PAGES.to_vec()
+    };
     if params.zoned.is_some() {
         pages.push(ZONED_CHARACTERISTICS);
     }
@@ -243,6 +255,23 @@ mod tests {
             supported_pages(&params()),
             vec![0, 0, 0, 8, 0x00, 0x80, 0x83, 0x86, 0xb0, 0xb1, 0xb2, 0xb3]
         );
+    }
+
+    #[test]
+    fn optical_drive_pages() {
+        let mut p = params();
+        p.mmc = Some(crate::mmc::MmcParams {
+            drive: crate::mmc::Drive::DvdRom,
+        });
+        let s = DeviceState::default();
+        assert_eq!(supported_pages(&p), vec![0x05, 0, 0, 3, 0x00, 0x80, 0x83]);
+        assert_eq!(page(&p, &s, 0x80).unwrap()[..2], [0x05, 0x80]);
+        for code in [0x86, 0xb0, 0xb1, 0xb2] {
+            assert_eq!(
+                page(&p, &s, code),
+                Err(Sense::invalid_field_in_cdb(2, None))
+            );
+        }
     }
 
     #[test]

@@ -22,6 +22,8 @@
 # 6. h4 and ha take data where their models allow it, and only there.
 # 7. SYNCHRONIZE CACHE, kill -9, a new daemon: zones, data and f2fs files
 #    as they were; then a clean restart, the same.
+# 8. READ ONLY and OFFLINE zones from the cfgstring: their conditions, and
+#    the sense codes of what they refuse.
 
 ZBC_DIR=$(cd "$(dirname "$0")/zbc" && pwd)
 source "$(dirname "$0")/lib.sh"
@@ -274,6 +276,46 @@ wait_for 30 "$HM to serve again" dd if="$HM" of=/dev/null bs=4k count=1 iflag=di
 snapshot >"$WORK/state.after" || fail "cannot read the LUNs' state"
 cmp -s "$WORK/state.before" "$WORK/state.after" || fail "zones or data differ after a clean restart"
 log "kill -9 after SYNCHRONIZE CACHE, then a clean restart: zones (one explicitly open), data and f2fs files as they were"
+
+# ---------------------------------------------------------------------------
+# 8. READ ONLY and OFFLINE zones (cfgstring faults): reported with their
+#    conditions, read-only data readable but never written or reset, an
+#    offline zone neither read nor written; the zones next to them as usual.
+zbc_backstore rf $((64 * MIB)) "model-HM/zsize-4/conv-2/readonly-3/offline-4-5@$WORK/rf.raw"
+loop_add_lun "$tpg" 5 "$BS_PATH"
+RF=$DEV RF_SG=$SG
+sg_turs "$RF_SG" >/dev/null 2>&1 || sg_turs "$RF_SG" >/dev/null 2>&1 || true
+# cdb16 OPCODE LBA BLOCKS: a READ (16) or WRITE (16) CDB as sg_raw's bytes.
+cdb16() {
+    local i out=$1
+    for i in 56 48 40 32 24 16 8 0; do out+=" $(printf '%02x' $(($2 >> i & 255)))"; done
+    for i in 24 16 8 0; do out+=" $(printf '%02x' $(($3 >> i & 255)))"; done
+    echo "${out:0:2} 00${out:2} 00 00"
+}
+dev_zones "$RF" >"$WORK/rf-zones.txt" || fail "blkzone report $RF failed"
+# zone: condition (13 READ ONLY, 15 OFFLINE, 1 EMPTY)
+for want in "2 1" "3 13" "4 15" "5 15" "6 1"; do
+    read -r zone cond <<<"$want"
+    assert_eq "$(awk -v s=$((zone * Z)) '$1 == s { print $4 }' "$WORK/rf-zones.txt")" "$cond" \
+        "condition of rf zone $zone"
+done
+dd if="$RF" of=/dev/null bs=4k count=1 skip=$((3 * Z / 8)) iflag=direct status=none ||
+    fail "reading the read-only zone 3 failed"
+sg_raw -v -s 4096 -i /dev/zero "$RF_SG" $(cdb16 8a $((3 * Z)) 8) >"$WORK/ro-write.txt" 2>&1 || true
+assert_grep 'Zone is read only' "$WORK/ro-write.txt" "sense of a WRITE (16) into a read-only zone"
+if blkzone reset -o $((3 * Z)) -c 1 "$RF" 2>/dev/null; then
+    fail "RESET WRITE POINTER of a read-only zone succeeded"
+fi
+sg_raw -v -r 4096 "$RF_SG" $(cdb16 88 $((4 * Z)) 8) >"$WORK/off-read.txt" 2>&1 || true
+assert_grep 'Zone is offline' "$WORK/off-read.txt" "sense of a READ (16) from an offline zone"
+sg_raw -v -s 4096 -i /dev/zero "$RF_SG" $(cdb16 8a $((5 * Z)) 8) >"$WORK/off-write.txt" 2>&1 || true
+assert_grep 'Zone is offline' "$WORK/off-write.txt" "sense of a WRITE (16) into an offline zone"
+dd if=/dev/urandom of="$WORK/rf-block" bs=4k count=1 status=none
+dd if="$WORK/rf-block" of="$RF" bs=4k seek=$((6 * Z / 8)) oflag=direct status=none ||
+    fail "a write at zone 6's write pointer failed"
+cmp -s <(dd if="$RF" bs=4k count=1 skip=$((6 * Z / 8)) iflag=direct status=none) "$WORK/rf-block" ||
+    fail "zone 6 (next to the offline zones) did not read back what was written"
+log "rf: read-only zone 3 read but not written or reset, offline zones 4-5 neither read nor written, zone 6 as usual"
 
 undo_all
 daemon_stop

@@ -33,14 +33,14 @@ push_cleanup "(cleanup_all_lio)"   # not targetcli: it fails with no system bus
 # 1. The handlers, as targetcli sees them.
 tc ls /backstores >"$WORK/ls.txt" || fail "targetcli ls /backstores failed"
 cat "$WORK/ls.txt"
-for h in file ram qcow rbd zbc; do
+for h in file ram qcow rbd zbc fbo; do
     assert_grep "o- user:$h " "$WORK/ls.txt" "targetcli lists user:$h"
 done
-assert_eq "$(grep -c 'o- user:' "$WORK/ls.txt")" 5 "user:* backstores listed (only the handlers)"
+assert_eq "$(grep -c 'o- user:' "$WORK/ls.txt")" 6 "user:* backstores listed (only the handlers)"
 tc_batch "/backstores/user:file help create" "/backstores/user:ram help create" \
     "/backstores/user:qcow help create" "/backstores/user:rbd help create" \
-    "/backstores/user:zbc help create" >"$WORK/help.txt"
-for h in file ram qcow rbd zbc; do
+    "/backstores/user:zbc help create" "/backstores/user:fbo help create" >"$WORK/help.txt"
+for h in file ram qcow rbd zbc fbo; do
     desc=$(prop "/org/kernel/TCMUService1/$h" "$SVC" ConfigDesc | sed -E 's/^s "(.*)"$/\1/')
     [[ -n $desc ]] || fail "no ConfigDesc for $h"
     grep -qF -- "$desc" "$WORK/help.txt" || fail "targetcli's help for user:$h lacks our ConfigDesc '$desc'"

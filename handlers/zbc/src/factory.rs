@@ -35,22 +35,13 @@ impl HandlerFactory for ZbcFactory {
         let zbc = ZbcHandler::open(config).await?;
         let g = zbc.geometry();
         let zoned = zbc.zoned_params();
-        let configfs_block = u64::from(config.block_size.max(1));
-        let block = u64::from(g.lba_size);
-        // The transfer limits of configfs are in its blocks; keep their
-        // size in bytes when the disk's blocks differ.
-        let scale = move |n: u32| {
-            u32::try_from((u64::from(n) * configfs_block / block).max(1)).unwrap_or(u32::MAX)
-        };
         Ok(Handler::new(zbc)
             .commands()
             .volatile_write_cache()
             .device_params(move |p| {
-                if p.max_transfer_blocks != 0 {
-                    p.max_transfer_blocks = scale(p.max_transfer_blocks);
-                }
-                p.optimal_transfer_blocks = scale(p.optimal_transfer_blocks);
-                p.block_size = g.lba_size;
+                // The transfer limits of configfs are in its blocks: they
+                // keep their size in bytes when the disk's blocks differ.
+                p.set_block_size(g.lba_size);
                 p.num_blocks = g.capacity;
                 p.product = PRODUCT.to_owned();
                 p.zoned = Some(zoned);

@@ -43,6 +43,11 @@ pub const PACKAGES: &[&str] = &[
     "qemu-utils",
     // mkfs.f2fs: a file system on the zbc handler's host-managed disks.
     "f2fs-tools",
+    // The fbo handler's optical media: ISO 9660 images (xorriso), UDF on a
+    // writable medium (mkudffs, udfinfo), eject and load (eject).
+    "xorriso",
+    "udftools",
+    "eject",
     // The rbd handler: librbd to build it, a Ceph cluster to test it.
     "librbd-dev",
     "librados-dev",
