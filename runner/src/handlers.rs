@@ -12,6 +12,8 @@ pub fn registry() -> Registry {
     r.register(std::sync::Arc::new(tcmu_handler_ram::RamFactory));
     #[cfg(feature = "qcow")]
     r.register(std::sync::Arc::new(tcmu_handler_qcow::QcowFactory));
+    #[cfg(feature = "rbd")]
+    r.register(std::sync::Arc::new(tcmu_handler_rbd::RbdFactory::default()));
     #[cfg(feature = "zbc")]
     r.register(std::sync::Arc::new(tcmu_handler_zbc::ZbcFactory));
     #[cfg(feature = "fbo")]

@@ -61,6 +61,9 @@ fn sense_for(err: &BlockError, dir: Dir) -> Sense {
         BlockError::Io(_) => medium_error(dir),
         BlockError::IoAt { lba, .. } => medium_error(dir).with_information(*lba),
         BlockError::NotReady(_) => Sense::not_ready(),
+        // Answered with status BUSY by `io_result`; NOT READY where only
+        // sense data can carry an answer.
+        BlockError::Busy(_) => Sense::not_ready(),
         BlockError::Unsupported => Sense::invalid_command_opcode(),
         BlockError::Sense(s) => *s,
     }
@@ -169,6 +172,10 @@ async fn make_durable(
 fn io_result(ctx: &DeviceCtx, what: &str, dir: Dir, r: Result<(), BlockError>) -> Completion {
     match r {
         Ok(()) => Completion::good(),
+        Err(BlockError::Busy(why)) => {
+            debug!(device = %ctx.name, "{what}: busy: {why}");
+            Completion::status(Status::Busy.code())
+        }
         Err(e) => {
             if !matches!(e, BlockError::Sense(_) | BlockError::Unsupported) {
                 warn!(device = %ctx.name, "{what} failed: {}", Report(&e));

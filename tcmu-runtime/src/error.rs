@@ -41,6 +41,12 @@ pub enum BlockError {
     /// retries).
     #[error("backend not ready: {0}")]
     NotReady(String),
+    /// The backend cannot take the command now but will soon (a cluster
+    /// lock being taken, a connection being re-established): status BUSY,
+    /// which initiators retry without counting it as an error (Linux's SCSI
+    /// layer requeues it; tcmu-runner answers `TCMU_STS_BUSY` alike).
+    #[error("backend busy: {0}")]
+    Busy(String),
     /// The handler does not implement this operation. From an operation it
     /// declared (see [`HandlerBuilder`](crate::HandlerBuilder)) this
     /// withdraws the capability: the runtime stops advertising it and

@@ -33,7 +33,7 @@ const PANIC_NOW_LBA: u64 = 1650;
 static SERVED_NOW: AtomicUsize = AtomicUsize::new(0);
 
 /// A memory disk whose reads of LBA 0 are slow (to force out-of-order
-/// completion), whose reads at LBA 1000 fail, whose reads at
+/// completion), whose reads at LBA 1000 fail (at 1001: busy), whose reads at
 /// [`VERY_SLOW_LBA`] outlast a one-second `cmd_time_out` and whose reads at
 /// [`HUNG_LBA`] never finish.
 struct MemDisk(RefCell<Vec<u8>>);
@@ -43,6 +43,9 @@ impl BlockHandler for MemDisk {
     async fn read(&self, offset: u64, mut bufs: Vec<DataBuf>) -> Result<(), BlockError> {
         if offset == 1000 * BS {
             return Err(BlockError::Io(std::io::Error::other("injected")));
+        }
+        if offset == 1001 * BS {
+            return Err(BlockError::Busy("injected".into()));
         }
         if offset == HUNG_LBA * BS {
             // Holds its buffers until cancelled.
@@ -262,6 +265,9 @@ fn errors_become_sense() {
     let c = rig.run(&rw10(0x28, 1000, 1), SimData::In(512));
     assert_eq!(c.status, 2);
     assert_eq!(sense_key_asc(&c), (3, 0x11, 0), "MEDIUM ERROR on read");
+    let c = rig.run(&rw10(0x28, 1001, 1), SimData::In(512));
+    assert_eq!(c.status, 0x08, "BUSY, no sense");
+    assert_eq!(sense_key_asc(&c), (0, 0, 0));
     let c = rig.run(&[0xee, 0, 0, 0, 0, 0, 0, 0, 0, 0], SimData::None);
     assert_eq!(sense_key_asc(&c), (5, 0x20, 0), "invalid opcode");
 }

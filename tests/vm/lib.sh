@@ -1130,3 +1130,41 @@ loop_untarget() {
     rmdir "$(dirname "$tpg")" || rc=1
     return $rc
 }
+
+# ---------------------------------------------------------------------------
+# rbd: a throwaway Ceph cluster inside the guest (t-55-rbd)
+#
+# handlers/rbd/tests/ceph-cluster.sh starts one monitor and one memstore OSD
+# on the guest's own 127.0.0.1 with every file under $WORK (guest RAM): about
+# a minute under TCG. The handler's host tests start the same cluster.
+
+CEPH_CLUSTER_SH=$REPO_DIR/handlers/rbd/tests/ceph-cluster.sh
+
+# ceph_start: start the cluster in $WORK/ceph (stopped by cleanup). Sets
+# CEPH_DIR and CEPH_CONF.
+ceph_start() {
+    CEPH_DIR=$WORK/ceph
+    CEPH_CONF=$CEPH_DIR/ceph.conf
+    push_cleanup "bash $CEPH_CLUSTER_SH stop $CEPH_DIR"
+    # Before the stop: the cluster's logs go to the host with the daemon's.
+    push_cleanup "cp -r $CEPH_DIR/log $LOGDIR/ceph"
+    local start=$SECONDS
+    # A short heartbeat grace lets tests use a short osd_op_timeout (the
+    # handler keeps it above grace + interval). A single OSD is never
+    # marked down by peers, so this does not make it flap under TCG.
+    CEPH_TEST_HEARTBEAT_GRACE=4 CEPH_TEST_HEARTBEAT_INTERVAL=1 \
+        bash "$CEPH_CLUSTER_SH" start "$CEPH_DIR" none >"$WORK/ceph-start.txt" 2>&1 || {
+        cat "$WORK/ceph-start.txt"
+        fail "cannot start the Ceph cluster"
+    }
+    log "Ceph cluster (mon + memstore osd) up in $((SECONDS - start))s"
+}
+
+# rbdc ARGS...: the rbd tool on the test cluster.
+rbdc() { rbd -c "$CEPH_CONF" "$@"; }
+
+# cephc ARGS...: the ceph tool on the test cluster.
+cephc() { ceph -c "$CEPH_CONF" "$@"; }
+
+# ceph_osd_pid: the OSD's PID.
+ceph_osd_pid() { cat "$CEPH_DIR/run/osd.0.pid"; }

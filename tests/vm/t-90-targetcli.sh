@@ -31,7 +31,7 @@ tc set global auto_save_on_exit=false >/dev/null || fail "targetcli set global f
 push_cleanup "(cleanup_all_lio)"   # not targetcli: it fails with no system bus
 
 # 1. The handlers, as targetcli sees them: the runner's, and only those.
-USER_HANDLERS="file ram qcow zbc fbo glfs"
+USER_HANDLERS="file ram qcow rbd zbc fbo glfs"
 tc ls /backstores >"$WORK/ls.txt" || fail "targetcli ls /backstores failed"
 cat "$WORK/ls.txt"
 for h in $USER_HANDLERS; do

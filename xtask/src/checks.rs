@@ -18,10 +18,12 @@ pub fn run_host_checks(paths: &Paths) -> Result<()> {
     eprintln!("xtask: checking the links of the Markdown files (cargo xtask check-docs)");
     crate::docs::run(paths, &crate::docs::Options::default())
         .context("`cargo xtask check-docs` failed")?;
-    // The qcow handler's unit tests make and check images with qemu-img.
-    // The glfs handler's tests start glusterd and a brick and load libgfapi.
+    // The qcow handler's unit tests make and check images with qemu-img;
+    // the rbd handler links librbd and its tests start a Ceph cluster; the
+    // glfs handler's tests start glusterd and a brick and load libgfapi.
     let mut apt = crate::setup::Apt::default();
     apt.ensure(&["qemu-utils"])?;
+    apt.ensure(crate::setup::RBD_PACKAGES)?;
     apt.ensure(crate::setup::GLFS_PACKAGES)?;
     let steps: [&[&str]; 4] = [
         &["test", "--workspace"],

@@ -23,6 +23,9 @@ pub fn version() -> String {
 /// (under `target/debian/`).
 pub fn build(paths: &Paths) -> Result<PathBuf> {
     cmd::ensure_cargo_tool("deb", "cargo-deb", "about 1.5 min")?;
+    // The rbd handler links librbd and librados ($auto then depends on
+    // librbd1 and librados2, as Debian's C package does).
+    crate::setup::Apt::default().ensure(crate::setup::RBD_PACKAGES)?;
     let out_dir = paths.root.join("target/debian");
     let mut c = cmd::cargo();
     c.args(["deb", "-p", "tcmu-runner", "--strip", "--no-dbgsym"])

@@ -320,6 +320,8 @@ fn c_peer_env(paths: &Paths) -> Result<Vec<(String, String)>> {
 /// dev-dependencies turn on features (the simulator) that the daemon
 /// binary must not be rebuilt with.
 fn build_runner(paths: &Paths) -> Result<()> {
+    // The rbd handler links librbd and librados.
+    setup::Apt::default().ensure(setup::RBD_PACKAGES)?;
     cmd::run(
         cmd::cargo()
             .args(["build", "--release", "-p", "tcmu-runner"])

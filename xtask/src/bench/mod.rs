@@ -45,12 +45,14 @@ pub struct Options {
     no_build: bool,
     /// Render the report of the last run again, without a VM.
     report_only: bool,
+    /// The rbd gateways instead (`tests/vm/bench-rbd.sh`).
+    rbd: bool,
 }
 
 /// What `cargo xtask help` says of `bench`.
 pub const USAGE: &str = "  bench [--runtime SECS] [--rounds N] [--size-mib MIB] [--timeout SECS]
         [--jobs REGEX] [--hw-max-sectors N] [--ring-poll-us US]
-        [--guest-idle halt|poll] [--no-build] [--report-only]
+        [--guest-idle halt|poll] [--no-build] [--report-only] [--rbd]
                         fio in the VM on the kernel's fileio backstore,
                         Debian's C tcmu-runner (user:file, its file handler
                         built from Debian's source package, cached under
@@ -66,7 +68,13 @@ pub const USAGE: &str = "  bench [--runtime SECS] [--rounds N] [--size-mib MIB] 
                         ($BENCH_RING_POLL_US), idle vCPUs halt
                         ($BENCH_GUEST_IDLE; poll boots the guest with
                         idle=poll, see docs/performance.md); --report-only
-                        renders the last results again
+                        renders the last results again. --rbd: the rbd
+                        gateways instead, on a Ceph cluster in the guest:
+                        our user:rbd LUN, the C tcmu-runner's handler_rbd
+                        and fio's rbd engine, 4k random write and read at
+                        iodepth 32, IOPS and CPU per I/O, our RSS with 1
+                        and 8 rbd LUNs (tests/vm/bench-rbd.sh; table in
+                        target/bench/rbd/summary.txt)
 ";
 
 /// How the guest kernel idles its vCPUs during the bench.
@@ -123,6 +131,7 @@ impl Options {
             timeout: None,
             no_build: false,
             report_only: false,
+            rbd: false,
         };
         let mut it = args.iter();
         while let Some(arg) = it.next() {
@@ -143,6 +152,7 @@ impl Options {
                 "--timeout" => o.timeout = Some(Duration::from_secs(value("--timeout")?)),
                 "--no-build" => o.no_build = true,
                 "--report-only" => o.report_only = true,
+                "--rbd" => o.rbd = true,
                 other => bail!("bench: unknown argument {other:?}"),
             }
         }
@@ -172,6 +182,9 @@ pub fn run(paths: &Paths, opts: &Options) -> Result<()> {
         crate::build_runner(paths)?;
     }
 
+    if opts.rbd {
+        return run_rbd(paths, opts, &kernel, &peer);
+    }
     let jobs_runs = 8 * 3 * opts.rounds;
     let timeout = opts
         .timeout
@@ -234,6 +247,50 @@ pub fn run(paths: &Paths, opts: &Options) -> Result<()> {
     fs::write(results.join("host.tsv"), host.to_tsv())
         .with_context(|| format!("cannot write {}/host.tsv", results.display()))?;
     render(&dir, &results)
+}
+
+/// `bench --rbd`: `tests/vm/bench-rbd.sh` in one boot; prints its table
+/// and keeps its results under `target/bench/rbd/`.
+fn run_rbd(
+    paths: &Paths,
+    opts: &Options,
+    kernel: &setup::Kernel,
+    peer: &cpeer::CPeer,
+) -> Result<()> {
+    let runs = 2 * 3 * opts.rounds;
+    let timeout = opts
+        .timeout
+        .unwrap_or(Duration::from_secs(runs * (opts.runtime + 30) + 900));
+    let str_path = |p: &Path| p.display().to_string();
+    let run = GuestRun {
+        script: paths.tests_vm.join("bench-rbd.sh"),
+        timeout,
+        extra_env: vec![
+            (
+                "TCMU_RUNNER".into(),
+                str_path(&paths.root.join("target/release/tcmu-runner")),
+            ),
+            ("C_TCMU_BIN".into(), str_path(&peer.bin)),
+            ("C_TCMU_LIBDIR".into(), str_path(&peer.lib_dir)),
+            ("C_TCMU_HANDLERS".into(), str_path(&peer.handlers)),
+            ("BENCH_RUNTIME".into(), opts.runtime.to_string()),
+            ("BENCH_ROUNDS".into(), opts.rounds.to_string()),
+        ],
+        kernel_args: opts.guest_idle.kernel_args(),
+    };
+    if other_vms() > 0 {
+        eprintln!("xtask: WARNING: other VM(s) running: the figures will be skewed");
+    }
+    vm::boot_and_run(paths, kernel, &run)?.into_result()?;
+    let out = paths.root.join("target/bench/rbd");
+    if out.exists() {
+        fs::remove_dir_all(&out).with_context(|| format!("cannot clear {}", out.display()))?;
+    }
+    copy_dir(&paths.vm.join("out/bench-rbd"), &out)?;
+    let summary = fs::read_to_string(out.join("summary.txt"))
+        .with_context(|| format!("no summary in {}", out.display()))?;
+    println!("{summary}");
+    Ok(())
 }
 
 /// Writes report.md and report.png from `results` and prints the tables.

@@ -51,6 +51,25 @@ pub const PACKAGES: &[&str] = &[
     // The glfs handler's tests: glusterd and a brick (and libgfapi0, which
     // the daemon loads at run time).
     "glusterfs-server",
+    // The rbd handler: librbd to build it, a Ceph cluster to test it.
+    "librbd-dev",
+    "librados-dev",
+    "ceph-mon",
+    "ceph-osd",
+    "ceph-mgr",
+    "ceph-common",
+];
+
+/// What building the daemon (the rbd handler links librbd and librados)
+/// and the rbd handler's host tests (a throwaway cluster: mon, memstore
+/// OSD, mgr for the service map; the rbd and ceph tools) need.
+pub const RBD_PACKAGES: &[&str] = &[
+    "librbd-dev",
+    "librados-dev",
+    "ceph-mon",
+    "ceph-osd",
+    "ceph-mgr",
+    "ceph-common",
 ];
 
 /// What the glfs handler's host tests need: glusterd, the gluster CLI, the
