@@ -605,10 +605,18 @@ fn rbd_handler_on_a_real_cluster() {
         waited.as_secs_f64()
     );
     let resumed = Instant::now();
+    // The OSD was marked down while stopped: it has to boot into the map
+    // and peer again, which takes seconds on an idle host and over a
+    // minute on a loaded one.
+    let back = until_not_busy(&mut slow, &cdb::read10(64, 8), &SimData::In(4096), 240);
     assert_eq!(
-        until_not_busy(&mut slow, &cdb::read10(64, 8), &SimData::In(4096), 90).data_in,
-        d
+        back.status,
+        0,
+        "a read {:.0} s after the OSD resumed: {:?}",
+        resumed.elapsed().as_secs_f64(),
+        sense_key_asc(&back)
     );
+    assert_eq!(back.data_in, d, "data written before the OSD stopped");
     for i in 0..8u32 {
         write(&mut slow, 1024 + i * 8, d.clone());
     }
