@@ -16,7 +16,7 @@
 //! - READ DISC STRUCTURE for DVD media ([`structure`]);
 //! - the MMC mode pages, page 2Ah (capabilities and mechanical status)
 //!   included ([`mode`]);
-//! - FORMAT UNIT's parameter list ([`format`]);
+//! - FORMAT UNIT's parameter list ([`format`](mod@format));
 //! - the MMC sense codes (on [`Sense`]).
 //!
 //! [`decode`](crate::decode) turns the MMC CDBs into typed
