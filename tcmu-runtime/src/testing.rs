@@ -23,6 +23,8 @@
 //! # }
 //! ```
 
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -240,5 +242,64 @@ pub fn sense_key_asc(c: &SimCompletion) -> (u8, u8, u8) {
     match c.sense.get(..14) {
         Some(s) => (s[2] & 0xf, s[12], s[13]),
         None => (0, 0, 0),
+    }
+}
+
+/// Panics unless `c` is GOOD, naming the sense it carries instead.
+#[track_caller]
+pub fn assert_good(c: &SimCompletion) {
+    assert_eq!(
+        c.status,
+        0,
+        "expected GOOD, got status {:#04x} with sense {:02x?}",
+        c.status,
+        sense_key_asc(c)
+    );
+}
+
+/// Panics unless `c` is CHECK CONDITION with sense key, ASC and ASCQ
+/// `want`.
+#[track_caller]
+pub fn assert_check(c: &SimCompletion, want: (u8, u8, u8)) {
+    assert_eq!(
+        c.status, 2,
+        "expected CHECK CONDITION {want:02x?}, got status {:#04x}",
+        c.status
+    );
+    assert_eq!(sense_key_asc(c), want, "sense key, ASC, ASCQ");
+}
+
+/// A path under the temporary directory, unique to this process and call,
+/// whose file (if any) is removed when the value is dropped: the backing
+/// file of a handler under test.
+#[derive(Debug)]
+pub struct TempPath(PathBuf);
+
+impl TempPath {
+    /// A new path named after `prefix` and `name` (`name` ends the file
+    /// name, so it may carry an extension); nothing is created.
+    pub fn new(prefix: &str, name: &str) -> Self {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("{prefix}-{}-{n}-{name}", std::process::id()));
+        let _ = std::fs::remove_file(&p);
+        Self(p)
+    }
+
+    /// The path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// The path as a string, for a cfgstring (temporary paths are UTF-8
+    /// in tests; a path that is not is shown lossily).
+    pub fn cfg(&self) -> String {
+        self.0.to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }

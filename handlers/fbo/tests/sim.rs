@@ -6,58 +6,21 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tcmu_core::sim::{SimCompletion, SimData};
 use tcmu_handler_fbo::FboFactory;
-use tcmu_runtime::testing::{cdb, sense_key_asc, SimLun};
+use tcmu_runtime::testing::{assert_check, assert_good, cdb, SimLun, TempPath};
 use tcmu_runtime::{DeviceConfig, ReconfigRequest, Report, Workers};
 
 const MIB: u64 = 1 << 20;
 const BS: usize = 2048;
 
-/// A unique temp path, removed when dropped.
-struct TempPath(PathBuf);
-
-impl TempPath {
-    fn new(name: &str) -> Self {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let p = std::env::temp_dir().join(format!(
-            "tcmu-handler-fbo-{}-{n}-{name}.iso",
-            std::process::id()
-        ));
-        let _ = fs::remove_file(&p);
-        Self(p)
-    }
-
-    fn s(&self) -> &str {
-        self.0.to_str().unwrap()
-    }
-}
-
-impl Drop for TempPath {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.0);
-    }
-}
-
 fn open(workers: &Workers, cfg: &str, size: u64) -> Result<SimLun, String> {
     // configfs's default hw_block_size: the disc's 2048 wins.
     let config = DeviceConfig::new("fbo0", cfg, size, 512).with_write_cache(true);
     SimLun::open(workers, Arc::new(FboFactory), config).map_err(|e| Report(&e).to_string())
-}
-
-fn good(c: &SimCompletion) {
-    assert_eq!(c.status, 0, "sense {:02x?}", sense_key_asc(c));
-}
-
-fn check(c: &SimCompletion, want: (u8, u8, u8)) {
-    assert_eq!(c.status, 2, "expected CHECK CONDITION {want:02x?}");
-    assert_eq!(sense_key_asc(c), want);
 }
 
 /// A pattern block: every byte is `lba + i` (mod 251).
@@ -113,66 +76,66 @@ fn format_unit(lun: &mut SimLun, blocks: u32, immed: bool) -> SimCompletion {
 #[test]
 fn an_optical_drive_with_2048_byte_blocks() {
     let workers = Workers::start(1).unwrap();
-    let path = TempPath::new("rw");
-    let mut lun = open(&workers, path.s(), 8 * MIB).unwrap();
+    let path = TempPath::new("tcmu-handler-fbo", "rw.iso");
+    let mut lun = open(&workers, &path.cfg(), 8 * MIB).unwrap();
     // The file is created (as tcmu-runner does).
-    assert!(path.0.exists());
+    assert!(path.path().exists());
 
     let inq = lun.run(&[0x12, 0, 0, 0, 96, 0], SimData::In(96));
-    good(&inq);
+    assert_good(&inq);
     assert_eq!(inq.data_in[0], 0x05, "peripheral device type 5");
     assert_eq!(inq.data_in[1], 0x80, "removable medium");
     assert_eq!(&inq.data_in[16..21], b"VOPTA");
 
     let cap = lun.run(&[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0], SimData::In(8));
-    good(&cap);
+    assert_good(&cap);
     assert_eq!(
         cap.data_in,
         [&(4096u32 - 1).to_be_bytes()[..], &2048u32.to_be_bytes()[..]].concat()
     );
 
     let data = pattern(10, 3);
-    good(&write10(&mut lun, 10, &data));
+    assert_good(&write10(&mut lun, 10, &data));
     let r = read10(&mut lun, 10, 3);
-    good(&r);
+    assert_good(&r);
     assert_eq!(r.data_in, data);
     // Block 10 is 20 KiB into the file.
-    good(&lun.run(&[0x35, 0, 0, 0, 0, 0, 0, 0, 0, 0], SimData::None));
-    let file = fs::read(&path.0).unwrap();
+    assert_good(&lun.run(&[0x35, 0, 0, 0, 0, 0, 0, 0, 0, 0], SimData::None));
+    let file = fs::read(path.path()).unwrap();
     assert_eq!(&file[10 * BS..13 * BS], &data[..]);
     // READ (12) and past the end.
     let r12 = lun.run(&[0xa8, 0, 0, 0, 0, 11, 0, 0, 0, 1, 0, 0], SimData::In(BS));
-    good(&r12);
+    assert_good(&r12);
     assert_eq!(r12.data_in, &data[BS..2 * BS]);
-    check(&read10(&mut lun, 4095, 2), (5, 0x21, 0));
+    assert_check(&read10(&mut lun, 4095, 2), (5, 0x21, 0));
 
     // GET CONFIGURATION: DVD-RAM is the current profile.
     let gc = lun.run(&get_configuration(0, 0, 64), SimData::In(64));
-    good(&gc);
+    assert_good(&gc);
     assert_eq!(&gc.data_in[6..8], &[0x00, 0x12]);
     // The profile list lists DVD-RAM as current.
     assert_eq!(&gc.data_in[8..10], &[0, 0]);
     assert_eq!(&gc.data_in[12..15], &[0x00, 0x12, 0x01]);
     // READ TOC format 0: track 1 at 0, the lead-out at the end.
     let toc = lun.run(&[0x43, 0, 0, 0, 0, 0, 0, 0, 20, 0], SimData::In(20));
-    good(&toc);
+    assert_good(&toc);
     assert_eq!(&toc.data_in[..4], &[0, 18, 1, 1]);
     assert_eq!(&toc.data_in[13..15], &[0x17, 0xaa]);
     assert_eq!(&toc.data_in[16..20], &4096u32.to_be_bytes());
-    check(
+    assert_check(
         &lun.run(&[0x43, 0, 0x05, 0, 0, 0, 0, 0, 20, 0], SimData::In(20)),
         (5, 0x24, 0),
     );
     // The operational change of a drive that just came up, reported once.
     let gesn = [0x4a, 0x01, 0, 0, 1 << 1, 0, 0, 0, 8, 0];
     let e = lun.run(&gesn, SimData::In(8));
-    good(&e);
+    assert_good(&e);
     assert_eq!(e.data_in[2], 0x01, "operational change class");
     assert_eq!(e.data_in[4] & 0x0f, 2, "change notification");
     let e = lun.run(&gesn, SimData::In(8));
     assert_eq!(e.data_in[4] & 0x0f, 0, "consumed");
     // Asynchronous GESN is refused.
-    check(
+    assert_check(
         &lun.run(&[0x4a, 0, 0, 0, 0x10, 0, 0, 0, 8, 0], SimData::In(8)),
         (5, 0x24, 0),
     );
@@ -183,30 +146,34 @@ fn an_optical_drive_with_2048_byte_blocks() {
 #[test]
 fn a_read_only_disc_is_write_protected() {
     let workers = Workers::start(1).unwrap();
-    let path = TempPath::new("ro");
+    let path = TempPath::new("tcmu-handler-fbo", "ro.iso");
     let image = pattern(0, 64);
-    fs::write(&path.0, &image).unwrap();
-    let mut lun = open(&workers, &format!("ro/{}", path.s()), image.len() as u64).unwrap();
+    fs::write(path.path(), &image).unwrap();
+    let mut lun = open(&workers, &format!("ro/{}", &path.cfg()), image.len() as u64).unwrap();
 
     let r = read10(&mut lun, 0, 64);
-    good(&r);
+    assert_good(&r);
     assert_eq!(r.data_in, image);
-    check(&write10(&mut lun, 0, &pattern(7, 1)), (7, 0x27, 0));
+    assert_check(&write10(&mut lun, 0, &pattern(7, 1)), (7, 0x27, 0));
     // WRITE AND VERIFY, WRITE (16) and FORMAT UNIT too.
-    check(
+    assert_check(
         &lun.run(&cdb::rw10(0x2e, 1, 1), SimData::Out(vec![1; BS])),
         (7, 0x27, 0),
     );
-    check(
+    assert_check(
         &lun.run(&cdb::rw16(0x8a, 0, 1, 1), SimData::Out(vec![1; BS])),
         (7, 0x27, 0),
     );
-    check(&format_unit(&mut lun, 64, false), (7, 0x27, 0));
-    assert_eq!(fs::read(&path.0).unwrap(), image, "the image is unchanged");
+    assert_check(&format_unit(&mut lun, 64, false), (7, 0x27, 0));
+    assert_eq!(
+        fs::read(path.path()).unwrap(),
+        image,
+        "the image is unchanged"
+    );
 
     // DVD-ROM: current profile 0010h, no DVD-RAM in the list.
     let gc = lun.run(&get_configuration(0, 0, 64), SimData::In(64));
-    good(&gc);
+    assert_good(&gc);
     assert_eq!(&gc.data_in[6..8], &[0x00, 0x10]);
     let list_len = usize::from(gc.data_in[11]);
     let profiles: Vec<u16> = gc.data_in[12..12 + list_len]
@@ -216,71 +183,71 @@ fn a_read_only_disc_is_write_protected() {
     assert_eq!(profiles, [0x10, 0x08]);
     // Page 2Ah writes nothing.
     let ms = lun.run(&[0x5a, 0, 0x2a, 0, 0, 0, 0, 0, 40, 0], SimData::In(40));
-    good(&ms);
+    assert_good(&ms);
     assert_eq!(ms.data_in[8], 0x2a);
     assert_eq!(ms.data_in[8 + 3], 0, "no write capability");
     lun.close();
 
     // A read-only drive needs its image.
-    let missing = TempPath::new("missing");
-    let e = open(&workers, &format!("ro/{}", missing.s()), 8 * MIB).unwrap_err();
+    let missing = TempPath::new("tcmu-handler-fbo", "missing.iso");
+    let e = open(&workers, &format!("ro/{}", &missing.cfg()), 8 * MIB).unwrap_err();
     assert!(e.contains("needs an existing image"), "{e}");
-    assert!(!missing.0.exists());
+    assert!(!missing.path().exists());
     workers.shutdown();
 }
 
 #[test]
 fn eject_and_load_with_media_events_and_the_removal_lock() {
     let workers = Workers::start(1).unwrap();
-    let path = TempPath::new("eject");
-    let mut lun = open(&workers, path.s(), 4 * MIB).unwrap();
-    good(&write10(&mut lun, 0, &pattern(0, 1)));
+    let path = TempPath::new("tcmu-handler-fbo", "eject.iso");
+    let mut lun = open(&workers, &path.cfg(), 4 * MIB).unwrap();
+    assert_good(&write10(&mut lun, 0, &pattern(0, 1)));
     // Drain the start-up operational event.
-    good(&lun.run(&[0x4a, 0x01, 0, 0, 0x52, 0, 0, 0, 8, 0], SimData::In(8)));
+    assert_good(&lun.run(&[0x4a, 0x01, 0, 0, 0x52, 0, 0, 0, 8, 0], SimData::In(8)));
 
     // Locked in: the eject is refused, page 2Ah says locked.
-    good(&lun.run(&prevent(true), SimData::None));
-    check(&lun.run(&EJECT, SimData::None), (5, 0x53, 0x02));
+    assert_good(&lun.run(&prevent(true), SimData::None));
+    assert_check(&lun.run(&EJECT, SimData::None), (5, 0x53, 0x02));
     let ms = lun.run(&[0x1a, 0, 0x2a, 0, 40, 0], SimData::In(40));
-    good(&ms);
+    assert_good(&ms);
     assert_eq!(ms.data_in[4 + 6] & 0x03, 0x03, "lock supported, locked");
-    good(&lun.run(&TUR, SimData::None));
+    assert_good(&lun.run(&TUR, SimData::None));
 
     // Allowed: the eject opens the tray.
-    good(&lun.run(&prevent(false), SimData::None));
+    assert_good(&lun.run(&prevent(false), SimData::None));
     let ms = lun.run(&[0x1a, 0, 0x2a, 0, 40, 0], SimData::In(40));
     assert_eq!(ms.data_in[4 + 6] & 0x03, 0x01, "lock supported, unlocked");
-    good(&lun.run(&EJECT, SimData::None));
-    check(&lun.run(&TUR, SimData::None), (2, 0x3a, 0x02));
-    check(&read10(&mut lun, 0, 1), (2, 0x3a, 0x02));
-    check(&write10(&mut lun, 0, &pattern(5, 1)), (2, 0x3a, 0x02));
-    check(
+    assert_good(&lun.run(&EJECT, SimData::None));
+    assert_check(&lun.run(&TUR, SimData::None), (2, 0x3a, 0x02));
+    assert_check(&read10(&mut lun, 0, 1), (2, 0x3a, 0x02));
+    assert_check(&write10(&mut lun, 0, &pattern(5, 1)), (2, 0x3a, 0x02));
+    assert_check(
         &lun.run(&[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0], SimData::In(8)),
         (2, 0x3a, 0x02),
     );
     // The media event: removal, tray open, no medium.
     let e = lun.run(&GESN_MEDIA, SimData::In(8));
-    good(&e);
+    assert_good(&e);
     assert_eq!(e.data_in[2], 0x04, "media class");
     assert_eq!(&e.data_in[4..6], &[3, 0x01]);
     // No current profile without a disc.
     let gc = lun.run(&get_configuration(0, 0, 8), SimData::In(8));
-    good(&gc);
+    assert_good(&gc);
     assert_eq!(&gc.data_in[6..8], &[0, 0]);
     // MECHANISM STATUS: door open.
     let m = lun.run(&[0xbd, 0, 0, 0, 0, 0, 0, 0, 0, 8, 0, 0], SimData::In(8));
-    good(&m);
+    assert_good(&m);
     assert_eq!(m.data_in[1] & 0x10, 0x10);
 
     // Load: new media, the data is back.
-    good(&lun.run(&LOAD, SimData::None));
+    assert_good(&lun.run(&LOAD, SimData::None));
     let e = lun.run(&GESN_MEDIA, SimData::In(8));
     assert_eq!(&e.data_in[4..6], &[2, 0x02]);
     let e = lun.run(&GESN_MEDIA, SimData::In(8));
     assert_eq!(&e.data_in[4..6], &[0, 0x02], "reported once");
-    good(&lun.run(&TUR, SimData::None));
+    assert_good(&lun.run(&TUR, SimData::None));
     let r = read10(&mut lun, 0, 1);
-    good(&r);
+    assert_good(&r);
     assert_eq!(r.data_in, pattern(0, 1));
     lun.close();
     workers.shutdown();
@@ -289,39 +256,39 @@ fn eject_and_load_with_media_events_and_the_removal_lock() {
 #[test]
 fn format_unit_in_the_background_reports_progress_then_reads_zeroes() {
     let workers = Workers::start(1).unwrap();
-    let path = TempPath::new("format");
+    let path = TempPath::new("tcmu-handler-fbo", "format.iso");
     let size = 32 * MIB;
     let blocks = (size / BS as u64) as u32;
-    let mut lun = open(&workers, path.s(), size).unwrap();
+    let mut lun = open(&workers, &path.cfg(), size).unwrap();
     for lba in [0, blocks / 2, blocks - 4] {
-        good(&write10(&mut lun, lba, &pattern(lba, 4)));
+        assert_good(&write10(&mut lun, lba, &pattern(lba, 4)));
     }
     // Fields: a wrong block count and a missing FMTDATA are refused.
-    check(&format_unit(&mut lun, blocks - 1, true), (5, 0x26, 0));
-    check(
+    assert_check(&format_unit(&mut lun, blocks - 1, true), (5, 0x26, 0));
+    assert_check(
         &lun.run(&[0x04, 0x01, 0, 0, 0, 0], SimData::None),
         (5, 0x24, 0),
     );
 
-    good(&format_unit(&mut lun, blocks, true));
+    assert_good(&format_unit(&mut lun, blocks, true));
     // Right after IMMED's GOOD the drive is formatting.
     let rs = request_sense(&mut lun);
-    good(&rs);
+    assert_good(&rs);
     assert_eq!(
         (rs.data_in[2] & 0x0f, rs.data_in[12], rs.data_in[13]),
         (2, 4, 4)
     );
     assert_eq!(rs.data_in[15] & 0x80, 0x80, "SKSV");
-    check(&lun.run(&TUR, SimData::None), (2, 4, 4));
-    check(&read10(&mut lun, 0, 1), (2, 4, 4));
+    assert_check(&lun.run(&TUR, SimData::None), (2, 4, 4));
+    assert_check(&read10(&mut lun, 0, 1), (2, 4, 4));
     // GET CONFIGURATION is still answered.
-    good(&lun.run(&get_configuration(0, 0, 8), SimData::In(8)));
+    assert_good(&lun.run(&get_configuration(0, 0, 8), SimData::In(8)));
 
     let mut seen = vec![u16::from_be_bytes([rs.data_in[16], rs.data_in[17]])];
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let rs = request_sense(&mut lun);
-        good(&rs);
+        assert_good(&rs);
         if rs.data_in[2] & 0x0f == 0 {
             break;
         }
@@ -334,21 +301,21 @@ fn format_unit_in_the_background_reports_progress_then_reads_zeroes() {
         seen.windows(2).all(|w| w[0] <= w[1]),
         "progress never goes back: {seen:?}"
     );
-    good(&lun.run(&TUR, SimData::None));
+    assert_good(&lun.run(&TUR, SimData::None));
     for lba in [0, blocks / 2, blocks - 4] {
         let r = read10(&mut lun, lba, 4);
-        good(&r);
+        assert_good(&r);
         assert!(r.data_in.iter().all(|&b| b == 0), "LBA {lba} reads zeroes");
     }
     // The device busy event of the format.
     let e = lun.run(&[0x4a, 0x01, 0, 0, 1 << 6, 0, 0, 0, 8, 0], SimData::In(8));
-    good(&e);
+    assert_good(&e);
     assert_eq!(e.data_in[2], 0x06);
 
     // Without IMMED, the answer comes when it is done.
-    good(&write10(&mut lun, 3, &pattern(3, 1)));
-    good(&format_unit(&mut lun, blocks, false));
-    good(&lun.run(&TUR, SimData::None));
+    assert_good(&write10(&mut lun, 3, &pattern(3, 1)));
+    assert_good(&format_unit(&mut lun, blocks, false));
+    assert_good(&lun.run(&TUR, SimData::None));
     let r = read10(&mut lun, 3, 1);
     assert!(r.data_in.iter().all(|&b| b == 0));
     lun.close();
@@ -358,19 +325,17 @@ fn format_unit_in_the_background_reports_progress_then_reads_zeroes() {
 #[test]
 fn the_disc_keeps_its_size_and_file() {
     let workers = Workers::start(1).unwrap();
-    let path = TempPath::new("reconfig");
-    let lun = open(&workers, path.s(), 4 * MIB).unwrap();
+    let path = TempPath::new("tcmu-handler-fbo", "reconfig.iso");
+    let lun = open(&workers, &path.cfg(), 4 * MIB).unwrap();
     assert!(lun.reconfig(ReconfigRequest::Size(4 * MIB)).is_ok());
     assert!(lun.reconfig(ReconfigRequest::Size(8 * MIB)).is_err());
     assert!(lun
-        .reconfig(ReconfigRequest::Config(format!("ro/{}", path.s())))
+        .reconfig(ReconfigRequest::Config(format!("ro/{}", &path.cfg())))
         .is_err());
-    assert!(lun
-        .reconfig(ReconfigRequest::Config(path.s().to_owned()))
-        .is_ok());
+    assert!(lun.reconfig(ReconfigRequest::Config(path.cfg())).is_ok());
     lun.close();
     // Less than a block is no disc.
-    let e = open(&workers, path.s(), 1024).unwrap_err();
+    let e = open(&workers, &path.cfg(), 1024).unwrap_err();
     assert!(e.contains("holds no 2048-byte block"), "{e}");
     workers.shutdown();
 }

@@ -5,41 +5,14 @@
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tcmu_core::{DataBuf, ScratchArea};
 use tcmu_handler_file::{FileFactory, FileHandler};
+use tcmu_runtime::testing::TempPath;
 use tcmu_runtime::{
     BlockError, BlockHandler, DeviceConfig, HandlerFactory, LbaStatus, ReconfigRequest, Unmap,
     WriteSame,
 };
-
-/// A unique temp path, removed when dropped.
-struct TempPath(PathBuf);
-
-impl TempPath {
-    fn new(name: &str) -> Self {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let p = std::env::temp_dir().join(format!(
-            "tcmu-handler-file-{}-{n}-{name}.img",
-            std::process::id()
-        ));
-        let _ = fs::remove_file(&p);
-        Self(p)
-    }
-
-    fn cfg(&self) -> String {
-        self.0.to_str().unwrap().to_owned()
-    }
-}
-
-impl Drop for TempPath {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.0);
-    }
-}
 
 fn dev(path: &TempPath, size: u64) -> DeviceConfig {
     DeviceConfig::new("file0", path.cfg(), size, 512).with_write_cache(true)
@@ -67,17 +40,17 @@ fn pattern(len: usize, seed: u32) -> Vec<u8> {
 #[test]
 fn creates_the_file_and_grows_it_never_shrinks() {
     tokio_uring::start(async {
-        let p = TempPath::new("create");
+        let p = TempPath::new("tcmu-handler-file", "create.img");
         let h = FileHandler::open(&dev(&p, 1 << 20)).await.unwrap();
-        let m = fs::metadata(&p.0).unwrap();
+        let m = fs::metadata(p.path()).unwrap();
         assert_eq!(m.len(), 1 << 20);
         assert_eq!(m.permissions().mode() & 0o777, 0o600);
         drop(h);
 
         // A short file grows to the device size; its data stays.
-        fs::write(&p.0, [0x5a; 1000]).unwrap();
+        fs::write(p.path(), [0x5a; 1000]).unwrap();
         let h = FileHandler::open(&dev(&p, 8192)).await.unwrap();
-        assert_eq!(fs::metadata(&p.0).unwrap().len(), 8192);
+        assert_eq!(fs::metadata(p.path()).unwrap().len(), 8192);
         let map = ScratchArea::new(8192).unwrap();
         map.fill(0, 8192, 0xee).unwrap();
         h.read(0, bufs(&map, &[(0, 8192)])).await.unwrap();
@@ -88,14 +61,14 @@ fn creates_the_file_and_grows_it_never_shrinks() {
 
         // A larger file is never shrunk.
         let _h = FileHandler::open(&dev(&p, 4096)).await.unwrap();
-        assert_eq!(fs::metadata(&p.0).unwrap().len(), 8192);
+        assert_eq!(fs::metadata(p.path()).unwrap().len(), 8192);
     });
 }
 
 #[test]
 fn writes_scattered_buffers_and_reads_them_back() {
     tokio_uring::start(async {
-        let p = TempPath::new("rw");
+        let p = TempPath::new("tcmu-handler-file", "rw.img");
         let h = FileFactory.open(&dev(&p, 4 << 20)).await.unwrap();
         let map = ScratchArea::new(256 << 10).unwrap();
         let data = pattern(20000, 7);
@@ -117,7 +90,7 @@ fn writes_scattered_buffers_and_reads_them_back() {
         h.flush().await.unwrap();
 
         // And the file really holds them.
-        let on_disk = fs::read(&p.0).unwrap();
+        let on_disk = fs::read(p.path()).unwrap();
         assert_eq!(&on_disk[1 << 20..(1 << 20) + 20000], &data[..]);
     });
 }
@@ -125,7 +98,7 @@ fn writes_scattered_buffers_and_reads_them_back() {
 #[test]
 fn more_buffers_than_iov_max() {
     tokio_uring::start(async {
-        let p = TempPath::new("iovmax");
+        let p = TempPath::new("tcmu-handler-file", "iovmax.img");
         let h = FileHandler::open(&dev(&p, 4 << 20)).await.unwrap();
         let n = 2100;
         let map = ScratchArea::new(2 * n * 512).unwrap();
@@ -149,7 +122,7 @@ fn more_buffers_than_iov_max() {
 #[test]
 fn reads_past_eof_are_zeroes() {
     tokio_uring::start(async {
-        let p = TempPath::new("eof");
+        let p = TempPath::new("tcmu-handler-file", "eof.img");
         let h = FileHandler::open(&dev(&p, 65536)).await.unwrap();
         let map = ScratchArea::new(65536).unwrap();
         map.fill(0, 8192, 0x11).unwrap();
@@ -157,7 +130,7 @@ fn reads_past_eof_are_zeroes() {
         // Someone truncates the file under us: 1000 bytes are left.
         fs::OpenOptions::new()
             .write(true)
-            .open(&p.0)
+            .open(p.path())
             .unwrap()
             .set_len(1000)
             .unwrap();
@@ -181,7 +154,7 @@ fn reads_past_eof_are_zeroes() {
 #[test]
 fn unmap_punches_holes() {
     tokio_uring::start(async {
-        let p = TempPath::new("unmap");
+        let p = TempPath::new("tcmu-handler-file", "unmap.img");
         let size = 4u64 << 20;
         let h = FileHandler::open(&dev(&p, size)).await.unwrap();
         assert!(h.supports_unmap(), "temp dir filesystem cannot punch holes");
@@ -190,10 +163,10 @@ fn unmap_punches_holes() {
 
         h.write_same(0, size, &[0x77; 512]).await.unwrap();
         h.flush().await.unwrap();
-        let before = fs::metadata(&p.0).unwrap().blocks();
+        let before = fs::metadata(p.path()).unwrap().blocks();
 
         h.unmap(1 << 20, 2 << 20).await.unwrap();
-        let m = fs::metadata(&p.0).unwrap();
+        let m = fs::metadata(p.path()).unwrap();
         assert_eq!(m.len(), size);
         assert!(
             m.blocks() + (1 << 20) / 512 <= before,
@@ -215,14 +188,14 @@ fn unmap_punches_holes() {
 #[test]
 fn write_same_repeats_the_pattern() {
     tokio_uring::start(async {
-        let p = TempPath::new("ws");
+        let p = TempPath::new("tcmu-handler-file", "ws.img");
         let h = FileHandler::open(&dev(&p, 8 << 20)).await.unwrap();
         // More than one 1 MiB chunk, and a length that is not a multiple
         // of the chunk.
         let pat = pattern(4096, 11);
         let len = (2 << 20) + 3 * 4096;
         h.write_same(8192, len as u64, &pat).await.unwrap();
-        let disk = fs::read(&p.0).unwrap();
+        let disk = fs::read(p.path()).unwrap();
         assert!(disk[..8192].iter().all(|&b| b == 0));
         for (i, chunk) in disk[8192..8192 + len].chunks(4096).enumerate() {
             assert_eq!(chunk, &pat[..], "block {i}");
@@ -231,7 +204,7 @@ fn write_same_repeats_the_pattern() {
 
         // All zeroes: the ZERO_RANGE fast path (or writes).
         h.write_same(8192, 4096 * 5, &[0; 4096]).await.unwrap();
-        let disk = fs::read(&p.0).unwrap();
+        let disk = fs::read(p.path()).unwrap();
         assert!(disk[..8192 + 4096 * 5].iter().all(|&b| b == 0));
         assert_eq!(&disk[8192 + 4096 * 5..8192 + 4096 * 6], &pat[..]);
 
@@ -244,13 +217,13 @@ fn write_same_repeats_the_pattern() {
 #[test]
 fn reconfig_grows_and_refuses_a_new_path() {
     tokio_uring::start(async {
-        let p = TempPath::new("reconfig");
+        let p = TempPath::new("tcmu-handler-file", "reconfig.img");
         let h = FileHandler::open(&dev(&p, 4096)).await.unwrap();
         h.reconfig(&ReconfigRequest::Size(65536)).await.unwrap();
-        assert_eq!(fs::metadata(&p.0).unwrap().len(), 65536);
+        assert_eq!(fs::metadata(p.path()).unwrap().len(), 65536);
         // Shrinking the device never shrinks the file.
         h.reconfig(&ReconfigRequest::Size(4096)).await.unwrap();
-        assert_eq!(fs::metadata(&p.0).unwrap().len(), 65536);
+        assert_eq!(fs::metadata(p.path()).unwrap().len(), 65536);
         h.reconfig(&ReconfigRequest::Config(p.cfg())).await.unwrap();
         let msg = h
             .reconfig(&ReconfigRequest::Config("/tmp/other.img".into()))
@@ -281,12 +254,12 @@ fn factory_checks_config() {
         f.check_config("disk.img").unwrap_err().to_string(),
         "file handler: path disk.img is not absolute"
     );
-    let p = TempPath::new("check");
+    let p = TempPath::new("tcmu-handler-file", "check.img");
     assert!(f.check_config(&p.cfg()).is_ok());
-    assert!(!p.0.exists(), "check_config must not create the file");
-    fs::create_dir(&p.0).unwrap();
+    assert!(!p.path().exists(), "check_config must not create the file");
+    fs::create_dir(p.path()).unwrap();
     let msg = f.check_config(&p.cfg()).unwrap_err().to_string();
-    fs::remove_dir(&p.0).unwrap();
+    fs::remove_dir(p.path()).unwrap();
     assert!(
         msg.ends_with("is not a regular file or a block device"),
         "{msg}"
@@ -307,7 +280,7 @@ fn factory_checks_config() {
 fn lba_status_reports_holes() {
     use tcmu_runtime::tcmu_scsi::lba_status::Provisioning;
     tokio_uring::start(async {
-        let p = TempPath::new("lba-status");
+        let p = TempPath::new("tcmu-handler-file", "lba-status.img");
         let size = 4u64 << 20;
         let h = FileHandler::open(&dev(&p, size)).await.unwrap();
         h.write_same(0, size, &[0x77; 512]).await.unwrap();

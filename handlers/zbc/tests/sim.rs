@@ -7,42 +7,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tcmu_core::sim::{SimCompletion, SimData};
 use tcmu_handler_zbc::ZbcFactory;
-use tcmu_runtime::testing::{cdb, sense_key_asc, SimLun};
+use tcmu_runtime::testing::{assert_check, assert_good, cdb, sense_key_asc, SimLun, TempPath};
 use tcmu_runtime::{DeviceConfig, ReconfigRequest, Report, Workers};
 
 const MIB: u64 = 1 << 20;
-
-/// A unique temp path, removed when dropped.
-struct TempPath(PathBuf);
-
-impl TempPath {
-    fn new(name: &str) -> Self {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let p = std::env::temp_dir().join(format!(
-            "tcmu-handler-zbc-{}-{n}-{name}.raw",
-            std::process::id()
-        ));
-        let _ = fs::remove_file(&p);
-        Self(p)
-    }
-
-    fn s(&self) -> &str {
-        self.0.to_str().unwrap()
-    }
-}
-
-impl Drop for TempPath {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.0);
-    }
-}
 
 struct Lun {
     lun: SimLun,
@@ -120,20 +92,6 @@ impl Lun {
     }
 }
 
-fn good(c: &SimCompletion) {
-    assert_eq!(
-        c.status,
-        0,
-        "expected GOOD, got sense {:?}",
-        sense_key_asc(c)
-    );
-}
-
-fn check(c: &SimCompletion, want: (u8, u8, u8)) {
-    assert_eq!(c.status, 2, "expected CHECK CONDITION {want:x?}");
-    assert_eq!(sense_key_asc(c), want);
-}
-
 const CLOSE: u8 = 1;
 const FINISH: u8 = 2;
 const OPEN: u8 = 3;
@@ -148,20 +106,20 @@ const Z: u64 = 2048;
 #[test]
 fn the_disk_reports_itself_zoned() {
     let workers = Workers::start(1).unwrap();
-    let f = TempPath::new("identity");
-    let mut lun = Lun::open(&workers, &format!("{HM}{}", f.s()), 8 * MIB, 512).unwrap();
+    let f = TempPath::new("tcmu-handler-zbc", "identity.raw");
+    let mut lun = Lun::open(&workers, &format!("{HM}{}", &f.cfg()), 8 * MIB, 512).unwrap();
     let inq = lun.run(&[0x12, 0, 0, 0, 96, 0], SimData::In(96));
-    good(&inq);
+    assert_good(&inq);
     assert_eq!(inq.data_in[0], 0x14, "host-managed device type");
     assert_eq!(&inq.data_in[16..31], b"TCMU ZBC device");
     let pages = lun.run(&[0x12, 1, 0x00, 0, 64, 0], SimData::In(64));
     assert!(pages.data_in[4..].contains(&0xb6));
     let b6 = lun.run(&[0x12, 1, 0xb6, 0, 64, 0], SimData::In(64));
-    good(&b6);
+    assert_good(&b6);
     assert_eq!(&b6.data_in[..5], &[0x14, 0xb6, 0, 0x3c, 1]);
     assert_eq!(&b6.data_in[16..20], &[0, 0, 0, 3], "maximum open zones");
     let rc = lun.run(&cdb::rw16(0x9e, 0x10, 0, 32), SimData::In(32));
-    good(&rc);
+    assert_good(&rc);
     assert_eq!(
         &rc.data_in[..12],
         &[0, 0, 0, 0, 0, 0, 0x3f, 0xff, 0, 0, 2, 0]
@@ -179,12 +137,12 @@ fn the_disk_reports_itself_zoned() {
 #[test]
 fn zone_rules_reach_the_initiator() {
     let workers = Workers::start(1).unwrap();
-    let f = TempPath::new("rules");
-    let mut lun = Lun::open(&workers, &format!("{HM}{}", f.s()), 8 * MIB, 512).unwrap();
+    let f = TempPath::new("tcmu-handler-zbc", "rules.raw");
+    let mut lun = Lun::open(&workers, &format!("{HM}{}", &f.cfg()), 8 * MIB, 512).unwrap();
     let data: Vec<u8> = (0..8 * 512).map(|i| (i * 7 % 251) as u8).collect();
-    good(&lun.write(Z, &data));
+    assert_good(&lun.write(Z, &data));
     let r = lun.read(Z, 16);
-    good(&r);
+    assert_good(&r);
     assert_eq!(&r.data_in[..4096], &data[..]);
     assert!(
         r.data_in[4096..].iter().all(|&b| b == 0),
@@ -197,38 +155,38 @@ fn zone_rules_reach_the_initiator() {
     );
     // Not at the write pointer, across a zone end, conventional into
     // sequential (write and, host managed, read).
-    check(&lun.write(Z, &data), (5, 0x21, 0x04));
-    check(&lun.write(2 * Z - 4, &data), (5, 0x21, 0x04));
-    check(&lun.write(Z - 4, &data), (5, 0x21, 0x05));
-    check(&lun.read(Z - 4, 8), (5, 0x21, 0x06));
-    good(&lun.read(2 * Z - 4, 8));
+    assert_check(&lun.write(Z, &data), (5, 0x21, 0x04));
+    assert_check(&lun.write(2 * Z - 4, &data), (5, 0x21, 0x04));
+    assert_check(&lun.write(Z - 4, &data), (5, 0x21, 0x05));
+    assert_check(&lun.read(Z - 4, 8), (5, 0x21, 0x06));
+    assert_good(&lun.read(2 * Z - 4, 8));
     // Conventional zones: anywhere.
-    good(&lun.write(100, &data));
-    good(&lun.write(3, &data));
+    assert_good(&lun.write(100, &data));
+    assert_good(&lun.write(3, &data));
     // A full zone refuses writes.
-    good(&lun.zone_out(FINISH, Z, false));
+    assert_good(&lun.zone_out(FINISH, Z, false));
     assert_eq!(lun.report(Z, 0)[0], (2, 0xe, Z, Z, 2 * Z));
-    check(&lun.write(2 * Z - 1, &data[..512]), (5, 0x24, 0x00));
+    assert_check(&lun.write(2 * Z - 1, &data[..512]), (5, 0x24, 0x00));
     // What FINISH left past the old write pointer reads as zeroes.
     let r = lun.read(Z + 8, 8);
     assert!(r.data_in.iter().all(|&b| b == 0));
     // RESET makes it EMPTY and its data zeroes.
-    good(&lun.zone_out(RESET, Z, false));
+    assert_good(&lun.zone_out(RESET, Z, false));
     assert_eq!(lun.report(Z, 0)[0], (2, 1, Z, Z, Z));
     assert!(lun.read(Z, 8).data_in.iter().all(|&b| b == 0));
     // Zone ids: not a zone start, conventional, past the end.
-    check(&lun.zone_out(OPEN, Z + 1, false), (5, 0x24, 0));
-    check(&lun.zone_out(RESET, 0, false), (5, 0x24, 0));
-    check(&lun.zone_out(CLOSE, 8 * Z, false), (5, 0x21, 0));
+    assert_check(&lun.zone_out(OPEN, Z + 1, false), (5, 0x24, 0));
+    assert_check(&lun.zone_out(RESET, 0, false), (5, 0x24, 0));
+    assert_check(&lun.zone_out(CLOSE, 8 * Z, false), (5, 0x21, 0));
     // A bad service action and reporting option.
     let mut bad = [0u8; 16];
     bad[0] = 0x95;
     bad[1] = 0x06;
-    check(&lun.run(&bad, SimData::In(512)), (5, 0x24, 0));
+    assert_check(&lun.run(&bad, SimData::In(512)), (5, 0x24, 0));
     bad[1] = 0;
     bad[10..14].copy_from_slice(&512u32.to_be_bytes());
     bad[14] = 0x08;
-    check(&lun.run(&bad, SimData::In(512)), (5, 0x24, 0));
+    assert_check(&lun.run(&bad, SimData::In(512)), (5, 0x24, 0));
     lun.close();
     workers.shutdown();
 }
@@ -236,29 +194,29 @@ fn zone_rules_reach_the_initiator() {
 #[test]
 fn open_zone_limits() {
     let workers = Workers::start(1).unwrap();
-    let f = TempPath::new("open");
-    let mut lun = Lun::open(&workers, &format!("{HM}{}", f.s()), 8 * MIB, 512).unwrap();
+    let f = TempPath::new("tcmu-handler-zbc", "open.raw");
+    let mut lun = Lun::open(&workers, &format!("{HM}{}", &f.cfg()), 8 * MIB, 512).unwrap();
     let block = vec![0xa5u8; 512];
     for z in 1..=3 {
-        good(&lun.zone_out(OPEN, z * Z, false));
+        assert_good(&lun.zone_out(OPEN, z * Z, false));
     }
-    check(&lun.zone_out(OPEN, 4 * Z, false), (7, 0x55, 0x0e));
-    check(&lun.write(4 * Z, &block), (7, 0x55, 0x0e));
-    good(&lun.write(Z, &block));
-    good(&lun.zone_out(CLOSE, 2 * Z, false));
+    assert_check(&lun.zone_out(OPEN, 4 * Z, false), (7, 0x55, 0x0e));
+    assert_check(&lun.write(4 * Z, &block), (7, 0x55, 0x0e));
+    assert_good(&lun.write(Z, &block));
+    assert_good(&lun.zone_out(CLOSE, 2 * Z, false));
     // Room again: an implicit open, then an explicit open closes it.
-    good(&lun.write(4 * Z, &block));
+    assert_good(&lun.write(4 * Z, &block));
     assert_eq!(lun.report(0, 0x02).len(), 1);
-    good(&lun.zone_out(OPEN, 5 * Z, false));
+    assert_good(&lun.zone_out(OPEN, 5 * Z, false));
     assert!(lun.report(0, 0x02).is_empty());
     assert_eq!(lun.report(0, 0x04), vec![(2, 4, 4 * Z, Z, 4 * Z + 1)]);
     assert_eq!(lun.report(0, 0x03).len(), 3);
-    good(&lun.zone_out(CLOSE, 0, true));
+    assert_good(&lun.zone_out(CLOSE, 0, true));
     assert!(lun.report(0, 0x03).is_empty());
     // FINISH ALL and RESET ALL.
-    good(&lun.zone_out(FINISH, 0, true));
+    assert_good(&lun.zone_out(FINISH, 0, true));
     assert_eq!(lun.report(0, 0x05).len(), 2);
-    good(&lun.zone_out(RESET, 0, true));
+    assert_good(&lun.zone_out(RESET, 0, true));
     assert_eq!(lun.report(0, 0x01).len(), 7);
     lun.close();
     workers.shutdown();
@@ -267,20 +225,20 @@ fn open_zone_limits() {
 #[test]
 fn state_and_data_survive_reopening() {
     let workers = Workers::start(1).unwrap();
-    let f = TempPath::new("persist");
-    let cfg = format!("{HM}{}", f.s());
+    let f = TempPath::new("tcmu-handler-zbc", "persist.raw");
+    let cfg = format!("{HM}{}", &f.cfg());
     let data: Vec<u8> = (0..4096).map(|i| (i % 253) as u8).collect();
     let before = {
         let mut lun = Lun::open(&workers, &cfg, 8 * MIB, 512).unwrap();
-        good(&lun.write(Z, &data));
-        good(&lun.write(7, &data));
-        good(&lun.zone_out(OPEN, 3 * Z, false));
-        good(&lun.write(4 * Z, &data));
-        good(&lun.zone_out(CLOSE, 4 * Z, false));
-        good(&lun.zone_out(FINISH, 5 * Z, false));
+        assert_good(&lun.write(Z, &data));
+        assert_good(&lun.write(7, &data));
+        assert_good(&lun.zone_out(OPEN, 3 * Z, false));
+        assert_good(&lun.write(4 * Z, &data));
+        assert_good(&lun.zone_out(CLOSE, 4 * Z, false));
+        assert_good(&lun.zone_out(FINISH, 5 * Z, false));
         // Zone records are in the file as soon as they change, before any
         // SYNCHRONIZE CACHE or close: a killed daemon loses nothing.
-        let raw = fs::read(&f.0).unwrap();
+        let raw = fs::read(f.path()).unwrap();
         let record = |i: usize| &raw[48 + 64 * i..48 + 64 * (i + 1)];
         assert_eq!(
             record(1)[16..24],
@@ -294,7 +252,7 @@ fn state_and_data_survive_reopening() {
         lun.close();
         r
     };
-    for again in [cfg.clone(), format!("/{}", f.s())] {
+    for again in [cfg.clone(), format!("/{}", &f.cfg())] {
         let mut lun = Lun::open(&workers, &again, 8 * MIB, 512).unwrap();
         assert_eq!(lun.report(0, 0), before, "reopened with {again}");
         assert_eq!(lun.read(Z, 8).data_in, data);
@@ -302,26 +260,26 @@ fn state_and_data_survive_reopening() {
         lun.close();
     }
     // A different layout with data in the file: refused, with the reason.
-    let e = Lun::open(&workers, &format!("zsize-2@{}", f.s()), 8 * MIB, 512)
+    let e = Lun::open(&workers, &format!("zsize-2@{}", &f.cfg()), 8 * MIB, 512)
         .err()
         .unwrap();
     assert!(e.contains("zsize-2 (the file has zsize-1)"), "{e}");
     assert!(e.contains("3 of 7 sequential zones written"), "{e}");
-    let e = Lun::open(&workers, &format!("/{}", f.s()), 16 * MIB, 512)
+    let e = Lun::open(&workers, &format!("/{}", &f.cfg()), 16 * MIB, 512)
         .err()
         .unwrap();
     assert!(e.contains("a 16777216-byte device"), "{e}");
     // Another open limit is changed in place.
-    let mut lun = Lun::open(&workers, &format!("open-1@{}", f.s()), 8 * MIB, 512).unwrap();
+    let mut lun = Lun::open(&workers, &format!("open-1@{}", &f.cfg()), 8 * MIB, 512).unwrap();
     let b6 = lun.run(&[0x12, 1, 0xb6, 0, 64, 0], SimData::In(64));
     assert_eq!(&b6.data_in[16..20], &[0, 0, 0, 1]);
     // With no data left, another layout reformats.
-    good(&lun.zone_out(RESET, 0, true));
-    good(&lun.run(&[0x04, 0, 0, 0, 0, 0], SimData::None));
+    assert_good(&lun.zone_out(RESET, 0, true));
+    assert_good(&lun.run(&[0x04, 0, 0, 0, 0, 0], SimData::None));
     lun.close();
     let mut lun = Lun::open(
         &workers,
-        &format!("model-HA/zsize-2@{}", f.s()),
+        &format!("model-HA/zsize-2@{}", &f.cfg()),
         8 * MIB,
         512,
     )
@@ -336,29 +294,29 @@ fn state_and_data_survive_reopening() {
 #[test]
 fn files_that_are_not_zoned_disks_are_refused() {
     let workers = Workers::start(1).unwrap();
-    let f = TempPath::new("foreign");
-    fs::write(&f.0, b"precious data").unwrap();
-    let e = Lun::open(&workers, &format!("/{}", f.s()), 8 * MIB, 512)
+    let f = TempPath::new("tcmu-handler-zbc", "foreign.raw");
+    fs::write(f.path(), b"precious data").unwrap();
+    let e = Lun::open(&workers, &format!("/{}", &f.cfg()), 8 * MIB, 512)
         .err()
         .unwrap();
     assert!(e.contains("holds data but no zbc metadata"), "{e}");
-    assert_eq!(fs::read(&f.0).unwrap(), b"precious data");
+    assert_eq!(fs::read(f.path()).unwrap(), b"precious data");
     // All holes: formatted.
-    fs::write(&f.0, b"").unwrap();
+    fs::write(f.path(), b"").unwrap();
     fs::File::options()
         .write(true)
-        .open(&f.0)
+        .open(f.path())
         .unwrap()
         .set_len(MIB)
         .unwrap();
-    Lun::open(&workers, &format!("{HM}{}", f.s()), 8 * MIB, 512)
+    Lun::open(&workers, &format!("{HM}{}", &f.cfg()), 8 * MIB, 512)
         .unwrap()
         .close();
     // Damaged metadata is reported, not formatted over.
-    let mut bytes = fs::read(&f.0).unwrap();
+    let mut bytes = fs::read(f.path()).unwrap();
     bytes[48 + 64 * 2 + 25] = 0x4; // zone 2 CLOSED at its start
-    fs::write(&f.0, &bytes).unwrap();
-    let e = Lun::open(&workers, &format!("/{}", f.s()), 8 * MIB, 512)
+    fs::write(f.path(), &bytes).unwrap();
+    let e = Lun::open(&workers, &format!("/{}", &f.cfg()), 8 * MIB, 512)
         .err()
         .unwrap();
     assert!(
@@ -371,16 +329,16 @@ fn files_that_are_not_zoned_disks_are_refused() {
 #[test]
 fn tcmu_runners_files_are_served_and_brought_to_version_1() {
     let workers = Workers::start(1).unwrap();
-    let f = TempPath::new("v0");
-    let cfg = format!("{HM}{}", f.s());
+    let f = TempPath::new("tcmu-handler-zbc", "v0.raw");
+    let cfg = format!("{HM}{}", &f.cfg());
     let mut lun = Lun::open(&workers, &cfg, 8 * MIB, 512).unwrap();
-    good(&lun.write(Z, &[7u8; 4096]));
+    assert_good(&lun.write(Z, &[7u8; 4096]));
     lun.close();
     // What tcmu-runner writes: the same layout, version byte 0.
-    let mut bytes = fs::read(&f.0).unwrap();
+    let mut bytes = fs::read(f.path()).unwrap();
     assert_eq!(bytes[44], 1);
     bytes[44] = 0;
-    fs::write(&f.0, &bytes).unwrap();
+    fs::write(f.path(), &bytes).unwrap();
     let mut lun = Lun::open(&workers, &cfg, 8 * MIB, 512).unwrap();
     assert_eq!(
         lun.report(Z, 0)[0],
@@ -389,11 +347,11 @@ fn tcmu_runners_files_are_served_and_brought_to_version_1() {
     );
     assert_eq!(lun.read(Z, 8).data_in, vec![7u8; 4096]);
     lun.close();
-    assert_eq!(fs::read(&f.0).unwrap()[44], 1, "version 1 written");
+    assert_eq!(fs::read(f.path()).unwrap()[44], 1, "version 1 written");
     // A newer version is refused.
-    let mut bytes = fs::read(&f.0).unwrap();
+    let mut bytes = fs::read(f.path()).unwrap();
     bytes[44] = 2;
-    fs::write(&f.0, &bytes).unwrap();
+    fs::write(f.path(), &bytes).unwrap();
     let e = Lun::open(&workers, &cfg, 8 * MIB, 512).err().unwrap();
     assert!(e.contains("metadata version 2 is newer"), "{e}");
     workers.shutdown();
@@ -402,10 +360,10 @@ fn tcmu_runners_files_are_served_and_brought_to_version_1() {
 #[test]
 fn host_aware_and_4k_blocks() {
     let workers = Workers::start(1).unwrap();
-    let f = TempPath::new("ha4k");
+    let f = TempPath::new("tcmu-handler-zbc", "ha4k.raw");
     let mut lun = Lun::open(
         &workers,
-        &format!("model-HA/lba-4096/zsize-1/conv-1@{}", f.s()),
+        &format!("model-HA/lba-4096/zsize-1/conv-1@{}", &f.cfg()),
         8 * MIB,
         4096,
     )
@@ -419,8 +377,8 @@ fn host_aware_and_4k_blocks() {
     assert_eq!(zones[1], (3, 1, 256, 256, 256));
     // Sequential write preferred: anywhere, across zones.
     let data = vec![0x5au8; 8192];
-    good(&lun.write(300, &data));
-    good(&lun.write(511, &data));
+    assert_good(&lun.write(300, &data));
+    assert_good(&lun.write(511, &data));
     let zones = lun.report(0, 0);
     assert_eq!(
         zones[1],
@@ -436,32 +394,32 @@ fn host_aware_and_4k_blocks() {
 #[test]
 fn write_same_is_checked_whole_and_reconfig_changes_faults() {
     let workers = Workers::start(1).unwrap();
-    let f = TempPath::new("ws");
-    let mut lun = Lun::open(&workers, &format!("{HM}{}", f.s()), 8 * MIB, 512).unwrap();
+    let f = TempPath::new("tcmu-handler-zbc", "ws.raw");
+    let mut lun = Lun::open(&workers, &format!("{HM}{}", &f.cfg()), 8 * MIB, 512).unwrap();
     let block = vec![0x11u8; 512];
     let mut ws = [0u8; 16];
     ws[0] = 0x93;
     ws[2..10].copy_from_slice(&Z.to_be_bytes());
     ws[10..14].copy_from_slice(&(Z as u32 + 1).to_be_bytes());
-    check(&lun.run(&ws, SimData::Out(block.clone())), (5, 0x21, 0x05));
+    assert_check(&lun.run(&ws, SimData::Out(block.clone())), (5, 0x21, 0x05));
     assert_eq!(lun.report(Z, 0)[0].4, Z, "nothing written");
     ws[10..14].copy_from_slice(&16u32.to_be_bytes());
-    good(&lun.run(&ws, SimData::Out(block)));
+    assert_good(&lun.run(&ws, SimData::Out(block)));
     assert_eq!(lun.report(Z, 0)[0].4, Z + 16);
     // Faults, through a new dev_config.
     lun.lun
         .reconfig(ReconfigRequest::Config(format!(
             "{HM_OPTS}/readonly-2/offline-3@{}",
-            f.s()
+            &f.cfg()
         )))
         .unwrap();
     assert_eq!(lun.report(0, 0x06).len(), 1);
-    check(&lun.write(2 * Z, &[0; 512]), (7, 0x27, 0x08));
-    check(&lun.read(3 * Z, 1), (7, 0x2c, 0x0e));
-    check(&lun.zone_out(RESET, 3 * Z, false), (7, 0x2c, 0x0e));
+    assert_check(&lun.write(2 * Z, &[0; 512]), (7, 0x27, 0x08));
+    assert_check(&lun.read(3 * Z, 1), (7, 0x2c, 0x0e));
+    assert_check(&lun.zone_out(RESET, 3 * Z, false), (7, 0x2c, 0x0e));
     let e = lun
         .lun
-        .reconfig(ReconfigRequest::Config(format!("zsize-2@{}", f.s())))
+        .reconfig(ReconfigRequest::Config(format!("zsize-2@{}", &f.cfg())))
         .unwrap_err();
     assert!(
         Report(&e).to_string().contains("keeps its layout"),
@@ -469,9 +427,9 @@ fn write_same_is_checked_whole_and_reconfig_changes_faults() {
         Report(&e)
     );
     lun.lun
-        .reconfig(ReconfigRequest::Config(format!("{HM}{}", f.s())))
+        .reconfig(ReconfigRequest::Config(format!("{HM}{}", &f.cfg())))
         .unwrap();
-    good(&lun.write(2 * Z, &[0; 512]));
+    assert_good(&lun.write(2 * Z, &[0; 512]));
     assert!(lun.lun.reconfig(ReconfigRequest::Size(16 * MIB)).is_err());
     lun.close();
     workers.shutdown();
