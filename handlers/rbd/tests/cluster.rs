@@ -15,7 +15,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use tcmu_core::sim::{SimCompletion, SimData};
@@ -242,8 +242,17 @@ fn log_to_test_output() {
         .try_init();
 }
 
+/// One cluster at a time: the tests time OSD operations (a stopped OSD
+/// past `osd_op_timeout`, and its return), which a second cluster starting
+/// or stopping on the same cores disturbs.
+fn one_cluster_at_a_time() -> MutexGuard<'static, ()> {
+    static CLUSTERS: Mutex<()> = Mutex::new(());
+    CLUSTERS.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 #[test]
 fn rbd_handler_on_a_real_cluster() {
+    let _one = one_cluster_at_a_time();
     log_to_test_output();
     let cluster = TestCluster::start("none", true);
     let workers = Workers::start(2).unwrap();
@@ -633,6 +642,7 @@ fn rbd_handler_on_a_real_cluster() {
 
 #[test]
 fn rbd_handler_with_cephx() {
+    let _one = one_cluster_at_a_time();
     log_to_test_output();
     let cluster = TestCluster::start("cephx", false);
     let workers = Workers::start(1).unwrap();
