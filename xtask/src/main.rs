@@ -307,12 +307,7 @@ fn vm_test(paths: &Paths, opts: &VmOptions, filter: Option<String>) -> Result<()
 fn c_peer_env(paths: &Paths) -> Result<Vec<(String, String)>> {
     let mut apt = setup::Apt::default();
     let peer = bench::cpeer::ensure_debian(&paths.root.join("target/vm/c-peer"), &mut apt)?;
-    let s = |p: &std::path::Path| p.display().to_string();
-    Ok(vec![
-        ("C_TCMU_BIN".into(), s(&peer.bin)),
-        ("C_TCMU_LIBDIR".into(), s(&peer.lib_dir)),
-        ("C_TCMU_HANDLERS".into(), s(&peer.handlers)),
-    ])
+    Ok(peer.guest_env())
 }
 
 /// Builds the daemon the guest tests run, and the library crates'

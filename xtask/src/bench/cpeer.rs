@@ -66,6 +66,19 @@ pub struct CPeer {
     pub handlers: PathBuf,
 }
 
+impl CPeer {
+    /// The guest variables the tests and benchmarks find the C daemon by:
+    /// `C_TCMU_BIN`, `C_TCMU_LIBDIR`, `C_TCMU_HANDLERS`.
+    pub fn guest_env(&self) -> Vec<(String, String)> {
+        let s = |p: &Path| p.display().to_string();
+        vec![
+            ("C_TCMU_BIN".into(), s(&self.bin)),
+            ("C_TCMU_LIBDIR".into(), s(&self.lib_dir)),
+            ("C_TCMU_HANDLERS".into(), s(&self.handlers)),
+        ]
+    }
+}
+
 /// Makes sure the C peer is built and unpacked under `dir`
 /// (`target/bench/`), doing only what the cache does not hold.
 pub fn ensure(dir: &Path, apt: &mut Apt) -> Result<CPeer> {

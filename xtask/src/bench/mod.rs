@@ -189,28 +189,22 @@ pub fn run(paths: &Paths, opts: &Options) -> Result<()> {
     let timeout = opts
         .timeout
         .unwrap_or(Duration::from_secs(jobs_runs * (opts.runtime + 15) + 900));
-    let str_path = |p: &Path| p.display().to_string();
     let run = GuestRun {
         script: paths.tests_vm.join("bench.sh"),
         timeout,
-        extra_env: vec![
-            (
-                "TCMU_RUNNER".into(),
-                str_path(&paths.root.join("target/release/tcmu-runner")),
-            ),
-            ("C_TCMU_BIN".into(), str_path(&peer.bin)),
-            ("C_TCMU_LIBDIR".into(), str_path(&peer.lib_dir)),
-            ("C_TCMU_HANDLERS".into(), str_path(&peer.handlers)),
-            ("BENCH_RUNTIME".into(), opts.runtime.to_string()),
-            ("BENCH_ROUNDS".into(), opts.rounds.to_string()),
-            ("BENCH_SIZE_MIB".into(), opts.size_mib.to_string()),
-            ("BENCH_JOBS".into(), opts.jobs.clone().unwrap_or_default()),
-            (
-                "BENCH_HW_MAX_SECTORS".into(),
-                opts.hw_max_sectors.to_string(),
-            ),
-            ("BENCH_RING_POLL_US".into(), opts.ring_poll_us.to_string()),
-        ],
+        extra_env: [
+            guest_env(paths, opts, &peer),
+            vec![
+                ("BENCH_SIZE_MIB".into(), opts.size_mib.to_string()),
+                ("BENCH_JOBS".into(), opts.jobs.clone().unwrap_or_default()),
+                (
+                    "BENCH_HW_MAX_SECTORS".into(),
+                    opts.hw_max_sectors.to_string(),
+                ),
+                ("BENCH_RING_POLL_US".into(), opts.ring_poll_us.to_string()),
+            ],
+        ]
+        .concat(),
         kernel_args: opts.guest_idle.kernel_args(),
     };
     eprintln!(
@@ -249,6 +243,23 @@ pub fn run(paths: &Paths, opts: &Options) -> Result<()> {
     render(&dir, &results)
 }
 
+/// The guest variables both benchmarks take: our daemon, the C peer, the
+/// length and number of rounds.
+fn guest_env(paths: &Paths, opts: &Options, peer: &cpeer::CPeer) -> Vec<(String, String)> {
+    let mut env = vec![(
+        "TCMU_RUNNER".into(),
+        paths
+            .root
+            .join("target/release/tcmu-runner")
+            .display()
+            .to_string(),
+    )];
+    env.extend(peer.guest_env());
+    env.push(("BENCH_RUNTIME".into(), opts.runtime.to_string()));
+    env.push(("BENCH_ROUNDS".into(), opts.rounds.to_string()));
+    env
+}
+
 /// `bench --rbd`: `tests/vm/bench-rbd.sh` in one boot; prints its table
 /// and keeps its results under `target/bench/rbd/`.
 fn run_rbd(
@@ -261,21 +272,10 @@ fn run_rbd(
     let timeout = opts
         .timeout
         .unwrap_or(Duration::from_secs(runs * (opts.runtime + 30) + 900));
-    let str_path = |p: &Path| p.display().to_string();
     let run = GuestRun {
         script: paths.tests_vm.join("bench-rbd.sh"),
         timeout,
-        extra_env: vec![
-            (
-                "TCMU_RUNNER".into(),
-                str_path(&paths.root.join("target/release/tcmu-runner")),
-            ),
-            ("C_TCMU_BIN".into(), str_path(&peer.bin)),
-            ("C_TCMU_LIBDIR".into(), str_path(&peer.lib_dir)),
-            ("C_TCMU_HANDLERS".into(), str_path(&peer.handlers)),
-            ("BENCH_RUNTIME".into(), opts.runtime.to_string()),
-            ("BENCH_ROUNDS".into(), opts.rounds.to_string()),
-        ],
+        extra_env: guest_env(paths, opts, peer),
         kernel_args: opts.guest_idle.kernel_args(),
     };
     if other_vms() > 0 {
