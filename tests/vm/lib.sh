@@ -1031,7 +1031,36 @@ c_daemon_start() {
         tail -n 30 "$LOGDIR/c/stdout.log" "$LOGDIR/c/tcmu-runner.log" 2>/dev/null
         fail "the C tcmu-runner exited at once (status $rc)"
     fi
-    log "C tcmu-runner started (pid $C_DAEMON_PID)"
+    # tcmu-runner blocks the kernel's netlink commands (module parameter
+    # block_netlink) while it loads its handlers, and unblocks them once it
+    # listens: an enable in between fails with EAGAIN. Ready = it holds a
+    # generic netlink socket (opened after the block) and netlink is
+    # unblocked again.
+    local i
+    for ((i = 0; i < 300; i++)); do
+        if holds_genl_socket "$C_DAEMON_PID" &&
+            grep -qx unblocked /sys/module/target_core_user/parameters/block_netlink; then
+            log "C tcmu-runner started (pid $C_DAEMON_PID, ready after ~$((i / 10)) s)"
+            return 0
+        fi
+        kill -0 "$C_DAEMON_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    tail -n 30 "$LOGDIR/c/stdout.log" "$LOGDIR/c/tcmu-runner.log" 2>/dev/null
+    fail "the C tcmu-runner (pid $C_DAEMON_PID) did not listen on netlink with netlink unblocked within 30 s"
+}
+
+# holds_genl_socket PID: process PID has a generic netlink socket open
+# (its inode in /proc/net/netlink with protocol 16).
+holds_genl_socket() {
+    local link inodes=
+    for link in /proc/"$1"/fd/*; do
+        link=$(readlink "$link" 2>/dev/null) || continue
+        [[ $link == socket:\[*\] ]] && inodes+=" ${link//[!0-9]/}"
+    done
+    [[ -n $inodes ]] || return 1
+    awk -v ids="$inodes" 'BEGIN { n = split(ids, a); for (i = 1; i <= n; i++) want[a[i]] = 1 }
+        NR > 1 && $2 == 16 && ($NF in want) { found = 1 } END { exit !found }' /proc/net/netlink
 }
 
 # c_daemon_stop: SIGTERM the C daemon and wait (20 s); fails the test if it
