@@ -1,29 +1,27 @@
-//! [`QcowHandler`]: one device served from a qcow2 image.
+//! [`QcowHandler`]: one device served from a qcow2 or qcow image.
 //!
-//! [`imago`] resolves guest offsets to clusters (allocating on write,
+//! The [`Image`] resolves guest offsets to clusters (allocating on write,
 //! reading through to backing images, inflating compressed clusters) and
-//! reads or writes the image file synchronously. That work runs on the
-//! worker's blocking threads ([`tcmu_runtime::blocking`]), never on the
-//! worker thread itself, so a busy or slow image does not stall the other
-//! devices pinned to the same worker. Each command still goes through a
-//! bounce buffer, copied to or from the ring.
+//! reads or writes the image file synchronously: [`imago`] for qcow2,
+//! [`crate::qcow1`] for qcow version 1. That work runs on the worker's
+//! blocking threads ([`tcmu_runtime::blocking`]), never on the worker
+//! thread itself, so a busy or slow image does not stall the other devices
+//! pinned to the same worker. Each command still goes through a bounce
+//! buffer, copied to or from the ring.
 //!
 //! UNMAP (and WRITE SAME with UNMAP) discards clusters so that they read
 //! back as zeroes (imago's `discard_to_zero`: clusters are marked zero,
 //! partial clusters written with zeroes). That needs qcow2 version 3;
-//! version 2 images report no thin provisioning. Discarding rewrites
-//! mappings other commands may be using, so the image sits behind a
-//! read-write lock: reads, writes and flushes share it, a discard takes it
-//! alone.
+//! version 2 and qcow version 1 images report no thin provisioning.
+//! Discarding rewrites mappings other commands may be using, so the image
+//! sits behind a read-write lock: reads, writes and flushes share it, a
+//! discard takes it alone.
 
 use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
-use imago::file::File;
-use imago::qcow2::Qcow2;
-use imago::{FormatAccess, FormatDriverBuilder, PermissiveImplicitOpenGate};
 use tcmu_core::buf::{gather, scatter, total_len};
 use tcmu_core::DataBuf;
 use tcmu_runtime::{
@@ -32,25 +30,27 @@ use tcmu_runtime::{
 use tcmu_scsi::UnmapParams;
 
 use crate::config::QcowConfig;
+use crate::image::Image;
 
 /// The image, shared with the blocking threads that do its I/O.
-type Image = Arc<RwLock<FormatAccess<File>>>;
+type SharedImage = Arc<RwLock<Image>>;
 
-/// A [`BlockHandler`] over a qcow2 image.
+/// A [`BlockHandler`] over a qcow2 or qcow image.
 pub struct QcowHandler {
     /// The device's name (for log lines).
     name: String,
     /// The image file.
     path: PathBuf,
     /// The image, with its metadata caches (exclusive only for discards).
-    image: Image,
+    image: SharedImage,
     /// The image's virtual size in bytes.
     virtual_size: u64,
     /// The image's cluster size in bytes.
     cluster_size: u64,
     /// The device's logical block size in bytes.
     block_size: u32,
-    /// The qcow2 version (UNMAP needs 3: version 2 has no zero clusters).
+    /// The qcow version: 1 (qcow), 2 or 3 (qcow2). UNMAP needs 3: the
+    /// others have no zero clusters.
     version: u32,
 }
 
@@ -67,7 +67,7 @@ impl std::fmt::Debug for QcowHandler {
 
 /// Runs `op` on the image from a blocking thread, holding the image lock
 /// shared (or, with `exclusive`, alone) for it.
-async fn with_image<T, F>(image: &Image, exclusive: bool, op: F) -> Result<T, BlockError>
+async fn with_image<T, F>(image: &SharedImage, exclusive: bool, op: F) -> Result<T, BlockError>
 where
     F: FnOnce(&mut dyn ImageOp) -> io::Result<T> + Send + 'static,
     T: Send + 'static,
@@ -87,39 +87,33 @@ where
     .map_err(BlockError::Io)
 }
 
-/// What runs on the image from a blocking thread: imago's futures, driven
-/// to completion there (its file storage does plain system calls).
+/// What runs on the image from a blocking thread.
 trait ImageOp {
     /// The image, shared.
-    fn image(&self) -> &FormatAccess<File>;
+    fn image(&self) -> &Image;
     /// The image, alone (only under the exclusive lock).
-    fn image_mut(&mut self) -> io::Result<&mut FormatAccess<File>>;
+    fn image_mut(&mut self) -> io::Result<&mut Image>;
 }
 
-struct Shared<'a>(&'a FormatAccess<File>);
-struct Exclusive<'a>(&'a mut FormatAccess<File>);
+struct Shared<'a>(&'a Image);
+struct Exclusive<'a>(&'a mut Image);
 
 impl ImageOp for Shared<'_> {
-    fn image(&self) -> &FormatAccess<File> {
+    fn image(&self) -> &Image {
         self.0
     }
-    fn image_mut(&mut self) -> io::Result<&mut FormatAccess<File>> {
+    fn image_mut(&mut self) -> io::Result<&mut Image> {
         Err(io::Error::other("the image is not held exclusively"))
     }
 }
 
 impl ImageOp for Exclusive<'_> {
-    fn image(&self) -> &FormatAccess<File> {
+    fn image(&self) -> &Image {
         self.0
     }
-    fn image_mut(&mut self) -> io::Result<&mut FormatAccess<File>> {
+    fn image_mut(&mut self) -> io::Result<&mut Image> {
         Ok(self.0)
     }
-}
-
-/// Drives an imago future to completion on the calling (blocking) thread.
-fn wait<T>(f: impl std::future::Future<Output = io::Result<T>>) -> io::Result<T> {
-    futures::executor::block_on(f)
 }
 
 impl QcowHandler {
@@ -131,14 +125,8 @@ impl QcowHandler {
         let path = checked.path;
         let opened = {
             let path = path.clone();
-            blocking::run(move || {
-                wait(
-                    Qcow2::<File>::builder_path(&path)
-                        .write(true)
-                        .open(PermissiveImplicitOpenGate::default()),
-                )
-            })
-            .await
+            let version = checked.version;
+            blocking::run(move || Image::open(&path, version)).await
         };
         let open_error = |e: &dyn std::error::Error| {
             HandlerError::refused(format!(
@@ -150,7 +138,6 @@ impl QcowHandler {
         let image = opened.map_err(|e| open_error(&e))?.map_err(|e| {
             HandlerError::io(format!("qcow handler: cannot open {}", path.display()), e)
         })?;
-        let image = FormatAccess::new(image);
         let virtual_size = image.size();
         if config.size > virtual_size {
             return Err(HandlerError::refused(format!(
@@ -178,15 +165,11 @@ impl QcowHandler {
         })
     }
 
-    /// Writes imago's cached metadata (L2 tables, refcount blocks) to the
-    /// image, then makes the image file durable (`fsync`).
+    /// Writes cached metadata (imago's L2 tables and refcount blocks; a
+    /// qcow version 1 image has none) to the image, then makes the image
+    /// file durable (`fsync`).
     async fn write_out(&self) -> Result<(), BlockError> {
-        with_image(&self.image, false, |op| {
-            let image = op.image();
-            wait(image.flush())?;
-            wait(image.sync())
-        })
-        .await
+        with_image(&self.image, false, |op| op.image().write_out()).await
     }
 
     /// The image's virtual size in bytes.
@@ -195,7 +178,7 @@ impl QcowHandler {
     }
 
     /// Whether the image can deallocate clusters (qcow2 version 3: version
-    /// 2 images cannot mark clusters as reading zeroes, and imago refuses).
+    /// 2 and qcow version 1 images cannot mark clusters as reading zeroes).
     pub fn supports_unmap(&self) -> bool {
         self.version >= 3
     }
@@ -211,7 +194,7 @@ impl BlockHandler for QcowHandler {
     async fn read(&self, offset: u64, mut bufs: Vec<DataBuf>) -> Result<(), BlockError> {
         with_image(&self.image, false, move |op| {
             let mut bounce = vec![0u8; total_len(&bufs)];
-            wait(op.image().read(&mut bounce[..], offset))?;
+            op.image().read(&mut bounce[..], offset)?;
             scatter(&mut bufs, &bounce);
             Ok(())
         })
@@ -222,7 +205,7 @@ impl BlockHandler for QcowHandler {
     async fn write(&self, offset: u64, bufs: Vec<DataBuf>) -> Result<(), BlockError> {
         with_image(&self.image, false, move |op| {
             let bounce = gather(&bufs, usize::MAX);
-            wait(op.image().write(&bounce[..], offset))
+            op.image().write(&bounce[..], offset)
         })
         .await
         .map_err(|e| self.failed("write", offset, e))
@@ -266,7 +249,7 @@ impl BlockHandler for QcowHandler {
 impl Unmap for QcowHandler {
     async fn unmap(&self, offset: u64, len: u64) -> Result<(), BlockError> {
         with_image(&self.image, true, move |op| {
-            wait(op.image_mut()?.discard_to_zero(offset, len))
+            op.image_mut()?.discard_to_zero(offset, len)
         })
         .await
         .map_err(|e| self.failed("discard", offset, e))
