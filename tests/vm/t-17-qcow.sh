@@ -1,5 +1,6 @@
 #!/bin/bash
-# t-17-qcow: qcow2 images made by qemu-img, served by the qcow handler.
+# t-17-qcow: qcow2 and qcow (version 1) images made by qemu-img, served by
+# the qcow handler.
 #
 # 1. `qemu-img create -f qcow2` (64 MiB) as `qcow//img`: the disk has the
 #    image's size; ext4 on it (mkfs, fsck, files read back), then fio
@@ -16,9 +17,14 @@
 #    file, a compressed image (qemu-img convert -c): each served, the disk
 #    reads what qemu-img reads, fio verify, removed: `qemu-img check` clean,
 #    `qemu-img compare` of the image against the disk's bytes equal, the
-#    backing file unchanged.
+#    backing file unchanged. The same for qcow version 1 (`-f qcow`): an
+#    image with data, an overlay on raw named relative to its folder (512-
+#    byte clusters), a compressed image; `qemu-img check` does not support
+#    qcow ("does not support checks"), so `qemu-img compare`, which reads
+#    every cluster through QEMU's own qcow driver, is the judge.
 # 3. Refused promptly with the reason in the log: a raw file as a qcow
-#    image, and a device larger than the image's virtual size.
+#    image, a device larger than the image's virtual size, and an
+#    encrypted qcow version 1 image.
 
 source "$(dirname "$0")/lib.sh"
 
@@ -177,18 +183,20 @@ crash_under_fio crash512 512
 
 # 2. Images of every kind qemu-img makes, each 16 MiB (12 MiB of data, a
 # 4 MiB hole), through serve_image.
-# serve_image NAME IMG [BACKING]: serves IMG; the disk reads what qemu-img
-# reads (`qemu-img compare` against the disk's bytes), fio randwrite with
-# crc32c verify over its first 8 MiB, the disk's bytes copied out, the
-# device removed: `qemu-img check` clean, `qemu-img compare` of IMG against
-# the copy equal, and the backing file BACKING byte for byte unchanged.
+# serve_image NAME IMG [BACKING [FORMAT]]: serves IMG (FORMAT qcow2, the
+# default, or qcow); the disk reads what qemu-img reads (`qemu-img compare`
+# against the disk's bytes), fio randwrite with crc32c verify over its
+# first 8 MiB, the disk's bytes copied out, the device removed: `qemu-img
+# check` clean (qcow2 only: qemu-img cannot check qcow), `qemu-img compare`
+# of IMG against the copy equal, and the backing file BACKING byte for
+# byte unchanged.
 serve_image() {
-    local name=$1 img=$2 backing=${3:-} bsum=
+    local name=$1 img=$2 backing=${3:-} fmt=${4:-qcow2} bsum=
     [[ -z $backing ]] || bsum=$(md5sum <"$backing")
     user_backstore "$name" $((16 * MIB)) "qcow/$img" || fail "enabling $name ($img) failed"
     loop_export "$BS_PATH"
     dd if="$DEV" of="$WORK/$name-before.raw" bs=1M iflag=direct status=none || fail "reading $DEV failed"
-    qemu-img compare -q -f qcow2 -F raw "$img" "$WORK/$name-before.raw" ||
+    qemu-img compare -q -f "$fmt" -F raw "$img" "$WORK/$name-before.raw" ||
         fail "$name: the disk does not read what qemu-img reads from $img"
     fio_bg "$name" "$DEV" 6 --size=8m --bsrange=4k-64k
     fio_wait "$name" "$FIO_PID"
@@ -197,8 +205,10 @@ serve_image() {
         fail "$name: the 8 MiB fio did not write changed"
     loop_unexport "$LOOP_TPG" || fail "cannot remove the tcm_loop export"
     rmdir_timeout "$BS_PATH" || fail "cannot remove backstore $name"
-    qemu-img check "$img" >"$WORK/$name-check.txt" 2>&1 || { cat "$WORK/$name-check.txt"; fail "$name: qemu-img check after removal"; }
-    qemu-img compare -q -f qcow2 -F raw "$img" "$WORK/$name-lun.raw" ||
+    if [[ $fmt == qcow2 ]]; then
+        qemu-img check "$img" >"$WORK/$name-check.txt" 2>&1 || { cat "$WORK/$name-check.txt"; fail "$name: qemu-img check after removal"; }
+    fi
+    qemu-img compare -q -f "$fmt" -F raw "$img" "$WORK/$name-lun.raw" ||
         fail "$name: qemu-img compare of $img and the disk's bytes"
     [[ -z $backing ]] || assert_eq "$(md5sum <"$backing")" "$bsum" "$name: the backing file after writes to the overlay"
     rm -f "$WORK/$name-before.raw" "$WORK/$name-lun.raw"
@@ -228,11 +238,29 @@ truncate -s $((16 * MIB)) "$WORK/text.raw"
 qemu-img convert -c -f raw -O qcow2 "$WORK/text.raw" "$WORK/comp.qcow2" || fail "qemu-img convert -c failed"
 assert_grep '[1-9][0-9.]*% compressed clusters' <(qemu-img check "$WORK/comp.qcow2") "qemu-img check of the compressed image"
 serve_image compressed "$WORK/comp.qcow2"
+# qcow version 1: an image with data (4 KiB clusters), an overlay on raw
+# whose backing name is relative (the daemon resolves it against the
+# image's folder, not its working directory), a compressed image.
+qemu-img convert -f raw -O qcow "$data" "$WORK/v1.qcow" || fail "qemu-img convert -O qcow failed"
+serve_image qcow1 "$WORK/v1.qcow" "" qcow
+(cd "$WORK" && qemu-img create -q -f qcow -b base.raw -F raw top-raw.qcow) || fail "qemu-img create of the qcow overlay on raw failed"
+assert_grep '^backing file: base.raw$' <(qemu-img info "$WORK/top-raw.qcow") "the qcow overlay's backing file name"
+serve_image qcow1-over-raw "$WORK/top-raw.qcow" "$base" qcow
+# qemu-img 10.0 exits 1, silently, after writing a good compressed qcow
+# image: the image is judged by what it holds.
+qemu-img convert -c -f raw -O qcow "$WORK/text.raw" "$WORK/comp.qcow" || true
+qemu-img compare -q -f qcow -F raw "$WORK/comp.qcow" "$WORK/text.raw" || fail "qemu-img convert -c -O qcow made no usable image"
+(($(stat -c %s "$WORK/comp.qcow") < 12 * MIB)) || fail "the compressed qcow image is not compressed"
+serve_image qcow1-compressed "$WORK/comp.qcow" "" qcow
 
 # 3. Refusals.
 truncate -s 16M "$WORK/raw.img"
-refused_backstore bad_raw $((16 * MIB)) "qcow/$WORK/raw.img" 'is not a qcow2 image'
+refused_backstore bad_raw $((16 * MIB)) "qcow/$WORK/raw.img" 'is not a qcow2 or qcow image'
 refused_backstore too_big $((128 * MIB)) "qcow/$img" 'is larger than the virtual size'
+# crypt_method (bytes 36-39) 1: AES, which the handler does not serve.
+qemu-img create -q -f qcow "$WORK/aes.qcow" 16M || fail "qemu-img create -f qcow failed"
+printf '\x01' | dd of="$WORK/aes.qcow" bs=1 seek=39 conv=notrunc status=none
+refused_backstore encrypted $((16 * MIB)) "qcow/$WORK/aes.qcow" 'encrypted qcow images are not supported'
 daemon_alive || fail "the daemon died"
 
 undo_all
