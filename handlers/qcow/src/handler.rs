@@ -448,6 +448,34 @@ mod tests {
     }
 
     #[test]
+    fn qcow_version_1_images_are_served_without_thin_provisioning() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("v1.qcow");
+        qemu_img(&["create", "-q", "-f", "qcow", img.to_str().unwrap(), "8M"]);
+        block_on(async {
+            let h = QcowHandler::open(&config(&img, 8 * MIB)).await.unwrap();
+            assert_eq!(h.virtual_size(), 8 * MIB);
+            assert!(!h.supports_unmap(), "qcow version 1 has no zero clusters");
+            h.write(MIB, vec![scratch_with(&[0x11; 4096])])
+                .await
+                .unwrap();
+            h.close().await;
+        });
+        let raw = dir.path().join("v1.raw");
+        qemu_img(&[
+            "convert",
+            "-f",
+            "qcow",
+            "-O",
+            "raw",
+            img.to_str().unwrap(),
+            raw.to_str().unwrap(),
+        ]);
+        let bytes = std::fs::read(&raw).unwrap();
+        assert!(bytes[MIB as usize..][..4096].iter().all(|&b| b == 0x11));
+    }
+
+    #[test]
     fn refuses_a_device_larger_than_the_image() {
         let dir = tempfile::tempdir().unwrap();
         let img = dir.path().join("small.qcow2");
