@@ -116,6 +116,11 @@ mon data = $dir/\$name
 osd heartbeat grace = ${CEPH_TEST_HEARTBEAT_GRACE:-10}
 osd heartbeat interval = ${CEPH_TEST_HEARTBEAT_INTERVAL:-2}
 mon osd down out interval = 0
+# A PG's read lease (this ratio × the heartbeat grace) outlasts any stop
+# the tests impose: Pacific's size-1 PGs whose lease expired while their
+# OSD was stopped can stay "laggy" for good after SIGCONT, holding every op
+# (seen in about one run in three with the default 0.8).
+osd pool default read lease ratio = 10
 EOF
     ceph=(ceph -c "$dir/ceph.conf")
     if [[ $auth == cephx ]]; then

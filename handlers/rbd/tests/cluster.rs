@@ -125,6 +125,51 @@ impl TestCluster {
         format!("rbd/{name};conf={}{extra}", self.conf.display())
     }
 
+    /// What the cluster says about itself, for a failure message: its
+    /// status, the OSD's operations in flight, whether a fresh client is
+    /// served, and the last lines of every log (each command bounded).
+    fn diagnose(&self) -> String {
+        let conf = self.conf.to_str().unwrap();
+        let asok = self.dir.join("run/osd.0.asok");
+        let asok = asok.to_str().unwrap();
+        let runs: [(&str, Vec<&str>); 5] = [
+            ("ceph -s", vec!["ceph", "-c", conf, "-s"]),
+            ("ceph osd dump", vec!["ceph", "-c", conf, "osd", "dump"]),
+            (
+                "osd.0 ops in flight",
+                vec!["ceph", "--admin-daemon", asok, "dump_ops_in_flight"],
+            ),
+            (
+                "osd.0 recent ops",
+                vec!["ceph", "--admin-daemon", asok, "dump_historic_ops"],
+            ),
+            (
+                "a fresh client lists pool rbd",
+                vec!["rados", "-c", conf, "-p", "rbd", "ls"],
+            ),
+        ];
+        let mut out = String::new();
+        for (what, argv) in runs {
+            let r = Command::new("timeout").arg("15").args(&argv).output();
+            out += &match r {
+                Ok(o) => format!(
+                    "\n=== {what} (status {}):\n{}{}",
+                    o.status,
+                    tail(&String::from_utf8_lossy(&o.stdout), 40),
+                    tail(&String::from_utf8_lossy(&o.stderr), 10)
+                ),
+                Err(e) => format!("\n=== {what}: cannot run: {e}"),
+            };
+        }
+        if let Ok(logs) = std::fs::read_dir(self.dir.join("log")) {
+            for log in logs.flatten() {
+                let text = std::fs::read_to_string(log.path()).unwrap_or_default();
+                out += &format!("\n=== {}:\n{}", log.path().display(), tail(&text, 25));
+            }
+        }
+        out
+    }
+
     /// The PID of a daemon (`osd.0`, `mon.a`).
     fn pid(&self, daemon: &str) -> i32 {
         let s = std::fs::read_to_string(self.dir.join(format!("run/{daemon}.pid"))).unwrap();
@@ -138,12 +183,33 @@ impl Drop for TestCluster {
         if let Ok(s) = std::fs::read_to_string(self.dir.join("run/osd.0.pid")) {
             let _ = Command::new("kill").args(["-CONT", s.trim()]).status();
         }
+        if std::thread::panicking() {
+            // The logs outlive a failed test.
+            let kept = std::env::temp_dir().join(format!(
+                "{}-failed-logs",
+                self.dir.file_name().unwrap().to_string_lossy()
+            ));
+            let _ = Command::new("cp")
+                .arg("-a")
+                .arg(self.dir.join("log"))
+                .arg(&kept)
+                .status();
+            eprintln!("the cluster's logs are kept in {}", kept.display());
+        }
         let _ = Command::new("bash")
             .arg(script())
             .arg("stop")
             .arg(&self.dir)
             .status();
     }
+}
+
+/// The last `n` lines of `text`.
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut t = lines[lines.len().saturating_sub(n)..].join("\n");
+    t.push('\n');
+    t
 }
 
 /// Bytes of a recognisable pattern: `seed` mixed with the offset.
@@ -621,9 +687,10 @@ fn rbd_handler_on_a_real_cluster() {
     assert_eq!(
         back.status,
         0,
-        "a read {:.0} s after the OSD resumed: {:?}",
+        "a read {:.0} s after the OSD resumed: {:?}\n{}",
         resumed.elapsed().as_secs_f64(),
-        sense_key_asc(&back)
+        sense_key_asc(&back),
+        cluster.diagnose()
     );
     assert_eq!(back.data_in, d, "data written before the OSD stopped");
     for i in 0..8u32 {
@@ -691,4 +758,119 @@ fn rbd_handler_with_cephx() {
         "{msg}"
     );
     workers.shutdown();
+}
+
+/// The process's CPU time so far (user + system), from /proc/self/stat.
+fn process_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<u64> = after
+        .split(' ')
+        .skip(11)
+        .take(2)
+        .map(|v| v.parse().unwrap())
+        .collect();
+    // Linux's USER_HZ is 100 on every architecture we build for.
+    Duration::from_millis((f[0] + f[1]) * 10)
+}
+
+/// CPU per I/O and IOPS of 4k random reads and writes at queue depth 32
+/// through the handler (the simulated kernel's side included), beside
+/// `rbd bench` (librbd alone) on the same image. A measurement, not a
+/// check: `cargo test -p tcmu-handler-rbd --test cluster -- --ignored
+/// --nocapture cpu_per_io`.
+#[test]
+#[ignore]
+fn cpu_per_io() {
+    let _one = one_cluster_at_a_time();
+    let cluster = TestCluster::start("none", false);
+    cluster.image("bench", 64);
+    cluster.rbd(&[
+        "bench",
+        "--io-type",
+        "write",
+        "--io-size",
+        "4M",
+        "--io-total",
+        "64M",
+        "--io-pattern",
+        "seq",
+        "rbd/bench",
+    ]);
+    let workers = Workers::start(1).unwrap();
+    let factory = Arc::new(RbdFactory::default());
+    let mut lun = open(
+        &workers,
+        &factory,
+        "bench",
+        &cluster.cfg("bench", ""),
+        64 * MIB,
+        512,
+    );
+    let total = 6000u32;
+    let mut seed = 12345u32;
+    let mut next_lba = move || {
+        seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        (seed >> 8) % (64 * 2048 / 8) * 8
+    };
+    for kind in ["write", "read", "write", "read"] {
+        let post = |lun: &mut SimLun, lba: u32| {
+            if kind == "write" {
+                lun.post(&cdb::write10(lba, 8), SimData::Out(vec![7u8; 4096]));
+            } else {
+                lun.post(&cdb::read10(lba, 8), SimData::In(4096));
+            }
+        };
+        let (cpu0, t0) = (process_cpu(), Instant::now());
+        for _ in 0..32 {
+            post(&mut lun, next_lba());
+        }
+        let (mut posted, mut done) = (32u32, 0u32);
+        while done < total {
+            let got = lun
+                .kernel
+                .reap_at_least(1, Duration::from_secs(30))
+                .unwrap();
+            for c in &got {
+                assert_eq!(c.status, 0, "{kind}: {:?}", sense_key_asc(c));
+            }
+            done += got.len() as u32;
+            for _ in 0..got.len() {
+                if posted < total {
+                    post(&mut lun, next_lba());
+                    posted += 1;
+                }
+            }
+        }
+        let (cpu, t) = (process_cpu() - cpu0, t0.elapsed());
+        eprintln!(
+            "ours {kind}: {:.0} IOPS, {:.1} µs CPU per I/O",
+            f64::from(total) / t.as_secs_f64(),
+            cpu.as_secs_f64() * 1e6 / f64::from(total)
+        );
+    }
+    lun.close();
+    workers.shutdown();
+    for kind in ["write", "read"] {
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "TIMEFORMAT='%U %S %R'; time rbd -c {} bench --io-type {kind} --io-size 4K \
+                 --io-threads 32 --io-total {} --io-pattern rand rbd/bench >/dev/null",
+                cluster.conf.display(),
+                u64::from(total) * 4096
+            ))
+            .output()
+            .unwrap();
+        let t = String::from_utf8_lossy(&out.stderr);
+        let f: Vec<f64> = t
+            .split_whitespace()
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        eprintln!(
+            "rbd bench {kind}: {:.0} IOPS, {:.1} µs CPU per I/O (incl. start-up)",
+            f64::from(total) / f[2],
+            (f[0] + f[1]) * 1e6 / f64::from(total)
+        );
+    }
 }
