@@ -45,14 +45,43 @@ pub struct Options {
     no_build: bool,
     /// Render the report of the last run again, without a VM.
     report_only: bool,
-    /// The rbd gateways instead (`tests/vm/bench-rbd.sh`).
-    rbd: bool,
+    /// A handler's own benchmark instead of the file one: `--rbd` or
+    /// `--qcow`.
+    handler: Option<HandlerBench>,
+}
+
+/// A handler benchmark: its guest script and where its results go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HandlerBench {
+    /// `tests/vm/bench-rbd.sh`: the rbd gateways on a Ceph cluster.
+    Rbd,
+    /// `tests/vm/bench-qcow.sh`: ours and the C handler_qcow on one image.
+    Qcow,
+}
+
+impl HandlerBench {
+    /// The handler's name: the script is `bench-<name>.sh`, the results
+    /// go to `target/bench/<name>/`.
+    fn name(self) -> &'static str {
+        match self {
+            HandlerBench::Rbd => "rbd",
+            HandlerBench::Qcow => "qcow",
+        }
+    }
+
+    /// fio runs per round (jobs × backends).
+    fn runs_per_round(self) -> u64 {
+        match self {
+            HandlerBench::Rbd => 2 * 3,
+            HandlerBench::Qcow => 4 * 2,
+        }
+    }
 }
 
 /// What `cargo xtask help` says of `bench`.
 pub const USAGE: &str = "  bench [--runtime SECS] [--rounds N] [--size-mib MIB] [--timeout SECS]
         [--jobs REGEX] [--hw-max-sectors N] [--ring-poll-us US]
-        [--guest-idle halt|poll] [--no-build] [--report-only] [--rbd]
+        [--guest-idle halt|poll] [--no-build] [--report-only] [--rbd|--qcow]
                         fio in the VM on the kernel's fileio backstore,
                         Debian's C tcmu-runner (user:file, its file handler
                         built from Debian's source package, cached under
@@ -74,7 +103,11 @@ pub const USAGE: &str = "  bench [--runtime SECS] [--rounds N] [--size-mib MIB] 
                         and fio's rbd engine, 4k random write and read at
                         iodepth 32, IOPS and CPU per I/O, our RSS with 1
                         and 8 rbd LUNs (tests/vm/bench-rbd.sh; table in
-                        target/bench/rbd/summary.txt)
+                        target/bench/rbd/summary.txt). --qcow: our qcow
+                        handler and the C tcmu-runner's handler_qcow on one
+                        qcow2 image, 4k random read/write at iodepth 32 and
+                        128k sequential, IOPS and CPU per I/O
+                        (tests/vm/bench-qcow.sh; target/bench/qcow/)
 ";
 
 /// How the guest kernel idles its vCPUs during the bench.
@@ -131,7 +164,7 @@ impl Options {
             timeout: None,
             no_build: false,
             report_only: false,
-            rbd: false,
+            handler: None,
         };
         let mut it = args.iter();
         while let Some(arg) = it.next() {
@@ -152,7 +185,8 @@ impl Options {
                 "--timeout" => o.timeout = Some(Duration::from_secs(value("--timeout")?)),
                 "--no-build" => o.no_build = true,
                 "--report-only" => o.report_only = true,
-                "--rbd" => o.rbd = true,
+                "--rbd" => o.handler = Some(HandlerBench::Rbd),
+                "--qcow" => o.handler = Some(HandlerBench::Qcow),
                 other => bail!("bench: unknown argument {other:?}"),
             }
         }
@@ -182,8 +216,8 @@ pub fn run(paths: &Paths, opts: &Options) -> Result<()> {
         crate::build_runner(paths)?;
     }
 
-    if opts.rbd {
-        return run_rbd(paths, opts, &kernel, &peer);
+    if let Some(handler) = opts.handler {
+        return run_handler(paths, opts, handler, &kernel, &peer);
     }
     let jobs_runs = 8 * 3 * opts.rounds;
     let timeout = opts
@@ -260,20 +294,22 @@ fn guest_env(paths: &Paths, opts: &Options, peer: &cpeer::CPeer) -> Vec<(String,
     env
 }
 
-/// `bench --rbd`: `tests/vm/bench-rbd.sh` in one boot; prints its table
-/// and keeps its results under `target/bench/rbd/`.
-fn run_rbd(
+/// `bench --rbd` / `--qcow`: `tests/vm/bench-<name>.sh` in one boot;
+/// prints its table and keeps its results under `target/bench/<name>/`.
+fn run_handler(
     paths: &Paths,
     opts: &Options,
+    handler: HandlerBench,
     kernel: &setup::Kernel,
     peer: &cpeer::CPeer,
 ) -> Result<()> {
-    let runs = 2 * 3 * opts.rounds;
+    let name = handler.name();
+    let runs = handler.runs_per_round() * opts.rounds;
     let timeout = opts
         .timeout
         .unwrap_or(Duration::from_secs(runs * (opts.runtime + 30) + 900));
     let run = GuestRun {
-        script: paths.tests_vm.join("bench-rbd.sh"),
+        script: paths.tests_vm.join(format!("bench-{name}.sh")),
         timeout,
         extra_env: guest_env(paths, opts, peer),
         kernel_args: opts.guest_idle.kernel_args(),
@@ -282,11 +318,11 @@ fn run_rbd(
         eprintln!("xtask: WARNING: other VM(s) running: the figures will be skewed");
     }
     vm::boot_and_run(paths, kernel, &run)?.into_result()?;
-    let out = paths.root.join("target/bench/rbd");
+    let out = paths.root.join("target/bench").join(name);
     if out.exists() {
         fs::remove_dir_all(&out).with_context(|| format!("cannot clear {}", out.display()))?;
     }
-    copy_dir(&paths.vm.join("out/bench-rbd"), &out)?;
+    copy_dir(&paths.vm.join(format!("out/bench-{name}")), &out)?;
     let summary = fs::read_to_string(out.join("summary.txt"))
         .with_context(|| format!("no summary in {}", out.display()))?;
     println!("{summary}");
