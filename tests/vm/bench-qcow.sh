@@ -45,6 +45,7 @@ bench_qcow_exit() {
     # The LUN goes first, while a daemon still answers; then whatever runs.
     undo_all
     c_daemon_kill
+    umount -l "$WORK/img" 2>/dev/null
     (exit "$rc")
     cleanup
 }
@@ -52,8 +53,8 @@ trap bench_qcow_exit EXIT
 
 load_modules
 mkdir -p "$WORK/img"
+# Unmounted by the EXIT trap, after the final qemu-img check.
 mountpoint -q "$WORK/img" || mount -t tmpfs -o size=700m tmpfs "$WORK/img" || fail "cannot mount a tmpfs for the image"
-push_cleanup "umount -l $WORK/img"
 IMG=$WORK/img/bench.qcow2
 head -c $((256 * MIB)) /dev/urandom >"$WORK/img/data.raw" || fail "cannot make the random data"
 qemu-img convert -q -f raw -O qcow2 -o cluster_size=65536 "$WORK/img/data.raw" "$IMG" ||
