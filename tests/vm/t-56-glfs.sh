@@ -22,61 +22,9 @@
 source "$(dirname "$0")/lib.sh"
 
 load_modules
-modprobe loop || fail "cannot load the loop module"
 
 MIB=$((1024 * 1024))
-G=$WORK/gluster
-mkdir -p "$G/work" "$G/run" "$G/log" "$G/brick"
-for d in /var/lib/glusterd /var/log/glusterfs; do
-    mkdir -p "$d"
-    mount -t tmpfs tmpfs "$d" || fail "cannot mount a tmpfs on $d"
-    push_cleanup "umount -l $d"
-done
-
-# The brick: ext4 on a loop device over a file in guest RAM.
-truncate -s 768M "$G/brick.img"
-mkfs.ext4 -q -F "$G/brick.img" || fail "mkfs.ext4 of the brick's file system failed"
-mount -o loop "$G/brick.img" "$G/brick" || fail "cannot mount the brick's file system"
-push_cleanup "umount -l $G/brick"
-mkdir -p "$G/brick/b"
-
-HOST=$(awk '$1 == "127.0.0.1" && $2 != "localhost" { print $2; exit }' /etc/hosts)
-[[ -n $HOST ]] || fail "no name for 127.0.0.1 in /etc/hosts other than localhost"
-getent hosts "$HOST" | grep -q '^127\.' || fail "$HOST does not resolve to a loopback address"
-
-cat >"$G/glusterd.vol" <<VOL
-volume management
-    type mgmt/glusterd
-    option working-directory $G/work
-    option run-directory $G/run
-    option glusterd-sockfile $G/run/glusterd.socket
-    option transport-type socket
-    option transport.socket.listen-port 24007
-    option transport.socket.bind-address 127.0.0.1
-    option ping-timeout 0
-    option event-threads 1
-end-volume
-VOL
-gl() { gluster --glusterd-sock="$G/run/glusterd.socket" --log-file="$G/log/cli.log" --mode=script "$@"; }
-
-glusterd -N -f "$G/glusterd.vol" -p "$G/run/glusterd.pid" -l "$G/log/glusterd.log" &
-GLUSTERD_PID=$!
-stop_gluster() {
-    gl volume stop vol0 force >/dev/null 2>&1 || true
-    local p
-    for p in "$G"/run/vols/vol0/*.pid; do
-        [[ -f $p ]] && kill "$(cat "$p")" 2>/dev/null
-    done
-    kill "$GLUSTERD_PID" 2>/dev/null || true
-    wait "$GLUSTERD_PID" 2>/dev/null || true
-}
-push_cleanup "stop_gluster"
-start=$SECONDS
-wait_for 300 "glusterd to answer" gl volume list
-gl volume create vol0 "$HOST:$G/brick/b" >/dev/null || fail "gluster volume create failed"
-gl volume start vol0 >/dev/null || fail "gluster volume start failed"
-wait_for 120 "the brick online" bash -c "gluster --glusterd-sock=$G/run/glusterd.socket --mode=script volume status vol0 | grep -q ' Y '"
-log "glusterd and volume vol0 ($HOST:$G/brick/b) up in $((SECONDS - start)) s"
+gluster_start
 
 daemon_start
 

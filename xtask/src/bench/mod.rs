@@ -45,8 +45,8 @@ pub struct Options {
     no_build: bool,
     /// Render the report of the last run again, without a VM.
     report_only: bool,
-    /// A handler's own benchmark instead of the file one: `--rbd` or
-    /// `--qcow`.
+    /// A handler's own benchmark instead of the file one: `--rbd`,
+    /// `--qcow` or `--glfs`.
     handler: Option<HandlerBench>,
 }
 
@@ -57,6 +57,9 @@ enum HandlerBench {
     Rbd,
     /// `tests/vm/bench-qcow.sh`: ours and the C handler_qcow on one image.
     Qcow,
+    /// `tests/vm/bench-glfs.sh`: ours and fio's gfapi engine on one file
+    /// of a Gluster volume.
+    Glfs,
 }
 
 impl HandlerBench {
@@ -66,6 +69,7 @@ impl HandlerBench {
         match self {
             HandlerBench::Rbd => "rbd",
             HandlerBench::Qcow => "qcow",
+            HandlerBench::Glfs => "glfs",
         }
     }
 
@@ -74,6 +78,7 @@ impl HandlerBench {
         match self {
             HandlerBench::Rbd => 2 * 3,
             HandlerBench::Qcow => 4 * 2,
+            HandlerBench::Glfs => 3 * 2,
         }
     }
 }
@@ -81,7 +86,7 @@ impl HandlerBench {
 /// What `cargo xtask help` says of `bench`.
 pub const USAGE: &str = "  bench [--runtime SECS] [--rounds N] [--size-mib MIB] [--timeout SECS]
         [--jobs REGEX] [--hw-max-sectors N] [--ring-poll-us US]
-        [--guest-idle halt|poll] [--no-build] [--report-only] [--rbd|--qcow]
+        [--guest-idle halt|poll] [--no-build] [--report-only] [--rbd|--qcow|--glfs]
                         fio in the VM on the kernel's fileio backstore,
                         Debian's C tcmu-runner (user:file, its file handler
                         built from Debian's source package, cached under
@@ -107,7 +112,10 @@ pub const USAGE: &str = "  bench [--runtime SECS] [--rounds N] [--size-mib MIB] 
                         handler and the C tcmu-runner's handler_qcow on one
                         qcow2 image, 4k random read/write at iodepth 32 and
                         128k sequential, IOPS and CPU per I/O
-                        (tests/vm/bench-qcow.sh; target/bench/qcow/)
+                        (tests/vm/bench-qcow.sh; target/bench/qcow/).
+                        --glfs: our user:glfs LUN and fio's gfapi engine on
+                        one file of a Gluster volume in the guest
+                        (tests/vm/bench-glfs.sh; target/bench/glfs/)
 ";
 
 /// How the guest kernel idles its vCPUs during the bench.
@@ -187,6 +195,7 @@ impl Options {
                 "--report-only" => o.report_only = true,
                 "--rbd" => o.handler = Some(HandlerBench::Rbd),
                 "--qcow" => o.handler = Some(HandlerBench::Qcow),
+                "--glfs" => o.handler = Some(HandlerBench::Glfs),
                 other => bail!("bench: unknown argument {other:?}"),
             }
         }
@@ -294,7 +303,7 @@ fn guest_env(paths: &Paths, opts: &Options, peer: &cpeer::CPeer) -> Vec<(String,
     env
 }
 
-/// `bench --rbd` / `--qcow`: `tests/vm/bench-<name>.sh` in one boot;
+/// `bench --rbd` / `--qcow` / `--glfs`: `tests/vm/bench-<name>.sh` in one boot;
 /// prints its table and keeps its results under `target/bench/<name>/`.
 fn run_handler(
     paths: &Paths,
