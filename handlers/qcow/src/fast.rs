@@ -2,8 +2,8 @@
 //! top image, straight between the image file and the ring, on the worker.
 //!
 //! The slow path (the image's driver on a blocking thread, through a bounce
-//! buffer) learns, after each command, where the guest clusters it touched
-//! live in the image file. Clusters that are plain data of the top image's
+//! buffer) learns, after each command, where the guest clusters around it
+//! (an aligned window of clusters) live in the image file. Clusters that are plain data of the top image's
 //! own file and may be written in place (imago's shallow mapping
 //! `Raw { writable: true }`: a standard cluster with refcount 1, neither
 //! compressed, nor zero, nor in a backing file) go into a [`MappingCache`].
