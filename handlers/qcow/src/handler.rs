@@ -101,8 +101,11 @@ where
 
 /// A slow-path command learns the mappings of the aligned window of this
 /// many clusters around what it touched (2 MiB with 64 KiB clusters): the
-/// L2 table it just used is in imago's cache, contiguous clusters come in
-/// one lookup, and a cold cache warms up this many times faster.
+/// L2 table it just used is in imago's cache (an L2 table maps
+/// cluster size / 8 ≥ 64 clusters, a multiple of 32, so an aligned window
+/// never spans two and the lookup never reads metadata from disk),
+/// contiguous clusters come in one lookup, and a cold cache warms up this
+/// many times faster.
 const LEARN_WINDOW_CLUSTERS: u64 = 32;
 
 /// The mappings a slow-path command learnt, if `wanted` (errors only
@@ -757,6 +760,27 @@ mod tests {
         assert!(converted(dir.path(), &top) == expected);
         // The backing file is untouched.
         assert!(converted(dir.path(), &base)[..base_data.len()] == base_data[..]);
+    }
+
+    #[test]
+    fn images_with_subclusters_are_refused() {
+        // Extended L2 entries (subclusters) let a cluster be allocated in
+        // part; imago 0.2 refuses such images. Should it learn them, the
+        // fast path only takes whole clusters mapped raw (see
+        // `Image::data_mappings`): turn this into a data check then.
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("ext.qcow2");
+        qemu_img(&[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            "extended_l2=on",
+            img.to_str().unwrap(),
+            "4M",
+        ]);
+        assert!(block_on(QcowHandler::open(&config(&img, 4 * MIB))).is_err());
     }
 
     #[test]

@@ -91,16 +91,18 @@ impl Image {
                 break;
             }
             // The top layer's own storage (no external data file), a
-            // standard cluster with refcount 1 (`writable`).
+            // standard cluster with refcount 1 (`writable`), whole
+            // clusters only (with extended L2 entries, a cluster may be
+            // allocated in part).
             if let ShallowMapping::Raw {
                 offset: host,
                 writable: true,
                 ..
             } = mapping
             {
-                if host & mask == 0 {
+                if pos & mask == 0 && host & mask == 0 {
                     let mut at = 0;
-                    while at < n {
+                    while at + cluster_size <= n {
                         found.push(((pos + at) / cluster_size, host + at));
                         at += cluster_size;
                     }
