@@ -18,6 +18,11 @@
 //!   allocated on first write. Its metadata is written through. Encrypted
 //!   images are refused.
 //!
+//! Commands run on the worker's blocking threads through the image's
+//! driver, except, on qcow2 images, those whose clusters are known to be
+//! allocated in the image file and writable in place: [`fast`] moves
+//! those bytes zero copy between the file and the ring on the worker.
+//!
 //! The device may be smaller than the image's virtual size, never larger.
 //! It reports a volatile write cache: SYNCHRONIZE CACHE and FUA write the
 //! metadata out and `fsync` the image. Closing the device does the same,
@@ -31,6 +36,7 @@
 pub mod backing;
 pub mod config;
 pub mod factory;
+pub mod fast;
 pub mod handler;
 pub mod image;
 pub mod qcow1;
