@@ -12,9 +12,8 @@
 # job). Each run records IOPS and the daemon's CPU time. At the end
 # `qemu-img check` must find the image clean: both handlers wrote it.
 #
-# Output in $XT_OUT/bench-qcow/: fio JSON reports, bench.tsv (TAB-separated:
-#   run JOB BACKEND ROUND IOPS CPU_TICKS IOS)
-# and summary.txt (medians, ratios ours/C).
+# Output in $XT_OUT/bench-qcow/: fio JSON reports, bench.tsv (see
+# bench-lib.sh) and summary.txt (medians, ratios to C).
 #
 # Environment: BENCH_RUNTIME (seconds per fio run, default 10),
 # BENCH_ROUNDS (default 2), C_TCMU_BIN, C_TCMU_LIBDIR, C_TCMU_HANDLERS (see
@@ -22,15 +21,9 @@
 
 TEST_NAME=bench-qcow
 source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/bench-lib.sh"
 
-RUNTIME=${BENCH_RUNTIME:-10}
-ROUNDS=${BENCH_ROUNDS:-2}
 MIB=$((1024 * 1024))
-OUT=$XT_OUT/bench-qcow
-TSV=$OUT/bench.tsv
-rm -rf "$OUT"
-mkdir -p "$OUT"
-: >"$TSV"
 # NAME|fio options
 JOBS=(
     "randread-4k-qd32|--rw=randread --bs=4k --iodepth=32 --norandommap"
@@ -38,7 +31,6 @@ JOBS=(
     "read-128k-qd16|--rw=read --bs=128k --iodepth=16"
     "write-128k-qd16|--rw=write --bs=128k --iodepth=16"
 )
-HZ=$(getconf CLK_TCK)
 
 bench_qcow_exit() {
     local rc=$?
@@ -67,26 +59,6 @@ user_backstore q0 $((256 * MIB)) "qcow/$IMG" || fail "enabling user:qcow q0 fail
 loop_export "$BS_PATH"
 current=ours
 
-# run_fio JOB BACKEND ROUND OPTS PID: one fio run; PID's CPU is measured.
-run_fio() {
-    local job=$1 backend=$2 round=$3 opts=$4 pid=$5
-    local json=$OUT/$job.$backend.r$round.json t0 t1 iops ios
-    t0=$(proc_cpu_ticks "$pid")
-    # shellcheck disable=SC2086
-    fio --name="$job" --filename="$DEV" --ioengine=libaio --direct=1 $opts \
-        --size=256m --time_based --runtime="$RUNTIME" --ramp_time=2 \
-        --output-format=json --output="$json" >/dev/null 2>"$OUT/fio.err" ||
-        { cat "$OUT/fio.err"; fail "fio $job on $backend failed"; }
-    t1=$(proc_cpu_ticks "$pid")
-    read -r iops ios < <(python3 -c '
-import json, sys
-j = json.load(open(sys.argv[1]))["jobs"][0]
-d = j["write"] if j["write"]["total_ios"] else j["read"]
-print(round(d["iops"]), d["total_ios"])' "$json")
-    printf 'run\t%s\t%s\t%s\t%s\t%s\t%s\n' "$job" "$backend" "$round" "$iops" "$((t1 - t0))" "$ios" >>"$TSV"
-    log "$job $backend r$round: $iops IOPS, $((t1 - t0)) CPU ticks (${HZ}/s)"
-}
-
 for ((round = 1; round <= ROUNDS; round++)); do
     for spec in "${JOBS[@]}"; do
         job=${spec%%|*} opts=${spec#*|}
@@ -105,7 +77,9 @@ for ((round = 1; round <= ROUNDS; round++)); do
                 current=$b
             fi
             if [[ $b == ours ]]; then pid=$DAEMON_PID; else pid=$C_DAEMON_PID; fi
-            run_fio "$job" "$b" "$round" "$opts" "$pid"
+            # shellcheck disable=SC2086
+            bench_fio "$job" "$b" "$round" "$pid" --filename="$DEV" --ioengine=libaio --direct=1 \
+                --size=256m $opts
         done
     done
 done
@@ -118,29 +92,5 @@ undo_all
 daemon_stop
 qemu-img check -q "$IMG" >"$OUT/check.txt" 2>&1 || { cat "$OUT/check.txt"; fail "qemu-img check: the image is not clean after the runs"; }
 
-python3 - "$TSV" "$HZ" >"$OUT/summary.txt" <<'EOF'
-import statistics, sys
-tsv, hz = sys.argv[1], int(sys.argv[2])
-runs = {}
-for line in open(tsv):
-    f = line.rstrip("\n").split("\t")
-    if f[0] == "run":
-        runs.setdefault((f[1], f[2]), []).append((int(f[4]), int(f[5]), int(f[6])))
-print("| job | ours IOPS | C IOPS | ours / C | CPU µs per I/O ours | C | CPU ours / C |")
-print("|---|---:|---:|---:|---:|---:|---:|")
-for job in dict.fromkeys(j for j, _ in runs):
-    med = {}
-    for b in ("ours", "c"):
-        r = runs.get((job, b), [])
-        if r:
-            med[b] = (statistics.median(x[0] for x in r),
-                      statistics.median(x[1] / hz * 1e6 / max(x[2], 1) for x in r))
-    if len(med) < 2:
-        continue
-    (oi, oc), (ci, cc) = med["ours"], med["c"]
-    print(f"| {job} | {oi:,.0f} | {ci:,.0f} | {oi / ci:.2f}× | {oc:.0f} | {cc:.0f} | {oc / cc:.2f}× |")
-print()
-print("(median of the rounds; CPU per I/O: the serving daemon's utime+stime over the run)")
-EOF
-cat "$OUT/summary.txt"
+bench_summary c
 log "done"

@@ -46,14 +46,7 @@ impl L2Cache {
         if !self.tables.contains_key(&offset) {
             let mut bytes = vec![0u8; self.entries * 8];
             read_at_or_zero(file, &mut bytes, offset)?;
-            let table = bytes
-                .chunks_exact(8)
-                .map(|b| {
-                    let mut e = [0u8; 8];
-                    e.copy_from_slice(b);
-                    u64::from_be_bytes(e)
-                })
-                .collect();
+            let table = super::be_u64s(&bytes);
             self.insert(offset, table);
         }
         match self.tables.get_mut(&offset) {

@@ -38,18 +38,6 @@ struct Extent {
     what: String,
 }
 
-/// Reads big-endian u64s.
-fn be64s(bytes: &[u8]) -> Vec<u64> {
-    bytes
-        .chunks_exact(8)
-        .map(|b| {
-            let mut e = [0u8; 8];
-            e.copy_from_slice(b);
-            u64::from_be_bytes(e)
-        })
-        .collect()
-}
-
 /// Checks the image at `path` (read-only; its backing file is not read).
 pub fn check(path: &Path) -> io::Result<CheckReport> {
     let file = File::open(path)?;
@@ -81,7 +69,7 @@ pub fn check(path: &Path) -> io::Result<CheckReport> {
     });
     let mut raw = vec![0u8; (header.l1_entries * 8) as usize];
     read_at_or_zero(&file, &mut raw, l1_start)?;
-    for (l1, table) in be64s(&raw).into_iter().enumerate() {
+    for (l1, table) in super::be_u64s(&raw).into_iter().enumerate() {
         if table == 0 {
             continue;
         }
@@ -99,7 +87,7 @@ pub fn check(path: &Path) -> io::Result<CheckReport> {
         }
         let mut raw = vec![0u8; l2_bytes as usize];
         read_at_or_zero(&file, &mut raw, table)?;
-        for (l2, entry) in be64s(&raw).into_iter().enumerate() {
+        for (l2, entry) in super::be_u64s(&raw).into_iter().enumerate() {
             let what = format!("cluster {l1}/{l2}");
             let (start, len) = match Cluster::decode(entry, header.cluster_bits) {
                 Cluster::Unallocated => continue,

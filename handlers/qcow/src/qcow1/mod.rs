@@ -60,6 +60,18 @@ pub(crate) fn read_at_or_zero(file: &File, buf: &mut [u8], offset: u64) -> io::R
     Ok(())
 }
 
+/// The big-endian u64 entries of an L1 or L2 table read from the file.
+pub(crate) fn be_u64s(bytes: &[u8]) -> Vec<u64> {
+    bytes
+        .chunks_exact(8)
+        .map(|b| {
+            let mut e = [0u8; 8];
+            e.copy_from_slice(b);
+            u64::from_be_bytes(e)
+        })
+        .collect()
+}
+
 /// An error about the image's contents.
 fn invalid(why: impl std::fmt::Display) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, why.to_string())
@@ -203,14 +215,7 @@ impl Qcow1 {
         }
         let mut raw = vec![0u8; l1_bytes as usize];
         file.read_exact_at(&mut raw, header.l1_table_offset)?;
-        let l1 = raw
-            .chunks_exact(8)
-            .map(|b| {
-                let mut e = [0u8; 8];
-                e.copy_from_slice(b);
-                u64::from_be_bytes(e)
-            })
-            .collect();
+        let l1 = be_u64s(&raw);
         let backing = if header.has_backing_file() {
             let mut name = vec![0u8; header.backing_file_size as usize];
             file.read_exact_at(&mut name, header.backing_file_offset)
