@@ -13,6 +13,9 @@
 # 5. saveconfig / clearconfig / restoreconfig round trip, data intact.
 # 6. The bus daemon is killed while fio runs and started again: fio ends
 #    without error and org.kernel.TCMUService1 is back within seconds.
+# 7. Without libgfapi (hidden from the daemon in a mount namespace): the
+#    daemon starts, targetcli lists user:glfs, CheckConfig of a glfs
+#    cfgstring names the package to install (libgfapi0).
 
 source "$(dirname "$0")/lib.sh"
 
@@ -134,6 +137,35 @@ log_since | grep -q 'lost the system bus' || fail "the daemon did not log the lo
 tc ls /backstores >"$WORK/ls-after.txt" || fail "targetcli ls after the bus restart failed"
 assert_grep "o- user:file " "$WORK/ls-after.txt" "targetcli lists user:file after the bus restart"
 daemon_alive || fail "the daemon died"
+
+# 7. A system without libgfapi (the daemon started in a private mount
+#    namespace where an empty file is bind-mounted over libgfapi.so.0):
+#    the daemon starts, targetcli still lists user:glfs, and CheckConfig of
+#    a glfs cfgstring is refused naming the package to install.
+gfapi=$(ldconfig -p | awk '/libgfapi\.so\.0 / { print $NF; exit }')
+[[ -n $gfapi && -e $gfapi ]] || fail "ldconfig -p knows no libgfapi.so.0"
+{
+    echo '#!/bin/bash'
+    echo "# tcmu-runner with $gfapi hidden (an empty file over it)."
+    printf 'exec unshare -m --propagation private bash -c %q %q "$@"\n' \
+        "mount --bind /dev/null '$gfapi' && exec \"\$0\" \"\$@\"" "$TCMU_RUNNER"
+} >"$WORK/no-gfapi.sh"
+chmod +x "$WORK/no-gfapi.sh"
+daemon_stop
+TCMU_RUNNER=$WORK/no-gfapi.sh daemon_start
+wait_for 15 "$SVC back with the daemon without libgfapi" dbus_has_name "$SVC"
+tc ls /backstores >"$WORK/ls-nogfapi.txt" || fail "targetcli ls /backstores failed (no libgfapi)"
+assert_grep "o- user:glfs " "$WORK/ls-nogfapi.txt" "targetcli lists user:glfs without libgfapi"
+dbus-send --system --print-reply "--dest=$SVC" /org/kernel/TCMUService1/glfs "$SVC.CheckConfig" \
+    string:glfs/vol0@localhost/x.img >"$WORK/check-nogfapi.txt" 2>&1 || fail "CheckConfig (no libgfapi) failed"
+cat "$WORK/check-nogfapi.txt"
+assert_grep 'boolean false' "$WORK/check-nogfapi.txt" "CheckConfig of a glfs cfgstring without libgfapi is refused"
+assert_grep 'libgfapi0' "$WORK/check-nogfapi.txt" "the refusal names the package to install"
+if grep -q libgfapi "/proc/$DAEMON_PID/maps"; then
+    fail "the daemon without libgfapi has it mapped after the check"
+fi
+daemon_alive || fail "the daemon without libgfapi died"
+log "without libgfapi: the daemon serves, targetcli lists user:glfs, CheckConfig names libgfapi0"
 
 undo_all
 daemon_stop
