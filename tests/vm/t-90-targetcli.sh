@@ -142,7 +142,9 @@ daemon_alive || fail "the daemon died"
 #    namespace where an empty file is bind-mounted over libgfapi.so.0):
 #    the daemon starts, targetcli still lists user:glfs, and CheckConfig of
 #    a glfs cfgstring is refused naming the package to install.
-gfapi=$(ldconfig -p | awk '/libgfapi\.so\.0 / { print $NF; exit }')
+# (awk reads to the end: an early exit would SIGPIPE ldconfig, failing the
+# pipeline.)
+gfapi=$(ldconfig -p | awk '/libgfapi\.so\.0 / && !found { print $NF; found = 1 }')
 [[ -n $gfapi && -e $gfapi ]] || fail "ldconfig -p knows no libgfapi.so.0"
 {
     echo '#!/bin/bash'
