@@ -86,10 +86,13 @@ alone1=$(fast_iops alone1) || exit 1
 log "fast LUN alone: $alone1 IOPS"
 
 dm_delay "$DELAY_MS"
-# The slow load: 4k writes at iodepth 4, each followed by a SYNCHRONIZE
-# CACHE (fio's fsync=1 on a block device), for longer than the fast run.
+# The slow load: 4k writes one at a time, each followed by a SYNCHRONIZE
+# CACHE (fio's fsync=1 on a block device), for longer than the fast run: a
+# flush is always waiting on the delayed disk, at little CPU (with more in
+# flight, the guest's CPU went to the slow LUN's own work and the fast
+# LUN's figure measured that instead).
 fio --name=slowload --filename="$SLOW" --ioengine=libaio --direct=1 --rw=randwrite --bs=4k \
-    --iodepth=4 --fsync=1 --norandommap --time_based --runtime=$((SECS + 4)) --eta=never \
+    --iodepth=1 --fsync=1 --norandommap --time_based --runtime=$((SECS + 4)) --eta=never \
     --output-format=json --output="$WORK/slowload.json" >"$WORK/slowload.out" 2>&1 &
 slow_pid=$!
 sleep 2
