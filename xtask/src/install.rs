@@ -126,7 +126,7 @@ fn items(paths: &Paths, opts: &Options) -> Vec<Item> {
     };
     vec![
         item(
-            paths.root.join("target/release/tcmu-runner"),
+            paths.release_runner(),
             p.join("bin/tcmu-runner"),
             0o755,
             Kind::Plain,

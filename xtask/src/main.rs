@@ -365,11 +365,7 @@ fn guest_run(
         extra_env: vec![
             (
                 "TCMU_RUNNER".into(),
-                paths
-                    .root
-                    .join("target/release/tcmu-runner")
-                    .display()
-                    .to_string(),
+                paths.release_runner().display().to_string(),
             ),
             (
                 "EXAMPLES_DIR".into(),

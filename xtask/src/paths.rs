@@ -37,4 +37,9 @@ impl Paths {
             root,
         })
     }
+
+    /// The release build of the daemon, `target/release/tcmu-runner`.
+    pub fn release_runner(&self) -> PathBuf {
+        self.root.join("target/release/tcmu-runner")
+    }
 }

@@ -403,25 +403,36 @@ impl FastPath {
     /// Reads right away (one inline syscall), when the whole request is
     /// one cached host run the file serves without waiting.
     pub fn read_now(&self, offset: u64, bufs: &mut [DataBuf]) -> Option<io::Result<()>> {
-        let _shared = self.gate.lock.try_read().ok()?;
-        let runs = self.runs(offset, tcmu_core::buf::total_len(bufs))?;
-        let [(pos, _)] = runs[..] else {
-            return None;
-        };
-        let r = file_io::read_now(self.io.meta.as_fd(), &self.io.read_policy, pos, bufs)?;
-        self.hits.set(self.hits.get() + 1);
-        Some(r)
+        let len = tcmu_core::buf::total_len(bufs);
+        self.now(offset, len, |pos| {
+            file_io::read_now(self.io.meta.as_fd(), &self.io.read_policy, pos, bufs)
+        })
     }
 
     /// Writes right away (one inline syscall), when the whole request is
     /// one cached host run the file takes without waiting.
     pub fn write_now(&self, offset: u64, bufs: &[DataBuf]) -> Option<io::Result<()>> {
+        let len = tcmu_core::buf::total_len(bufs);
+        self.now(offset, len, |pos| {
+            file_io::write_now(self.io.meta.as_fd(), &self.io.write_policy, pos, bufs)
+        })
+    }
+
+    /// Runs `transfer` at the file position of `len` bytes at `offset`
+    /// when they are one cached host run, holding the gate shared (never
+    /// waiting for it); counts a hit when `transfer` did the work.
+    fn now(
+        &self,
+        offset: u64,
+        len: usize,
+        transfer: impl FnOnce(u64) -> Option<io::Result<()>>,
+    ) -> Option<io::Result<()>> {
         let _shared = self.gate.lock.try_read().ok()?;
-        let runs = self.runs(offset, tcmu_core::buf::total_len(bufs))?;
+        let runs = self.runs(offset, len)?;
         let [(pos, _)] = runs[..] else {
             return None;
         };
-        let r = file_io::write_now(self.io.meta.as_fd(), &self.io.write_policy, pos, bufs)?;
+        let r = transfer(pos)?;
         self.hits.set(self.hits.get() + 1);
         Some(r)
     }

@@ -291,11 +291,7 @@ pub fn run(paths: &Paths, opts: &Options) -> Result<()> {
 fn guest_env(paths: &Paths, opts: &Options, peer: &cpeer::CPeer) -> Vec<(String, String)> {
     let mut env = vec![(
         "TCMU_RUNNER".into(),
-        paths
-            .root
-            .join("target/release/tcmu-runner")
-            .display()
-            .to_string(),
+        paths.release_runner().display().to_string(),
     )];
     env.extend(peer.guest_env());
     env.push(("BENCH_RUNTIME".into(), opts.runtime.to_string()));
