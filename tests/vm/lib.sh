@@ -767,7 +767,7 @@ daemon_start() {
             local size
             size=$(stat -c %s "$logf")
             ((size >= before)) || before=0 # the daemon truncated its log
-            tail -c +$((before + 1)) "$logf" | grep -q 'tcmu-runner ready' && break
+            grep -q 'tcmu-runner ready' <(tail -c +$((before + 1)) "$logf") && break
         fi
         if ! kill -0 "$DAEMON_PID" 2>/dev/null; then
             local rc=0
@@ -891,8 +891,10 @@ log_mark() {
 }
 
 # log_since: the daemon log lines written since the last log_mark.
+# (`|| true`: under pipefail, `log_since | grep -q` would fail when grep
+# exits at its first match while tail still writes and dies of SIGPIPE.)
 log_since() {
-    tail -c +$((LOG_MARK + 1)) "$DAEMON_LOG_FILE" 2>/dev/null
+    tail -c +$((LOG_MARK + 1)) "$DAEMON_LOG_FILE" 2>/dev/null || true
 }
 
 # log_has PATTERN: a line written since the last log_mark matches PATTERN
@@ -963,7 +965,7 @@ dmesg_mark() { DMESG_MARK=$(dmesg | wc -l); }
 
 # dmesg_since: kernel log lines written since the last dmesg_mark (the whole
 # log without one).
-dmesg_since() { dmesg | tail -n +$((${DMESG_MARK:-0} + 1)); }
+dmesg_since() { dmesg | tail -n +$((${DMESG_MARK:-0} + 1)) || true; }
 
 # kept_buffers_check: fail the test if, since dmesg_mark, the kernel refused
 # a free_kept_buf (it refuses one whose KEEP_BUF completion it has not seen

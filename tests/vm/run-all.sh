@@ -19,18 +19,27 @@ FIO_RUNTIME=${FIO_RUNTIME:-60}
 # The longest test (t-20) runs fio twice plus a verify pass and a cmp.
 PER_TEST_TIMEOUT=${TEST_TIMEOUT:-$((6 * FIO_RUNTIME + 300))}
 
-# kill_leftover_daemons: kill -9 processes running exactly $TCMU_RUNNER
-# (a test that timed out may leave one behind).
+# kill_leftover_daemons: kill -9 every process named tcmu-runner (ours or
+# Debian's C daemon). A test that failed or timed out may leave one behind,
+# and it would hold the daemon lock and the devices of every test after it.
+# By name, not by path: tests run copies of the binary (runner_to_ram) and
+# replace it at its path (t-42), so /proc/PID/exe need not be $TCMU_RUNNER.
 kill_leftover_daemons() {
-    [[ -n "${TCMU_RUNNER:-}" ]] || return 0
-    local exe pid
-    for exe in /proc/[0-9]*/exe; do
-        [[ "$(readlink "$exe" 2>/dev/null)" == "$TCMU_RUNNER" ]] || continue
-        pid=${exe#/proc/}
-        pid=${pid%/exe}
-        echo "run-all: killing leftover daemon pid $pid"
+    local comm pid found=1
+    for comm in /proc/[0-9]*/comm; do
+        [[ "$(cat "$comm" 2>/dev/null)" == tcmu-runner ]] || continue
+        pid=${comm#/proc/}
+        pid=${pid%/comm}
+        echo "run-all: killing leftover daemon pid $pid ($(readlink "/proc/$pid/exe" 2>/dev/null))"
         kill -9 "$pid" 2>/dev/null || true
+        # Gone (or a zombie, its lock and devices released) within 10 s.
+        for _ in $(seq 100); do
+            [[ "$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null)" == [^Z]* ]] || break
+            sleep 0.1
+        done
+        found=0
     done
+    return "$found"
 }
 
 # reset_lio: remove any LIO objects a failed test left behind.
@@ -64,6 +73,12 @@ for script in t-*.sh; do
         timeout --kill-after=30 "$PER_TEST_TIMEOUT" bash "./$script" \
         > >(tee "$out_file") 2>&1 || rc=$?
     took=$((SECONDS - start))
+    # A test must stop what it started: a daemon left running would hold
+    # the lock and the devices of every test after it.
+    if kill_leftover_daemons && [[ $rc -eq 0 ]]; then
+        echo "$name left a tcmu-runner running"
+        rc=1
+    fi
     if [[ $rc -eq 0 ]]; then
         echo "PASS $name (${took}s)"
         passed=$((passed + 1))
@@ -83,7 +98,6 @@ for script in t-*.sh; do
         fi
         echo "--- kernel messages during $name (last 15):"
         dmesg | tail -n +$((dmesg_lines + 1)) | tail -n 15 || true
-        kill_leftover_daemons
         reset_lio
     fi
 done

@@ -201,6 +201,10 @@ done
 took=$(ms_since "$t0")
 new=$(notify_lines '[0-9]*' | grep -o 'MAINPID=[0-9]*' | head -n 1 | cut -d= -f2)
 [[ -n $new ]] || fail "round 4: no MAINPID= message: $(tail -n 5 "$NOTIFY_LOG")"
+# The successor is not this shell's child: from here on it is stopped by
+# adopted_stop below, or killed by cleanup_adopted if a check fails.
+DAEMON_PID=
+ADOPTED_PID=$new
 running "$new" || fail "round 4: successor $new does not run"
 notify_lines "$old" | grep -q "RELOADING=1 MONOTONIC_USEC=[0-9]* STATUS=upgrading: successor pid $new starting" ||
     fail "round 4: the old daemon did not report RELOADING=1 naming its successor: $(notify_lines "$old")"
@@ -208,9 +212,6 @@ notify_check_handover "$old" "$new" "$exit_us"
 log_since | grep -q "SIGUSR1: upgrading in place: started $TCMU_RUNNER --takeover as pid $new" ||
     fail "round 4: the old daemon did not log starting its successor"
 check_round 4 "$old" "$new" "$took"
-# The successor is not this shell's child: stopped by adopted_stop below.
-DAEMON_PID=
-ADOPTED_PID=$new
 echo "max_pause_ms=$max_pause" >>"$REPORT"
 
 # Round 5: SIGUSR1 with a binary that fails changes nothing.
