@@ -10,7 +10,9 @@
 #    active, which for its Type=notify means systemd got READY=1;
 # 4. `targetcli ls /backstores` lists our handlers (user:file and user:ram,
 #    which the C package lacks) through our D-Bus service, and creates and
-#    deletes a user:file backstore (our CheckConfig answering).
+#    deletes a user:file backstore (our CheckConfig answering);
+# 5. with the service stopped, `targetcli ls /backstores` starts it through
+#    D-Bus activation.
 #
 # Runs as root in the guest; files under /var/tmp (the VM's disk, thrown
 # away at the end of the run). Timings go to $XT_OUT/smoke.txt.
@@ -123,5 +125,19 @@ echo "$bad" | grep -q 'cfgstring invalid: file handler' \
 say "targetcli: user:file created; a bad cfgstring refused: $(echo "$bad" | grep 'cfgstring invalid' | head -n 1)"
 must targetcli /backstores/user:file delete smoke > /dev/null
 [ "$(systemctl is-active tcmu-runner)" = active ] || fail "tcmu-runner died during the targetcli checks"
+
+# 5. D-Bus activation: with the service stopped, targetcli's first call
+# starts it through systemd (SystemdService= in the activation file).
+must systemctl stop tcmu-runner > /dev/null
+[ "$(systemctl is-active tcmu-runner)" = inactive ] || fail "tcmu-runner did not stop"
+t=$(uptime_s)
+ls_out=$(must targetcli ls /backstores)
+echo "$ls_out" | grep -q -- user:file || fail "targetcli did not list user:file after D-Bus activation"
+[ "$(systemctl is-active tcmu-runner)" = active ] || fail "targetcli did not start tcmu-runner through D-Bus"
+new_pid=$(systemctl show -p MainPID --value tcmu-runner)
+[ "$new_pid" -gt 0 ] && [ "$new_pid" != "$pid" ] || fail "MainPID $new_pid after activation (was $pid)"
+journalctl -b -u dbus --no-pager -o cat | grep -q "Activating via systemd: service name='org.kernel.TCMUService1'" \
+    || fail "dbus-daemon's journal shows no activation of org.kernel.TCMUService1"
+say "D-Bus activation: targetcli started tcmu-runner (MainPID $new_pid) and listed user:file in $(awk -v a="$t" -v b="$(uptime_s)" 'BEGIN { printf "%.1f", b - a }') s"
 
 say "PASS in $(awk -v a="$T0" -v b="$(uptime_s)" 'BEGIN { printf "%.1f", b - a }') s of test (guest uptime $(uptime_s) s)"
