@@ -8,6 +8,10 @@
 //!   (`tests/vm/run-all.sh`) inside the VM.
 //! - `demo`: like `vm-test`, but run `tests/vm/demo.sh`.
 //! - `vm-run SCRIPT`: boot the VM and run any guest script (no build).
+//! - `debvm-test [SCRIPT]`: build the package and run a script (default
+//!   `tests/debvm/smoke.sh`) in the Debian VM, a debootstrapped bookworm
+//!   booting systemd (image cached under `target/debvm/`).
+//! - `debvm-image`: build that image (and its initramfs) without booting.
 //! - `test`: the docs' links, unit tests, clippy, rustfmt, rustdoc,
 //!   `package-test`, then `vm-test`.
 //! - `check-docs [--verbose]`: every link of the repository's Markdown files
@@ -31,6 +35,7 @@ mod bench;
 mod checks;
 mod cmd;
 mod deb;
+mod debvm;
 mod docs;
 mod fuzz;
 mod hash;
@@ -71,6 +76,13 @@ commands:
   vm-run SCRIPT [ARG]   boot the VM and run SCRIPT (a path on this host) in it,
                         without building anything; ARG goes to $XT_ARG, and
                         each host variable GUEST_<NAME> to $<NAME>
+  debvm-test [SCRIPT]   build the package (cargo xtask deb) and run SCRIPT
+                        (default tests/debvm/smoke.sh) in the Debian VM:
+                        bookworm with systemd as PID 1, its image made once
+                        with debootstrap (target/debvm/root.img); the script
+                        finds the package as $TCMU_DEB
+  debvm-image           build (or check up to date) the Debian VM's image and
+                        initramfs under target/debvm/ without booting
   test                  check-docs, cargo test, clippy -D warnings,
                         fmt --check, doc, package-test, vm-test
 {CHECK_DOCS}  fuzz [--runs N] [--sanitizer S] [TARGET]
@@ -90,12 +102,13 @@ commands:
                         Debian's tcmu-runner package, install both with dpkg
                         into a throwaway root under target/pkgtest/ (root)
 
-options (vm-test, demo, vm-run, test):
+options (vm-test, demo, vm-run, debvm-test, test):
   --timeout SECS        fail when the guest has not finished after SECS
                         (default 2700, or $XTASK_VM_TIMEOUT)
   --fio-runtime SECS    fio run time per job in the guest tests
                         (default 60, or $FIO_RUNTIME)
-  --no-build            vm-test/demo: use the existing target/release/tcmu-runner
+  --no-build            vm-test/demo: use the existing target/release/tcmu-runner;
+                        debvm-test: the existing target/debian package
 
 environment passed on to the guest: FIO_RUNTIME, TEST_TIMEOUT (seconds per
 test), TCMU_DEBUG (start the daemon with -d), HARNESS_SELFTEST (run the test
@@ -255,6 +268,13 @@ fn run() -> Result<()> {
                 .push(("XT_ARG".into(), arg.unwrap_or_default()));
             run.extra_env.extend(c_peer_env(&paths)?);
             vm::boot_and_run(&paths, &kernel, &run)?.into_result()
+        }
+        "debvm-test" => debvm::run(&paths, &VmOptions::parse(rest)?),
+        "debvm-image" => {
+            if !rest.is_empty() {
+                bail!("debvm-image takes no arguments");
+            }
+            debvm::prepare(&paths)
         }
         "test" => {
             let opts = VmOptions::parse(rest)?;

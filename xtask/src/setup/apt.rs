@@ -144,6 +144,18 @@ fn add_source(sources: &[(String, String)], file: &str, types: &str, suite: &str
     fs::write(file, stanza).with_context(|| format!("cannot write {file} (are you root?)"))
 }
 
+/// The mirror URI of the machine's Debian `bookworm` source (what
+/// `debootstrap` fetches from: the only archive these machines reach).
+pub fn debian_mirror() -> Result<String> {
+    read_sources()?
+        .iter()
+        .find_map(|(path, text)| debian_source(path, text))
+        .map(|(uri, _)| uri)
+        .context(
+            "found no Debian bookworm source in /etc/apt/sources.list* to take the mirror from",
+        )
+}
+
 /// The sources file [`ensure_deb_src_source`] adds.
 const DEB_SRC_FILE: &str = "/etc/apt/sources.list.d/bookworm-src.sources";
 

@@ -8,7 +8,7 @@
 mod apt;
 mod kernel;
 
-pub use apt::{download, ensure_deb_src_source, Apt};
+pub use apt::{debian_mirror, download, ensure_deb_src_source, Apt};
 pub use kernel::Kernel;
 
 use anyhow::Result;

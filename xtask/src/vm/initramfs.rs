@@ -30,10 +30,6 @@ const BUSYBOX: &str = "/bin/busybox";
 
 /// Returns the path of an up-to-date initramfs, building it if needed.
 pub fn ensure(paths: &Paths, kernel: &Kernel) -> Result<PathBuf> {
-    let initrd = paths.vm.join("initrd.gz");
-    let stamp = paths.vm.join("initrd.stamp");
-
-    let modules = module_files(kernel)?;
     let moddir = kernel
         .modules
         .to_str()
@@ -41,6 +37,37 @@ pub fn ensure(paths: &Paths, kernel: &Kernel) -> Result<PathBuf> {
     let init = INIT_TEMPLATE
         .replace("@KVER@", &kernel.version)
         .replace("@MODDIR@", moddir);
+    build(&Spec {
+        dir: &paths.vm,
+        name: "initrd",
+        init: &init,
+        modules: BOOT_MODULES,
+        kernel,
+    })
+}
+
+/// What goes into one busybox initramfs.
+pub struct Spec<'a> {
+    /// The folder the image (`<name>.gz`), its stamp and staging live in.
+    pub dir: &'a Path,
+    /// The image's base name (`initrd` gives `initrd.gz`).
+    pub name: &'a str,
+    /// The `/init` script, placeholders already filled in.
+    pub init: &'a str,
+    /// Modules to pack (dependencies added, in load order, listed in
+    /// `/modules.list`).
+    pub modules: &'a [&'a str],
+    /// The kernel whose modules are packed.
+    pub kernel: &'a Kernel,
+}
+
+/// Packs `spec` into `<dir>/<name>.gz` (static busybox, `/init`, the
+/// modules) unless the stamp says the same inputs made the existing one.
+pub fn build(spec: &Spec) -> Result<PathBuf> {
+    let initrd = spec.dir.join(format!("{}.gz", spec.name));
+    let stamp = spec.dir.join(format!("{}.stamp", spec.name));
+    let modules = module_files(spec.kernel, spec.modules)?;
+    let init = spec.init;
     let busybox = fs::read(BUSYBOX).with_context(|| format!("cannot read {BUSYBOX}"))?;
 
     let mut h = Fnv::new();
@@ -54,7 +81,7 @@ pub fn ensure(paths: &Paths, kernel: &Kernel) -> Result<PathBuf> {
     }
 
     eprintln!("xtask: building {}", initrd.display());
-    let staging = paths.vm.join("initramfs");
+    let staging = spec.dir.join(format!("{}.staging", spec.name));
     if staging.exists() {
         fs::remove_dir_all(&staging)
             .with_context(|| format!("cannot clear {}", staging.display()))?;
@@ -104,7 +131,7 @@ pub fn ensure(paths: &Paths, kernel: &Kernel) -> Result<PathBuf> {
     }
     fs::write(staging.join("modules.list"), list).context("cannot write modules.list")?;
 
-    let tmp = paths.vm.join("initrd.gz.tmp");
+    let tmp = spec.dir.join(format!("{}.gz.tmp", spec.name));
     let pipeline = format!(
         "find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet | gzip -6 > '{}'",
         tmp.display()
@@ -122,9 +149,9 @@ pub fn ensure(paths: &Paths, kernel: &Kernel) -> Result<PathBuf> {
     Ok(initrd)
 }
 
-/// Lists the module files to load at boot, dependencies first, as printed
+/// Lists the module files of `wanted`, dependencies first, as printed
 /// by `modprobe --show-depends` against the unpacked kernel.
-fn module_files(kernel: &Kernel) -> Result<Vec<PathBuf>> {
+fn module_files(kernel: &Kernel, wanted: &[&str]) -> Result<Vec<PathBuf>> {
     // modules = <base>/lib/modules/<version>: modprobe wants <base>.
     let base = kernel
         .modules
@@ -138,7 +165,7 @@ fn module_files(kernel: &Kernel) -> Result<Vec<PathBuf>> {
             .arg("-d")
             .arg(base)
             .args(["-S", &kernel.version, "-a"])
-            .args(BOOT_MODULES),
+            .args(wanted),
     )
     .context("cannot resolve the boot modules (is kmod installed?)")?;
     let mut files: Vec<PathBuf> = Vec::new();

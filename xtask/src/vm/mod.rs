@@ -15,8 +15,8 @@ mod qemu;
 
 use std::fmt;
 use std::fs;
-use std::path::PathBuf;
-use std::process::Stdio;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -49,8 +49,10 @@ pub struct Outcome {
     pub summary: Option<String>,
     /// Why the run failed before the guest could report (timeout, no boot).
     pub problem: Option<String>,
-    /// Time from QEMU start to the guest's init.
+    /// Time from QEMU start to the guest's `XTASK-GUEST-UP` marker.
     pub boot: Option<Duration>,
+    /// What that marker means ("its init", "multi-user.target").
+    pub boot_label: String,
     /// Total run time.
     pub elapsed: Duration,
     /// Where the console was logged.
@@ -80,8 +82,9 @@ impl Outcome {
             .boot
             .map_or("never".to_owned(), |b| format!("{:.1} s", b.as_secs_f64()));
         eprintln!(
-            "xtask: VM finished after {:.1} s (guest init reached: {boot}); console log: {}",
+            "xtask: VM finished after {:.1} s (guest reached {}: {boot}); console log: {}",
             self.elapsed.as_secs_f64(),
+            self.boot_label,
             self.console_log.display()
         );
         let ok = self.problem.is_none() && self.status == Some(0);
@@ -151,82 +154,121 @@ fn boot_once(paths: &Paths, kernel: &Kernel, run: &GuestRun) -> Result<Outcome> 
     write_env(&env_file, paths, &out, run)?;
 
     let console_log = paths.vm.join("console.log");
-    let mut command = qemu::command(kernel, run, &env_file, &out)?;
-    eprintln!("xtask: booting the VM: {}", crate::cmd::describe(&command));
-    eprintln!("xtask: console → terminal and {}", console_log.display());
-    let start = Instant::now();
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("cannot start qemu-system-x86_64 (run `cargo xtask setup`)")?;
-    let state = console::State::new(start);
-    let stdout = child.stdout.take().context("qemu stdout not captured")?;
-    let stderr = child.stderr.take().context("qemu stderr not captured")?;
-    let log = fs::File::create(&console_log)
-        .with_context(|| format!("cannot create {}", console_log.display()))?;
-    let log = std::sync::Arc::new(std::sync::Mutex::new(log));
-    let t_out = console::tee(stdout, log.clone(), state.clone(), false);
-    let t_err = console::tee(stderr, log, state.clone(), true);
-
-    let mut problem = None;
-    let exit = loop {
-        if let Some(status) = child.try_wait().context("waiting for qemu failed")? {
-            break Some(status);
-        }
-        let elapsed = start.elapsed();
-        let why = if elapsed > run.timeout {
-            Some(format!(
-                "the VM did not finish within {} s (timeout; raise it with --timeout)",
-                run.timeout.as_secs()
-            ))
-        } else if state.boot_time().is_none() && elapsed > BOOT_LIMIT {
-            Some(format!(
-                "the guest did not reach its init within {} s",
-                BOOT_LIMIT.as_secs()
-            ))
-        } else {
-            None
-        };
-        if let Some(why) = why {
-            problem = Some(why);
-            child.kill().ok();
-            child.wait().ok();
-            break None;
-        }
-        thread::sleep(Duration::from_millis(100));
-    };
-    for t in [t_out, t_err] {
-        if t.join().is_err() {
-            eprintln!("xtask: console reader thread panicked");
-        }
-    }
-    if let Some(status) = exit {
-        if !status.success() && problem.is_none() {
-            problem = Some(format!("qemu exited with {status}"));
-        }
-    }
-
-    let status = read_result(&out.join("result"))?;
-    let summary = fs::read_to_string(out.join("summary"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .rev()
-                .find(|l| console::is_summary(l))
-                .map(str::to_owned)
-        })
-        .or_else(|| state.summary());
-    Ok(Outcome {
-        status,
-        summary,
-        problem,
-        boot: state.boot_time(),
-        elapsed: start.elapsed(),
-        console_log,
+    let command = qemu::command(kernel, run, &env_file, &out)?;
+    let watch = Watch {
+        out: &out,
+        console_log: &console_log,
+        timeout: run.timeout,
+        boot_limit: BOOT_LIMIT,
+        what_boots: "its init",
         is_suite: run.script.file_name().is_some_and(|n| n == "run-all.sh"),
-    })
+    };
+    watch.run(command)
+}
+
+/// How to supervise one QEMU run: where the guest reports, its limits.
+pub struct Watch<'a> {
+    /// The host folder the guest writes `result` (and `summary`) into.
+    pub out: &'a Path,
+    /// Where the console is logged.
+    pub console_log: &'a Path,
+    /// Limit for the whole run, boot included.
+    pub timeout: Duration,
+    /// Limit for the guest to print its `XTASK-GUEST-UP` marker.
+    pub boot_limit: Duration,
+    /// What the marker means, for the failure message ("its init").
+    pub what_boots: &'a str,
+    /// Whether the run ends with a summary line even without one from the
+    /// guest (see [`Outcome::is_suite`]).
+    pub is_suite: bool,
+}
+
+impl Watch<'_> {
+    /// Starts `command` (a QEMU command line), tees its console to the
+    /// terminal and the log, kills it past the limits and reads the
+    /// guest's result file.
+    pub fn run(&self, mut command: Command) -> Result<Outcome> {
+        eprintln!("xtask: booting the VM: {}", crate::cmd::describe(&command));
+        eprintln!(
+            "xtask: console → terminal and {}",
+            self.console_log.display()
+        );
+        let start = Instant::now();
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("cannot start qemu-system-x86_64 (run `cargo xtask setup`)")?;
+        let state = console::State::new(start);
+        let stdout = child.stdout.take().context("qemu stdout not captured")?;
+        let stderr = child.stderr.take().context("qemu stderr not captured")?;
+        let log = fs::File::create(self.console_log)
+            .with_context(|| format!("cannot create {}", self.console_log.display()))?;
+        let log = std::sync::Arc::new(std::sync::Mutex::new(log));
+        let t_out = console::tee(stdout, log.clone(), state.clone(), false);
+        let t_err = console::tee(stderr, log, state.clone(), true);
+
+        let mut problem = None;
+        let exit = loop {
+            if let Some(status) = child.try_wait().context("waiting for qemu failed")? {
+                break Some(status);
+            }
+            let elapsed = start.elapsed();
+            let why = if elapsed > self.timeout {
+                Some(format!(
+                    "the VM did not finish within {} s (timeout; raise it with --timeout)",
+                    self.timeout.as_secs()
+                ))
+            } else if state.boot_time().is_none() && elapsed > self.boot_limit {
+                Some(format!(
+                    "the guest did not reach {} within {} s",
+                    self.what_boots,
+                    self.boot_limit.as_secs()
+                ))
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                problem = Some(why);
+                child.kill().ok();
+                child.wait().ok();
+                break None;
+            }
+            thread::sleep(Duration::from_millis(100));
+        };
+        for t in [t_out, t_err] {
+            if t.join().is_err() {
+                eprintln!("xtask: console reader thread panicked");
+            }
+        }
+        if let Some(status) = exit {
+            if !status.success() && problem.is_none() {
+                problem = Some(format!("qemu exited with {status}"));
+            }
+        }
+
+        let status = read_result(&self.out.join("result"))?;
+        let summary = fs::read_to_string(self.out.join("summary"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .rev()
+                    .find(|l| console::is_summary(l))
+                    .map(str::to_owned)
+            })
+            .or_else(|| state.summary());
+        Ok(Outcome {
+            status,
+            summary,
+            problem,
+            boot: state.boot_time(),
+            boot_label: self.what_boots.to_owned(),
+            elapsed: start.elapsed(),
+            console_log: self.console_log.to_owned(),
+            is_suite: self.is_suite,
+        })
+    }
 }
 
 /// Writes the guest's environment file: `NAME='value'` lines.
@@ -254,6 +296,12 @@ fn write_env(path: &PathBuf, paths: &Paths, out: &std::path::Path, run: &GuestRu
             vars.push((name.into(), v));
         }
     }
+    fs::write(path, env_text(&vars)?).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// The text of a guest environment file: `NAME='value'` lines a shell
+/// reads with `set -a; . FILE`.
+pub fn env_text(vars: &[(String, String)]) -> Result<String> {
     let mut text = String::from("# written by cargo xtask for the test VM\n");
     for (k, v) in vars {
         if !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
@@ -261,7 +309,7 @@ fn write_env(path: &PathBuf, paths: &Paths, out: &std::path::Path, run: &GuestRu
         }
         text.push_str(&format!("{k}='{}'\n", v.replace('\'', r"'\''")));
     }
-    fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+    Ok(text)
 }
 
 /// Reads `status=N` from the guest's result file; `None` when absent.
