@@ -217,6 +217,31 @@ pub fn local_group(groups: &[PortGroup]) -> Option<&PortGroup> {
         .or_else(|| groups.iter().find(|g| !g.ports.is_empty()))
 }
 
+/// Puts the local group (see [`local_group`]) in `state` with the status
+/// "altered by implicit ALUA", when its state is the device's to change:
+/// its access type is implicit only (with explicit ALUA the initiators
+/// set the states, with none there is nothing to change). Returns whether
+/// it did. For a backend shared by several gateways that knows which one
+/// may write (an image's exclusive lock): REPORT TARGET PORT GROUPS then
+/// says where the writes go, whatever was configured.
+pub fn set_local_state(groups: &mut [PortGroup], state: AccessState) -> bool {
+    let index = groups
+        .iter()
+        .position(|g| g.local)
+        .or_else(|| groups.iter().position(|g| !g.ports.is_empty()));
+    let Some(group) = index.and_then(|i| groups.get_mut(i)) else {
+        return false;
+    };
+    if !group.access.implicit || group.access.explicit {
+        return false;
+    }
+    if group.state != state {
+        group.state = state;
+        group.status = STATUS_ALTERED_BY_IMPLICIT_ALUA;
+    }
+    true
+}
+
 /// The TPGS bits of standard INQUIRY byte 5 (to be OR-ed with SCCS, 3PC and
 /// the rest): the local group's access type, 0 without a group. LIO sets
 /// SCCS (0x80) in every standard INQUIRY answer of a device whose ALUA it
@@ -356,6 +381,35 @@ mod tests {
 
     /// default_tg_pt_gp with two ports, an empty group, and a standby,
     /// preferred group with one port.
+    #[test]
+    fn the_local_implicit_group_takes_the_backends_state() {
+        let implicit = AccessType {
+            implicit: true,
+            explicit: false,
+        };
+        let mut remote = group(2, &[7]);
+        remote.access = implicit;
+        remote.state = AccessState::ActiveOptimized;
+        let mut local = group(1, &[3]);
+        local.access = implicit;
+        local.local = true;
+        let mut gs = vec![remote.clone(), local.clone()];
+        assert!(set_local_state(&mut gs, AccessState::Transitioning));
+        assert_eq!(gs[1].state, AccessState::Transitioning);
+        assert_eq!(gs[1].status, STATUS_ALTERED_BY_IMPLICIT_ALUA);
+        assert_eq!(gs[0], remote, "other groups are left alone");
+        // The same state again changes nothing, not even the status.
+        let mut same = vec![local.clone()];
+        assert!(set_local_state(&mut same, AccessState::ActiveOptimized));
+        assert_eq!(same[0].status, STATUS_NONE);
+        // Explicit ALUA: the initiators' states stand.
+        local.access = AccessType::BOTH;
+        let mut gs = vec![local];
+        assert!(!set_local_state(&mut gs, AccessState::ActiveNonOptimized));
+        assert_eq!(gs[0].state, AccessState::ActiveOptimized);
+        assert!(!set_local_state(&mut [], AccessState::ActiveOptimized));
+    }
+
     fn groups() -> Vec<PortGroup> {
         let mut b = group(17, &[3]);
         b.state = AccessState::Standby;

@@ -49,6 +49,7 @@ use tcmu_runtime::{
     blocking, BlockError, BlockHandler, CompareAndWrite, CompareError, HandlerError,
     ReconfigRequest, Report, Unmap, WriteSame,
 };
+use tcmu_scsi::alua::AccessState;
 use tcmu_scsi::UnmapParams;
 use tracing::{debug, error, info, warn};
 
@@ -573,6 +574,26 @@ impl BlockHandler for RbdHandler {
         self.run(Kind::Write, |c| c.image().aio_writev(offset, bufs))
             .await
             .map(drop)
+    }
+
+    /// Where the writes go, for REPORT TARGET PORT GROUPS under implicit
+    /// ALUA: here while we hold the lock (active/optimized), on their way
+    /// while we take it (transitioning), elsewhere once it was taken from
+    /// us (active/non-optimized, until a write here takes it back). Before
+    /// this device ever had the lock, the configured state stands: each
+    /// gateway reports what ceph-iscsi set up (the owner's group
+    /// active/optimized), so initiators send writes to one gateway.
+    fn alua_state(&self) -> Option<AccessState> {
+        match self.inner.lock.get() {
+            LockState::NotUsed => None,
+            LockState::Locked => Some(AccessState::ActiveOptimized),
+            LockState::Locking => Some(AccessState::Transitioning),
+            LockState::Unlocked => self
+                .inner
+                .lost_at
+                .get()
+                .map(|_| AccessState::ActiveNonOptimized),
+        }
     }
 
     async fn flush(&self) -> Result<(), BlockError> {
