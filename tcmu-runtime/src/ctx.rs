@@ -123,7 +123,8 @@ impl DeviceCtx {
             tcmu_scsi::alua::local_group(&self.params.borrow().port_groups).map(|g| g.state)
         });
         if before.is_some_and(|b| b != now) {
-            debug!(device = %self.name, "ALUA state now {now:?}: unit attention");
+            self.stats.record_alua_change();
+            info!(device = %self.name, "ALUA state of this gateway's group now {now:?}: unit attention ASYMMETRIC ACCESS STATE CHANGED");
             self.state.borrow_mut().unit_attention =
                 Some(Sense::unit_attention_asymmetric_access_state_changed());
         }

@@ -788,6 +788,7 @@ fn a_settled_alua_state_change_is_a_unit_attention() {
     set(Some(AccessState::ActiveOptimized));
     assert_eq!(tur_answer(), ua);
     assert_eq!(tur_answer(), (0, 0, 0));
+    assert_eq!(lun.handle().stats().snapshot().alua_changes, 2);
     set(None);
     lun.close();
     workers.shutdown();

@@ -179,8 +179,20 @@ mpath_paths() { dmsetup status "$1" | cut -d' ' -f4-; }
 sectors_read() { awk '{print $3}' "/sys/block/$(basename "$1")/stat"; }
 
 # --- 1. two daemons, two gateways ------------------------------------------
-printf 'log_level = 3\n' >"$WORK/tcmu-a.conf"
-cp "$WORK/tcmu-a.conf" "$WORK/tcmu-b.conf"
+for gw in a b; do
+    printf 'log_level = 3\nmetrics_file = %s\nmetrics_interval = 1\n' "$WORK/metrics-$gw.prom" >"$WORK/tcmu-$gw.conf"
+done
+# alua_changes GW: tcmu_alua_state_changes_total of gateway GW's device, from
+# a metrics file written after this call began.
+alua_changes() {
+    local f=$WORK/metrics-$1.prom before
+    before=$(stat -c %Y.%i "$f" 2>/dev/null || echo none)
+    wait_for 10 "gateway $1's metrics file to be rewritten" \
+        bash -c "[[ \$(stat -c %Y.%i '$f' 2>/dev/null) != '$before' ]]"
+    sleep 1.2
+    awk -v pfx="tcmu_alua_state_changes_total{device=\"user_1/gw$1\"," \
+        'index($0, pfx) == 1 { print $NF; found = 1 } END { if (!found) print "absent" }' "$f"
+}
 gw_start a
 gw_start b
 SERIAL=$(serial_for)
@@ -201,6 +213,10 @@ assert_grep "TPGS=1" "$WORK/inq-a.txt" "gwa's standard INQUIRY reports implicit 
 assert_eq "$(rtpg_state a 1)" "active/optimized" "gwa's group before any write"
 assert_eq "$(rtpg_state b 2)" "active/non optimized" "gwb's group before any write"
 log "each daemon serves its own gateway; RTPG: gwa group 1 active/optimized, gwb group 2 active/non-optimized"
+
+# A stopped daemon answers no REMOVED event: resume both before cleanup
+# removes the backstores.
+push_cleanup "kill -CONT ${GW_PID[a]} ${GW_PID[b]}"
 
 # Priority group 1: gwa (the owner's path); group 2: gwb.
 mpath_create mpha "2 1 round-robin 0 1 1 ${GW_MM[a]} 1 round-robin 0 1 1 ${GW_MM[b]} 1"
@@ -293,6 +309,8 @@ ra=$(($(sectors_read "${GW_DEV[a]}") - ra0))
 rb=$(($(sectors_read "${GW_DEV[b]}") - rb0))
 ((ra > 0 && rb > 0)) || fail "reads did not go down both paths (gwa $ra, gwb $rb sectors)"
 assert_eq "$(lock_acquisitions)" 3 "lock acquisitions after reads on both paths"
+assert_eq "$(alua_changes a)" 2 "gwa's ALUA state changes (lost the lock, took it back)"
+assert_eq "$(alua_changes b)" 0 "the restarted gwb's ALUA state changes"
 log "round 4: reads on both paths (gwa $((ra / 2048)) MiB, gwb $((rb / 2048)) MiB), the lock did not move"
 
 rbdc export rbd/ha "$WORK/ha.export" >/dev/null 2>&1 || fail "rbd export failed"
