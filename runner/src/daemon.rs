@@ -425,16 +425,53 @@ impl Daemon {
     }
 
     /// Closes every device (waiting for commands in flight), tells the
-    /// kernel not to wait for replies any more, and stops the workers.
-    pub async fn shutdown(mut self, master: &Master) {
+    /// kernel not to wait for replies any more, answers the events that
+    /// came meanwhile, and stops the workers.
+    pub async fn shutdown(mut self, master: &mut AsyncFd<Master>) {
         // The table keeps the devices: the metrics file's last write
         // reports their final counters.
         let devices: Vec<Served> = self.devices.drain().map(|(_, s)| s).collect();
         futures::future::join_all(devices.iter().map(|s| s.handle.close())).await;
-        if let Err(e) = master.set_replies(false) {
+        if let Err(e) = master.get_ref().set_replies(false) {
             warn!("cannot tell the kernel to stop waiting for replies: {e}");
         }
+        self.answer_late_events(master.get_mut());
         self.workers.shutdown();
+    }
+
+    /// Answers the events sent while this daemon was closing its devices
+    /// (the kernel waits for those: an `rmdir` or `enable` made during a
+    /// `systemctl stop` would hang otherwise): a removal is accepted, the
+    /// rest refused. Another process's devices are left to it.
+    fn answer_late_events(&self, master: &mut Master) {
+        loop {
+            let ev = match master.next_event() {
+                Ok(Some(ev)) => ev,
+                Ok(None) => return,
+                Err(e) if e.is_overrun() => {
+                    warn!("netlink events were lost while shutting down");
+                    continue;
+                }
+                Err(e) => {
+                    error!("bad netlink message while shutting down: {e}");
+                    continue;
+                }
+            };
+            let (kind, what) = (ev.kind(), ev.device().to_owned());
+            let ours = ev.name().is_some_and(|n| self.scope.includes(&n));
+            if self.is_external(&ev) || (self.scope.is_restricted() && !ours) {
+                ev.leave();
+                continue;
+            }
+            let r = match kind {
+                EventKind::Removed => ev.accept(),
+                _ => ev.refuse(
+                    libc::ENODEV,
+                    format!("{what}: {kind:?} refused: tcmu-runner is shutting down"),
+                ),
+            };
+            replied(kind, &what, r);
+        }
     }
 }
 
@@ -514,7 +551,7 @@ pub async fn run(
         return Ok(());
     }
     service_manager::stopping("finishing the commands in flight");
-    daemon.shutdown(events.get_ref()).await;
+    daemon.shutdown(&mut events).await;
     drop(lock);
     info!("tcmu-runner stopped");
     Ok(())

@@ -92,11 +92,13 @@ impl DeviceCtx {
             self.params.borrow_mut().unit_serial = serial;
         }
         match alua::port_groups(dir) {
-            Ok(mut groups) => {
+            Ok((mut groups, port)) => {
                 if let Some(state) = self.handler.block().alua_state() {
                     tcmu_scsi::alua::set_local_state(&mut groups, state);
                 }
-                self.params.borrow_mut().port_groups = groups;
+                let mut params = self.params.borrow_mut();
+                params.port_groups = groups;
+                params.target_port = port;
             }
             Err(e) => debug!(device = %self.name, "no ALUA groups: {e}"),
         }

@@ -207,6 +207,22 @@ impl PortGroup {
     }
 }
 
+/// The target port commands reach the device through, as page 0x83 of
+/// VPD names it (relative target port and target port group designators):
+/// Linux's `scsi_dh_alua` and multipathd's `alua` prioritizer find a
+/// path's group there, and attach to no device without it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TargetPortId {
+    /// The RELATIVE TARGET PORT IDENTIFIER.
+    pub rtpi: u16,
+    /// The TARGET PORT GROUP it is in, if any.
+    pub group: Option<u16>,
+    /// The SCSI transport protocol identifier of its fabric (SPC-4: 0 FC,
+    /// 4 SRP, 5 iSCSI, 6 SAS), if known; the designators then carry it
+    /// with PIV set.
+    pub protocol: Option<u8>,
+}
+
 /// The group LIO would answer for: the first group marked
 /// [`PortGroup::local`], else the first group with member ports; `None` when
 /// no group has a port (LIO then has no group for the LUN).

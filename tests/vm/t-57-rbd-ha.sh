@@ -62,45 +62,73 @@ declare -A GW_PID
 # gw_log GW: the log file of gateway GW's daemon.
 gw_log() { echo "$LOGDIR/gw$1/tcmu-runner.log"; }
 
+# running PID: PID exists and is not a zombie.
+running() {
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    stat=${stat##*) }
+    [[ ${stat%% *} != Z ]]
+}
+
 # gw_start GW: start the daemon of gateway GW (a or b), serving only device
 # gwGW, with its own lock file, log directory and tcmu.conf, without D-Bus;
-# wait for it to log ready.
+# wait for it to log ready. Not a job of this shell: lib.sh's cleanup
+# kills its jobs before it removes the LUNs, and a gateway must serve its
+# LUN until then. Its pid comes from its lock file.
 gw_start() {
     local gw=$1 logf
     logf=$(gw_log "$gw")
     mkdir -p "$LOGDIR/gw$gw"
     local before=0
     [[ -f $logf ]] && before=$(stat -c %s "$logf")
-    "$TCMU_RUNNER" --config "$WORK/tcmu-$gw.conf" -l "$LOGDIR/gw$gw" \
+    ("$TCMU_RUNNER" --config "$WORK/tcmu-$gw.conf" -l "$LOGDIR/gw$gw" \
         --device "gw$gw" --lock-file "$WORK/gw$gw.lock" --no-dbus \
-        >>"$LOGDIR/gw$gw/stdout.log" 2>&1 &
-    GW_PID[$gw]=$!
+        >>"$LOGDIR/gw$gw/stdout.log" 2>&1 &)
     wait_for 30 "gateway $gw's daemon to log ready" \
         bash -c "tail -c +$((before + 1)) '$logf' 2>/dev/null | grep -q 'tcmu-runner ready'"
+    GW_PID[$gw]=$(cat "$WORK/gw$gw.lock")
+    running "${GW_PID[$gw]}" || fail "gateway $gw's lock file names pid ${GW_PID[$gw]}, which does not run"
     log "gateway $gw: daemon started (pid ${GW_PID[$gw]})"
 }
 
-# gw_kill GW SIGNAL: send SIGNAL to gateway GW's daemon (KILL also reaps it).
+# gw_gone GW SECS: wait up to SECS for gateway GW's daemon to be gone.
+gw_gone() {
+    local deadline=$((SECONDS + $2))
+    while running "${GW_PID[$1]}"; do
+        ((SECONDS < deadline)) || return 1
+        sleep 0.1
+    done
+    GW_PID[$1]=
+}
+
+# gw_kill GW SIGNAL: send SIGNAL to gateway GW's daemon (after KILL, wait
+# for it to be gone).
 gw_kill() {
     local gw=$1 sig=$2
     kill "-$sig" "${GW_PID[$gw]}" || fail "kill -$sig of gateway $gw's daemon failed"
     if [[ $sig == KILL ]]; then
-        wait "${GW_PID[$gw]}" 2>/dev/null || true
-        GW_PID[$gw]=
+        gw_gone "$gw" 10 || fail "gateway $gw's daemon survived SIGKILL"
     fi
 }
 
-# gw_stop_all: SIGCONT and SIGTERM both daemons, wait for them (cleanup).
-gw_stop_all() {
+# gw_continue_all: SIGCONT both daemons (one may be stopped).
+gw_continue_all() {
     local gw
+    for gw in a b; do
+        [[ -z ${GW_PID[$gw]:-} ]] || kill -CONT "${GW_PID[$gw]}" 2>/dev/null || true
+    done
+}
+
+# gw_stop_all: SIGCONT and SIGTERM both daemons and wait for them to go.
+gw_stop_all() {
+    local gw bad=0
     for gw in a b; do
         [[ -n ${GW_PID[$gw]:-} ]] || continue
         kill -CONT "${GW_PID[$gw]}" 2>/dev/null
         kill -TERM "${GW_PID[$gw]}" 2>/dev/null
-        wait "${GW_PID[$gw]}" 2>/dev/null
-        GW_PID[$gw]=
+        gw_gone "$gw" 20 || { kill -KILL "${GW_PID[$gw]}"; bad=1; }
     done
-    return 0
+    return $bad
 }
 push_cleanup gw_stop_all
 
@@ -125,6 +153,7 @@ gw_backstore() {
     write_timeout 20 "$bs/enable" 1 || fail "enabling gw$gw failed"
     echo "$CMD_TIME_OUT" >"$bs/attrib/cmd_time_out" || fail "cannot set cmd_time_out of gw$gw"
     mkdir "$bs/alua/$group" || fail "cannot create ALUA group $group of gw$gw"
+    push_cleanup "rmdir $bs/alua/$group"
     echo "$id" >"$bs/alua/$group/tg_pt_gp_id"
     echo 1 >"$bs/alua/$group/alua_access_type"
     echo "$state" >"$bs/alua/$group/alua_access_state"
@@ -155,21 +184,21 @@ rtpg_state() {
 }
 
 # mpath_create NAME TABLE_TAIL: a dm-multipath device over the two paths
-# (removed by cleanup; I/O failed first so nothing waits on it).
+# (no udev in the guest: its node is /dev/dm-N). Sets MP.
 mpath_create() {
     local name=$1 tail=$2 sectors
     sectors=$(blockdev --getsz "${GW_DEV[a]}")
-    dmsetup create "$name" --table "0 $sectors multipath 0 1 alua $tail" ||
+    dmsetup create --noudevsync "$name" --table "0 $sectors multipath 0 1 alua $tail" ||
         fail "dmsetup create $name failed"
     push_cleanup "mpath_remove $name"
-    wait_for 10 "/dev/mapper/$name" test -b "/dev/mapper/$name"
+    MP=/dev/dm-$(dmsetup info -c --noheadings -o minor "$name" | tr -d ' ')
+    wait_for 10 "$MP" test -b "$MP"
 }
 
-# mpath_remove NAME: remove the multipath device NAME if it exists, failing
-# its queued I/O first.
+# mpath_remove NAME: remove the multipath device NAME if it exists.
 mpath_remove() {
     dmsetup info "$1" >/dev/null 2>&1 || return 0
-    dmsetup remove --force "$1"
+    dmsetup remove --noudevsync --force "$1"
 }
 
 # mpath_paths NAME: dmsetup status of NAME, for logs.
@@ -216,12 +245,11 @@ log "each daemon serves its own gateway; RTPG: gwa group 1 active/optimized, gwb
 
 # A stopped daemon answers no REMOVED event: resume both before cleanup
 # removes the backstores.
-push_cleanup "kill -CONT ${GW_PID[a]} ${GW_PID[b]}"
+push_cleanup gw_continue_all
 
 # Priority group 1: gwa (the owner's path); group 2: gwb.
 mpath_create mpha "2 1 round-robin 0 1 1 ${GW_MM[a]} 1 round-robin 0 1 1 ${GW_MM[b]} 1"
-MP=/dev/mapper/mpha
-log "multipath $MP: $(mpath_paths mpha)"
+log "multipath mpha ($MP): $(mpath_paths mpha)"
 
 # --- 2. a hung gateway and its stale write ---------------------------------
 head -c $MARK_LEN /dev/urandom >"$WORK/p1"
@@ -263,7 +291,7 @@ cmp -s "$WORK/mark.now" "$WORK/p3" || fail "the image does not hold P3, the last
 assert_eq "$(rtpg_state b 2)" "active/optimized" "gwb's group once it holds the lock"
 assert_eq "$(rtpg_state a 1)" "active/non optimized" "gwa's group once the lock was taken from it"
 log "RTPG follows the lock: gwb's group active/optimized, gwa's active/non-optimized"
-log "the image keeps P3: gwa's stale P2 was fenced ($(grep -E 'lost the exclusive lock|blocklisted' "$(gw_log a)" | head -n1 | cut -c1-160))"
+log "the image keeps P3: gwa's stale P2 was fenced ($(grep -E 'lost the exclusive lock|our client is blocklisted' "$(gw_log a)" | head -n1 | cut -c1-160))"
 fio_wait hung "$FIO_PID"
 hung_clat=$(fio_clat_max_ms "$WORK/hung.json")
 ! dmesg_since | grep -q 'blocked for more than' || fail "hung task during the failover"
@@ -300,7 +328,7 @@ mpath_remove mpha || fail "dmsetup remove mpha failed"
 mpath_create mpaa "1 1 round-robin 0 2 1 ${GW_MM[a]} 1 ${GW_MM[b]} 1"
 ra0=$(sectors_read "${GW_DEV[a]}")
 rb0=$(sectors_read "${GW_DEV[b]}")
-fio --name=reads --filename=/dev/mapper/mpaa --ioengine=libaio --direct=1 --rw=randread \
+fio --name=reads --filename="$MP" --ioengine=libaio --direct=1 --rw=randread \
     --bs=4k --iodepth=8 --size=64m --time_based --runtime=8 --eta=never \
     --output-format=json --output="$WORK/reads.json" >"$WORK/reads.out" 2>&1 ||
     { tail "$WORK/reads.out"; fail "fio reads through both paths failed"; }
@@ -314,6 +342,16 @@ assert_eq "$(alua_changes b)" 0 "the restarted gwb's ALUA state changes"
 log "round 4: reads on both paths (gwa $((ra / 2048)) MiB, gwb $((rb / 2048)) MiB), the lock did not move"
 
 rbdc export rbd/ha "$WORK/ha.export" >/dev/null 2>&1 || fail "rbd export failed"
-cmp "$WORK/ha.export" /dev/mapper/mpaa || fail "the multipath device differs from rbd export"
+cmp "$WORK/ha.export" "$MP" || fail "the multipath device differs from rbd export"
 rm -f "$WORK/ha.export"
+# The LUNs go first, while both daemons serve them; then the daemons
+# stop (SIGTERM, exit status 0).
+undo_all
+for gw in a b; do
+    [[ ! -d $CFG/core/user_1/gw$gw ]] || fail "backstore gw$gw could not be removed"
+    grep -q "user_1/gw$gw: removed" "$(gw_log "$gw")" || fail "gateway $gw's daemon did not serve the removal of gw$gw"
+    tail -n 1 "$(gw_log "$gw")" | grep -q 'tcmu-runner stopped' ||
+        fail "gateway $gw's daemon did not stop cleanly: $(tail -n 3 "$(gw_log "$gw")")"
+done
+log "both LUNs removed, each by its own daemon; both daemons stopped cleanly"
 log "summary: failover_ms(SIGSTOP,marker)=$failover_ms fio_clat_max_ms(SIGSTOP)=$hung_clat fio_clat_max_ms(SIGKILL)=$killed_clat lock_acquisitions=3"

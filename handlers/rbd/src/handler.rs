@@ -596,7 +596,20 @@ impl BlockHandler for RbdHandler {
         }
     }
 
+    /// With the exclusive lock in use and not held here, there is nothing
+    /// to flush: librbd's cache is off, so every write we acknowledged is
+    /// on the OSDs already, and we write only while holding the lock. And
+    /// librbd would take the lock for a flush on its own (it counts as a
+    /// write), so a standby gateway that gets SYNCHRONIZE CACHE (Linux
+    /// sends one when a path's disk goes away) would grab the lock from
+    /// the active one and be blocklisted by it on its next write.
     async fn flush(&self) -> Result<(), BlockError> {
+        if matches!(
+            self.inner.lock.get(),
+            LockState::Unlocked | LockState::Locking
+        ) {
+            return Ok(());
+        }
         self.run(Kind::Flush, |c| c.image().aio_flush())
             .await
             .map(drop)
