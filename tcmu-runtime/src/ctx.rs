@@ -110,14 +110,19 @@ impl DeviceCtx {
     /// Raises ASYMMETRIC ACCESS STATE CHANGED when the handler's
     /// [`alua_state`](crate::BlockHandler::alua_state) settled on another
     /// primary state (the writer moved here, or away), so the initiator
-    /// asks REPORT TARGET PORT GROUPS again. Transitioning in between
-    /// raises nothing: one unit attention per move. Called per command:
-    /// for handlers without a state it is one call returning `None`.
+    /// asks REPORT TARGET PORT GROUPS again — if RTPG reports that state:
+    /// the device's own group has implicit ALUA only. Transitioning in
+    /// between raises nothing: one unit attention per move. Called per
+    /// command: for handlers without a state it is one call returning
+    /// `None`.
     pub(crate) fn note_alua_state(&self) {
         let Some(now) = self.handler.block().alua_state() else {
             return;
         };
         if !now.is_primary() || self.alua_state.get() == Some(now) {
+            return;
+        }
+        if !tcmu_scsi::alua::local_state_is_implicit(&self.params.borrow().port_groups) {
             return;
         }
         // The first time: against what RTPG reported from configfs.

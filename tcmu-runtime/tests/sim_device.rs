@@ -736,7 +736,10 @@ impl BlockHandler for Shared {
         Ok(())
     }
     fn alua_state(&self) -> Option<tcmu_runtime::tcmu_scsi::alua::AccessState> {
-        tcmu_runtime::tcmu_scsi::alua::AccessState::from_code(SHARED_STATE.load(Ordering::Relaxed))
+        match SHARED_STATE.load(Ordering::Relaxed) {
+            0xff => None,
+            code => tcmu_runtime::tcmu_scsi::alua::AccessState::from_code(code),
+        }
     }
 }
 
@@ -758,38 +761,120 @@ impl HandlerFactory for SharedFactory {
     }
 }
 
+/// A configfs tree (`<root>/core/user_1/shared0` and a tcm_loop LUN) with
+/// the device's port in ALUA group `ao`: ID 1, active/optimized, of
+/// access type `access`. Returns the root and the device directory.
+fn alua_configfs(tag: &str, access: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let root = std::env::temp_dir().join(format!("tcmu-sim-alua-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let dev = root.join("core/user_1/shared0");
+    let file = |path: std::path::PathBuf, text: &str| {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    };
+    file(dev.join("attrib/cmd_time_out"), "0\n");
+    file(dev.join("attrib/tmr_notification"), "0\n");
+    file(dev.join("action/free_kept_buf"), "");
+    let g = dev.join("alua/ao");
+    for (name, text) in [
+        ("tg_pt_gp_id", "1\n"),
+        ("alua_access_state", "0\n"),
+        ("alua_access_status", "None\n"),
+        ("alua_access_type", access),
+        ("preferred", "0\n"),
+        ("implicit_trans_secs", "21\n"),
+        ("nonop_delay_msecs", "100\n"),
+        ("trans_delay_msecs", "0\n"),
+        ("members", "loopback/naa.5001405000000001/tpgt_1/lun_0\n"),
+        ("alua_support_transitioning", "1\n"),
+        ("alua_support_offline", "1\n"),
+        ("alua_support_lba_dependent", "0\n"),
+        ("alua_support_unavailable", "1\n"),
+        ("alua_support_standby", "1\n"),
+        ("alua_support_active_nonoptimized", "1\n"),
+        ("alua_support_active_optimized", "1\n"),
+    ] {
+        file(g.join(name), text);
+    }
+    file(
+        root.join("loopback/naa.5001405000000001/tpgt_1/lun/lun_0/statistics/scsi_port/indx"),
+        "1\n",
+    );
+    (root, dev)
+}
+
+/// A `shared` device over `dev`, its groups read by an INQUIRY.
+fn shared_lun(workers: &Workers, dev: std::path::PathBuf) -> SimLun {
+    let mut lun = SimLun::open_with(
+        workers,
+        Arc::new(SharedFactory),
+        DeviceConfig::new("shared0", "", BS * BLOCKS, BS as u32),
+        SimOptions::default().with_configfs(Some(tcmu_core::configfs::DeviceDir::at(dev))),
+    )
+    .unwrap();
+    let inq = lun.run(&[0x12, 0, 0, 0, 36, 0], SimData::In(36));
+    assert_eq!(inq.status, 0);
+    lun
+}
+
 #[test]
 fn a_settled_alua_state_change_is_a_unit_attention() {
     use tcmu_runtime::tcmu_scsi::alua::AccessState;
     let set = |s: Option<AccessState>| {
         SHARED_STATE.store(s.map_or(0xff, AccessState::code), Ordering::Relaxed)
     };
-    let workers = Workers::start(1).unwrap();
-    let mut lun = SimLun::open(
-        &workers,
-        Arc::new(SharedFactory),
-        DeviceConfig::new("shared0", "", BS * BLOCKS, BS as u32),
-    )
-    .unwrap();
     let tur = [0u8; 6];
-    let mut tur_answer = || sense_key_asc(&lun.run(&tur, SimData::None));
     let ua = (0x6, 0x2a, 0x06);
-    assert_eq!(tur_answer(), (0, 0, 0), "no state: nothing to report");
-    // The first state seen, with no configured group to differ from.
+    let workers = Workers::start(1).unwrap();
+
+    // Implicit ALUA only: the device's to change.
+    let (root, dev) = alua_configfs("implicit", "Implicit\n");
+    let mut lun = shared_lun(&workers, dev);
+    let tur_answer = |lun: &mut SimLun| sense_key_asc(&lun.run(&tur, SimData::None));
+    assert_eq!(
+        tur_answer(&mut lun),
+        (0, 0, 0),
+        "no state: nothing to report"
+    );
+    // The first state seen is the configured one: nothing changed.
     set(Some(AccessState::ActiveOptimized));
-    assert_eq!(tur_answer(), (0, 0, 0));
+    assert_eq!(tur_answer(&mut lun), (0, 0, 0));
     // The writer moves away: one unit attention, then GOOD.
     set(Some(AccessState::ActiveNonOptimized));
-    assert_eq!(tur_answer(), ua);
-    assert_eq!(tur_answer(), (0, 0, 0));
+    assert_eq!(tur_answer(&mut lun), ua);
+    assert_eq!(tur_answer(&mut lun), (0, 0, 0));
+    // RTPG reports it for the group, altered by implicit ALUA.
+    let r = lun.run(
+        &[0xa3, 0x0a, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0],
+        SimData::In(256),
+    );
+    assert_eq!(r.status, 0);
+    assert_eq!(
+        (r.data_in[4] & 0x0f, r.data_in[7], r.data_in[9]),
+        (0x1, 1, 0x02),
+        "active/non-optimized, group 1, status altered by implicit ALUA"
+    );
     // Transitioning on the way back raises nothing; settling does.
     set(Some(AccessState::Transitioning));
-    assert_eq!(tur_answer(), (0, 0, 0));
+    assert_eq!(tur_answer(&mut lun), (0, 0, 0));
     set(Some(AccessState::ActiveOptimized));
-    assert_eq!(tur_answer(), ua);
-    assert_eq!(tur_answer(), (0, 0, 0));
+    assert_eq!(tur_answer(&mut lun), ua);
+    assert_eq!(tur_answer(&mut lun), (0, 0, 0));
     assert_eq!(lun.handle().stats().snapshot().alua_changes, 2);
     set(None);
     lun.close();
+
+    // Explicit ALUA too (the initiators set the states): nothing raised.
+    let (root2, dev) = alua_configfs("explicit", "Implicit and Explicit\n");
+    let mut lun = shared_lun(&workers, dev);
+    set(Some(AccessState::ActiveOptimized));
+    assert_eq!(tur_answer(&mut lun), (0, 0, 0));
+    set(Some(AccessState::ActiveNonOptimized));
+    assert_eq!(tur_answer(&mut lun), (0, 0, 0));
+    assert_eq!(lun.handle().stats().snapshot().alua_changes, 0);
+    set(None);
+    lun.close();
     workers.shutdown();
+    let _ = std::fs::remove_dir_all(root);
+    let _ = std::fs::remove_dir_all(root2);
 }

@@ -241,6 +241,9 @@ pub fn local_group(groups: &[PortGroup]) -> Option<&PortGroup> {
 /// may write (an image's exclusive lock): REPORT TARGET PORT GROUPS then
 /// says where the writes go, whatever was configured.
 pub fn set_local_state(groups: &mut [PortGroup], state: AccessState) -> bool {
+    if !local_state_is_implicit(groups) {
+        return false;
+    }
     let index = groups
         .iter()
         .position(|g| g.local)
@@ -248,14 +251,17 @@ pub fn set_local_state(groups: &mut [PortGroup], state: AccessState) -> bool {
     let Some(group) = index.and_then(|i| groups.get_mut(i)) else {
         return false;
     };
-    if !group.access.implicit || group.access.explicit {
-        return false;
-    }
     if group.state != state {
         group.state = state;
         group.status = STATUS_ALTERED_BY_IMPLICIT_ALUA;
     }
     true
+}
+
+/// Whether the local group's state is the device's to change (implicit
+/// ALUA only; see [`set_local_state`]).
+pub fn local_state_is_implicit(groups: &[PortGroup]) -> bool {
+    local_group(groups).is_some_and(|g| g.access.implicit && !g.access.explicit)
 }
 
 /// The TPGS bits of standard INQUIRY byte 5 (to be OR-ed with SCCS, 3PC and
