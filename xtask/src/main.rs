@@ -9,7 +9,7 @@
 //! - `demo`: like `vm-test`, but run `tests/vm/demo.sh`.
 //! - `vm-run SCRIPT`: boot the VM and run any guest script (no build).
 //! - `debvm-test [SCRIPT]`: build the package and run a script (default
-//!   `tests/debvm/smoke.sh`) in the Debian VM, a debootstrapped bookworm
+//!   `tests/debvm/lifecycle.sh`) in the Debian VM, a debootstrapped bookworm
 //!   booting systemd (image cached under `target/debvm/`).
 //! - `debvm-image`: build that image (and its initramfs) without booting.
 //! - `test`: the docs' links, unit tests, clippy, rustfmt, rustdoc,
@@ -77,7 +77,7 @@ commands:
                         without building anything; ARG goes to $XT_ARG, and
                         each host variable GUEST_<NAME> to $<NAME>
   debvm-test [SCRIPT]   build the package (cargo xtask deb) and run SCRIPT
-                        (default tests/debvm/smoke.sh) in the Debian VM:
+                        (default tests/debvm/lifecycle.sh) in the Debian VM:
                         bookworm with systemd as PID 1, its image made once
                         with debootstrap (target/debvm/root.img); the script
                         finds the package as $TCMU_DEB

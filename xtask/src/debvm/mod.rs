@@ -38,7 +38,7 @@ use crate::VmOptions;
 const BOOT_LIMIT: Duration = Duration::from_secs(300);
 
 /// The script run when none is named.
-const DEFAULT_SCRIPT: &str = "tests/debvm/smoke.sh";
+const DEFAULT_SCRIPT: &str = "tests/debvm/lifecycle.sh";
 
 /// `cargo xtask debvm-image`: builds (or finds up to date) the kernel,
 /// the image and the initramfs, boots nothing.

@@ -122,7 +122,7 @@ mod tests {
             image: Path::new("/r/target/debvm/root.img"),
             repo: Path::new(repo),
             out: Path::new("/r/target/debvm/out"),
-            script: Path::new("/r/tests/debvm/smoke.sh"),
+            script: Path::new("/r/tests/debvm/lifecycle.sh"),
             kernel_args: &["idle=poll".to_owned()],
         })?;
         Ok(cmd
@@ -154,7 +154,7 @@ mod tests {
         let append = after("-append")[0];
         assert!(append.contains(" idle=poll "));
         assert!(append.ends_with(
-            "xt.script=/r/tests/debvm/smoke.sh xt.repo=/r xt.out=/r/target/debvm/out"
+            "xt.script=/r/tests/debvm/lifecycle.sh xt.repo=/r xt.out=/r/target/debvm/out"
         ));
     }
 
