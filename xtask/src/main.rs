@@ -13,7 +13,7 @@
 //!   booting systemd (image cached under `target/debvm/`).
 //! - `debvm-image`: build that image (and its initramfs) without booting.
 //! - `test`: the docs' links, unit tests, clippy, rustfmt, rustdoc,
-//!   `package-test`, then `vm-test`.
+//!   `package-test`, then `vm-test` and `debvm-test`.
 //! - `check-docs [--verbose]`: every link of the repository's Markdown files
 //!   resolves (relative files, `#anchors`, references).
 //! - `fuzz [--runs N] [--sanitizer S] [TARGET]`: run the cargo-fuzz targets under `fuzz/`.
@@ -84,7 +84,7 @@ commands:
   debvm-image           build (or check up to date) the Debian VM's image and
                         initramfs under target/debvm/ without booting
   test                  check-docs, cargo test, clippy -D warnings,
-                        fmt --check, doc, package-test, vm-test
+                        fmt --check, doc, package-test, vm-test, debvm-test
 {CHECK_DOCS}  fuzz [--runs N] [--sanitizer S] [TARGET]
                         run each cargo-fuzz target under fuzz/ (or TARGET) for
                         N executions (default 1000000); fails on any crash;
@@ -281,7 +281,10 @@ fn run() -> Result<()> {
             opts.at_most_one("test")?;
             checks::run_host_checks(&paths)?;
             pkgtest::run(&paths)?;
-            vm_test(&paths, &opts, None)
+            vm_test(&paths, &opts, None)?;
+            // The package's life under systemd; reuses the release build
+            // vm-test made (about 5 min, 6 with the image built).
+            debvm::run(&paths, &opts)
         }
         "check-docs" => docs::run(&paths, &docs::Options::parse(rest)?),
         "fuzz" => fuzz::run(&paths, &fuzz::Options::parse(rest)?),
