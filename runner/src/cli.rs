@@ -1,6 +1,7 @@
 //! Command-line flags: tcmu-runner 1.5.4's (`-d`, `-l`, `-f`,
 //! `--handler-path`, `-V`, `-h`, same short and long names), plus a few of
-//! ours (`--config`, `--workers`, `--lock-file`, `--takeover`).
+//! ours (`--config`, `--workers`, `--lock-file`, `--takeover`, `--device`,
+//! `--no-dbus`).
 //!
 //! Differences from tcmu-runner: `-V` and `-h` exit 0 (tcmu-runner exits 1
 //! after printing); `-V` prints to stdout.
@@ -75,6 +76,19 @@ pub struct Cli {
     /// 30 s for the running daemon; starts normally when none runs.
     #[arg(long = "takeover")]
     pub takeover: bool,
+
+    /// Serve only this device, a configfs device name (`disk0`) or one
+    /// with its HBA (`user_1/disk0`); repeat for more (tcmu-rs extension).
+    /// Other devices are left to other daemons, each with its own
+    /// --lock-file. Default: every device.
+    #[arg(long = "device", value_name = "NAME",
+          value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub devices: Vec<String>,
+
+    /// Do not serve org.kernel.TCMUService1 on the system bus (tcmu-rs
+    /// extension): for a daemon beside the one targetcli talks to.
+    #[arg(long = "no-dbus")]
+    pub no_dbus: bool,
 }
 
 #[cfg(test)]
@@ -113,6 +127,25 @@ mod tests {
                 .unwrap()
                 .takeover
         );
+        assert!(c.devices.is_empty() && !c.no_dbus);
+    }
+
+    #[test]
+    fn a_daemon_for_named_devices() {
+        let c = Cli::try_parse_from([
+            "tcmu-runner",
+            "--device",
+            "gw1",
+            "--device=user_2/gw2",
+            "--lock-file",
+            "/run/tcmu-gw1.lock",
+            "--no-dbus",
+        ])
+        .unwrap();
+        assert_eq!(c.devices, ["gw1", "user_2/gw2"]);
+        assert_eq!(c.lock_file, PathBuf::from("/run/tcmu-gw1.lock"));
+        assert!(c.no_dbus);
+        assert!(Cli::try_parse_from(["tcmu-runner", "--device", ""]).is_err());
     }
 
     #[test]

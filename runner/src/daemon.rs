@@ -9,13 +9,15 @@
 //! `enable` or `rmdir` forever. The mechanism — sockets, replies, events
 //! that cannot be forgotten, the blocking and ring reset of recovery — is
 //! `tcmu_core::master`; this module keeps the policy: which handler serves
-//! a device, which devices belong to an out-of-process handler, workers.
+//! a device, which devices belong to an out-of-process handler or to
+//! another daemon ([`Scope`]), workers.
 
 use std::collections::HashMap;
 
 use crate::dbus::ExternalHandlers;
 use crate::devices::{DeviceInfo, DeviceTable};
 use crate::lock::InstanceLock;
+use crate::scope::Scope;
 use crate::service_manager;
 use crate::upgrade::{self, Launch};
 use tcmu_core::configfs::DeviceDir;
@@ -47,6 +49,23 @@ pub struct Daemon {
     /// Subtypes served by another process (D-Bus `RegisterHandler`):
     /// their devices are left to it, events unanswered (it answers).
     external: ExternalHandlers,
+    /// The devices this daemon serves; the others' events go unanswered
+    /// (their daemon answers).
+    scope: Scope,
+}
+
+/// What a daemon is made of, from `main`.
+pub struct Parts {
+    /// The compiled-in handlers.
+    pub registry: Registry,
+    /// The threads that serve devices.
+    pub workers: Workers,
+    /// The served devices as D-Bus and metrics see them.
+    pub table: DeviceTable,
+    /// Out-of-process handlers (D-Bus `RegisterHandler`).
+    pub external: ExternalHandlers,
+    /// The devices to serve.
+    pub scope: Scope,
 }
 
 /// The errno a device is refused with.
@@ -85,14 +104,16 @@ impl Daemon {
     /// Connects to the kernel: joins the event group before anything else
     /// (so no event between scan and join is lost), then tells the kernel
     /// this daemon replies to events.
-    pub fn connect(
-        registry: Registry,
-        workers: Workers,
-        table: DeviceTable,
-        external: ExternalHandlers,
-    ) -> anyhow::Result<(Self, Master)> {
+    pub fn connect(parts: Parts) -> anyhow::Result<(Self, Master)> {
         load_module();
         let master = Master::open()?;
+        let Parts {
+            registry,
+            workers,
+            table,
+            external,
+            scope,
+        } = parts;
         Ok((
             Self {
                 registry,
@@ -100,6 +121,7 @@ impl Daemon {
                 devices: HashMap::new(),
                 table,
                 external,
+                scope,
             },
             master,
         ))
@@ -198,6 +220,13 @@ impl Daemon {
     /// process, nor a running device of a subtype not built in.
     fn recovers(&self, uio: &UioDevice, state: DeviceState) -> bool {
         let what = label(uio);
+        if !self.scope.includes(&uio.name) {
+            debug!(
+                "{what}: left to another daemon (this one serves {})",
+                self.scope
+            );
+            return false;
+        }
         if self.external.contains(&uio.name.subtype) {
             info!(
                 "{what}: left to the out-of-process '{}' handler",
@@ -254,10 +283,17 @@ impl Daemon {
         let what = ev.device().to_owned();
         let kind = ev.kind();
         debug!("event {kind:?} for {what} (minor {})", ev.minor());
-        if !self.devices.contains_key(&ev.minor()) && self.is_external(&ev) {
-            info!("{what}: {kind:?} left to its out-of-process handler");
-            ev.leave();
-            return;
+        if !self.devices.contains_key(&ev.minor()) {
+            if self.is_external(&ev) {
+                info!("{what}: {kind:?} left to its out-of-process handler");
+                ev.leave();
+                return;
+            }
+            if !ev.name().is_some_and(|n| self.scope.includes(&n)) && self.scope.is_restricted() {
+                debug!("{what}: {kind:?} left to another daemon");
+                ev.leave();
+                return;
+            }
         }
         let result = match kind {
             EventKind::Added => self.added(&ev).await,
@@ -389,16 +425,53 @@ impl Daemon {
     }
 
     /// Closes every device (waiting for commands in flight), tells the
-    /// kernel not to wait for replies any more, and stops the workers.
-    pub async fn shutdown(mut self, master: &Master) {
+    /// kernel not to wait for replies any more, answers the events that
+    /// came meanwhile, and stops the workers.
+    pub async fn shutdown(mut self, master: &mut AsyncFd<Master>) {
         // The table keeps the devices: the metrics file's last write
         // reports their final counters.
         let devices: Vec<Served> = self.devices.drain().map(|(_, s)| s).collect();
         futures::future::join_all(devices.iter().map(|s| s.handle.close())).await;
-        if let Err(e) = master.set_replies(false) {
+        if let Err(e) = master.get_ref().set_replies(false) {
             warn!("cannot tell the kernel to stop waiting for replies: {e}");
         }
+        self.answer_late_events(master.get_mut());
         self.workers.shutdown();
+    }
+
+    /// Answers the events sent while this daemon was closing its devices
+    /// (the kernel waits for those: an `rmdir` or `enable` made during a
+    /// `systemctl stop` would hang otherwise): a removal is accepted, the
+    /// rest refused. Another process's devices are left to it.
+    fn answer_late_events(&self, master: &mut Master) {
+        loop {
+            let ev = match master.next_event() {
+                Ok(Some(ev)) => ev,
+                Ok(None) => return,
+                Err(e) if e.is_overrun() => {
+                    warn!("netlink events were lost while shutting down");
+                    continue;
+                }
+                Err(e) => {
+                    error!("bad netlink message while shutting down: {e}");
+                    continue;
+                }
+            };
+            let (kind, what) = (ev.kind(), ev.device().to_owned());
+            let ours = ev.name().is_some_and(|n| self.scope.includes(&n));
+            if self.is_external(&ev) || (self.scope.is_restricted() && !ours) {
+                ev.leave();
+                continue;
+            }
+            let r = match kind {
+                EventKind::Removed => ev.accept(),
+                _ => ev.refuse(
+                    libc::ENODEV,
+                    format!("{what}: {kind:?} refused: tcmu-runner is shutting down"),
+                ),
+            };
+            replied(kind, &what, r);
+        }
     }
 }
 
@@ -408,10 +481,7 @@ impl Daemon {
 /// which is what the successor waits for. `launch` says how to start a
 /// successor for an in-place upgrade (SIGUSR1, see [`crate::upgrade`]).
 pub async fn run(
-    registry: Registry,
-    workers: Workers,
-    table: DeviceTable,
-    external: ExternalHandlers,
+    parts: Parts,
     lock: InstanceLock,
     launch: Option<Launch>,
     on_ready: impl FnOnce(),
@@ -423,9 +493,15 @@ pub async fn run(
     let mut usr2 = signal(SignalKind::user_defined2())?;
     let mut handing_over = false;
     let mut successor: Option<upgrade::Successor> = None;
-    let (mut daemon, master) = Daemon::connect(registry, workers, table, external)?;
+    let (mut daemon, master) = Daemon::connect(parts)?;
     let mut events = tcmu_core::reactor::register_readable(master)?;
     daemon.recover_all(events.get_ref()).await;
+    if daemon.scope.is_restricted() {
+        info!(
+            "serving {}; every other device is left to other daemons",
+            daemon.scope
+        );
+    }
     info!(
         "tcmu-runner ready: serving {} device(s), handlers: {:?}",
         daemon.devices.len(),
@@ -475,7 +551,7 @@ pub async fn run(
         return Ok(());
     }
     service_manager::stopping("finishing the commands in flight");
-    daemon.shutdown(events.get_ref()).await;
+    daemon.shutdown(&mut events).await;
     drop(lock);
     info!("tcmu-runner stopped");
     Ok(())

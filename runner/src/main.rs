@@ -17,6 +17,7 @@ mod handlers;
 mod lock;
 mod logging;
 mod metrics;
+mod scope;
 mod service_manager;
 mod takeover;
 mod upgrade;
@@ -145,12 +146,16 @@ fn run(cli: &cli::Cli, mut conf: watch::Receiver<conf::Settings>) -> anyhow::Res
     // The bus name appears once devices are recovered.
     let start_dbus = {
         let (registry, table, external) = (registry.clone(), table.clone(), external.clone());
+        let no_dbus = cli.no_dbus;
         move || {
-            if let Err(e) = dbus::start(registry, table, external) {
+            if no_dbus {
+                info!("--no-dbus: not serving org.kernel.TCMUService1");
+            } else if let Err(e) = dbus::start(registry, table, external) {
                 warn!("cannot start the D-Bus service: {e}");
             }
         }
     };
+    let scope = scope::Scope::only(cli.devices.clone());
     // The metrics writer follows tcmu.conf's metrics_file/metrics_interval.
     // Ring polling follows ring_poll_us.
     let (metrics_tx, metrics_rx, mut ring_poll) = {
@@ -176,8 +181,19 @@ fn run(cli: &cli::Cli, mut conf: watch::Receiver<conf::Settings>) -> anyhow::Res
             }
         });
         let metrics = metrics::spawn(table.clone(), metrics_rx);
-        let result =
-            daemon::run(registry, workers, table, external, lock, launch, start_dbus).await;
+        let result = daemon::run(
+            daemon::Parts {
+                registry,
+                workers,
+                table,
+                external,
+                scope,
+            },
+            lock,
+            launch,
+            start_dbus,
+        )
+        .await;
         metrics.shutdown().await;
         result
     })

@@ -100,7 +100,7 @@ pub struct DeviceSample {
 /// A per-device counter family: name, help text, value.
 type Counter = (&'static str, &'static str, fn(&StatsSnapshot) -> u64);
 
-const COUNTERS: [Counter; 8] = [
+const COUNTERS: [Counter; 9] = [
     (
         "tcmu_commands_total",
         "SCSI commands completed, any status.",
@@ -140,6 +140,11 @@ const COUNTERS: [Counter; 8] = [
         "tcmu_aborts_total",
         "Commands aborted by a task management request (ABORT TASK, LUN RESET) and answered TASK ABORTED.",
         |s| s.aborts,
+    ),
+    (
+        "tcmu_alua_state_changes_total",
+        "Times the handler's ALUA state for this gateway's port group settled on another state (rbd: the image's exclusive lock came here or went elsewhere).",
+        |s| s.alua_changes,
     ),
 ];
 
@@ -427,6 +432,7 @@ mod tests {
             errors: 1,
             timeouts: 1,
             aborts: 2,
+            alua_changes: 3,
             latency_sum_us: 12_000_807,
             latency,
         }
@@ -474,6 +480,9 @@ tcmu_timeouts_total{L} 1
 # HELP tcmu_aborts_total Commands aborted by a task management request (ABORT TASK, LUN RESET) and answered TASK ABORTED.
 # TYPE tcmu_aborts_total counter
 tcmu_aborts_total{L} 2
+# HELP tcmu_alua_state_changes_total Times the handler's ALUA state for this gateway's port group settled on another state (rbd: the image's exclusive lock came here or went elsewhere).
+# TYPE tcmu_alua_state_changes_total counter
+tcmu_alua_state_changes_total{L} 3
 # HELP tcmu_command_latency_seconds Time from reading a command off the ring to writing its completion.
 # TYPE tcmu_command_latency_seconds histogram
 ",

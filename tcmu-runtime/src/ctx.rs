@@ -35,6 +35,9 @@ pub(crate) struct DeviceCtx {
     /// The kernel's per-command timeout, read at open; commands slower
     /// than this are counted as timeouts.
     pub cmd_time_out: Option<std::time::Duration>,
+    /// The last settled (primary) ALUA state the handler reported (see
+    /// [`DeviceCtx::note_alua_state`]).
+    alua_state: std::cell::Cell<Option<tcmu_scsi::alua::AccessState>>,
 }
 
 impl DeviceCtx {
@@ -59,6 +62,7 @@ impl DeviceCtx {
             state: RefCell::new(state),
             configfs,
             locks: RangeLocks::default(),
+            alua_state: std::cell::Cell::new(None),
             id,
             peers,
             stats: std::sync::Arc::default(),
@@ -77,7 +81,9 @@ impl DeviceCtx {
     /// Re-reads what identifies the device — the unit serial number and
     /// the ALUA port groups — from configfs before a command that reports
     /// or uses them: targetcli sets the serial after the device is enabled,
-    /// and groups and their states change at any time.
+    /// and groups and their states change at any time. The handler's
+    /// [`alua_state`](crate::BlockHandler::alua_state), if it has one,
+    /// overrides its own implicit group's state.
     pub(crate) fn refresh_identity(&self) {
         let Some(dir) = &self.configfs else {
             return;
@@ -86,11 +92,43 @@ impl DeviceCtx {
             self.params.borrow_mut().unit_serial = serial;
         }
         match alua::port_groups(dir) {
-            Ok(groups) => self.params.borrow_mut().port_groups = groups,
+            Ok((mut groups, port)) => {
+                if let Some(state) = self.handler.block().alua_state() {
+                    tcmu_scsi::alua::set_local_state(&mut groups, state);
+                }
+                let mut params = self.params.borrow_mut();
+                params.port_groups = groups;
+                params.target_port = port;
+            }
             Err(e) => debug!(device = %self.name, "no ALUA groups: {e}"),
         }
         if let Ok(group) = tcmu_core::alua::lu_group_id(dir) {
             self.params.borrow_mut().lu_group = group;
+        }
+    }
+
+    /// Raises ASYMMETRIC ACCESS STATE CHANGED when the handler's
+    /// [`alua_state`](crate::BlockHandler::alua_state) settled on another
+    /// primary state (the writer moved here, or away), so the initiator
+    /// asks REPORT TARGET PORT GROUPS again. Transitioning in between
+    /// raises nothing: one unit attention per move. Called per command:
+    /// for handlers without a state it is one call returning `None`.
+    pub(crate) fn note_alua_state(&self) {
+        let Some(now) = self.handler.block().alua_state() else {
+            return;
+        };
+        if !now.is_primary() || self.alua_state.get() == Some(now) {
+            return;
+        }
+        // The first time: against what RTPG reported from configfs.
+        let before = self.alua_state.replace(Some(now)).or_else(|| {
+            tcmu_scsi::alua::local_group(&self.params.borrow().port_groups).map(|g| g.state)
+        });
+        if before.is_some_and(|b| b != now) {
+            self.stats.record_alua_change();
+            info!(device = %self.name, "ALUA state of this gateway's group now {now:?}: unit attention ASYMMETRIC ACCESS STATE CHANGED");
+            self.state.borrow_mut().unit_attention =
+                Some(Sense::unit_attention_asymmetric_access_state_changed());
         }
     }
 

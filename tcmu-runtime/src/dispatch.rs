@@ -309,6 +309,7 @@ pub(crate) async fn run(
     // A pending unit attention (capacity changed, reset) goes to the first
     // command other than INQUIRY and REQUEST SENSE, as in tcmu-runner,
     // before a handler's own handle_cmd could answer it.
+    ctx.note_alua_state();
     if !matches!(cdb.first(), Some(&(INQUIRY | REQUEST_SENSE))) {
         let pending = ctx.state.borrow_mut().unit_attention.take();
         if let Some(ua) = pending {

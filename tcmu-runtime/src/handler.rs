@@ -97,6 +97,20 @@ pub trait BlockHandler {
     /// running until it completes or an initiator aborts it.
     fn cmd_timed_out(&self, _cdb: &[u8]) {}
 
+    /// This gateway's ALUA state by the backend's account, for a backend
+    /// that several gateways (daemons on different hosts, each its own
+    /// port group) export at once and that decides which one may write,
+    /// as an RBD image's exclusive lock does: active/optimized while this
+    /// one may write, transitioning while it takes over, active/
+    /// non-optimized while another one does. REPORT TARGET PORT GROUPS
+    /// then reports it for the device's own group, if that group's ALUA
+    /// is implicit only (see [`tcmu_scsi::alua::set_local_state`]), so
+    /// initiators that rank paths by it (multipathd's `alua` prioritizer)
+    /// follow the writer. `None` (the default): the configured state.
+    fn alua_state(&self) -> Option<tcmu_scsi::alua::AccessState> {
+        None
+    }
+
     /// Applies a configuration change; an error is reported to the kernel
     /// (the change is refused) and logged. The default accepts every
     /// change: a new size then only changes what the device reports.

@@ -30,6 +30,10 @@
 //!   it completes, whichever comes first.
 //! - An abort is a command cancelled by a TMR (ABORT TASK, LUN RESET, …)
 //!   and answered TASK ABORTED; it is not counted as a command.
+//! - An ALUA state change is the handler's
+//!   [`alua_state`](crate::BlockHandler::alua_state) settling on another
+//!   primary state (for rbd: this gateway took the image's lock, or lost
+//!   it), counted when the next command sees it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -84,6 +88,7 @@ pub struct DeviceStats {
     errors: AtomicU64,
     timeouts: AtomicU64,
     aborts: AtomicU64,
+    alua_changes: AtomicU64,
     latency_sum_us: AtomicU64,
     latency: [AtomicU64; LATENCY_BUCKETS],
 }
@@ -107,6 +112,8 @@ pub struct StatsSnapshot {
     pub timeouts: u64,
     /// Commands aborted by a TMR.
     pub aborts: u64,
+    /// Times the handler's ALUA state settled on another state.
+    pub alua_changes: u64,
     /// Sum of all command latencies, in microseconds.
     pub latency_sum_us: u64,
     /// Commands per latency bucket (bounds in [`LATENCY_BOUNDS_US`]), not
@@ -162,6 +169,11 @@ impl DeviceStats {
         self.aborts.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts the handler's ALUA state settling on another state.
+    pub fn record_alua_change(&self) {
+        self.alua_changes.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Reads every counter.
     pub fn snapshot(&self) -> StatsSnapshot {
         StatsSnapshot {
@@ -173,6 +185,7 @@ impl DeviceStats {
             errors: self.errors.load(Ordering::Relaxed),
             timeouts: self.timeouts.load(Ordering::Relaxed),
             aborts: self.aborts.load(Ordering::Relaxed),
+            alua_changes: self.alua_changes.load(Ordering::Relaxed),
             latency_sum_us: self.latency_sum_us.load(Ordering::Relaxed),
             latency: std::array::from_fn(|i| self.latency[i].load(Ordering::Relaxed)),
         }

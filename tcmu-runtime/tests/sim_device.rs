@@ -715,3 +715,81 @@ fn closing_cancels_a_hung_command_after_the_grace_period() {
         "close took {took:?}"
     );
 }
+
+/// The ALUA state [`Shared`] reports: an `AccessState` code, or 0xff for
+/// none.
+static SHARED_STATE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0xff);
+
+/// A memory disk that plays a backend shared by gateways: its ALUA state
+/// is whatever the test puts in [`SHARED_STATE`].
+struct Shared(MemDisk);
+
+#[async_trait(?Send)]
+impl BlockHandler for Shared {
+    async fn read(&self, offset: u64, bufs: Vec<DataBuf>) -> Result<(), BlockError> {
+        self.0.read(offset, bufs).await
+    }
+    async fn write(&self, offset: u64, bufs: Vec<DataBuf>) -> Result<(), BlockError> {
+        self.0.write(offset, bufs).await
+    }
+    async fn flush(&self) -> Result<(), BlockError> {
+        Ok(())
+    }
+    fn alua_state(&self) -> Option<tcmu_runtime::tcmu_scsi::alua::AccessState> {
+        tcmu_runtime::tcmu_scsi::alua::AccessState::from_code(SHARED_STATE.load(Ordering::Relaxed))
+    }
+}
+
+struct SharedFactory;
+
+#[async_trait(?Send)]
+impl HandlerFactory for SharedFactory {
+    fn subtype(&self) -> &str {
+        "shared"
+    }
+    fn cfg_desc(&self) -> &str {
+        "nothing"
+    }
+    fn check_config(&self, _: &str) -> Result<(), HandlerError> {
+        Ok(())
+    }
+    async fn open(&self, c: &DeviceConfig) -> Result<Handler, HandlerError> {
+        Ok(Handler::new(Shared(MemDisk(RefCell::new(vec![0; c.size as usize])))).build())
+    }
+}
+
+#[test]
+fn a_settled_alua_state_change_is_a_unit_attention() {
+    use tcmu_runtime::tcmu_scsi::alua::AccessState;
+    let set = |s: Option<AccessState>| {
+        SHARED_STATE.store(s.map_or(0xff, AccessState::code), Ordering::Relaxed)
+    };
+    let workers = Workers::start(1).unwrap();
+    let mut lun = SimLun::open(
+        &workers,
+        Arc::new(SharedFactory),
+        DeviceConfig::new("shared0", "", BS * BLOCKS, BS as u32),
+    )
+    .unwrap();
+    let tur = [0u8; 6];
+    let mut tur_answer = || sense_key_asc(&lun.run(&tur, SimData::None));
+    let ua = (0x6, 0x2a, 0x06);
+    assert_eq!(tur_answer(), (0, 0, 0), "no state: nothing to report");
+    // The first state seen, with no configured group to differ from.
+    set(Some(AccessState::ActiveOptimized));
+    assert_eq!(tur_answer(), (0, 0, 0));
+    // The writer moves away: one unit attention, then GOOD.
+    set(Some(AccessState::ActiveNonOptimized));
+    assert_eq!(tur_answer(), ua);
+    assert_eq!(tur_answer(), (0, 0, 0));
+    // Transitioning on the way back raises nothing; settling does.
+    set(Some(AccessState::Transitioning));
+    assert_eq!(tur_answer(), (0, 0, 0));
+    set(Some(AccessState::ActiveOptimized));
+    assert_eq!(tur_answer(), ua);
+    assert_eq!(tur_answer(), (0, 0, 0));
+    assert_eq!(lun.handle().stats().snapshot().alua_changes, 2);
+    set(None);
+    lun.close();
+    workers.shutdown();
+}

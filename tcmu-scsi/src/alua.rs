@@ -207,6 +207,22 @@ impl PortGroup {
     }
 }
 
+/// The target port commands reach the device through, as page 0x83 of
+/// VPD names it (relative target port and target port group designators):
+/// Linux's `scsi_dh_alua` and multipathd's `alua` prioritizer find a
+/// path's group there, and attach to no device without it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TargetPortId {
+    /// The RELATIVE TARGET PORT IDENTIFIER.
+    pub rtpi: u16,
+    /// The TARGET PORT GROUP it is in, if any.
+    pub group: Option<u16>,
+    /// The SCSI transport protocol identifier of its fabric (SPC-4: 0 FC,
+    /// 4 SRP, 5 iSCSI, 6 SAS), if known; the designators then carry it
+    /// with PIV set.
+    pub protocol: Option<u8>,
+}
+
 /// The group LIO would answer for: the first group marked
 /// [`PortGroup::local`], else the first group with member ports; `None` when
 /// no group has a port (LIO then has no group for the LUN).
@@ -215,6 +231,31 @@ pub fn local_group(groups: &[PortGroup]) -> Option<&PortGroup> {
         .iter()
         .find(|g| g.local)
         .or_else(|| groups.iter().find(|g| !g.ports.is_empty()))
+}
+
+/// Puts the local group (see [`local_group`]) in `state` with the status
+/// "altered by implicit ALUA", when its state is the device's to change:
+/// its access type is implicit only (with explicit ALUA the initiators
+/// set the states, with none there is nothing to change). Returns whether
+/// it did. For a backend shared by several gateways that knows which one
+/// may write (an image's exclusive lock): REPORT TARGET PORT GROUPS then
+/// says where the writes go, whatever was configured.
+pub fn set_local_state(groups: &mut [PortGroup], state: AccessState) -> bool {
+    let index = groups
+        .iter()
+        .position(|g| g.local)
+        .or_else(|| groups.iter().position(|g| !g.ports.is_empty()));
+    let Some(group) = index.and_then(|i| groups.get_mut(i)) else {
+        return false;
+    };
+    if !group.access.implicit || group.access.explicit {
+        return false;
+    }
+    if group.state != state {
+        group.state = state;
+        group.status = STATUS_ALTERED_BY_IMPLICIT_ALUA;
+    }
+    true
 }
 
 /// The TPGS bits of standard INQUIRY byte 5 (to be OR-ed with SCCS, 3PC and
@@ -356,6 +397,35 @@ mod tests {
 
     /// default_tg_pt_gp with two ports, an empty group, and a standby,
     /// preferred group with one port.
+    #[test]
+    fn the_local_implicit_group_takes_the_backends_state() {
+        let implicit = AccessType {
+            implicit: true,
+            explicit: false,
+        };
+        let mut remote = group(2, &[7]);
+        remote.access = implicit;
+        remote.state = AccessState::ActiveOptimized;
+        let mut local = group(1, &[3]);
+        local.access = implicit;
+        local.local = true;
+        let mut gs = vec![remote.clone(), local.clone()];
+        assert!(set_local_state(&mut gs, AccessState::Transitioning));
+        assert_eq!(gs[1].state, AccessState::Transitioning);
+        assert_eq!(gs[1].status, STATUS_ALTERED_BY_IMPLICIT_ALUA);
+        assert_eq!(gs[0], remote, "other groups are left alone");
+        // The same state again changes nothing, not even the status.
+        let mut same = vec![local.clone()];
+        assert!(set_local_state(&mut same, AccessState::ActiveOptimized));
+        assert_eq!(same[0].status, STATUS_NONE);
+        // Explicit ALUA: the initiators' states stand.
+        local.access = AccessType::BOTH;
+        let mut gs = vec![local];
+        assert!(!set_local_state(&mut gs, AccessState::ActiveNonOptimized));
+        assert_eq!(gs[0].state, AccessState::ActiveOptimized);
+        assert!(!set_local_state(&mut [], AccessState::ActiveOptimized));
+    }
+
     fn groups() -> Vec<PortGroup> {
         let mut b = group(17, &[3]);
         b.state = AccessState::Standby;

@@ -88,6 +88,9 @@ pub struct DeviceParams {
     /// The logical unit group the device belongs to (configfs
     /// `core/alua/lu_gps`), reported in VPD page 0x83.
     pub lu_group: Option<u16>,
+    /// The target port commands come in through (configfs: the enabled
+    /// member port of the ALUA groups), reported in VPD page 0x83.
+    pub target_port: Option<crate::alua::TargetPortId>,
     /// EXTENDED COPY and RECEIVE COPY RESULTS are served (3PC).
     pub third_party_copy: bool,
     /// Version descriptors in standard INQUIRY data: `None` gives the
@@ -131,6 +134,7 @@ impl DeviceParams {
             version_descriptors: None,
             port_groups: Vec::new(),
             lu_group: None,
+            target_port: None,
             third_party_copy: false,
             zoned: None,
             mmc: None,

@@ -281,6 +281,11 @@ impl Sense {
         Self::new(SenseKey::UnitAttention, 0x2a, 0x01)
     }
 
+    /// UNIT ATTENTION: ASYMMETRIC ACCESS STATE CHANGED (06/2A/06).
+    pub const fn unit_attention_asymmetric_access_state_changed() -> Self {
+        Self::new(SenseKey::UnitAttention, 0x2a, 0x06)
+    }
+
     /// UNIT ATTENTION: CAPACITY DATA HAS CHANGED (06/2A/09).
     pub const fn unit_attention_capacity_changed() -> Self {
         Self::new(SenseKey::UnitAttention, 0x2a, 0x09)
@@ -494,6 +499,10 @@ mod tests {
         assert_eq!(kaq(Sense::aborted_command()), (0xb, 0x00, 0x00));
         assert_eq!(kaq(Sense::write_protected()), (0x7, 0x27, 0x00));
         assert_eq!(kaq(Sense::unit_attention_reset()), (0x6, 0x29, 0x00));
+        assert_eq!(
+            kaq(Sense::unit_attention_asymmetric_access_state_changed()),
+            (0x6, 0x2a, 0x06)
+        );
         assert_eq!(
             kaq(Sense::unit_attention_mode_parameters_changed()),
             (0x6, 0x2a, 0x01)

@@ -119,8 +119,9 @@ pub fn naa_designator(company_id: u32, serial: &[u8]) -> [u8; 16] {
 
 /// Page 0x83: NAA 6 designator (only with a serial, like the kernel), a
 /// T10 vendor ID designator `<vendor><product>:<serial>\0` (vendor padded
-/// to 8 bytes, NUL terminated, as the kernel builds it) and the logical
-/// unit group, if any.
+/// to 8 bytes, NUL terminated, as the kernel builds it), the relative
+/// target port and target port group of the port commands come in
+/// through, if known, and the logical unit group, if any (in LIO's order).
 pub fn device_identification(params: &DeviceParams) -> Vec<u8> {
     let mut body = Vec::new();
     if let Some(s) = serial(params) {
@@ -139,6 +140,19 @@ pub fn device_identification(params: &DeviceParams) -> Vec<u8> {
     // ASCII code set, LU association, designator type 1 (T10 vendor ID).
     body.extend_from_slice(&[0x02, 0x01, 0x00, t10.len() as u8]);
     body.extend_from_slice(&t10);
+    if let Some(port) = params.target_port {
+        // Binary code set, target port association (01b), with the
+        // protocol identifier and PIV when the fabric is known.
+        let (proto, piv) = port.protocol.map_or((0, 0), |p| ((p & 0x0f) << 4, 0x80));
+        // Designator type 4: relative target port.
+        body.extend_from_slice(&[proto | 0x01, piv | 0x14, 0x00, 0x04, 0x00, 0x00]);
+        body.extend_from_slice(&port.rtpi.to_be_bytes());
+        if let Some(group) = port.group {
+            // Designator type 5: target port group.
+            body.extend_from_slice(&[proto | 0x01, piv | 0x15, 0x00, 0x04, 0x00, 0x00]);
+            body.extend_from_slice(&group.to_be_bytes());
+        }
+    }
     if let Some(group) = params.lu_group {
         // Binary, LU association, designator type 6 (logical unit group).
         body.extend_from_slice(&[0x01, 0x06, 0x00, 0x04, 0x00, 0x00]);
@@ -318,6 +332,33 @@ mod tests {
         let b = device_identification(&p);
         assert_eq!(&b[3..4], &[13 + 8]);
         assert_eq!(&b[17..], &[0x01, 0x06, 0x00, 0x04, 0, 0, 0, 3]);
+
+        // The port's designators come before the logical unit group: an
+        // iSCSI port (protocol 5, PIV) with relative port 2 in group 0x11.
+        p.target_port = Some(crate::alua::TargetPortId {
+            rtpi: 2,
+            group: Some(0x11),
+            protocol: Some(5),
+        });
+        let b = device_identification(&p);
+        assert_eq!(&b[3..4], &[13 + 8 + 16]);
+        assert_eq!(
+            &b[17..33],
+            &[
+                0x51, 0x94, 0x00, 0x04, 0, 0, 0, 2, // relative target port 2
+                0x51, 0x95, 0x00, 0x04, 0, 0, 0, 0x11, // target port group 0x11
+            ]
+        );
+        assert_eq!(&b[33..], &[0x01, 0x06, 0x00, 0x04, 0, 0, 0, 3]);
+        // An unknown fabric: no protocol identifier, PIV clear; no group.
+        p.target_port = Some(crate::alua::TargetPortId {
+            rtpi: 7,
+            group: None,
+            protocol: None,
+        });
+        p.lu_group = None;
+        let b = device_identification(&p);
+        assert_eq!(&b[17..], &[0x01, 0x14, 0x00, 0x04, 0, 0, 0, 7]);
     }
 
     #[test]

@@ -30,6 +30,8 @@ kill_leftover_daemons() {
         [[ "$(cat "$comm" 2>/dev/null)" == tcmu-runner ]] || continue
         pid=${comm#/proc/}
         pid=${pid%/comm}
+        # A zombie holds no lock and no device.
+        [[ "$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null)" == [^Z]* ]] || continue
         echo "run-all: killing leftover daemon pid $pid ($(readlink "/proc/$pid/exe" 2>/dev/null))"
         kill -9 "$pid" 2>/dev/null || true
         # Gone (or a zombie, its lock and devices released) within 10 s.

@@ -49,6 +49,7 @@ use tcmu_runtime::{
     blocking, BlockError, BlockHandler, CompareAndWrite, CompareError, HandlerError,
     ReconfigRequest, Report, Unmap, WriteSame,
 };
+use tcmu_scsi::alua::AccessState;
 use tcmu_scsi::UnmapParams;
 use tracing::{debug, error, info, warn};
 
@@ -575,7 +576,40 @@ impl BlockHandler for RbdHandler {
             .map(drop)
     }
 
+    /// Where the writes go, for REPORT TARGET PORT GROUPS under implicit
+    /// ALUA: here while we hold the lock (active/optimized), on their way
+    /// while we take it (transitioning), elsewhere once it was taken from
+    /// us (active/non-optimized, until a write here takes it back). Before
+    /// this device ever had the lock, the configured state stands: each
+    /// gateway reports what ceph-iscsi set up (the owner's group
+    /// active/optimized), so initiators send writes to one gateway.
+    fn alua_state(&self) -> Option<AccessState> {
+        match self.inner.lock.get() {
+            LockState::NotUsed => None,
+            LockState::Locked => Some(AccessState::ActiveOptimized),
+            LockState::Locking => Some(AccessState::Transitioning),
+            LockState::Unlocked => self
+                .inner
+                .lost_at
+                .get()
+                .map(|_| AccessState::ActiveNonOptimized),
+        }
+    }
+
+    /// With the exclusive lock in use and not held here, there is nothing
+    /// to flush: librbd's cache is off, so every write we acknowledged is
+    /// on the OSDs already, and we write only while holding the lock. And
+    /// librbd would take the lock for a flush on its own (it counts as a
+    /// write), so a standby gateway that gets SYNCHRONIZE CACHE (Linux
+    /// sends one when a path's disk goes away) would grab the lock from
+    /// the active one and be blocklisted by it on its next write.
     async fn flush(&self) -> Result<(), BlockError> {
+        if matches!(
+            self.inner.lock.get(),
+            LockState::Unlocked | LockState::Locking
+        ) {
+            return Ok(());
+        }
         self.run(Kind::Flush, |c| c.image().aio_flush())
             .await
             .map(drop)
