@@ -86,6 +86,10 @@ fn apply_ring_poll(window: std::time::Duration) {
 }
 
 fn main() -> std::process::ExitCode {
+    // Started by a daemon's SIGUSR1 only to start its successor.
+    if let Some(code) = upgrade::run_starter() {
+        return code;
+    }
     let cli = cli::Cli::parse();
     let conf = match start_config(&cli) {
         Ok(w) => w,

@@ -56,7 +56,10 @@ pub fn take_over(lock_path: &Path) -> anyhow::Result<InstanceLock> {
             )
         })?;
     // Under systemd the service's main pid becomes this one before the
-    // running daemon exits, so its exit does not end the service.
+    // running daemon exits, so its exit does not end the service; and
+    // only once this process is PID 1's child (see `crate::upgrade`), so
+    // systemd waits for it when it stops the service.
+    crate::upgrade::wait_until_detached();
     service_manager::main_pid(std::process::id());
     let start = Instant::now();
     rustix::process::kill_process(pid, HANDOVER_SIGNAL).map_err(|e| {

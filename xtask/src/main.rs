@@ -9,11 +9,11 @@
 //! - `demo`: like `vm-test`, but run `tests/vm/demo.sh`.
 //! - `vm-run SCRIPT`: boot the VM and run any guest script (no build).
 //! - `debvm-test [SCRIPT]`: build the package and run a script (default
-//!   `tests/debvm/smoke.sh`) in the Debian VM, a debootstrapped bookworm
+//!   `tests/debvm/lifecycle.sh`) in the Debian VM, a debootstrapped bookworm
 //!   booting systemd (image cached under `target/debvm/`).
 //! - `debvm-image`: build that image (and its initramfs) without booting.
 //! - `test`: the docs' links, unit tests, clippy, rustfmt, rustdoc,
-//!   `package-test`, then `vm-test`.
+//!   `package-test`, then `vm-test` and `debvm-test`.
 //! - `check-docs [--verbose]`: every link of the repository's Markdown files
 //!   resolves (relative files, `#anchors`, references).
 //! - `fuzz [--runs N] [--sanitizer S] [TARGET]`: run the cargo-fuzz targets under `fuzz/`.
@@ -77,14 +77,14 @@ commands:
                         without building anything; ARG goes to $XT_ARG, and
                         each host variable GUEST_<NAME> to $<NAME>
   debvm-test [SCRIPT]   build the package (cargo xtask deb) and run SCRIPT
-                        (default tests/debvm/smoke.sh) in the Debian VM:
+                        (default tests/debvm/lifecycle.sh) in the Debian VM:
                         bookworm with systemd as PID 1, its image made once
                         with debootstrap (target/debvm/root.img); the script
                         finds the package as $TCMU_DEB
   debvm-image           build (or check up to date) the Debian VM's image and
                         initramfs under target/debvm/ without booting
   test                  check-docs, cargo test, clippy -D warnings,
-                        fmt --check, doc, package-test, vm-test
+                        fmt --check, doc, package-test, vm-test, debvm-test
 {CHECK_DOCS}  fuzz [--runs N] [--sanitizer S] [TARGET]
                         run each cargo-fuzz target under fuzz/ (or TARGET) for
                         N executions (default 1000000); fails on any crash;
@@ -281,7 +281,10 @@ fn run() -> Result<()> {
             opts.at_most_one("test")?;
             checks::run_host_checks(&paths)?;
             pkgtest::run(&paths)?;
-            vm_test(&paths, &opts, None)
+            vm_test(&paths, &opts, None)?;
+            // The package's life under systemd; reuses the release build
+            // vm-test made (about 5 min, 6 with the image built).
+            debvm::run(&paths, &opts)
         }
         "check-docs" => docs::run(&paths, &docs::Options::parse(rest)?),
         "fuzz" => fuzz::run(&paths, &fuzz::Options::parse(rest)?),

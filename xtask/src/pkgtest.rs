@@ -597,6 +597,13 @@ fn dpkg_round_trip(dir: &Path, ours: &Path, theirs: &Path) -> Result<()> {
         "reinstalling ours ran update-rc.d or a restart:\n{calls}"
     );
 
+    // The daemon's log and logrotate's old copy: kept by a removal, gone
+    // with a purge (Debian policy 10.8).
+    let logs = ["/var/log/tcmu-runner.log", "/var/log/tcmu-runner.log.1.gz"];
+    for f in logs {
+        fs::create_dir_all(root.path("/var/log"))?;
+        fs::write(root.path(f), "a log line\n")?;
+    }
     root.dpkg(&["--remove", "tcmu-runner"])?;
     let status = root.query("${db:Status-Abbrev}", "tcmu-runner")?;
     ensure!(
@@ -610,6 +617,9 @@ fn dpkg_round_trip(dir: &Path, ours: &Path, theirs: &Path) -> Result<()> {
         ensure!(!root.path(f).exists(), "{f} remains after --remove");
     }
     ensure!(conf.is_file(), "--remove deleted the conffile tcmu.conf");
+    for f in logs {
+        ensure!(root.path(f).is_file(), "--remove deleted the log {f}");
+    }
     let calls = root.take_calls()?;
     expect_calls(
         "remove",
@@ -622,7 +632,7 @@ fn dpkg_round_trip(dir: &Path, ours: &Path, theirs: &Path) -> Result<()> {
         status.trim().is_empty() || status.trim() == "pn" || status.trim() == "un",
         "after --purge, tcmu-runner is {status:?}"
     );
-    for f in CONFFILES {
+    for f in CONFFILES.iter().chain(&logs) {
         ensure!(!root.path(f).exists(), "{f} remains after --purge");
     }
     let calls = root.take_calls()?;
@@ -631,6 +641,6 @@ fn dpkg_round_trip(dir: &Path, ours: &Path, theirs: &Path) -> Result<()> {
         &calls,
         &["deb-systemd-helper purge tcmu-runner.service"],
     )?;
-    println!("ok   ours removed and purged cleanly");
+    println!("ok   ours removed and purged cleanly (the log files with the purge)");
     Ok(())
 }

@@ -13,7 +13,10 @@
 //! The contract with the guest is the busybox VM's: `XTASK-GUEST-UP` on
 //! the console (here: multi-user reached), then `<out>/result` holding
 //! `status=N`; no result, a non-zero status, no boot within
-//! [`BOOT_LIMIT`] or a run past the timeout is a failure.
+//! [`BOOT_LIMIT`], a kernel panic or a run past the timeout is a failure.
+//! A script exiting with status 100 asks for a reboot: the guest reboots
+//! (QEMU keeps the disk's overlay) and the script runs again after the
+//! boot; a reboot nobody asked for fails the run.
 
 mod image;
 mod initramfs;
@@ -35,7 +38,7 @@ use crate::VmOptions;
 const BOOT_LIMIT: Duration = Duration::from_secs(300);
 
 /// The script run when none is named.
-const DEFAULT_SCRIPT: &str = "tests/debvm/smoke.sh";
+const DEFAULT_SCRIPT: &str = "tests/debvm/lifecycle.sh";
 
 /// `cargo xtask debvm-image`: builds (or finds up to date) the kernel,
 /// the image and the initramfs, boots nothing.

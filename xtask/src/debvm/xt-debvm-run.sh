@@ -11,6 +11,12 @@
 # (`XTASK-GUEST-DONE status=N`), the journal of the boot to
 # `<xt.out>/journal.txt`; then the VM powers off. The host fails the run
 # when no result appears.
+#
+# Exit status 100 asks for a reboot: no result is written, the VM reboots
+# (QEMU keeps the disk's copy-on-write overlay across it) and this runs
+# the script again after the next boot, which tells the phases apart by
+# a file of its own. A boot nobody asked for (a panic, a reboot from
+# within a test) powers off with no result: the run fails.
 
 set -u
 
@@ -48,7 +54,16 @@ mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 out "$OUT" \
     || fatal "cannot mount the host's output folder (9p tag out) at $OUT"
 [ -r "$OUT/guest.env" ] || fatal "$OUT/guest.env is missing"
 
-echo "XTASK-GUEST-RUN $SCRIPT"
+# Boots so far and reboots asked for, on the VM's disk.
+STATE=/var/lib/xt-debvm
+mkdir -p "$STATE" || fatal "cannot create $STATE"
+boots=$(($(cat "$STATE/boots" 2>/dev/null || echo 0) + 1))
+asked=$(cat "$STATE/reboots" 2>/dev/null || echo 0)
+echo "$boots" > "$STATE/boots"
+[ "$boots" -le $((asked + 1)) ] \
+    || fatal "boot $boots, but the script asked for $asked reboot(s): the VM rebooted on its own"
+
+echo "XTASK-GUEST-RUN $SCRIPT (boot $boots)"
 (
     set -a
     . "$OUT/guest.env"
@@ -57,7 +72,14 @@ echo "XTASK-GUEST-RUN $SCRIPT"
     exec /bin/bash "$SCRIPT"
 ) < /dev/null
 rc=$?
-journalctl -b --no-pager -o short-monotonic > "$OUT/journal.txt" 2>&1
+if [ "$rc" -eq 100 ]; then
+    echo $((asked + 1)) > "$STATE/reboots"
+    sync
+    echo "XTASK-GUEST-REBOOT the script asked for a reboot"
+    systemctl reboot || fatal "systemctl reboot failed"
+    exit 0
+fi
+journalctl --no-pager -o short-monotonic > "$OUT/journal.txt" 2>&1
 echo "status=$rc" > "$OUT/result" || echo "xt-debvm: cannot write the result file"
 sync
 echo "XTASK-GUEST-DONE status=$rc"

@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 /// Marker `init.sh` prints once the guest's init runs.
 const UP_MARKER: &str = "XTASK-GUEST-UP";
 
+/// What the guest kernel prints when it panics.
+const PANIC_MARKER: &str = "Kernel panic - not syncing";
+
 /// What the console readers learnt, shared with the supervising thread.
 #[derive(Clone)]
 pub struct State(Arc<Mutex<Inner>>);
@@ -22,6 +25,8 @@ struct Inner {
     boot: Option<Duration>,
     /// Last `N passed, N failed` line seen.
     summary: Option<String>,
+    /// The kernel's panic line, once seen.
+    panic: Option<String>,
 }
 
 impl State {
@@ -31,6 +36,7 @@ impl State {
             start,
             boot: None,
             summary: None,
+            panic: None,
         })))
     }
 
@@ -45,6 +51,12 @@ impl State {
         self.with(|i| i.boot)
     }
 
+    /// The guest kernel's panic line, once seen (a VM that may reboot
+    /// would otherwise boot again after it).
+    pub fn panic(&self) -> Option<String> {
+        self.with(|i| i.panic.clone())
+    }
+
     /// The last summary line printed on the console.
     pub fn summary(&self) -> Option<String> {
         self.with(|i| i.summary.clone())
@@ -55,6 +67,9 @@ impl State {
         self.with(|i| {
             if i.boot.is_none() && line.contains(UP_MARKER) {
                 i.boot = Some(i.start.elapsed());
+            }
+            if i.panic.is_none() && line.contains(PANIC_MARKER) {
+                i.panic = Some(line.trim().to_owned());
             }
             if is_summary(line) {
                 i.summary = Some(line.trim().to_owned());
@@ -117,7 +132,19 @@ pub fn tee(
 
 #[cfg(test)]
 mod tests {
-    use super::is_summary;
+    use super::{is_summary, State};
+
+    #[test]
+    fn a_panic_is_noticed() {
+        let state = State::new(std::time::Instant::now());
+        state.line("[   12.3] sd 2:0:1:0: [sdb] Attached SCSI disk");
+        assert_eq!(state.panic(), None);
+        state.line("[   45.6] Kernel panic - not syncing: Attempted to kill init! \r");
+        assert_eq!(
+            state.panic().as_deref(),
+            Some("[   45.6] Kernel panic - not syncing: Attempted to kill init!")
+        );
+    }
 
     #[test]
     fn summary_lines() {

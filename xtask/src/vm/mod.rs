@@ -220,6 +220,8 @@ impl Watch<'_> {
                     "the VM did not finish within {} s (timeout; raise it with --timeout)",
                     self.timeout.as_secs()
                 ))
+            } else if let Some(line) = state.panic() {
+                Some(format!("the guest kernel panicked: {line}"))
             } else if state.boot_time().is_none() && elapsed > self.boot_limit {
                 Some(format!(
                     "the guest did not reach {} within {} s",
