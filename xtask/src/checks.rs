@@ -63,12 +63,53 @@ pub fn run_host_checks(paths: &Paths) -> Result<()> {
 /// registry), uploading nothing. Uncommitted changes are allowed, so a
 /// work tree can be checked before its commit.
 fn publish_dry_run(paths: &Paths) -> Result<()> {
+    remove_stale_overlay_sources()?;
     let mut args = vec!["publish", "--dry-run", "--allow-dirty"];
     for krate in LIBRARY_CRATES {
         args.extend(["-p", krate]);
     }
     cmd::run(cmd::cargo().args(&args).current_dir(&paths.root))
         .with_context(|| format!("`cargo {}` failed", args.join(" ")))
+}
+
+/// Cargo unpacks each package of its local overlay registry into
+/// `$CARGO_HOME/registry/src/<registry>/<name>-<version>` once and reuses
+/// that copy while the version stays the same, so a library crate changed
+/// since an earlier dry run (same version) was built from its stale copy
+/// and its dependents failed against the old API. Our crates' unpacked
+/// copies go first; crates.io's index directories are left alone (ours
+/// are not published there).
+fn remove_stale_overlay_sources() -> Result<()> {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cargo")));
+    let Some(src) = home.map(|h| h.join("registry/src")) else {
+        return Ok(());
+    };
+    let Ok(registries) = std::fs::read_dir(&src) else {
+        return Ok(());
+    };
+    for registry in registries.flatten() {
+        if registry.file_name().to_string_lossy().starts_with("index.") {
+            continue;
+        }
+        let Ok(packages) = std::fs::read_dir(registry.path()) else {
+            continue;
+        };
+        for package in packages.flatten() {
+            let name = package.file_name().to_string_lossy().into_owned();
+            let ours = LIBRARY_CRATES.iter().any(|krate| {
+                name.strip_prefix(krate)
+                    .and_then(|rest| rest.strip_prefix('-'))
+                    .is_some_and(|version| version.starts_with(|c: char| c.is_ascii_digit()))
+            });
+            if ours {
+                std::fs::remove_dir_all(package.path())
+                    .with_context(|| format!("cannot remove {}", package.path().display()))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The D-Bus service against a private `dbus-daemon` with our policy file
