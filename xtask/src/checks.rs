@@ -64,6 +64,7 @@ pub fn run_host_checks(paths: &Paths) -> Result<()> {
 /// work tree can be checked before its commit.
 fn publish_dry_run(paths: &Paths) -> Result<()> {
     remove_stale_overlay_sources()?;
+    remove_stale_builds(&paths.root.join("target/debug"))?;
     let mut args = vec!["publish", "--dry-run", "--allow-dirty"];
     for krate in LIBRARY_CRATES {
         args.extend(["-p", krate]);
@@ -107,6 +108,41 @@ fn remove_stale_overlay_sources() -> Result<()> {
                 std::fs::remove_dir_all(package.path())
                     .with_context(|| format!("cannot remove {}", package.path().display()))?;
             }
+        }
+    }
+    Ok(())
+}
+
+/// The dry run builds the packages in the workspace's `target/debug`,
+/// where cargo also keeps whatever it built from an earlier dry run's
+/// packages of the same version: a registry package is taken as never
+/// changing, so that build would be reused. Our library crates' builds go
+/// first (they are rebuilt from the workspace as needed).
+fn remove_stale_builds(profile_dir: &std::path::Path) -> Result<()> {
+    for (dir, prefix) in [(".fingerprint", ""), ("deps", "lib")] {
+        let Ok(entries) = std::fs::read_dir(profile_dir.join(dir)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let ours = LIBRARY_CRATES.iter().any(|krate| {
+                let stem = if dir == "deps" {
+                    krate.replace('-', "_")
+                } else {
+                    (*krate).to_owned()
+                };
+                name.starts_with(&format!("{prefix}{stem}-"))
+            });
+            if !ours {
+                continue;
+            }
+            let path = entry.path();
+            let removed = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            removed.with_context(|| format!("cannot remove {}", path.display()))?;
         }
     }
     Ok(())
