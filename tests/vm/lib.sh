@@ -822,6 +822,15 @@ daemon_kill9() {
     DAEMON_PID=
 }
 
+# running PID: PID exists and is not a zombie (an orphan's exit status
+# waits for the guest's init to reap it, so kill -0 still finds it).
+running() {
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    stat=${stat##*) }
+    [[ ${stat%% *} != Z ]]
+}
+
 # daemon_alive: the daemon we started still runs.
 daemon_alive() {
     [[ -n $DAEMON_PID ]] && kill -0 "$DAEMON_PID" 2>/dev/null

@@ -31,14 +31,6 @@ source "$(dirname "$0")/lib.sh"
 source "$REPO_DIR/tests/vm/restart-lib.sh"
 
 ADOPTED_PID=
-# running PID: PID exists and is not a zombie (an orphan's exit status
-# waits for the guest's init to reap it).
-running() {
-    local stat
-    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-    stat=${stat##*) }
-    [[ ${stat%% *} != Z ]]
-}
 # adopted_stop: SIGTERM the daemon started by SIGUSR1 (not this shell's
 # child, so no exit status) and wait for it to log that it stopped.
 adopted_stop() {

@@ -62,14 +62,6 @@ declare -A GW_PID
 # gw_log GW: the log file of gateway GW's daemon.
 gw_log() { echo "$LOGDIR/gw$1/tcmu-runner.log"; }
 
-# running PID: PID exists and is not a zombie.
-running() {
-    local stat
-    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-    stat=${stat##*) }
-    [[ ${stat%% *} != Z ]]
-}
-
 # gw_start GW: start the daemon of gateway GW (a or b), serving only device
 # gwGW, with its own lock file, log directory and tcmu.conf, without D-Bus;
 # wait for it to log ready. Not a job of this shell: lib.sh's cleanup
