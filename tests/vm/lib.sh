@@ -113,10 +113,12 @@ cleanup() {
 }
 
 # undo_all: run and empty the cleanup stack (a test may call it to tear
-# down its devices before stopping the daemon cleanly).
+# down its devices before stopping the daemon cleanly). UNDO_VERBOSE=1 logs
+# each step first.
 undo_all() {
     local i
     for ((i = ${#CLEANUP_STACK[@]} - 1; i >= 0; i--)); do
+        [[ -z ${UNDO_VERBOSE:-} ]] || log "cleanup: ${CLEANUP_STACK[i]}"
         eval "${CLEANUP_STACK[i]}" >/dev/null 2>&1 || log "cleanup step failed: ${CLEANUP_STACK[i]}"
     done
     CLEANUP_STACK=()
@@ -447,16 +449,19 @@ iscsid_start() {
     push_cleanup "iscsid_stop"
     echo "InitiatorName=$(iscsi_iqn initiator)" >/etc/iscsi/initiatorname.iscsi
     # iscsid.startup: iscsid runs already, never ask systemd. No NOP-Out
-    # pings and a short replacement timeout: a slow guest must not drop the
-    # session, and a dead one must fail I/O quickly instead of in 120 s.
-    cat >/etc/iscsi/iscsid.conf <<'EOF'
+    # pings (unless $ISCSI_NOOP_SECS asks for them: the HA test must notice
+    # a gateway that lost power) and a short replacement timeout: a slow
+    # guest must not drop the session, and a dead one must fail I/O quickly
+    # instead of in 120 s.
+    local noop=${ISCSI_NOOP_SECS:-0}
+    cat >/etc/iscsi/iscsid.conf <<EOF
 iscsid.startup = /bin/true
 node.startup = manual
 node.session.timeo.replacement_timeout = 15
 node.conn[0].timeo.login_timeout = 15
 node.conn[0].timeo.logout_timeout = 15
-node.conn[0].timeo.noop_out_interval = 0
-node.conn[0].timeo.noop_out_timeout = 0
+node.conn[0].timeo.noop_out_interval = $noop
+node.conn[0].timeo.noop_out_timeout = $noop
 node.session.err_timeo.abort_timeout = 15
 node.session.err_timeo.lu_reset_timeout = 30
 node.session.err_timeo.tgt_reset_timeout = 30
@@ -1169,6 +1174,46 @@ loop_untarget() {
     rmdir "$tpg" || rc=1
     rmdir "$(dirname "$tpg")" || rc=1
     return $rc
+}
+
+# alua_group BACKSTORE GROUP ID STATE TRANS_SECS: an implicit-ALUA target
+# port group of BACKSTORE (id ID, access state STATE: 0 AO, 1 ANO), as
+# ceph-iscsi makes them, with implicit_trans_secs TRANS_SECS; removed by
+# cleanup.
+alua_group() {
+    local bs=$1 group=$2
+    mkdir "$bs/alua/$group" || fail "cannot create ALUA group $group of $(basename "$bs")"
+    push_cleanup "rmdir $bs/alua/$group"
+    echo "$3" >"$bs/alua/$group/tg_pt_gp_id"
+    echo 1 >"$bs/alua/$group/alua_access_type"
+    echo "$4" >"$bs/alua/$group/alua_access_state"
+    echo "$5" >"$bs/alua/$group/implicit_trans_secs"
+}
+
+# sectors_read DEV: sectors read from DEV (/dev/sdX or sdX) so far.
+sectors_read() { awk '{print $3}' "/sys/block/$(basename "$1")/stat"; }
+
+# reads_on_both_paths MP DEV_A DEV_B: 8 s of fio_reads through the
+# multipath device MP; fails unless both paths (disks DEV_A, DEV_B) were
+# read. Sets READ_A and READ_B (sectors read from each).
+reads_on_both_paths() {
+    local a0 b0
+    a0=$(sectors_read "$2")
+    b0=$(sectors_read "$3")
+    fio_reads reads "$1" 8
+    READ_A=$(($(sectors_read "$2") - a0))
+    READ_B=$(($(sectors_read "$3") - b0))
+    ((READ_A > 0 && READ_B > 0)) || fail "reads did not go down both paths ($2: $READ_A, $3: $READ_B sectors)"
+}
+
+# fio_reads NAME DEV SECS: 4k random reads at iodepth 8 over DEV's first
+# 64 MiB for SECS seconds ($WORK/NAME.json); fails the test on any error.
+fio_reads() {
+    fio --name="$1" --filename="$2" --ioengine=libaio --direct=1 --rw=randread \
+        --bs=4k --iodepth=8 --size=64m --time_based --runtime="$3" --eta=never \
+        --output-format=json --output="$WORK/$1.json" >"$WORK/$1.out" 2>&1 ||
+        { tail "$WORK/$1.out"; fail "fio '$1' failed"; }
+    assert_eq "$(fio_errors "$WORK/$1.json")" 0 "fio '$1' read errors"
 }
 
 # ---------------------------------------------------------------------------

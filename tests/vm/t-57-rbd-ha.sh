@@ -144,12 +144,7 @@ gw_backstore() {
     echo "$SERIAL" >"$bs/wwn/vpd_unit_serial" || fail "cannot set the serial of gw$gw"
     write_timeout 20 "$bs/enable" 1 || fail "enabling gw$gw failed"
     echo "$CMD_TIME_OUT" >"$bs/attrib/cmd_time_out" || fail "cannot set cmd_time_out of gw$gw"
-    mkdir "$bs/alua/$group" || fail "cannot create ALUA group $group of gw$gw"
-    push_cleanup "rmdir $bs/alua/$group"
-    echo "$id" >"$bs/alua/$group/tg_pt_gp_id"
-    echo 1 >"$bs/alua/$group/alua_access_type"
-    echo "$state" >"$bs/alua/$group/alua_access_state"
-    echo $((OSD_OP_TIMEOUT + 15)) >"$bs/alua/$group/implicit_trans_secs"
+    alua_group "$bs" "$group" "$id" "$state" $((OSD_OP_TIMEOUT + 15))
     loop_export "$bs"
     echo "$group" >"$LOOP_TPG/lun/lun_0/alua_tg_pt_gp" || fail "cannot move gw$gw's port into $group"
     # The disk again, so the initiator reads the group's TPGS bits: a
@@ -195,9 +190,6 @@ mpath_remove() {
 
 # mpath_paths NAME: dmsetup status of NAME, for logs.
 mpath_paths() { dmsetup status "$1" | cut -d' ' -f4-; }
-
-# sectors_read DEV: sectors read from DEV so far (/sys/block/X/stat).
-sectors_read() { awk '{print $3}' "/sys/block/$(basename "$1")/stat"; }
 
 # --- 1. two daemons, two gateways ------------------------------------------
 for gw in a b; do
@@ -318,20 +310,11 @@ log "gwb serves again as the standby path; the lock stays with gwa"
 # --- 4. active-active reads ------------------------------------------------
 mpath_remove mpha || fail "dmsetup remove mpha failed"
 mpath_create mpaa "1 1 round-robin 0 2 1 ${GW_MM[a]} 1 ${GW_MM[b]} 1"
-ra0=$(sectors_read "${GW_DEV[a]}")
-rb0=$(sectors_read "${GW_DEV[b]}")
-fio --name=reads --filename="$MP" --ioengine=libaio --direct=1 --rw=randread \
-    --bs=4k --iodepth=8 --size=64m --time_based --runtime=8 --eta=never \
-    --output-format=json --output="$WORK/reads.json" >"$WORK/reads.out" 2>&1 ||
-    { tail "$WORK/reads.out"; fail "fio reads through both paths failed"; }
-assert_eq "$(fio_errors "$WORK/reads.json")" 0 "fio read errors"
-ra=$(($(sectors_read "${GW_DEV[a]}") - ra0))
-rb=$(($(sectors_read "${GW_DEV[b]}") - rb0))
-((ra > 0 && rb > 0)) || fail "reads did not go down both paths (gwa $ra, gwb $rb sectors)"
+reads_on_both_paths "$MP" "${GW_DEV[a]}" "${GW_DEV[b]}"
 assert_eq "$(lock_acquisitions)" 3 "lock acquisitions after reads on both paths"
 assert_eq "$(alua_changes a)" 2 "gwa's ALUA state changes (lost the lock, took it back)"
 assert_eq "$(alua_changes b)" 0 "the restarted gwb's ALUA state changes"
-log "round 4: reads on both paths (gwa $((ra / 2048)) MiB, gwb $((rb / 2048)) MiB), the lock did not move"
+log "round 4: reads on both paths (gwa $((READ_A / 2048)) MiB, gwb $((READ_B / 2048)) MiB), the lock did not move"
 
 rbdc export rbd/ha "$WORK/ha.export" >/dev/null 2>&1 || fail "rbd export failed"
 cmp "$WORK/ha.export" "$MP" || fail "the multipath device differs from rbd export"

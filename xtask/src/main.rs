@@ -24,6 +24,9 @@
 //!   ours in one VM boot; `target/bench/report.md` and `report.png`.
 //! - `microbench [ARGS]`: the criterion micro-benchmark of the data path
 //!   over the simulated kernel (no VM), in seconds.
+//! - `ha-test [--c]`: two gateway VMs on one rbd image, an initiator with
+//!   open-iscsi and multipathd, failovers (`tests/vm/ha/`); not part of
+//!   `test`.
 //! - `soak [--minutes N]`: the long restart and takeover test in the VM
 //!   (`tests/vm/soak.sh`); summary in `target/soak/summary.txt`.
 //! - `semver [--baseline-rev REV | --baseline-version VER]`: the library
@@ -38,6 +41,7 @@ mod deb;
 mod debvm;
 mod docs;
 mod fuzz;
+mod ha;
 mod hash;
 mod install;
 mod microbench;
@@ -56,9 +60,9 @@ use anyhow::{bail, Context, Result};
 use crate::paths::Paths;
 use crate::vm::GuestRun;
 
-/// What `cargo xtask help` prints (`{BENCH}`, `{MICROBENCH}`, `{SOAK}`,
+/// What `cargo xtask help` prints (`{BENCH}`, `{MICROBENCH}`, `{SOAK}`, `{HA}`,
 /// `{SEMVER}` and `{CHECK_DOCS}` stand for [`bench::USAGE`],
-/// [`microbench::USAGE`], [`soak::USAGE`], [`semver::USAGE`] and
+/// [`microbench::USAGE`], [`soak::USAGE`], [`ha::USAGE`], [`semver::USAGE`] and
 /// [`docs::USAGE`]).
 const USAGE_TEMPLATE: &str = "\
 usage: cargo xtask <command> [options]
@@ -98,7 +102,7 @@ commands:
   deb                   build the Debian package target/debian/tcmu-runner_*.deb
                         (cargo-deb, installed when missing); `dpkg -i` it to
                         replace Debian's C tcmu-runner
-{BENCH}{MICROBENCH}{SOAK}{SEMVER}  package-test          systemd-analyze verify the unit, compare the .deb with
+{BENCH}{MICROBENCH}{SOAK}{HA}{SEMVER}  package-test          systemd-analyze verify the unit, compare the .deb with
                         Debian's tcmu-runner package, install both with dpkg
                         into a throwaway root under target/pkgtest/ (root)
 
@@ -129,6 +133,7 @@ fn usage() -> String {
         .replace("{BENCH}", bench::USAGE)
         .replace("{MICROBENCH}", microbench::USAGE)
         .replace("{SOAK}", soak::USAGE)
+        .replace("{HA}", ha::USAGE)
         .replace("{SEMVER}", semver::USAGE)
         .replace("{CHECK_DOCS}", docs::USAGE)
 }
@@ -298,6 +303,7 @@ fn run() -> Result<()> {
         "bench" => bench::run(&paths, &bench::Options::parse(rest)?),
         "microbench" => microbench::run(&paths, rest),
         "soak" => soak::run(&paths, &soak::Options::parse(rest)?),
+        "ha-test" => ha::run(&paths, &ha::Options::parse(rest)?),
         "semver" => semver::run(&paths, &semver::Options::parse(rest)?),
         "package-test" => {
             if !rest.is_empty() {
@@ -409,6 +415,7 @@ fn guest_run(
             .split_whitespace()
             .map(String::from)
             .collect(),
+        qemu_args: Vec::new(),
     })
 }
 

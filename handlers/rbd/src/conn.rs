@@ -65,6 +65,9 @@ pub struct Conn {
     pub gid: u64,
     /// The image has the exclusive-lock feature.
     pub exclusive_lock: bool,
+    /// Another client held the exclusive lock when the image was opened
+    /// (another gateway is the active one).
+    pub locked_elsewhere: bool,
     /// The name under which we are registered in the service map.
     pub daemon: Option<String>,
     /// The OSD op time-out in force (seconds).
@@ -182,6 +185,8 @@ pub fn open(cfg: &RbdConfig) -> Result<Conn, RbdError> {
     let image = Image::open(ioctx, &cfg.image, false)?;
     let info = image.stat()?;
     let exclusive_lock = image.has_exclusive_lock()?;
+    // Only what RTPG reports depends on it: a failed query counts as free.
+    let locked_elsewhere = exclusive_lock && image.lock_owners().is_ok_and(|o| !o.is_empty());
     let conn = Conn {
         image,
         info,
@@ -189,6 +194,7 @@ pub fn open(cfg: &RbdConfig) -> Result<Conn, RbdError> {
         addrs,
         gid,
         exclusive_lock,
+        locked_elsewhere,
         daemon: None,
         osd_op_timeout,
         discard_granularity,

@@ -133,6 +133,10 @@ struct Inner {
     lock: Cell<LockState>,
     /// When the lock was last taken from us (for [`LOCK_HOLDOFF`]).
     lost_at: Cell<Option<Instant>>,
+    /// Another client held the lock when we opened the image and we have
+    /// not held it since (RTPG: active/non-optimized, not the configured
+    /// state).
+    held_elsewhere: Cell<bool>,
     /// The hold-off in force ([`LOCK_HOLDOFF`], [`HOLDOFF_ENV`]).
     holdoff: Duration,
     reopening: Cell<bool>,
@@ -177,6 +181,7 @@ impl RbdHandler {
         conn: Conn,
     ) -> Self {
         let unmap = unmap_params(&conn, block_size);
+        let locked_elsewhere = conn.locked_elsewhere;
         let lock = if conn.exclusive_lock {
             LockState::Unlocked
         } else {
@@ -191,6 +196,7 @@ impl RbdHandler {
             generation: Cell::new(0),
             lock: Cell::new(lock),
             lost_at: Cell::new(None),
+            held_elsewhere: Cell::new(locked_elsewhere),
             holdoff: lock_holdoff(),
             reopening: Cell::new(false),
             closed: Cell::new(false),
@@ -346,6 +352,7 @@ impl Inner {
             match r {
                 Ok(Ok(broken)) => {
                     inner.lock.set(LockState::Locked);
+                    inner.held_elsewhere.set(false);
                     inner.changed.notify_waiters();
                     if broken.is_empty() {
                         info!(device = %inner.name, "rbd: exclusive lock acquired in {} ms", started.elapsed().as_millis());
@@ -579,8 +586,10 @@ impl BlockHandler for RbdHandler {
     /// Where the writes go, for REPORT TARGET PORT GROUPS under implicit
     /// ALUA: here while we hold the lock (active/optimized), on their way
     /// while we take it (transitioning), elsewhere once it was taken from
-    /// us (active/non-optimized, until a write here takes it back). Before
-    /// this device ever had the lock, the configured state stands: each
+    /// us (active/non-optimized, until a write here takes it back), and
+    /// the same when another gateway held it as we opened the image (a
+    /// gateway coming back must not draw writes, and the lock, to itself).
+    /// Before anyone held the lock, the configured state stands: each
     /// gateway reports what ceph-iscsi set up (the owner's group
     /// active/optimized), so initiators send writes to one gateway.
     fn alua_state(&self) -> Option<AccessState> {
@@ -588,11 +597,9 @@ impl BlockHandler for RbdHandler {
             LockState::NotUsed => None,
             LockState::Locked => Some(AccessState::ActiveOptimized),
             LockState::Locking => Some(AccessState::Transitioning),
-            LockState::Unlocked => self
-                .inner
-                .lost_at
-                .get()
-                .map(|_| AccessState::ActiveNonOptimized),
+            LockState::Unlocked => (self.inner.lost_at.get().is_some()
+                || self.inner.held_elsewhere.get())
+            .then_some(AccessState::ActiveNonOptimized),
         }
     }
 

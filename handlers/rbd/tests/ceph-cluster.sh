@@ -26,6 +26,9 @@ set -euo pipefail
 usage() { echo "usage: $0 start DIR [none|cephx] | stop DIR" >&2; exit 2; }
 [[ $# -ge 2 ]] || usage
 op=$1 dir=$2 auth=${3:-none} mgr=${4:-}
+# The address the daemons listen on: loopback, unless a test on a private
+# virtual network (the two-VM HA test) gives its guest's own.
+addr=${CEPH_TEST_ADDR:-127.0.0.1}
 
 # free_port: a TCP port on 127.0.0.1 nobody listens on now.
 free_port() {
@@ -86,8 +89,8 @@ start() {
     cat >"$dir/ceph.conf" <<EOF
 [global]
 fsid = $fsid
-mon host = [v2:127.0.0.1:$port2,v1:127.0.0.1:$port1]
-public addr = 127.0.0.1
+mon host = [v2:$addr:$port2,v1:$addr:$port1]
+public addr = $addr
 auth cluster required = $authline
 auth service required = $authline
 auth client required = $authline
@@ -130,7 +133,7 @@ EOF
     else
         ceph-authtool --create-keyring "$dir/keyring" --gen-key -n mon. --cap mon 'allow *' >/dev/null
     fi
-    monmaptool --create --fsid "$fsid" --addv a "[v2:127.0.0.1:$port2,v1:127.0.0.1:$port1]" \
+    monmaptool --create --fsid "$fsid" --addv a "[v2:$addr:$port2,v1:$addr:$port1]" \
         "$dir/monmap" >/dev/null
     ceph-mon -c "$dir/ceph.conf" -i a --mkfs --monmap "$dir/monmap" --keyring "$dir/keyring"
     ceph-mon -c "$dir/ceph.conf" -i a

@@ -249,6 +249,7 @@ pub fn run(paths: &Paths, opts: &Options) -> Result<()> {
         ]
         .concat(),
         kernel_args: opts.guest_idle.kernel_args(),
+        qemu_args: Vec::new(),
     };
     eprintln!(
         "xtask: bench: C peer {} vs ours; {} rounds × 8 jobs × 3 backstores × {} s (VM limit {} s)",
@@ -318,6 +319,7 @@ fn run_handler(
         timeout,
         extra_env: guest_env(paths, opts, peer),
         kernel_args: opts.guest_idle.kernel_args(),
+        qemu_args: Vec::new(),
     };
     if other_vms() > 0 {
         eprintln!("xtask: WARNING: other VM(s) running: the figures will be skewed");

@@ -124,6 +124,7 @@ pub fn run(paths: &Paths, opts: &VmOptions) -> Result<()> {
         boot_limit: BOOT_LIMIT,
         what_boots: "multi-user.target",
         is_suite: false,
+        stop: None,
     }
     .run(command)?
     .into_result()

@@ -17,6 +17,7 @@ use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -39,6 +40,9 @@ pub struct GuestRun {
     pub extra_env: Vec<(String, String)>,
     /// Words added to the guest kernel's command line (e.g. `idle=poll`).
     pub kernel_args: Vec<String>,
+    /// Arguments added to QEMU's command line (a network card for the
+    /// two-VM HA test; none otherwise).
+    pub qemu_args: Vec<String>,
 }
 
 /// What happened in the VM.
@@ -145,15 +149,28 @@ pub fn boot_and_run(paths: &Paths, kernel: &Kernel, run: &GuestRun) -> Result<Ou
 
 /// One boot of [`boot_and_run`].
 fn boot_once(paths: &Paths, kernel: &Kernel, run: &GuestRun) -> Result<Outcome> {
-    let out = paths.vm.join("out");
+    boot_in(paths, kernel, run, &paths.vm, None)
+}
+
+/// Boots the VM once with its files in `dir` (`out/`, `guest.env`,
+/// `console.log`), so that several VMs can run side by side; `stop`, once
+/// set, powers it off (its peer is done). No second boot.
+pub fn boot_in(
+    paths: &Paths,
+    kernel: &Kernel,
+    run: &GuestRun,
+    dir: &Path,
+    stop: Option<&AtomicBool>,
+) -> Result<Outcome> {
+    let out = dir.join("out");
     if out.exists() {
         fs::remove_dir_all(&out).with_context(|| format!("cannot clear {}", out.display()))?;
     }
     fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
-    let env_file = paths.vm.join("guest.env");
+    let env_file = dir.join("guest.env");
     write_env(&env_file, paths, &out, run)?;
 
-    let console_log = paths.vm.join("console.log");
+    let console_log = dir.join("console.log");
     let command = qemu::command(kernel, run, &env_file, &out)?;
     let watch = Watch {
         out: &out,
@@ -162,6 +179,7 @@ fn boot_once(paths: &Paths, kernel: &Kernel, run: &GuestRun) -> Result<Outcome> 
         boot_limit: BOOT_LIMIT,
         what_boots: "its init",
         is_suite: run.script.file_name().is_some_and(|n| n == "run-all.sh"),
+        stop,
     };
     watch.run(command)
 }
@@ -181,6 +199,9 @@ pub struct Watch<'a> {
     /// Whether the run ends with a summary line even without one from the
     /// guest (see [`Outcome::is_suite`]).
     pub is_suite: bool,
+    /// Once set, QEMU is killed and the run ends without a problem (the
+    /// guest's own result, if any, still counts).
+    pub stop: Option<&'a AtomicBool>,
 }
 
 impl Watch<'_> {
@@ -213,6 +234,11 @@ impl Watch<'_> {
         let exit = loop {
             if let Some(status) = child.try_wait().context("waiting for qemu failed")? {
                 break Some(status);
+            }
+            if self.stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+                child.kill().ok();
+                child.wait().ok();
+                break None;
             }
             let elapsed = start.elapsed();
             let why = if elapsed > self.timeout {

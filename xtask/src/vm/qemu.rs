@@ -11,7 +11,8 @@ use crate::vm::GuestRun;
 /// Builds the `qemu-system-x86_64` command booting `kernel` for `run`.
 ///
 /// TCG only (these machines expose no VT-x/AMD-V), 2 vCPUs, 2 GiB, no
-/// network card, the host's `/` shared over 9p as `hostroot`.
+/// network card unless `run.qemu_args` adds one, the host's `/` shared
+/// over 9p as `hostroot`.
 pub fn command(kernel: &Kernel, run: &GuestRun, env_file: &Path, out: &Path) -> Result<Command> {
     let mut append = String::from("console=ttyS0 quiet panic=-1");
     for word in &run.kernel_args {
@@ -54,6 +55,7 @@ pub fn command(kernel: &Kernel, run: &GuestRun, env_file: &Path, out: &Path) -> 
     .args([
         "-virtfs",
         "local,path=/,mount_tag=hostroot,security_model=passthrough,multidevs=remap",
-    ]);
+    ])
+    .args(&run.qemu_args);
     Ok(cmd)
 }
