@@ -1190,6 +1190,16 @@ alua_group() {
     echo "$5" >"$bs/alua/$group/implicit_trans_secs"
 }
 
+# rtpg_access_state DEV ID: the access state (e.g. "active/optimized") that
+# REPORT TARGET PORT GROUPS through DEV (an sd or sg node) reports for
+# group ID, from sg_rtpg's decoded answer; fails the test if RTPG fails.
+rtpg_access_state() {
+    local out
+    out=$WORK/rtpg-$(basename "$1").txt
+    sg_rtpg -d "$1" >"$out" 2>&1 || fail "RTPG through $1 failed: $(cat "$out")"
+    grep -A1 "target port group id : 0x$2" "$out" | sed -n 's/.*access state : .*(\(.*\)).*/\1/p'
+}
+
 # sectors_read DEV: sectors read from DEV (/dev/sdX or sdX) so far.
 sectors_read() { awk '{print $3}' "/sys/block/$(basename "$1")/stat"; }
 
@@ -1250,6 +1260,22 @@ rbdc() { rbd -c "$CEPH_CONF" "$@"; }
 
 # cephc ARGS...: the ceph tool on the test cluster.
 cephc() { ceph -c "$CEPH_CONF" "$@"; }
+
+# The HA tests' marker region: MARK_LEN bytes at MARK_OFF of the multipath
+# device $MP and of the image.
+# mark_write FILE: FILE over the marker region through $MP, giving up after
+# $MARK_WRITE_SECS (default 120: a failover that never comes).
+mark_write() {
+    timeout "${MARK_WRITE_SECS:-120}" dd if="$1" of="$MP" bs="$MARK_LEN" \
+        seek=$((MARK_OFF / MARK_LEN)) count=1 oflag=direct status=none
+}
+
+# image_mark IMAGE: the marker region as IMAGE holds it (rbd export).
+image_mark() {
+    rbdc export "$1" "$WORK/mark.export" >/dev/null 2>&1 || fail "rbd export of $1 failed"
+    dd if="$WORK/mark.export" bs="$MARK_LEN" skip=$((MARK_OFF / MARK_LEN)) count=1 status=none
+    rm -f "$WORK/mark.export"
+}
 
 # ceph_osd_pid: the OSD's PID.
 ceph_osd_pid() { cat "$CEPH_DIR/run/osd.0.pid"; }

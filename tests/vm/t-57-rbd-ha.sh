@@ -163,13 +163,6 @@ gw_backstore() {
     log "gw$gw: $DEV ($SG, ${GW_MM[$gw]}), ALUA group $group (id $id, state $state)"
 }
 
-# rtpg_state GW ID: the access state gateway GW's RTPG reports for group ID
-# (e.g. "active/optimized"), from sg_rtpg's decoded answer.
-rtpg_state() {
-    sg_rtpg -d "${GW_SG[$1]}" >"$WORK/rtpg-$1.txt" 2>&1 || fail "RTPG on gw$1 failed: $(cat "$WORK/rtpg-$1.txt")"
-    grep -A1 "target port group id : 0x$2" "$WORK/rtpg-$1.txt" | sed -n 's/.*access state : .*(\(.*\)).*/\1/p'
-}
-
 # mpath_create NAME TABLE_TAIL: a dm-multipath device over the two paths
 # (no udev in the guest: its node is /dev/dm-N). Sets MP.
 mpath_create() {
@@ -223,8 +216,8 @@ done
 sg_inq "${GW_SG[a]}" >"$WORK/inq-a.txt" || fail "sg_inq on gwa failed"
 assert_grep "TPGS=1" "$WORK/inq-a.txt" "gwa's standard INQUIRY reports implicit ALUA"
 # Nobody has written yet: the configured states.
-assert_eq "$(rtpg_state a 1)" "active/optimized" "gwa's group before any write"
-assert_eq "$(rtpg_state b 2)" "active/non optimized" "gwb's group before any write"
+assert_eq "$(rtpg_access_state "${GW_SG[a]}" 1)" "active/optimized" "gwa's group before any write"
+assert_eq "$(rtpg_access_state "${GW_SG[b]}" 2)" "active/non optimized" "gwb's group before any write"
 log "each daemon serves its own gateway; RTPG: gwa group 1 active/optimized, gwb group 2 active/non-optimized"
 
 # A stopped daemon answers no REMOVED event: resume both before cleanup
@@ -239,15 +232,6 @@ log "multipath mpha ($MP): $(mpath_paths mpha)"
 head -c $MARK_LEN /dev/urandom >"$WORK/p1"
 head -c $MARK_LEN /dev/urandom >"$WORK/p2"
 head -c $MARK_LEN /dev/urandom >"$WORK/p3"
-# mark_write FILE: write FILE over the marker region through the multipath
-# device (giving up after 120 s: a failover that never comes).
-mark_write() { timeout 120 dd if="$1" of="$MP" bs=$MARK_LEN seek=$((MARK_OFF / MARK_LEN)) count=1 oflag=direct status=none; }
-# image_mark: the marker region as the image holds it (rbd export).
-image_mark() {
-    rbdc export rbd/ha "$WORK/ha.export" >/dev/null 2>&1 || fail "rbd export failed"
-    dd if="$WORK/ha.export" bs=$MARK_LEN skip=$((MARK_OFF / MARK_LEN)) count=1 status=none
-    rm -f "$WORK/ha.export"
-}
 mark_write "$WORK/p1" || fail "writing P1 through gwa failed"
 grep -q 'rbd: exclusive lock acquired' "$(gw_log a)" || fail "gwa did not take the lock on the first write"
 dmesg_mark
@@ -269,11 +253,11 @@ gw_kill a CONT
 log "gateway a's daemon resumed: it runs what its ring still holds"
 wait_for 30 "gwa to find itself fenced" grep -qE 'lost the exclusive lock|our client is blocklisted' "$(gw_log a)"
 sleep 2
-image_mark >"$WORK/mark.now"
+image_mark rbd/ha >"$WORK/mark.now"
 cmp -s "$WORK/mark.now" "$WORK/p2" && fail "gwa's stale write of P2 landed after gwb's P3"
 cmp -s "$WORK/mark.now" "$WORK/p3" || fail "the image does not hold P3, the last acknowledged write"
-assert_eq "$(rtpg_state b 2)" "active/optimized" "gwb's group once it holds the lock"
-assert_eq "$(rtpg_state a 1)" "active/non optimized" "gwa's group once the lock was taken from it"
+assert_eq "$(rtpg_access_state "${GW_SG[b]}" 2)" "active/optimized" "gwb's group once it holds the lock"
+assert_eq "$(rtpg_access_state "${GW_SG[a]}" 1)" "active/non optimized" "gwa's group once the lock was taken from it"
 log "RTPG follows the lock: gwb's group active/optimized, gwa's active/non-optimized"
 log "the image keeps P3: gwa's stale P2 was fenced ($(grep -E 'lost the exclusive lock|our client is blocklisted' "$(gw_log a)" | head -n1 | cut -c1-160))"
 fio_wait hung "$FIO_PID"
@@ -302,9 +286,9 @@ dmsetup message mpha 0 "reinstate_path ${GW_MM[b]}" || fail "cannot reinstate gw
 mark_write "$WORK/p1" || fail "writing P1 after gwb came back failed"
 sleep 2
 assert_eq "$(lock_acquisitions)" 3 "lock acquisitions after gwb came back as the standby"
-cmp -s <(image_mark) "$WORK/p1" || fail "P1 written after gwb's return is not in the image"
-assert_eq "$(rtpg_state a 1)" "active/optimized" "gwa's group after it took the lock back"
-assert_eq "$(rtpg_state b 2)" "active/non optimized" "the restarted gwb's group"
+cmp -s <(image_mark rbd/ha) "$WORK/p1" || fail "P1 written after gwb's return is not in the image"
+assert_eq "$(rtpg_access_state "${GW_SG[a]}" 1)" "active/optimized" "gwa's group after it took the lock back"
+assert_eq "$(rtpg_access_state "${GW_SG[b]}" 2)" "active/non optimized" "the restarted gwb's group"
 log "gwb serves again as the standby path; the lock stays with gwa"
 
 # --- 4. active-active reads ------------------------------------------------

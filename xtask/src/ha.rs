@@ -94,7 +94,7 @@ pub fn run(paths: &Paths, opts: &Options) -> Result<()> {
     if dir.exists() {
         fs::remove_dir_all(&dir).with_context(|| format!("cannot clear {}", dir.display()))?;
     }
-    let (port_a, port_b) = (free_udp_port()?, free_udp_port()?);
+    let [port_a, port_b] = free_udp_ports()?;
     let vm_opts = VmOptions {
         timeout: opts.timeout,
         fio_runtime: 20,
@@ -206,8 +206,11 @@ fn network_args(mac: u8, local: u16, remote: u16) -> Vec<String> {
     ]
 }
 
-/// A UDP port on 127.0.0.1 that nobody uses now.
-fn free_udp_port() -> Result<u16> {
-    let socket = UdpSocket::bind("127.0.0.1:0").context("cannot bind a UDP socket on 127.0.0.1")?;
-    Ok(socket.local_addr()?.port())
+/// Two different UDP ports on 127.0.0.1 that nobody uses now (both
+/// sockets are held while the second is chosen, so they cannot be the
+/// same).
+fn free_udp_ports() -> Result<[u16; 2]> {
+    let bind = || UdpSocket::bind("127.0.0.1:0").context("cannot bind a UDP socket on 127.0.0.1");
+    let (a, b) = (bind()?, bind()?);
+    Ok([a.local_addr()?.port(), b.local_addr()?.port()])
 }

@@ -34,6 +34,8 @@ MIB=$((1024 * 1024))
 MARK_OFF=$((80 * MIB))
 MARK_LEN=$((64 * 1024))
 PROBE_OFF=$((90 * MIB))
+# A power-cut failover takes longer than t-57's (lib.sh's mark_write).
+MARK_WRITE_SECS=180
 SUMMARY=$XT_OUT/ha-summary.txt
 ours() { [[ $HA_DAEMON != c ]]; }
 # note LINE: a line of the summary (and the log).
@@ -140,6 +142,8 @@ push_cleanup "pkill -x multipathd"
 wait_for 30 "multipathd" multipathd show daemon
 # mp_paths: "dev dm-state checker-state prio" per path.
 mp_paths() { multipathd show paths format "%d %t %T %p" | tail -n +2; }
+# prio DEV: multipathd's priority of path DEV.
+prio() { mp_paths | awk -v d="$1" '$1 == d { print $4 }'; }
 # path_is DEV DM_STATE CHECKER_STATE: what multipathd says of DEV.
 path_is() { mp_paths | grep -q "^$1 *$2 *$3 "; }
 two_paths() { [[ $(mp_paths | grep -c ' active ') == 2 ]] && compgen -G "/dev/mapper/mpath*" >/dev/null; }
@@ -154,7 +158,7 @@ b_group_active() {
 # multipathd made the map before it knew the paths' priorities and put a's
 # group first; failback would move to b's in 60 s. Do it now, as an
 # administrator would (multipathd switchgroup).
-b_prio_known() { [[ $(mp_paths | awk -v d="$PB" '$1 == d { print $4 }') == 50 ]]; }
+b_prio_known() { [[ $(prio "$PB") == 50 ]]; }
 wait_for 60 "multipathd to read b's priority (active/optimized: 50)" b_prio_known
 if ! b_group_active; then
     g=$(multipath -ll | awk -v d=" $PB " '/policy=/ { n++ } index($0, d) { print n; exit }')
@@ -168,28 +172,13 @@ assert_grep "hwhandler='1 alua'" "$WORK/multipath-ll.txt" "the multipath device 
 assert_eq "$(grep -c 'prio=' "$WORK/multipath-ll.txt")" 2 "path groups (failover: one per gateway)"
 note "1. $MP: paths $PB (gateway b, tpgt_1, ao) and $PA (gateway a, tpgt_2, ano2)"
 
-# rtpg DEV ID: the access state RTPG through DEV reports for group ID.
-rtpg() {
-    sg_rtpg -d "/dev/$1" >"$WORK/rtpg.txt" 2>&1 || { cat "$WORK/rtpg.txt"; return 1; }
-    grep -A1 "target port group id : 0x$2" "$WORK/rtpg.txt" | sed -n 's/.*access state : .*(\(.*\)).*/\1/p'
-}
-# prio DEV: multipathd's priority of path DEV.
-prio() { mp_paths | awk -v d="$1" '$1 == d { print $4 }'; }
-log "RTPG: b $(rtpg "$PB" 1), a $(rtpg "$PA" 2); prio b $(prio "$PB"), a $(prio "$PA")"
+log "RTPG: b $(rtpg_access_state "/dev/$PB" 1), a $(rtpg_access_state "/dev/$PA" 2); prio b $(prio "$PB"), a $(prio "$PA")"
 
 head -c $MARK_LEN /dev/urandom >"$WORK/p1"
 head -c $MARK_LEN /dev/urandom >"$WORK/p2"
 head -c $MARK_LEN /dev/urandom >"$WORK/p3"
 head -c $MARK_LEN /dev/urandom >"$WORK/p4"
 head -c 4096 /dev/urandom >"$WORK/probe.blk"
-# mark_write FILE: FILE over the marker region through the multipath device.
-mark_write() { timeout 180 dd if="$1" of="$MP" bs=$MARK_LEN seek=$((MARK_OFF / MARK_LEN)) count=1 oflag=direct status=none; }
-# image_mark: the marker region as the image holds it.
-image_mark() {
-    rbdc export rbd/ha "$WORK/ha.export" >/dev/null 2>&1 || fail "rbd export failed"
-    dd if="$WORK/ha.export" bs=$MARK_LEN skip=$((MARK_OFF / MARK_LEN)) count=1 status=none
-    rm -f "$WORK/ha.export"
-}
 # probe_start NAME: a 4 KiB O_DIRECT writer through the multipath device,
 # one write after the other, logging each completion's time (µs).
 probe_start() {
@@ -235,8 +224,8 @@ locks() { echo $(($(ha_lock_acquisitions "$(ha_daemon_log)") + $(b locks))); }
 # --- 2. power cut of the active gateway ----------------------------------
 mark_write "$WORK/p1" || fail "writing P1 failed"
 assert_eq "$(b locks)" 1 "gateway b's lock acquisitions after the first write"
-assert_eq "$(cmp -s <(image_mark) "$WORK/p1" && echo yes)" yes "P1 in the image"
-log "P1 written through gateway b (the owner's path); RTPG: b $(rtpg "$PB" 1), a $(rtpg "$PA" 2)"
+assert_eq "$(cmp -s <(image_mark rbd/ha) "$WORK/p1" && echo yes)" yes "P1 in the image"
+log "P1 written through gateway b (the owner's path); RTPG: b $(rtpg_access_state "/dev/$PB" 1), a $(rtpg_access_state "/dev/$PA" 2)"
 load_start poweroff 50
 t_off=$T0
 # xtask kills b's QEMU when this file appears: a power cut.
@@ -255,10 +244,10 @@ wait_for 120 "b's path to be back in multipathd" path_is "$PB" active ready
 log "gateway b is back; paths: $(mp_paths | tr '\n' ';')"
 mark_write "$WORK/p2" || fail "writing P2 after b's return failed"
 sleep 2
-assert_eq "$(cmp -s <(image_mark) "$WORK/p2" && echo yes)" yes "P2 (written after b's return) in the image"
+assert_eq "$(cmp -s <(image_mark rbd/ha) "$WORK/p2" && echo yes)" yes "P2 (written after b's return) in the image"
 assert_eq "$(locks)" 2 "lock acquisitions after b's return (b's first write, a's failover)"
-ours && assert_eq "$(rtpg "$PB" 1)" "active/non optimized" "the returning gateway b's group (a holds the lock)"
-note "3. b back as the standby after $((($(now_us) - t_off) / 1000000)) s: RTPG b $(rtpg "$PB" 1), a $(rtpg "$PA" 2); lock acquisitions $(locks)"
+ours && assert_eq "$(rtpg_access_state "/dev/$PB" 1)" "active/non optimized" "the returning gateway b's group (a holds the lock)"
+note "3. b back as the standby after $((($(now_us) - t_off) / 1000000)) s: RTPG b $(rtpg_access_state "/dev/$PB" 1), a $(rtpg_access_state "/dev/$PA" 2); lock acquisitions $(locks)"
 
 # --- 4. SIGKILL of the active gateway's daemon ----------------------------
 load_start killed 30
@@ -272,7 +261,7 @@ ha_daemon_start
 log "gateway a's daemon started again: it recovers the device"
 load_end killed "a's daemon was killed"
 sleep 3
-assert_eq "$(cmp -s <(image_mark) "$WORK/p4" && echo yes)" yes "P4, the last write, in the image (not a's stale P3)"
+assert_eq "$(cmp -s <(image_mark rbd/ha) "$WORK/p4" && echo yes)" yes "P4, the last write, in the image (not a's stale P3)"
 assert_eq "$(locks)" 3 "lock acquisitions after two failovers"
 note "4. SIGKILL of a's daemon: failover (longest probe gap) $GAP ms, marker write ${p3_ms} ms, fio's longest completion $CLAT ms, fio 0 errors; lock acquisitions $(locks)"
 wait_for 120 "a's path to be back in multipathd" path_is "$PA" active ready

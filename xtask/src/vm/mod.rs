@@ -154,7 +154,7 @@ fn boot_once(paths: &Paths, kernel: &Kernel, run: &GuestRun) -> Result<Outcome> 
 
 /// Boots the VM once with its files in `dir` (`out/`, `guest.env`,
 /// `console.log`), so that several VMs can run side by side; `stop`, once
-/// set, powers it off (its peer is done). No second boot.
+/// set, kills QEMU (a power cut, or its peer is done). No second boot.
 pub fn boot_in(
     paths: &Paths,
     kernel: &Kernel,
