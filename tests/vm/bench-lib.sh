@@ -19,12 +19,12 @@ mkdir -p "$OUT"
 # RUNTIME seconds (after a 2 s ramp) with FIO_ARGS (target, engine, job
 # options), recorded in bench.tsv. The CPU measured is PID's over the run,
 # or with PID empty fio's own (sampled just before it exits: its engine
-# runs the backend inside it).
+# runs the backend inside it); PID "-": none (a kernel backstore).
 bench_fio() {
     local job=$1 backend=$2 round=$3 pid=$4
     shift 4
     local json=$OUT/$job.$backend.r$round.json t0=0 t1=0 now iops ios
-    [[ -n $pid ]] && t0=$(proc_cpu_ticks "$pid")
+    [[ -n $pid && $pid != - ]] && t0=$(proc_cpu_ticks "$pid")
     fio --name="$job" "$@" --time_based --runtime="$RUNTIME" --ramp_time=2 \
         --output-format=json --output="$json" >/dev/null 2>"$OUT/fio.err" &
     local fpid=$!
@@ -35,7 +35,7 @@ bench_fio() {
         done
     fi
     wait "$fpid" || { cat "$OUT/fio.err"; fail "fio $job on $backend failed"; }
-    [[ -n $pid ]] && t1=$(proc_cpu_ticks "$pid")
+    [[ -n $pid && $pid != - ]] && t1=$(proc_cpu_ticks "$pid")
     read -r iops ios < <(python3 -c '
 import json, sys
 j = json.load(open(sys.argv[1]))["jobs"][0]
@@ -66,14 +66,15 @@ for job, by in runs.items():
     med = {b: (statistics.median(x[0] for x in r),
                statistics.median(x[1] / hz * 1e6 / max(x[2], 1) for x in r)) for b, r in by.items()}
     for b, (iops, cpu) in med.items():
-        cells = [job, b, f"{iops:,.0f}", f"{cpu:.0f}"]
+        cells = [job, b, f"{iops:,.0f}", f"{cpu:.0f}" if cpu else "-"]
         for r in refs:
             ri, rc = med.get(r, (0, 0))
-            cells += [f"{iops / ri:.2f}×" if ri else "-", f"{cpu / rc:.2f}×" if rc else "-"]
+            cells += [f"{iops / ri:.2f}×" if ri else "-", f"{cpu / rc:.2f}×" if rc and cpu else "-"]
         print("| " + " | ".join(cells) + " |")
 print()
 print("(medians of the rounds; CPU per I/O: the serving daemon's utime+stime over")
-print("the run, or for an fio engine fio's own, the backend's library inside it)")
+print("the run, or for an fio engine fio's own, the backend's library inside it;")
+print("none for a kernel backstore)")
 EOF
     cat "$OUT/summary.txt"
 }

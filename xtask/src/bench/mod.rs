@@ -77,7 +77,10 @@ impl HandlerBench {
     fn runs_per_round(self) -> u64 {
         match self {
             HandlerBench::Rbd => 2 * 3,
-            HandlerBench::Qcow => 4 * 2,
+            // Four jobs on the image in memory (ours, C, kernel fileio),
+            // two on each of the two disks with latency
+            // (BENCH_QCOW_LATENCIES_US; ours and C).
+            HandlerBench::Qcow => 4 * 3 + 2 * 2 * 2,
             HandlerBench::Glfs => 3 * 2,
         }
     }
@@ -111,7 +114,10 @@ pub const USAGE: &str = "  bench [--runtime SECS] [--rounds N] [--size-mib MIB] 
                         target/bench/rbd/summary.txt). --qcow: our qcow
                         handler and the C tcmu-runner's handler_qcow on one
                         qcow2 image, 4k random read/write at iodepth 32 and
-                        128k sequential, IOPS and CPU per I/O
+                        128k sequential, IOPS and CPU per I/O, the image in
+                        memory (and the kernel's fileio on a raw copy), then
+                        4k on a disk with 100 µs and 1 ms
+                        latency ($BENCH_QCOW_LATENCIES_US: others)
                         (tests/vm/bench-qcow.sh; target/bench/qcow/).
                         --glfs: our user:glfs LUN and fio's gfapi engine on
                         one file of a Gluster volume in the guest
@@ -297,6 +303,9 @@ fn guest_env(paths: &Paths, opts: &Options, peer: &cpeer::CPeer) -> Vec<(String,
     env.extend(peer.guest_env());
     env.push(("BENCH_RUNTIME".into(), opts.runtime.to_string()));
     env.push(("BENCH_ROUNDS".into(), opts.rounds.to_string()));
+    if let Ok(v) = std::env::var("BENCH_QCOW_LATENCIES_US") {
+        env.push(("BENCH_QCOW_LATENCIES_US".into(), v));
+    }
     env
 }
 

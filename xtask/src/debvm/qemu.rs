@@ -6,6 +6,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 use crate::setup::Kernel;
+use crate::vm::qemu::MACHINE_ARGS;
 
 /// What one boot needs.
 pub struct Machine<'a> {
@@ -50,38 +51,29 @@ pub fn command(m: &Machine) -> Result<Command> {
         append.push_str(&format!(" {key}={}", one_word(path)?));
     }
     let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args([
-        "-accel",
-        "tcg,thread=multi",
-        "-cpu",
-        "max",
-        "-m",
-        "2048",
-        "-smp",
-        "2",
-    ])
-    .args(["-nographic", "-nic", "none"])
-    .args(["-device", "virtio-rng-pci"])
-    .arg("-kernel")
-    .arg(&m.kernel.boot_image)
-    .arg("-initrd")
-    .arg(m.initrd)
-    .args(["-append", &append])
-    .arg("-drive")
-    .arg(format!(
-        "file={},format=raw,if=virtio,snapshot=on",
-        one_word(m.image)?
-    ))
-    .arg("-virtfs")
-    .arg(format!(
-        "local,path={},mount_tag=repo,security_model=none,readonly=on,multidevs=remap",
-        one_word(m.repo)?
-    ))
-    .arg("-virtfs")
-    .arg(format!(
-        "local,path={},mount_tag=out,security_model=none",
-        one_word(m.out)?
-    ));
+    cmd.args(MACHINE_ARGS)
+        .args(["-nographic", "-nic", "none"])
+        .args(["-device", "virtio-rng-pci"])
+        .arg("-kernel")
+        .arg(&m.kernel.boot_image)
+        .arg("-initrd")
+        .arg(m.initrd)
+        .args(["-append", &append])
+        .arg("-drive")
+        .arg(format!(
+            "file={},format=raw,if=virtio,snapshot=on",
+            one_word(m.image)?
+        ))
+        .arg("-virtfs")
+        .arg(format!(
+            "local,path={},mount_tag=repo,security_model=none,readonly=on,multidevs=remap",
+            one_word(m.repo)?
+        ))
+        .arg("-virtfs")
+        .arg(format!(
+            "local,path={},mount_tag=out,security_model=none",
+            one_word(m.out)?
+        ));
     Ok(cmd)
 }
 

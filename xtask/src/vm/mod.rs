@@ -11,7 +11,7 @@
 
 mod console;
 pub mod initramfs;
-mod qemu;
+pub mod qemu;
 
 use std::fmt;
 use std::fs;

@@ -8,6 +8,21 @@ use anyhow::{bail, Context, Result};
 use crate::setup::Kernel;
 use crate::vm::GuestRun;
 
+/// The machine of every test VM, this one and the Debian one
+/// (`debvm`): TCG on several host threads (these machines expose no
+/// VT-x/AMD-V; `-cpu host` needs KVM), QEMU's richest CPU model, 2 GiB,
+/// two vCPUs.
+pub const MACHINE_ARGS: [&str; 8] = [
+    "-accel",
+    "tcg,thread=multi",
+    "-cpu",
+    "max",
+    "-m",
+    "2048",
+    "-smp",
+    "2",
+];
+
 /// Builds the `qemu-system-x86_64` command booting `kernel` for `run`.
 ///
 /// TCG only (these machines expose no VT-x/AMD-V), 2 vCPUs, 2 GiB, no
@@ -36,26 +51,17 @@ pub fn command(kernel: &Kernel, run: &GuestRun, env_file: &Path, out: &Path) -> 
         append.push_str(&format!(" {key}={s}"));
     }
     let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args([
-        "-accel",
-        "tcg,thread=multi",
-        "-cpu",
-        "max",
-        "-m",
-        "2048",
-        "-smp",
-        "2",
-    ])
-    .args(["-nographic", "-no-reboot", "-nic", "none"])
-    .arg("-kernel")
-    .arg(&kernel.boot_image)
-    .arg("-initrd")
-    .arg(&kernel.initrd)
-    .args(["-append", &append])
-    .args([
-        "-virtfs",
-        "local,path=/,mount_tag=hostroot,security_model=passthrough,multidevs=remap",
-    ])
-    .args(&run.qemu_args);
+    cmd.args(MACHINE_ARGS)
+        .args(["-nographic", "-no-reboot", "-nic", "none"])
+        .arg("-kernel")
+        .arg(&kernel.boot_image)
+        .arg("-initrd")
+        .arg(&kernel.initrd)
+        .args(["-append", &append])
+        .args([
+            "-virtfs",
+            "local,path=/,mount_tag=hostroot,security_model=passthrough,multidevs=remap",
+        ])
+        .args(&run.qemu_args);
     Ok(cmd)
 }
