@@ -74,6 +74,16 @@ const REFUSED: i32 = libc::EINVAL;
 /// Why an event is refused: the errno, and the message to log.
 type Refusal = (i32, String);
 
+/// Who serves a device that this daemon leaves alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Elsewhere {
+    /// A handler in another process, registered over D-Bus for the
+    /// device's subtype.
+    OutOfProcess,
+    /// Another daemon: this one serves only the devices its scope names.
+    OtherDaemon,
+}
+
 /// Logs a failed reply to an event.
 fn replied(kind: EventKind, what: &str, r: Result<(), NetlinkError>) {
     if let Err(e) = r {
@@ -284,13 +294,13 @@ impl Daemon {
         let kind = ev.kind();
         debug!("event {kind:?} for {what} (minor {})", ev.minor());
         if !self.devices.contains_key(&ev.minor()) {
-            if self.is_external(&ev) {
-                info!("{what}: {kind:?} left to its out-of-process handler");
-                ev.leave();
-                return;
-            }
-            if !ev.name().is_some_and(|n| self.scope.includes(&n)) && self.scope.is_restricted() {
-                debug!("{what}: {kind:?} left to another daemon");
+            if let Some(whom) = self.served_elsewhere(&ev) {
+                match whom {
+                    Elsewhere::OutOfProcess => {
+                        info!("{what}: {kind:?} left to its out-of-process handler")
+                    }
+                    Elsewhere::OtherDaemon => debug!("{what}: {kind:?} left to another daemon"),
+                }
                 ev.leave();
                 return;
             }
@@ -314,9 +324,18 @@ impl Daemon {
         replied(kind, &what, r);
     }
 
-    /// Whether the device of `ev` belongs to an out-of-process handler.
-    fn is_external(&self, ev: &Event) -> bool {
-        ev.subtype().is_some_and(|s| self.external.contains(&s))
+    /// Who serves the device of `ev` if not this daemon: an out-of-process
+    /// handler of its subtype, or (this daemon serving only some devices)
+    /// another daemon.
+    fn served_elsewhere(&self, ev: &Event) -> Option<Elsewhere> {
+        if ev.subtype().is_some_and(|s| self.external.contains(&s)) {
+            Some(Elsewhere::OutOfProcess)
+        } else if self.scope.is_restricted() && !ev.name().is_some_and(|n| self.scope.includes(&n))
+        {
+            Some(Elsewhere::OtherDaemon)
+        } else {
+            None
+        }
     }
 
     async fn added(&mut self, ev: &Event) -> Result<(), Refusal> {
@@ -458,8 +477,7 @@ impl Daemon {
                 }
             };
             let (kind, what) = (ev.kind(), ev.device().to_owned());
-            let ours = ev.name().is_some_and(|n| self.scope.includes(&n));
-            if self.is_external(&ev) || (self.scope.is_restricted() && !ours) {
+            if self.served_elsewhere(&ev).is_some() {
                 ev.leave();
                 continue;
             }
