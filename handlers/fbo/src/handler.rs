@@ -199,11 +199,7 @@ impl FboHandler {
                 e,
             )
         })?;
-        let policy = match std::env::var(file_io::INLINE_ENV).as_deref() {
-            Ok("never") => Inline::Never,
-            Ok("nowait") => Inline::NoWait,
-            _ => file_io::policy_for(std_file.as_fd()),
-        };
+        let policy = file_io::policy_for(std_file.as_fd());
         let kind = if cfg.read_only {
             DriveKind::DvdRom
         } else {

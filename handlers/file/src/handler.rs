@@ -131,14 +131,7 @@ impl FileHandler {
                 e,
             )
         })?;
-        let policy = match std::env::var(file_io::INLINE_ENV).as_deref() {
-            Ok("never") => Inline::Never,
-            Ok("nowait") => Inline::NoWait,
-            // A block device node lives on devtmpfs, whose magic is tmpfs's:
-            // never take it for memory.
-            _ if block_device => Inline::NoWait,
-            _ => file_io::policy_for(meta.as_fd()),
-        };
+        let policy = file_io::policy_for(meta.as_fd());
         let file = tokio_uring::fs::File::from_std(std_file);
         let mut handler = Self {
             cfgstring: config.cfgstring.clone(),

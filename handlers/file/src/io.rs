@@ -64,10 +64,23 @@ pub enum Inline {
     Never,
 }
 
-/// The inline policy of a file, from its filesystem.
+/// The inline policy of a file: [`INLINE_ENV`]'s when set (`never` or
+/// `nowait`), else from what the file is and its filesystem.
 pub fn policy_for(file: BorrowedFd<'_>) -> Inline {
     // Linux's `TMPFS_MAGIC` and `RAMFS_MAGIC` (include/uapi/linux/magic.h).
     const MEMORY_FILESYSTEMS: [i64; 2] = [0x0102_1994, 0x8584_58f6];
+    match std::env::var(INLINE_ENV).as_deref() {
+        Ok("never") => return Inline::Never,
+        Ok("nowait") => return Inline::NoWait,
+        _ => {}
+    }
+    // A block device node lives on devtmpfs, whose magic is tmpfs's:
+    // never take it for memory.
+    let block_device = rustix::fs::fstat(file)
+        .is_ok_and(|st| rustix::fs::FileType::from_raw_mode(st.st_mode).is_block_device());
+    if block_device {
+        return Inline::NoWait;
+    }
     match rustix::fs::fstatfs(file) {
         #[allow(clippy::unnecessary_cast)] // f_type's width differs per arch
         Ok(st) if MEMORY_FILESYSTEMS.contains(&(st.f_type as i64)) => Inline::Always,

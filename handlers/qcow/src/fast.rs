@@ -269,11 +269,7 @@ impl FastPath {
             .custom_flags(libc::O_CLOEXEC)
             .open(path)?;
         let meta = std_file.try_clone()?;
-        let policy = match std::env::var(file_io::INLINE_ENV).as_deref() {
-            Ok("never") => Inline::Never,
-            Ok("nowait") => Inline::NoWait,
-            _ => file_io::policy_for(meta.as_fd()),
-        };
+        let policy = file_io::policy_for(meta.as_fd());
         Ok(Self {
             io: Rc::new(FastIo {
                 file: tokio_uring::fs::File::from_std(std_file),

@@ -174,11 +174,7 @@ impl ZbcHandler {
                 e,
             )
         })?;
-        let policy = match std::env::var(file_io::INLINE_ENV).as_deref() {
-            Ok("never") => Inline::Never,
-            Ok("nowait") => Inline::NoWait,
-            _ => file_io::policy_for(meta.as_fd()),
-        };
+        let policy = file_io::policy_for(meta.as_fd());
         let handler = Self {
             name: config.name.clone(),
             cfgstring: RefCell::new(config.cfgstring.clone()),
