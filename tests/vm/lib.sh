@@ -1235,9 +1235,11 @@ fio_reads() {
 
 CEPH_CLUSTER_SH=$REPO_DIR/handlers/rbd/tests/ceph-cluster.sh
 
-# ceph_start: start the cluster in $WORK/ceph (stopped by cleanup). Sets
-# CEPH_DIR and CEPH_CONF.
+# ceph_start [mgr]: start the cluster in $WORK/ceph (stopped by cleanup);
+# with "mgr", a ceph-mgr too (the service map, and what tools that read it
+# need). Sets CEPH_DIR and CEPH_CONF.
 ceph_start() {
+    local mgr=${1:-}
     CEPH_DIR=$WORK/ceph
     CEPH_CONF=$CEPH_DIR/ceph.conf
     push_cleanup "bash $CEPH_CLUSTER_SH stop $CEPH_DIR"
@@ -1248,11 +1250,11 @@ ceph_start() {
     # handler keeps it above grace + interval). A single OSD is never
     # marked down by peers, so this does not make it flap under TCG.
     CEPH_TEST_HEARTBEAT_GRACE=4 CEPH_TEST_HEARTBEAT_INTERVAL=1 \
-        bash "$CEPH_CLUSTER_SH" start "$CEPH_DIR" none >"$WORK/ceph-start.txt" 2>&1 || {
+        bash "$CEPH_CLUSTER_SH" start "$CEPH_DIR" none $mgr >"$WORK/ceph-start.txt" 2>&1 || {
         cat "$WORK/ceph-start.txt"
         fail "cannot start the Ceph cluster"
     }
-    log "Ceph cluster (mon + memstore osd) up in $((SECONDS - start))s"
+    log "Ceph cluster (mon + memstore osd${mgr:+ + mgr}) up in $((SECONDS - start))s"
 }
 
 # rbdc ARGS...: the rbd tool on the test cluster.

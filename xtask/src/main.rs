@@ -330,13 +330,22 @@ fn vm_test(paths: &Paths, opts: &VmOptions, filter: Option<String>) -> Result<()
     vm::boot_and_run(paths, &kernel, &run)?.into_result()
 }
 
-/// Debian's C tcmu-runner, unpacked under `target/vm/c-peer/` for the tests
-/// that compare with it (`t-26-zbc` against its `handler_file_zbc.so`), as
-/// the guest variables `C_TCMU_BIN`, `C_TCMU_LIBDIR`, `C_TCMU_HANDLERS`.
+/// Debian's peers of the tests, unpacked: the C tcmu-runner under
+/// `target/vm/c-peer/` for the tests that compare with it (`t-26-zbc`
+/// against its `handler_file_zbc.so`), as the guest variables
+/// `C_TCMU_BIN`, `C_TCMU_LIBDIR`, `C_TCMU_HANDLERS`; ceph-iscsi under
+/// `target/vm/ceph-iscsi/` (`t-58-ceph-iscsi`), as `CEPH_ISCSI_ROOT`.
 fn c_peer_env(paths: &Paths) -> Result<Vec<(String, String)>> {
     let mut apt = setup::Apt::default();
     let peer = bench::cpeer::ensure_debian(&paths.root.join("target/vm/c-peer"), &mut apt)?;
-    Ok(peer.guest_env())
+    let ceph_iscsi =
+        bench::cpeer::ensure_ceph_iscsi(&paths.root.join("target/vm/ceph-iscsi"), &mut apt)?;
+    let mut env = peer.guest_env();
+    env.push((
+        "CEPH_ISCSI_ROOT".into(),
+        ceph_iscsi.to_string_lossy().into_owned(),
+    ));
+    Ok(env)
 }
 
 /// Builds the daemon the guest tests run, and the library crates'

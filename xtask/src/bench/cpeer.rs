@@ -82,7 +82,7 @@ impl CPeer {
 /// Makes sure the C peer is built and unpacked under `dir`
 /// (`target/bench/`), doing only what the cache does not hold.
 pub fn ensure(dir: &Path, apt: &mut Apt) -> Result<CPeer> {
-    let version = package_version(apt)?;
+    let version = package_version(apt, PACKAGE)?;
     let root = dir.join("c-root");
     let handlers = dir.join("c-handlers");
     let stamp = dir.join("c-peer.version");
@@ -138,7 +138,7 @@ pub fn ensure(dir: &Path, apt: &mut Apt) -> Result<CPeer> {
 /// zbc differential of `t-26-zbc`). Cached like [`ensure`].
 pub fn ensure_debian(dir: &Path, apt: &mut Apt) -> Result<CPeer> {
     apt.ensure(RUNTIME_PACKAGES)?;
-    let version = package_version(apt)?;
+    let version = package_version(apt, PACKAGE)?;
     let root = dir.join("c-root");
     let handlers = dir.join("c-handlers");
     let stamp = dir.join("c-debian.version");
@@ -164,14 +164,61 @@ pub fn ensure_debian(dir: &Path, apt: &mut Apt) -> Result<CPeer> {
     Ok(peer)
 }
 
-/// The version of the C package apt offers (updating apt's lists once if
-/// it knows none).
-fn package_version(apt: &mut Apt) -> Result<String> {
-    match candidate_version(PACKAGE) {
+/// Debian's ceph-iscsi: the gateway tools (`rbd-target-api`, `gwcli`) that
+/// create `user:rbd` LUNs through rtslib on Ceph iSCSI gateways.
+const CEPH_ISCSI: &str = "ceph-iscsi";
+
+/// What ceph-iscsi's Python code imports (its package's Depends but
+/// `tcmu-runner`, which the tests replace with ours).
+const CEPH_ISCSI_PACKAGES: &[&str] = &[
+    "python3-configshell-fb",
+    "python3-cryptography",
+    "python3-flask",
+    "python3-netifaces",
+    "python3-openssl",
+    "python3-rados",
+    "python3-rbd",
+    "python3-requests",
+    "python3-rtslib-fb",
+];
+
+/// Makes sure Debian's ceph-iscsi is unpacked (not installed: it depends
+/// on Debian's C daemon) under `dir` (`target/vm/ceph-iscsi/`) and its
+/// Python dependencies are installed; returns the unpacked root (`usr/bin`
+/// and `usr/lib/python3/dist-packages` below it). Cached by version.
+pub fn ensure_ceph_iscsi(dir: &Path, apt: &mut Apt) -> Result<PathBuf> {
+    apt.ensure(CEPH_ISCSI_PACKAGES)?;
+    let version = package_version(apt, CEPH_ISCSI)?;
+    let root = dir.join("root");
+    let api = root.join("usr/bin/rbd-target-api");
+    let stamp = dir.join("ceph-iscsi.version");
+    if fs::read_to_string(&stamp).unwrap_or_default().trim() == version && api.exists() {
+        return Ok(root);
+    }
+    eprintln!(
+        "xtask: unpacking Debian's {CEPH_ISCSI} {version} (t-58-ceph-iscsi drives ours with it)"
+    );
+    fs::remove_file(&stamp).ok();
+    let debs = dir.join("debs");
+    clear(&debs)?;
+    setup::download(&format!("{CEPH_ISCSI}={version}"), &debs)?;
+    extract_all(&debs, &root)?;
+    if !api.exists() {
+        bail!("{CEPH_ISCSI} {version} unpacked without {}", api.display());
+    }
+    fs::write(&stamp, format!("{version}\n"))
+        .with_context(|| format!("cannot write {}", stamp.display()))?;
+    Ok(root)
+}
+
+/// The version of `pkg` apt offers (updating apt's lists once if it knows
+/// none).
+fn package_version(apt: &mut Apt, pkg: &str) -> Result<String> {
+    match candidate_version(pkg) {
         Ok(v) => Ok(v),
         Err(first) => {
             apt.update()?;
-            candidate_version(PACKAGE).context(first)
+            candidate_version(pkg).context(first)
         }
     }
 }
@@ -184,8 +231,13 @@ fn unpack(dir: &Path, root: &Path, version: &str) -> Result<()> {
     for pkg in [PACKAGE, LIB_PACKAGE] {
         setup::download(&format!("{pkg}={version}"), &debs)?;
     }
+    extract_all(&debs, root)
+}
+
+/// Unpacks every `.deb` of `debs` into `root` (emptied first).
+fn extract_all(debs: &Path, root: &Path) -> Result<()> {
     clear(root)?;
-    for deb in files_with_ext(&debs, "deb")? {
+    for deb in files_with_ext(debs, "deb")? {
         cmd::run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(root))
             .with_context(|| format!("unpacking {} failed", deb.display()))?;
     }

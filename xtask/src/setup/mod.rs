@@ -39,6 +39,9 @@ pub const PACKAGES: &[&str] = &[
     "libiscsi-bin",
     "targetcli-fb",
     "dbus",
+    // t-58-ceph-iscsi asks rbd-target-api (ceph-iscsi's REST API) for its
+    // configuration object.
+    "curl",
     // qemu-img: makes and checks the qcow handler's images (unit and VM tests).
     "qemu-utils",
     // mkfs.f2fs: a file system on the zbc handler's host-managed disks.
