@@ -1,7 +1,8 @@
 #!/bin/bash
 # bench-lib.sh — what the handler benchmarks (bench-rbd.sh, bench-qcow.sh,
-# bench-glfs.sh) share: their settings, one measured fio run, and the
-# summary table. Sourced after lib.sh, with TEST_NAME set.
+# bench-glfs.sh) share: their settings, one measured fio run, the daemons
+# taking turns, and the summary table. Sourced after lib.sh, with TEST_NAME
+# set.
 #
 # bench.tsv holds one line per fio run, TAB-separated:
 #   run JOB BACKEND ROUND IOPS CPU_TICKS IOS
@@ -14,6 +15,29 @@ HZ=$(getconf CLK_TCK)
 rm -rf "$OUT"
 mkdir -p "$OUT"
 : >"$TSV"
+
+# use_daemon ours|c: make that daemon (ours, or the C one of
+# c_daemon_start) the one serving the devices, stopping the other first,
+# and wait until it holds the $SERVED devices' rings (none before any
+# device exists). Sets SERVING (ours, c or none) and SERVING_PID.
+SERVING=none SERVING_PID= SERVED=0
+use_daemon() {
+    [[ $1 != "$SERVING" ]] || return 0
+    case $SERVING in
+    ours) daemon_stop ;;
+    c) c_daemon_stop ;;
+    esac
+    if [[ $1 == ours ]]; then
+        daemon_start
+        SERVING_PID=$DAEMON_PID
+    else
+        c_daemon_start
+        SERVING_PID=$C_DAEMON_PID
+    fi
+    SERVING=$1
+    ((SERVED == 0)) || wait_for 60 "the $1 daemon serving $SERVED device(s)" \
+        daemon_holds_uios "$SERVING_PID" "$SERVED"
+}
 
 # bench_fio JOB BACKEND ROUND PID FIO_ARGS...: one time-based fio run of
 # RUNTIME seconds (after a 2 s ramp) with FIO_ARGS (target, engine, job

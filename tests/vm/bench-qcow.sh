@@ -72,27 +72,6 @@ bench_qcow_exit() {
 }
 trap bench_qcow_exit EXIT
 
-# use_daemon ours|c: make that daemon the one serving the devices.
-current=none
-use_daemon() {
-    [[ $1 != "$current" ]] || return 0
-    case $current in
-    ours) daemon_stop ;;
-    c) c_daemon_stop ;;
-    esac
-    if [[ $1 == ours ]]; then
-        daemon_start
-        pid=$DAEMON_PID
-    else
-        c_daemon_start
-        pid=$C_DAEMON_PID
-    fi
-    current=$1
-    # None the first time, before any device exists.
-    ((served == 0)) || wait_for 60 "the $1 daemon serving the LUN" daemon_holds_uios "$pid" "$served"
-}
-served=0
-
 # make_image PATH MIB: a qcow2 image of MIB MiB at PATH, every cluster
 # allocated with random data (the raw data passes through tmpfs).
 make_image() {
@@ -129,12 +108,12 @@ run_rounds() {
     for ((round = 1; round <= ROUNDS; round++)); do
         for spec in "$@"; do
             job=${spec%%|*}$suffix opts=${spec#*|}
-            if [[ $current == ours ]]; then order=(ours c); else order=(c ours); fi
+            if [[ $SERVING == ours ]]; then order=(ours c); else order=(c ours); fi
             for b in "${order[@]}"; do
                 use_daemon "$b"
                 ((cold == 0)) || start_dropping
                 # shellcheck disable=SC2086
-                bench_fio "$job" "$b" "$round" "$pid" --filename="$DEV" --ioengine=libaio --direct=1 \
+                bench_fio "$job" "$b" "$round" "$SERVING_PID" --filename="$DEV" --ioengine=libaio --direct=1 \
                     $opts
                 stop_dropping
             done
@@ -153,7 +132,7 @@ FILEIO_DEV=
 check_image() {
     use_daemon ours
     undo_all
-    served=0
+    SERVED=0
     qemu-img check -q "$1" >"$OUT/check.txt" 2>&1 ||
         { cat "$OUT/check.txt"; fail "qemu-img check: $1 is not clean after the runs"; }
     log "qemu-img check: $1 clean"
@@ -174,7 +153,7 @@ FILEIO_DEV=$DEV
 use_daemon ours
 user_backstore q0 $((256 * MIB)) "qcow/$IMG" || fail "enabling user:qcow q0 failed"
 loop_export "$BS_PATH"
-served=1
+SERVED=1
 run_rounds "" 0 "${JOBS[@]}"
 FILEIO_DEV=
 check_image "$IMG"
@@ -194,14 +173,14 @@ for us in $LATENCIES_US; do
     use_daemon ours
     user_backstore q1 $((512 * MIB)) "qcow/$IMG" || fail "enabling user:qcow q1 failed"
     loop_export "$BS_PATH"
-    served=1
+    SERVED=1
     run_rounds "@${us}us" 1 "${DISK_JOBS[@]}"
     check_image "$IMG"
     umount "$DISK_MNT" || fail "cannot unmount $DISK_MNT"
     modprobe -r null_blk || fail "cannot unload null_blk"
 done
 daemon_stop
-current=none
+SERVING=none
 
 bench_summary c fileio
 log "done"

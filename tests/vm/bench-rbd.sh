@@ -48,10 +48,11 @@ rbdc bench --io-type write --io-size 4M --io-total 256M --io-pattern seq rbd/ben
 for i in 1 2 3 4 5 6 7; do rbdc create --size 64M "rbd/extra$i" || fail "rbd create failed"; done
 RBD_CFG="rbd/rbd/bench;conf=$CEPH_CONF"
 
-daemon_start
+use_daemon ours
 user_backstore r0 $((256 * MIB)) "$RBD_CFG" || fail "enabling user:rbd r0 failed"
 loop_export "$BS_PATH"
 R0=$BS_PATH
+SERVED=1
 dd if="$DEV" of=/dev/null bs=1M count=8 iflag=direct status=none
 read -r rss anon _ < <(proc_mem "$DAEMON_PID")
 printf 'mem\t1\t%s\t%s\n' "$rss" "$anon" >>"$TSV"
@@ -75,43 +76,22 @@ run_fio() {
         --bs=4k --iodepth=32 --size=256m --norandommap
 }
 
-current=ours
 for ((round = 1; round <= ROUNDS; round++)); do
     for spec in "${JOBS[@]}"; do
         job=${spec%%|*} opts=${spec#*|}
         # Whichever daemon runs goes first: one switch per job.
-        if [[ $current == ours ]]; then order=(ours c fio); else order=(c ours fio); fi
+        if [[ $SERVING == ours ]]; then order=(ours c fio); else order=(c ours fio); fi
         for b in "${order[@]}"; do
-            case $b in
-            ours)
-                if [[ $current != ours ]]; then
-                    c_daemon_stop
-                    daemon_start
-                    wait_for 60 "our daemon serving r0" daemon_holds_uios "$DAEMON_PID" 1
-                    current=ours
-                fi
-                run_fio "$job" ours "$round" "$opts" "$DAEMON_PID"
-                ;;
-            c)
-                if [[ $current != c ]]; then
-                    daemon_stop
-                    c_daemon_start
-                    wait_for 60 "the C daemon serving r0" daemon_holds_uios "$C_DAEMON_PID" 1
-                    current=c
-                fi
-                run_fio "$job" c "$round" "$opts" "$C_DAEMON_PID"
-                ;;
-            fio)
+            if [[ $b == fio ]]; then
                 run_fio "$job" fio "$round" "$opts" ""
-                ;;
-            esac
+            else
+                use_daemon "$b"
+                run_fio "$job" "$b" "$round" "$opts" "$SERVING_PID"
+            fi
         done
     done
 done
-if [[ $current == c ]]; then
-    c_daemon_stop
-    daemon_start
-fi
+use_daemon ours
 
 bench_summary c fio
 echo "our daemon's RSS: $(awk '$1 == "mem" {printf "%s rbd LUN(s) %d MiB  ", $2, $3 / 1024}' "$TSV")" |
