@@ -8,17 +8,22 @@
 # over a loop device. The fast LUN's 4k random-read IOPS at iodepth 32 are
 # measured alone, then while the slow LUN takes writes each followed by a
 # SYNCHRONIZE CACHE (every flush waits out the delay, several times: ext4's
-# journal), then alone again: with the slow load, the fast LUN keeps at
-# least 80% of the mean of its two runs alone. The slow LUN must really be
-# slow meanwhile (its flushes take at least DELAY_MS each), and both fio
-# runs finish without errors. Image I/O that blocked the worker thread
-# would stall the fast LUN for every slow flush.
+# journal), then alone again, ROUNDS times: each shared run is compared
+# with the mean of the alone runs on either side of it, and the median of
+# those ratios must be at least 80%. (One round can lose more to the host:
+# the guest runs under TCG on a shared machine, and a run beside the slow
+# load once measured 66% with no stall in it, every latency up alike.) The
+# slow LUN must really be slow meanwhile (its flushes take at least
+# DELAY_MS each), and every fio run finishes without errors. Image I/O
+# that blocked the worker thread would stall the fast LUN for every slow
+# flush, in every round.
 
 source "$(dirname "$0")/lib.sh"
 
 MIB=$((1024 * 1024))
 DELAY_MS=100
-SECS=$((FIO_RUNTIME < 8 ? FIO_RUNTIME : 8))
+SECS=$((FIO_RUNTIME < 5 ? FIO_RUNTIME : 5))
+ROUNDS=3
 
 load_modules
 modprobe dm-delay || fail "modprobe dm-delay failed"
@@ -82,38 +87,48 @@ fast_iops() {
         awk '{printf "%.0f\n", $1}'
 }
 
-alone1=$(fast_iops alone1) || exit 1
-log "fast LUN alone: $alone1 IOPS"
-
-dm_delay "$DELAY_MS"
-# The slow load: 4k writes one at a time, each followed by a SYNCHRONIZE
-# CACHE (fio's fsync=1 on a block device), for longer than the fast run: a
-# flush is always waiting on the delayed disk, at little CPU (with more in
-# flight, the guest's CPU went to the slow LUN's own work and the fast
-# LUN's figure measured that instead).
-fio --name=slowload --filename="$SLOW" --ioengine=libaio --direct=1 --rw=randwrite --bs=4k \
-    --iodepth=1 --fsync=1 --norandommap --time_based --runtime=$((SECS + 4)) --eta=never \
-    --output-format=json --output="$WORK/slowload.json" >"$WORK/slowload.out" 2>&1 &
-slow_pid=$!
-sleep 2
-shared=$(fast_iops shared) || exit 1
-wait "$slow_pid" || { tail -n 20 "$WORK/slowload.out"; fail "the slow LUN's fio failed"; }
-assert_eq "$(fio_errors "$WORK/slowload.json")" 0 "the slow LUN's fio errors"
-dm_delay 0
-
-# How slow the slow LUN was: its flushes (fio's "sync" latencies).
-read -r slow_writes sync_mean_ms < <(python3 -c '
+# shared_round R: the fast LUN's IOPS while the slow LUN takes flushed
+# writes (round R), and how slow those flushes were.
+shared_round() {
+    # The slow load: 4k writes one at a time, each followed by a
+    # SYNCHRONIZE CACHE (fio's fsync=1 on a block device), for longer than
+    # the fast run: a flush is always waiting on the delayed disk, at little
+    # CPU (with more in flight, the guest's CPU went to the slow LUN's own
+    # work and the fast LUN's figure measured that instead).
+    fio --name="slowload$1" --filename="$SLOW" --ioengine=libaio --direct=1 --rw=randwrite --bs=4k \
+        --iodepth=1 --fsync=1 --norandommap --time_based --runtime=$((SECS + 4)) --eta=never \
+        --output-format=json --output="$WORK/slowload$1.json" >"$WORK/slowload$1.out" 2>&1 &
+    local slow_pid=$!
+    sleep 2
+    shared[$1]=$(fast_iops "shared$1") || exit 1
+    wait "$slow_pid" || { tail -n 20 "$WORK/slowload$1.out"; fail "the slow LUN's fio failed"; }
+    assert_eq "$(fio_errors "$WORK/slowload$1.json")" 0 "the slow LUN's fio errors"
+    # How slow the slow LUN was: its flushes (fio's "sync" latencies).
+    local slow_writes sync_mean_ms
+    read -r slow_writes sync_mean_ms < <(python3 -c '
 import json, sys
 j = json.load(open(sys.argv[1]))["jobs"][0]
 s = j.get("sync", {}).get("lat_ns", {})
-print(j["write"]["total_ios"], round(s.get("mean", 0) / 1e6))' "$WORK/slowload.json")
-log "slow LUN meanwhile: $slow_writes writes, each flush $sync_mean_ms ms on average"
-((sync_mean_ms >= DELAY_MS)) ||
-    fail "the slow LUN's flushes took $sync_mean_ms ms on average: the delay ($DELAY_MS ms) did not slow it"
+print(j["write"]["total_ios"], round(s.get("mean", 0) / 1e6))' "$WORK/slowload$1.json")
+    ((sync_mean_ms >= DELAY_MS)) ||
+        fail "the slow LUN's flushes took $sync_mean_ms ms on average: the delay ($DELAY_MS ms) did not slow it"
+    log "round $1: fast LUN ${shared[$1]} IOPS beside the slow one ($slow_writes writes, each flush $sync_mean_ms ms on average)"
+}
 
-alone2=$(fast_iops alone2) || exit 1
-base=$(((alone1 + alone2) / 2))
-log "fast LUN: alone $alone1 and $alone2 IOPS, beside the slow one $shared IOPS ($((shared * 100 / base))% of $base)"
-((shared * 100 >= base * 80)) ||
-    fail "the fast LUN fell to $shared IOPS beside the slow one, below 80% of its $base alone"
+declare -a alone shared ratio
+alone[0]=$(fast_iops alone0) || exit 1
+log "fast LUN alone: ${alone[0]} IOPS"
+dm_delay "$DELAY_MS"
+for ((r = 1; r <= ROUNDS; r++)); do
+    shared_round "$r"
+    alone[r]=$(fast_iops "alone$r") || exit 1
+    base=$(((alone[r - 1] + alone[r]) / 2))
+    ratio[r]=$((shared[r] * 100 / base))
+    log "round $r: alone ${alone[r - 1]} and ${alone[r]} IOPS around it: ${ratio[r]}% of $base"
+done
+dm_delay 0
+median=$(printf '%s\n' "${ratio[@]:1}" | sort -n | sed -n "$(((ROUNDS + 1) / 2))p")
+log "fast LUN beside the slow one: ${ratio[*]:1} % of alone, median $median%"
+((median >= 80)) ||
+    fail "the fast LUN fell to a median $median% of its IOPS alone beside the slow one (rounds: ${ratio[*]:1} %)"
 log "done"
