@@ -64,14 +64,15 @@ gw() {
         fail "gwcli $* failed: $(tail -n 5 "$LOGDIR/gwcli.txt")"
 }
 
-# api_config: the gateway configuration object, as rbd-target-api serves it.
-api_config() {
-    curl -sf --user admin:admin "http://127.0.0.1:$API_PORT/api/config"
+# api_get PATH: rbd-target-api's answer to GET /api/PATH (e.g. `config`,
+# the gateway configuration object).
+api_get() {
+    curl -sf --user admin:admin "http://127.0.0.1:$API_PORT/api/$1"
 }
 
 # config_has PYEXPR: PYEXPR (on `c`, the configuration object) is true.
 config_has() {
-    api_config >"$WORK/config.json" || return 1
+    api_get config >"$WORK/config.json" || return 1
     "$PY" -c "import json, sys; c = json.load(open('$WORK/config.json')); sys.exit(0 if ($1) else 1)"
 }
 
@@ -124,7 +125,7 @@ log_mark
 HOME=$WORK "$PY" "$CEPH_ISCSI_ROOT/usr/bin/rbd-target-api" >>"$LOGDIR/rbd-target-api.log" 2>&1 &
 API_PID=$!
 push_cleanup "api_stop"
-wait_for 180 "rbd-target-api answering on port $API_PORT" api_config
+wait_for 180 "rbd-target-api answering on port $API_PORT" api_get config
 kill -0 "$API_PID" || fail "rbd-target-api exited (see rbd-target-api.log)"
 log "rbd-target-api up (pid $API_PID)"
 
@@ -189,7 +190,7 @@ log "open-iscsi: RTPG active/optimized, fio verify clean, rbd export equals the 
 # entry in Ceph's service map (daemon gw1:rbd/disk_1, through the mgr):
 # its lock owner (ours: fio's writes took the lock) and no failures.
 disk_status_ok() {
-    curl -sf --user admin:admin "http://127.0.0.1:$API_PORT/api/disk/$DISK" >"$WORK/disk.json" &&
+    api_get "disk/$DISK" >"$WORK/disk.json" &&
         "$PY" -c "
 import json, sys
 s = json.load(open('$WORK/disk.json'))['status']
